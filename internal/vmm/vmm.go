@@ -1,0 +1,86 @@
+// Package vmm defines the interface every virtual machine monitor driver
+// (QEMU, Firecracker) implements, and the types passed across it.
+//
+// A driver launches a VMM process that must outlive the daemon: the daemon
+// persists the returned State as JSON with the VM row and hands it back to
+// Recover after a restart.
+package vmm
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrNotRunning is returned when an operation needs a live VMM process and
+// there is none.
+var ErrNotRunning = errors.New("vmm process is not running")
+
+// ErrUnsupported is returned by optional abilities a driver lacks.
+var ErrUnsupported = errors.New("not supported by this vmm driver")
+
+// Spec is everything a driver needs to launch one VM. Paths are absolute.
+type Spec struct {
+	ID   string // stable VM id, [a-z0-9-]
+	Name string
+	Dir  string // the VM's private folder; sockets and pid files go here
+
+	CPUs      int
+	MemoryMiB int
+
+	Kernel     string // uncompressed vmlinux
+	Initrd     string // optional
+	KernelArgs string // complete kernel command line
+
+	Disk string // raw ext4 root disk, read-write
+
+	TAP string // host TAP device, already created and up
+	MAC string // guest MAC, "52:54:00:xx:xx:xx"
+
+	ConsoleLog string // serial console is appended here
+
+	// Accel is "kvm" or "tcg" (QEMU only).
+	Accel string
+
+	// AgentSocket is the host-side Unix socket of the guest agent channel.
+	AgentSocket string
+}
+
+// StateVersion is the version of the persisted State layout.
+const StateVersion = 1
+
+// State is what a driver needs to find and control a running VMM again after a
+// daemon restart. It is stored as JSON; fields are added, never renamed.
+type State struct {
+	Version   int    `json:"version"`
+	Driver    string `json:"driver"`
+	PID       int    `json:"pid"`
+	StartTime uint64 `json:"start_time"` // /proc/PID/stat field 22; guards against pid reuse
+	// ControlSocket is QMP for QEMU, the API socket for Firecracker.
+	ControlSocket string `json:"control_socket,omitempty"`
+	AgentSocket   string `json:"agent_socket,omitempty"`
+	ConsoleLog    string `json:"console_log,omitempty"`
+	TAP           string `json:"tap,omitempty"`
+	Accel         string `json:"accel,omitempty"`
+	// Argv is the exact command line that launched the VMM, for `vm show` and bench/.
+	Argv []string `json:"argv,omitempty"`
+}
+
+// Driver launches and controls VMM processes.
+type Driver interface {
+	// Name is "qemu" or "firecracker".
+	Name() string
+	// Start launches the VMM for spec and returns once the process runs and
+	// its control socket answers. On error nothing is left running.
+	Start(ctx context.Context, spec Spec) (State, error)
+	// Stop asks the guest to power off, waits up to timeout, then kills the
+	// process; with force it kills at once. Sockets and pid files are removed.
+	// Stopping a VMM that is not running returns nil.
+	Stop(ctx context.Context, st State, force bool, timeout time.Duration) error
+	// Alive reports whether the process recorded in st is still the VMM we
+	// launched (pid alive and start time unchanged).
+	Alive(st State) bool
+	// Recover reattaches to a VMM after a daemon restart; it returns
+	// ErrNotRunning when the process is gone.
+	Recover(ctx context.Context, st State) error
+}
