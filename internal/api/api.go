@@ -1,0 +1,199 @@
+// Package api defines the JSON-RPC 2.0 protocol between the banger CLI and
+// bangerd: method names, request and response types, and error codes. Both
+// sides import it, so it has no dependencies beyond the standard library.
+//
+// Framing: the client opens a connection to the daemon's Unix socket, writes
+// one request as a JSON object followed by a newline, and reads one response.
+// Closing the connection early cancels the request.
+package api
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Method names. The daemon's method table is keyed by these.
+const (
+	MethodDaemonStatus = "daemon.status"
+	MethodDaemonStop   = "daemon.stop"
+	MethodVMCreate     = "vm.create"
+	MethodVMList       = "vm.list"
+	MethodVMGet        = "vm.get"
+	MethodVMStart      = "vm.start"
+	MethodVMStop       = "vm.stop"
+	MethodVMRestart    = "vm.restart"
+	MethodVMDelete     = "vm.delete"
+	MethodVMSSHInfo    = "vm.ssh_info"
+	MethodImageBuild   = "image.build"
+	MethodImageList    = "image.list"
+	MethodImageGet     = "image.get"
+	MethodImageDelete  = "image.delete"
+)
+
+// Version is the JSON-RPC version string.
+const Version = "2.0"
+
+// Request is a JSON-RPC 2.0 request.
+type Request struct {
+	JSONRPC string          `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id,omitempty"`
+	Method  string          `json:"method"`
+	Params  json.RawMessage `json:"params,omitempty"`
+}
+
+// Response is a JSON-RPC 2.0 response. Daemon is an extension member that
+// identifies the daemon's build on every response, so a client can spot a
+// stale daemon.
+type Response struct {
+	JSONRPC string          `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id"`
+	Result  json.RawMessage `json:"result,omitempty"`
+	Error   *Error          `json:"error,omitempty"`
+	Daemon  DaemonInfo      `json:"daemon"`
+}
+
+// DaemonInfo identifies a running daemon's build.
+type DaemonInfo struct {
+	Version string `json:"version"`
+	PID     int    `json:"pid"`
+	// Executable is the daemon binary's path and ExecutableID its size and
+	// modification time when the daemon started: a rebuilt binary differs.
+	Executable   string `json:"executable"`
+	ExecutableID string `json:"executable_id"`
+}
+
+// JSON-RPC 2.0 error codes, and banger's own in the server-error range.
+const (
+	CodeParseError     = -32700
+	CodeInvalidRequest = -32600
+	CodeMethodNotFound = -32601
+	CodeInvalidParams  = -32602
+	CodeInternal       = -32603
+
+	CodeNotFound           = -32001
+	CodeExists             = -32002
+	CodeFailedPrecondition = -32003
+	CodeUnavailable        = -32004
+	CodePermissionDenied   = -32005
+)
+
+// Error is a JSON-RPC error object. Message is written for the user: it says
+// what failed and what to do.
+type Error struct {
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// VM states as derived by the daemon.
+const (
+	StateCreating = "creating"
+	StateStarting = "starting"
+	StateRunning  = "running"
+	StateStopping = "stopping"
+	StateStopped  = "stopped"
+	StateBroken   = "broken"
+	StateUnknown  = "unknown"
+)
+
+// VM is a virtual machine as shown to users. State is derived from observed
+// facts, never stored.
+type VM struct {
+	ID           string     `json:"id"`
+	Name         string     `json:"name"`
+	State        string     `json:"state"`
+	DesiredState string     `json:"desired_state"`
+	IP           string     `json:"ip"`
+	MAC          string     `json:"mac"`
+	CPUs         int        `json:"cpus"`
+	MemoryMiB    int        `json:"memory_mib"`
+	DiskBytes    int64      `json:"disk_bytes"`
+	Image        string     `json:"image"`
+	VMM          string     `json:"vmm"`
+	Accel        string     `json:"accel,omitempty"`
+	Kernel       string     `json:"kernel"`
+	KernelArgs   string     `json:"kernel_args"`
+	PID          int        `json:"pid,omitempty"`
+	TAP          string     `json:"tap,omitempty"`
+	Dir          string     `json:"dir"`
+	ConsoleLog   string     `json:"console_log"`
+	Argv         []string   `json:"argv,omitempty"`
+	LastError    string     `json:"last_error,omitempty"`
+	CreatedAt    time.Time  `json:"created_at"`
+	UpdatedAt    time.Time  `json:"updated_at"`
+	StartedAt    *time.Time `json:"started_at,omitempty"`
+}
+
+// VMCreateParams are the parameters of vm.create. Zero values take defaults.
+type VMCreateParams struct {
+	Name      string `json:"name"`
+	Image     string `json:"image"`
+	CPUs      int    `json:"cpus"`
+	MemoryMiB int    `json:"memory_mib"`
+	DiskBytes int64  `json:"disk_bytes"`
+	NoStart   bool   `json:"no_start"`
+	VMM       string `json:"vmm"`
+}
+
+// VMRef names one VM by name or id.
+type VMRef struct {
+	Name string `json:"name"`
+}
+
+// VMStopParams are the parameters of vm.stop and vm.delete.
+type VMStopParams struct {
+	Name  string `json:"name"`
+	Force bool   `json:"force"`
+}
+
+// VMList is the result of vm.list.
+type VMList struct {
+	VMs []VM `json:"vms"`
+}
+
+// SSHInfo tells the CLI how to reach a VM with OpenSSH.
+type SSHInfo struct {
+	User           string `json:"user"`
+	Host           string `json:"host"`
+	Port           int    `json:"port"`
+	IdentityFile   string `json:"identity_file"`
+	KnownHostsFile string `json:"known_hosts_file"`
+	HostKeyAlias   string `json:"host_key_alias"`
+}
+
+// Image is a bootable root filesystem image.
+type Image struct {
+	ID            string    `json:"id"`
+	Name          string    `json:"name"`
+	Source        string    `json:"source"`
+	Path          string    `json:"path"`
+	SizeBytes     int64     `json:"size_bytes"`
+	KernelRelease string    `json:"kernel_release"`
+	CreatedAt     time.Time `json:"created_at"`
+	UsedBy        []string  `json:"used_by,omitempty"`
+}
+
+// ImageBuildParams are the parameters of image.build.
+type ImageBuildParams struct {
+	Name string `json:"name"`
+	From string `json:"from"`
+}
+
+// ImageList is the result of image.list.
+type ImageList struct {
+	Images []Image `json:"images"`
+}
+
+// DaemonStatus is the result of daemon.status.
+type DaemonStatus struct {
+	DaemonInfo
+	StartedAt  time.Time `json:"started_at"`
+	Socket     string    `json:"socket"`
+	StateDir   string    `json:"state_dir"`
+	RuntimeDir string    `json:"runtime_dir"`
+	Bridge     string    `json:"bridge"`
+	Subnet     string    `json:"subnet"`
+	VMs        int       `json:"vms"`
+	Running    int       `json:"running"`
+}

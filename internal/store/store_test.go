@@ -1,0 +1,200 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+)
+
+func openTest(t *testing.T) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), filepath.Join(t.TempDir(), "banger.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func seedImage(t *testing.T, s *Store) Image {
+	t.Helper()
+	im := Image{ID: "img1", Name: "default", Source: "debian:bookworm", Path: "/x/rootfs.ext4", SizeBytes: 1 << 30}
+	if err := InsertImage(context.Background(), s.DB, &im); err != nil {
+		t.Fatal(err)
+	}
+	return im
+}
+
+func testVM(name, mac string) VM {
+	return VM{ID: "id-" + name, Name: name, ImageID: "img1", CPUs: 1, MemoryMiB: 512, DiskBytes: 2 << 30,
+		Kernel: "/k", KernelArgs: "console=ttyS0", MAC: mac, VMM: "qemu", DesiredState: DesiredStopped}
+}
+
+func TestMigrationsAreIdempotent(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "banger.db")
+	for i := 0; i < 2; i++ {
+		s, err := Open(context.Background(), path)
+		if err != nil {
+			t.Fatalf("open %d: %v", i, err)
+		}
+		v, err := s.SchemaVersion(context.Background())
+		if err != nil || v != 1 {
+			t.Fatalf("schema version = %d, %v; want 1", v, err)
+		}
+		var mode string
+		s.DB.QueryRow("PRAGMA journal_mode").Scan(&mode)
+		if mode != "wal" {
+			t.Errorf("journal_mode = %q, want wal", mode)
+		}
+		s.Close()
+	}
+}
+
+func TestVMRoundTripAndLease(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	seedImage(t, s)
+	vm := testVM("dev", "52:54:00:00:00:01")
+	if err := InsertVM(ctx, s.DB, &vm); err != nil {
+		t.Fatal(err)
+	}
+	if err := InsertLease(ctx, s.DB, "172.30.0.2", vm.ID); err != nil {
+		t.Fatal(err)
+	}
+	got, err := GetVM(ctx, s.DB, "dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.IP != "172.30.0.2" || got.ImageName != "default" || got.MAC != vm.MAC || got.CreatedAt.IsZero() {
+		t.Fatalf("got %+v", got)
+	}
+	byID, err := GetVM(ctx, s.DB, vm.ID)
+	if err != nil || byID.Name != "dev" {
+		t.Fatalf("get by id: %+v, %v", byID, err)
+	}
+	got.DesiredState = DesiredRunning
+	got.DriverState = `{"pid":1}`
+	if err := UpdateVM(ctx, s.DB, &got); err != nil {
+		t.Fatal(err)
+	}
+	again, _ := GetVM(ctx, s.DB, "dev")
+	if again.DesiredState != DesiredRunning || again.DriverState != `{"pid":1}` {
+		t.Fatalf("update lost: %+v", again)
+	}
+	if err := DeleteVM(ctx, s.DB, vm.ID); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := CountLeases(ctx, s.DB); n != 0 {
+		t.Fatalf("lease survived vm delete: %d", n)
+	}
+	if _, err := GetVM(ctx, s.DB, "dev"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("get deleted vm: %v", err)
+	}
+	if err := DeleteVM(ctx, s.DB, vm.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("delete twice: %v", err)
+	}
+}
+
+func TestUniqueConstraintsMapToErrExists(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	seedImage(t, s)
+	a := testVM("dev", "52:54:00:00:00:01")
+	if err := InsertVM(ctx, s.DB, &a); err != nil {
+		t.Fatal(err)
+	}
+	dupName := testVM("dev", "52:54:00:00:00:02")
+	dupName.ID = "other"
+	if err := InsertVM(ctx, s.DB, &dupName); !errors.Is(err, ErrExists) {
+		t.Fatalf("duplicate name: %v", err)
+	}
+	dupMAC := testVM("dev2", "52:54:00:00:00:01")
+	if err := InsertVM(ctx, s.DB, &dupMAC); !errors.Is(err, ErrExists) {
+		t.Fatalf("duplicate mac: %v", err)
+	}
+	InsertLease(ctx, s.DB, "172.30.0.2", a.ID)
+	b := testVM("b", "52:54:00:00:00:03")
+	InsertVM(ctx, s.DB, &b)
+	if err := InsertLease(ctx, s.DB, "172.30.0.2", b.ID); !errors.Is(err, ErrExists) {
+		t.Fatalf("duplicate lease: %v", err)
+	}
+}
+
+func TestUnknownImageIsRejected(t *testing.T) {
+	s := openTest(t)
+	vm := testVM("dev", "52:54:00:00:00:01")
+	vm.ImageID = "nope"
+	if err := InsertVM(context.Background(), s.DB, &vm); err == nil {
+		t.Fatal("insert with unknown image succeeded; foreign keys are off")
+	}
+}
+
+func TestConcurrentInsertsOfOneNameExactlyOneWins(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	seedImage(t, s)
+	const n = 8
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			errs[i] = s.Tx(ctx, func(tx *sql.Tx) error {
+				vm := testVM("race", fmt.Sprintf("52:54:00:00:01:%02x", i))
+				vm.ID = fmt.Sprintf("id%d", i)
+				return InsertVM(ctx, tx, &vm)
+			})
+		}(i)
+	}
+	wg.Wait()
+	wins := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			wins++
+		case !errors.Is(err, ErrExists):
+			t.Errorf("unexpected error: %v", err)
+		}
+	}
+	if wins != 1 {
+		t.Fatalf("%d inserts won, want exactly 1", wins)
+	}
+}
+
+func TestTxRollsBack(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	seedImage(t, s)
+	boom := errors.New("boom")
+	err := s.Tx(ctx, func(tx *sql.Tx) error {
+		vm := testVM("dev", "52:54:00:00:00:01")
+		if err := InsertVM(ctx, tx, &vm); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatal(err)
+	}
+	if vms, _ := ListVMs(ctx, s.DB); len(vms) != 0 {
+		t.Fatalf("rolled-back row visible: %+v", vms)
+	}
+}
+
+func TestSettings(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	if _, err := GetSetting(ctx, s.DB, "subnet"); !errors.Is(err, ErrNotFound) {
+		t.Fatal(err)
+	}
+	SetSetting(ctx, s.DB, "subnet", "a")
+	SetSetting(ctx, s.DB, "subnet", "b")
+	if v, _ := GetSetting(ctx, s.DB, "subnet"); v != "b" {
+		t.Fatalf("got %q", v)
+	}
+}

@@ -1,0 +1,168 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Desired states of a VM.
+const (
+	DesiredCreating = "creating" // row exists, disk not yet made
+	DesiredRunning  = "running"
+	DesiredStopped  = "stopped"
+)
+
+// VM is one row of the vms table joined with its image name and IP lease.
+type VM struct {
+	ID           string
+	Name         string
+	ImageID      string
+	ImageName    string // read-only, from the images table
+	CPUs         int
+	MemoryMiB    int
+	DiskBytes    int64
+	Kernel       string
+	Initrd       string
+	KernelArgs   string
+	MAC          string
+	IP           string // read-only, from the leases table
+	VMM          string
+	DesiredState string
+	DriverState  string // versioned JSON written by the VMM driver
+	LastError    string
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
+	StartedAt    time.Time
+}
+
+const vmColumns = `v.id, v.name, v.image_id, COALESCE(i.name, ''), v.cpus, v.memory_mib, v.disk_bytes,
+	v.kernel, v.initrd, v.kernel_args, v.mac, COALESCE(l.ip, ''), v.vmm, v.desired_state,
+	v.driver_state, v.last_error, v.created_at, v.updated_at, v.started_at`
+
+const vmFrom = ` FROM vms v LEFT JOIN images i ON i.id = v.image_id LEFT JOIN leases l ON l.vm_id = v.id`
+
+func scanVM(sc interface{ Scan(...any) error }) (VM, error) {
+	var vm VM
+	var created, updated, started string
+	err := sc.Scan(&vm.ID, &vm.Name, &vm.ImageID, &vm.ImageName, &vm.CPUs, &vm.MemoryMiB, &vm.DiskBytes,
+		&vm.Kernel, &vm.Initrd, &vm.KernelArgs, &vm.MAC, &vm.IP, &vm.VMM, &vm.DesiredState,
+		&vm.DriverState, &vm.LastError, &created, &updated, &started)
+	vm.CreatedAt, vm.UpdatedAt, vm.StartedAt = parseTime(created), parseTime(updated), parseTime(started)
+	return vm, err
+}
+
+// InsertVM inserts vm. It returns ErrExists when the name or MAC is taken.
+// CreatedAt and UpdatedAt are set to now when zero.
+func InsertVM(ctx context.Context, q Querier, vm *VM) error {
+	now := time.Now().UTC()
+	if vm.CreatedAt.IsZero() {
+		vm.CreatedAt = now
+	}
+	vm.UpdatedAt = now
+	_, err := q.ExecContext(ctx, `INSERT INTO vms(id, name, image_id, cpus, memory_mib, disk_bytes,
+		kernel, initrd, kernel_args, mac, vmm, desired_state, driver_state, last_error,
+		created_at, updated_at, started_at) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		vm.ID, vm.Name, vm.ImageID, vm.CPUs, vm.MemoryMiB, vm.DiskBytes, vm.Kernel, vm.Initrd,
+		vm.KernelArgs, vm.MAC, vm.VMM, vm.DesiredState, vm.DriverState, vm.LastError,
+		fmtTime(vm.CreatedAt), fmtTime(vm.UpdatedAt), fmtTime(vm.StartedAt))
+	if err != nil {
+		return fmt.Errorf("insert vm %q: %w", vm.Name, mapErr(err))
+	}
+	return nil
+}
+
+// GetVM returns the VM whose name or id is ref, or ErrNotFound.
+func GetVM(ctx context.Context, q Querier, ref string) (VM, error) {
+	row := q.QueryRowContext(ctx, "SELECT "+vmColumns+vmFrom+" WHERE v.name = ? OR v.id = ? LIMIT 1", ref, ref)
+	vm, err := scanVM(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return VM{}, fmt.Errorf("vm %q: %w", ref, ErrNotFound)
+	}
+	return vm, err
+}
+
+// ListVMs returns every VM ordered by name.
+func ListVMs(ctx context.Context, q Querier) ([]VM, error) {
+	rows, err := q.QueryContext(ctx, "SELECT "+vmColumns+vmFrom+" ORDER BY v.name")
+	if err != nil {
+		return nil, fmt.Errorf("list vms: %w", err)
+	}
+	defer rows.Close()
+	var out []VM
+	for rows.Next() {
+		vm, err := scanVM(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list vms: %w", err)
+		}
+		out = append(out, vm)
+	}
+	return out, rows.Err()
+}
+
+// UpdateVM writes the mutable fields of vm (resources, desired state, driver
+// state, last error, started_at) and bumps updated_at. It returns ErrNotFound
+// when the row is gone.
+func UpdateVM(ctx context.Context, q Querier, vm *VM) error {
+	vm.UpdatedAt = time.Now().UTC()
+	res, err := q.ExecContext(ctx, `UPDATE vms SET cpus=?, memory_mib=?, disk_bytes=?, kernel=?, initrd=?,
+		kernel_args=?, desired_state=?, driver_state=?, last_error=?, updated_at=?, started_at=? WHERE id=?`,
+		vm.CPUs, vm.MemoryMiB, vm.DiskBytes, vm.Kernel, vm.Initrd, vm.KernelArgs, vm.DesiredState,
+		vm.DriverState, vm.LastError, fmtTime(vm.UpdatedAt), fmtTime(vm.StartedAt), vm.ID)
+	if err != nil {
+		return fmt.Errorf("update vm %q: %w", vm.Name, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("update vm %q: %w", vm.Name, ErrNotFound)
+	}
+	return nil
+}
+
+// DeleteVM removes the VM and, by cascade, its lease. Deleting a missing VM
+// returns ErrNotFound.
+func DeleteVM(ctx context.Context, q Querier, id string) error {
+	res, err := q.ExecContext(ctx, "DELETE FROM vms WHERE id = ?", id)
+	if err != nil {
+		return fmt.Errorf("delete vm %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("delete vm %s: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+// LeasedIPs returns every leased address.
+func LeasedIPs(ctx context.Context, q Querier) ([]string, error) {
+	rows, err := q.QueryContext(ctx, "SELECT ip FROM leases")
+	if err != nil {
+		return nil, fmt.Errorf("list leases: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var ip string
+		if err := rows.Scan(&ip); err != nil {
+			return nil, err
+		}
+		out = append(out, ip)
+	}
+	return out, rows.Err()
+}
+
+// InsertLease records that vmID holds ip; ErrExists when either is taken.
+func InsertLease(ctx context.Context, q Querier, ip, vmID string) error {
+	_, err := q.ExecContext(ctx, "INSERT INTO leases(ip, vm_id) VALUES(?, ?)", ip, vmID)
+	if err != nil {
+		return fmt.Errorf("lease %s: %w", ip, mapErr(err))
+	}
+	return nil
+}
+
+// CountLeases returns the number of leases (used by tests and leak checks).
+func CountLeases(ctx context.Context, q Querier) (int, error) {
+	var n int
+	err := q.QueryRowContext(ctx, "SELECT COUNT(*) FROM leases").Scan(&n)
+	return n, err
+}
