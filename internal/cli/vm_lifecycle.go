@@ -1,0 +1,102 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bangerhq/banger/internal/client"
+)
+
+// eachVM runs fn for every named VM and joins the errors, so one bad name
+// does not stop the others.
+func eachVM(cmd *cobra.Command, names []string, fn func(c *client.Client, name string) error) error {
+	c, err := connect(cmd.Context())
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, n := range names {
+		if err := fn(c, n); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func newVMStartCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "start NAME...",
+		Short: "Boot stopped VMs and wait until they answer SSH",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return eachVM(cmd, args, func(c *client.Client, name string) error {
+				vm, err := c.StartVM(cmd.Context(), name)
+				if err == nil {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s is running at %s\n", vm.Name, vm.IP)
+				}
+				return err
+			})
+		},
+	}
+}
+
+func newVMStopCmd() *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "stop NAME...",
+		Short: "Stop VMs (ACPI power-off, then kill after a timeout)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return eachVM(cmd, args, func(c *client.Client, name string) error {
+				vm, err := c.StopVM(cmd.Context(), name, force)
+				if err == nil {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s is %s\n", vm.Name, vm.State)
+				}
+				return err
+			})
+		},
+	}
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "kill the VMM at once instead of asking the guest to power off")
+	return cmd
+}
+
+func newVMRestartCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "restart NAME...",
+		Short: "Stop and start VMs",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return eachVM(cmd, args, func(c *client.Client, name string) error {
+				vm, err := c.RestartVM(cmd.Context(), name)
+				if err == nil {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s is running at %s\n", vm.Name, vm.IP)
+				}
+				return err
+			})
+		},
+	}
+}
+
+func newVMRemoveCmd() *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:     "rm NAME...",
+		Aliases: []string{"delete"},
+		Short:   "Delete VMs and their disks",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return eachVM(cmd, args, func(c *client.Client, name string) error {
+				err := c.DeleteVM(cmd.Context(), name, force)
+				if err == nil {
+					fmt.Fprintf(cmd.OutOrStdout(), "deleted %s\n", name)
+				}
+				return err
+			})
+		},
+	}
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "stop running VMs first (kills them)")
+	return cmd
+}
+

@@ -1,0 +1,59 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bangerhq/banger/internal/api"
+)
+
+func newVMListCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List VMs",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			vms, err := c.ListVMs(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				if vms == nil {
+					vms = []api.VM{}
+				}
+				return printJSON(cmd.OutOrStdout(), vms)
+			}
+			return printVMTable(cmd.OutOrStdout(), vms)
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func printVMTable(out io.Writer, vms []api.VM) error {
+	if len(vms) == 0 {
+		fmt.Fprintln(out, "no VMs yet: create one with `banger vm create NAME`")
+		return nil
+	}
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "NAME\tSTATE\tIP\tCPUS\tMEMORY\tDISK\tIMAGE\tVMM\tUPTIME")
+	for _, v := range vms {
+		up := "-"
+		if v.StartedAt != nil {
+			up = humanDuration(time.Since(*v.StartedAt))
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%dM\t%s\t%s\t%s\t%s\n",
+			v.Name, v.State, v.IP, v.CPUs, v.MemoryMiB, humanBytes(v.DiskBytes), v.Image, v.VMM, up)
+	}
+	return w.Flush()
+}

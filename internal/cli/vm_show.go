@@ -1,0 +1,65 @@
+package cli
+
+import (
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+func newVMShowCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "show NAME",
+		Short: "Show one VM in detail",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			v, err := c.GetVM(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), v)
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			row := func(k, v string) {
+				if v != "" {
+					fmt.Fprintf(w, "%s\t%s\n", k, v)
+				}
+			}
+			row("name", v.Name)
+			row("id", v.ID)
+			row("state", v.State)
+			if v.StartedAt != nil {
+				row("uptime", humanDuration(time.Since(*v.StartedAt)))
+			}
+			row("ip", v.IP)
+			row("mac", v.MAC)
+			row("cpus", fmt.Sprint(v.CPUs))
+			row("memory", fmt.Sprintf("%d MiB", v.MemoryMiB))
+			row("disk", humanBytes(v.DiskBytes))
+			row("image", v.Image)
+			row("vmm", v.VMM)
+			row("accel", v.Accel)
+			if v.PID > 0 {
+				row("pid", fmt.Sprint(v.PID))
+			}
+			row("tap", v.TAP)
+			row("kernel", v.Kernel)
+			row("kernel args", v.KernelArgs)
+			row("folder", v.Dir)
+			row("console log", v.ConsoleLog)
+			row("created", v.CreatedAt.Local().Format(time.RFC3339))
+			row("last error", strings.SplitN(v.LastError, "\n", 2)[0])
+			return w.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}

@@ -1,0 +1,182 @@
+// Package client is the typed client for bangerd's JSON-RPC API.
+//
+// Errors returned by the daemon unwrap to the sentinels in package api, so
+// callers test them with IsNotFound, IsExists or errors.Is.
+package client
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/bangerhq/banger/internal/api"
+)
+
+// ErrDaemonNotRunning is returned when nothing listens on the socket.
+var ErrDaemonNotRunning = errors.New("bangerd is not running")
+
+// Client talks to one daemon socket. It is safe for concurrent use.
+type Client struct {
+	Socket string
+	// LastDaemon is the build info of the daemon that answered last.
+	lastDaemon atomic.Pointer[api.DaemonInfo]
+	nextID     atomic.Int64
+}
+
+// New returns a client for the daemon listening on socket.
+func New(socket string) *Client { return &Client{Socket: socket} }
+
+// LastDaemon returns the build info from the most recent response, or the
+// zero value before any call succeeded.
+func (c *Client) LastDaemon() api.DaemonInfo {
+	if p := c.lastDaemon.Load(); p != nil {
+		return *p
+	}
+	return api.DaemonInfo{}
+}
+
+// Call invokes method with params and decodes the result into out (which may
+// be nil). Cancelling ctx closes the connection, which cancels the request in
+// the daemon.
+func (c *Client) Call(ctx context.Context, method string, params, out any) error {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.Socket)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return fmt.Errorf("%w (socket %s): start it with `bangerd` or run any banger command, which starts it", ErrDaemonNotRunning, c.Socket)
+		}
+		return fmt.Errorf("connect to bangerd at %s: %w", c.Socket, err)
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	req := api.Request{JSONRPC: api.Version, Method: method}
+	req.ID, _ = json.Marshal(c.nextID.Add(1))
+	if params != nil {
+		if req.Params, err = json.Marshal(params); err != nil {
+			return fmt.Errorf("encode %s params: %w", method, err)
+		}
+	}
+	b, _ := json.Marshal(req)
+	if _, err := conn.Write(append(b, '\n')); err != nil {
+		return c.ctxErr(ctx, fmt.Errorf("send %s: %w", method, err))
+	}
+	line, err := bufio.NewReaderSize(conn, 64<<10).ReadBytes('\n')
+	if err != nil {
+		return c.ctxErr(ctx, fmt.Errorf("read %s response: %w (the daemon may have exited; see its log)", method, err))
+	}
+	var resp api.Response
+	if err := json.Unmarshal(line, &resp); err != nil {
+		return fmt.Errorf("decode %s response: %w", method, err)
+	}
+	c.lastDaemon.Store(&resp.Daemon)
+	if resp.Error != nil {
+		return &api.RemoteError{Code: resp.Error.Code, Message: resp.Error.Message}
+	}
+	if out != nil {
+		if err := json.Unmarshal(resp.Result, out); err != nil {
+			return fmt.Errorf("decode %s result: %w", method, err)
+		}
+	}
+	return nil
+}
+
+func (c *Client) ctxErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
+}
+
+// IsNotFound reports whether err means the object does not exist.
+func IsNotFound(err error) bool { return errors.Is(err, api.ErrNotFound) }
+
+// IsExists reports whether err means the object already exists.
+func IsExists(err error) bool { return errors.Is(err, api.ErrExists) }
+
+// Status returns the daemon's status.
+func (c *Client) Status(ctx context.Context) (api.DaemonStatus, error) {
+	var st api.DaemonStatus
+	err := c.Call(ctx, api.MethodDaemonStatus, nil, &st)
+	return st, err
+}
+
+// CreateVM creates (and unless p.NoStart, boots) a VM.
+func (c *Client) CreateVM(ctx context.Context, p api.VMCreateParams) (api.VM, error) {
+	var vm api.VM
+	err := c.Call(ctx, api.MethodVMCreate, p, &vm)
+	return vm, err
+}
+
+// ListVMs returns every VM.
+func (c *Client) ListVMs(ctx context.Context) ([]api.VM, error) {
+	var l api.VMList
+	err := c.Call(ctx, api.MethodVMList, nil, &l)
+	return l.VMs, err
+}
+
+// GetVM returns one VM by name or id.
+func (c *Client) GetVM(ctx context.Context, name string) (api.VM, error) {
+	var vm api.VM
+	err := c.Call(ctx, api.MethodVMGet, api.VMRef{Name: name}, &vm)
+	return vm, err
+}
+
+// StartVM boots a stopped VM and waits until it answers SSH.
+func (c *Client) StartVM(ctx context.Context, name string) (api.VM, error) {
+	var vm api.VM
+	err := c.Call(ctx, api.MethodVMStart, api.VMRef{Name: name}, &vm)
+	return vm, err
+}
+
+// StopVM stops a VM, gracefully unless force.
+func (c *Client) StopVM(ctx context.Context, name string, force bool) (api.VM, error) {
+	var vm api.VM
+	err := c.Call(ctx, api.MethodVMStop, api.VMStopParams{Name: name, Force: force}, &vm)
+	return vm, err
+}
+
+// RestartVM stops then starts a VM.
+func (c *Client) RestartVM(ctx context.Context, name string) (api.VM, error) {
+	var vm api.VM
+	err := c.Call(ctx, api.MethodVMRestart, api.VMRef{Name: name}, &vm)
+	return vm, err
+}
+
+// DeleteVM deletes a VM; a running VM needs force.
+func (c *Client) DeleteVM(ctx context.Context, name string, force bool) error {
+	return c.Call(ctx, api.MethodVMDelete, api.VMStopParams{Name: name, Force: force}, nil)
+}
+
+// SSHInfo returns how to reach a VM with OpenSSH.
+func (c *Client) SSHInfo(ctx context.Context, name string) (api.SSHInfo, error) {
+	var info api.SSHInfo
+	err := c.Call(ctx, api.MethodVMSSHInfo, api.VMRef{Name: name}, &info)
+	return info, err
+}
+
+// BuildImage builds an image; it blocks until the build ends.
+func (c *Client) BuildImage(ctx context.Context, p api.ImageBuildParams) (api.Image, error) {
+	var im api.Image
+	err := c.Call(ctx, api.MethodImageBuild, p, &im)
+	return im, err
+}
+
+// ListImages returns every image.
+func (c *Client) ListImages(ctx context.Context) ([]api.Image, error) {
+	var l api.ImageList
+	err := c.Call(ctx, api.MethodImageList, nil, &l)
+	return l.Images, err
+}
+
+// StopDaemon asks the daemon to exit. Running VMs keep running.
+func (c *Client) StopDaemon(ctx context.Context) error {
+	return c.Call(ctx, api.MethodDaemonStop, nil, nil)
+}
