@@ -99,4 +99,3 @@ func newVMRemoveCmd() *cobra.Command {
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "stop running VMs first (kills them)")
 	return cmd
 }
-
