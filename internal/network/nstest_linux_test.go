@@ -1,0 +1,187 @@
+package network
+
+// Helpers that confine the host tests to network namespaces they create.
+// No thread of the test process ever stays in a test namespace: namespaces
+// are entered only by throwaway goroutines that lock their thread and never
+// unlock it, so the runtime ends the thread when the goroutine returns.
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// testLinkPrefix starts the name of every device the tests create, so that
+// TestMain can check that none ever appeared in the root namespace.
+const testLinkPrefix = "bgrt"
+
+// rootState is what the tests must never change in the namespace the test
+// process runs in.
+type rootState struct {
+	ipForward string
+	testLinks []string
+	natTable  bool
+}
+
+func snapshotRoot() (rootState, error) {
+	var s rootState
+	b, err := os.ReadFile(ipForwardPath)
+	if err != nil {
+		return s, err
+	}
+	s.ipForward = strings.TrimSpace(string(b))
+	links, err := netlink.LinkList()
+	if err != nil {
+		return s, err
+	}
+	for _, l := range links {
+		if strings.HasPrefix(l.Attrs().Name, testLinkPrefix) {
+			s.testLinks = append(s.testLinks, l.Attrs().Name)
+		}
+	}
+	c, err := nftables.New()
+	if err != nil {
+		return s, err
+	}
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return s, err
+	}
+	for _, t := range tables {
+		s.natTable = s.natTable || t.Name == NATTable
+	}
+	return s, nil
+}
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() != 0 {
+		os.Exit(m.Run())
+	}
+	before, err := snapshotRoot()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "snapshot root network namespace: %v\n", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	after, err := snapshotRoot()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "snapshot root network namespace: %v\n", err)
+		os.Exit(1)
+	}
+	if fmt.Sprint(before) != fmt.Sprint(after) {
+		fmt.Fprintf(os.Stderr, "FAIL: the tests changed the root network namespace: before %+v, after %+v\n", before, after)
+		code = 1
+	}
+	os.Exit(code)
+}
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: this test needs root to create a network namespace and devices in it; run `sudo go test ./internal/network/`")
+	}
+}
+
+// runInNS runs fn on a throwaway thread inside ns. Sockets fn creates stay
+// in ns after it returns.
+func runInNS(ns netns.NsHandle, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked, see the file comment
+		if err := netns.Set(ns); err != nil {
+			errc <- fmt.Errorf("enter namespace: %w", err)
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}
+
+// newNetNS creates a network namespace, closed (and so destroyed, with all
+// its devices and nftables state) when the test ends.
+func newNetNS(t *testing.T) netns.NsHandle {
+	t.Helper()
+	requireRoot(t)
+	type result struct {
+		ns  netns.NsHandle
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked, see the file comment
+		ns, err := netns.New()
+		ch <- result{ns, err}
+	}()
+	r := <-ch
+	if r.err != nil {
+		t.Fatalf("create network namespace: %v", r.err)
+	}
+	t.Cleanup(func() { r.ns.Close() })
+	return r.ns
+}
+
+// testHost returns a Host bound to a fresh namespace, and a netlink handle
+// on it for the test's own checks.
+func testHost(t *testing.T) (*Host, *netlink.Handle, netns.NsHandle) {
+	t.Helper()
+	ns := newNetNS(t)
+	h, err := NewAt(ns)
+	if err != nil {
+		t.Fatalf("NewAt: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := h.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	nl, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		t.Fatalf("netlink handle in test namespace: %v", err)
+	}
+	t.Cleanup(nl.Close)
+	return h, nl, ns
+}
+
+// nsCommand runs a command inside ns with nsenter and returns its output. It
+// skips the test when nsenter (util-linux) is missing.
+func nsCommand(t *testing.T, ns netns.NsHandle, args ...string) (string, error) {
+	t.Helper()
+	nsenter, err := exec.LookPath("nsenter")
+	if err != nil {
+		t.Skip("skipping: nsenter (util-linux) is not installed")
+	}
+	fd, err := unix.FcntlInt(uintptr(ns), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("dup namespace handle: %v", err)
+	}
+	f := os.NewFile(uintptr(fd), "netns")
+	defer f.Close()
+	cmd := exec.Command(nsenter, append([]string{"--net=/proc/self/fd/3", "--"}, args...)...)
+	cmd.ExtraFiles = []*os.File{f} // fd 3 in the child
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err = cmd.Run()
+	return out.String(), err
+}
+
+// sysfsAttr reads /sys/class/net/DEV/ATTR as seen from inside ns. The
+// process's own /sys shows the root namespace's devices, so it mounts a
+// fresh sysfs in a private mount namespace, as `ip netns exec` does.
+func sysfsAttr(t *testing.T, ns netns.NsHandle, dev, attr string) string {
+	t.Helper()
+	out, err := nsCommand(t, ns, "unshare", "--mount", "--propagation", "private", "sh", "-c",
+		`mount -t sysfs sysfs /sys && cat "/sys/class/net/$0/$1"`, dev, attr)
+	if err != nil {
+		t.Fatalf("read /sys/class/net/%s/%s in test namespace: %v: %s", dev, attr, err, out)
+	}
+	return strings.TrimSpace(out)
+}
