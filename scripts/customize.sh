@@ -1,0 +1,234 @@
+#!/bin/sh
+# customize.sh ROOTFS_DIR
+#
+# Turns a freshly bootstrapped root filesystem into a banger guest. It runs on
+# the host (for example as mmdebstrap's --customize-hook, where
+# `chroot ROOTFS_DIR ...` works) and is idempotent: running it twice is
+# harmless.
+#
+# Environment:
+#   BANGER_MODULES_DIR  the runtime's kernel/modules folder; its lib/modules/*
+#                       is copied into the image (so udev and modprobe work)
+#   BANGER_SSH_PUBKEY   optional public key line for /root/.ssh/authorized_keys
+#
+# What the image gets:
+#   - openssh-server, systemd, iproute2 (installed with the image's own package
+#     manager only when missing)
+#   - sshd: root by key only; NO host keys (each VM's disk gets its own
+#     /etc/ssh/ssh_host_ed25519_key from the daemon; banger-ssh-keygen.service
+#     runs `ssh-keygen -A` as a fallback when it is missing)
+#   - an empty /etc/machine-id, so systemd makes one per VM at first boot
+#   - banger-net(.service): address, route, hostname and DNS from banger.ip=,
+#     banger.gw=, banger.hostname=, banger.dns= on the kernel command line
+#   - fstab with /dev/vda as / (ext4), and none of the units that make a
+#     microVM wait at boot (DHCP clients, wait-online, udev-settle, ...)
+set -eu
+
+ROOT=${1:?usage: customize.sh ROOTFS_DIR}
+HERE=$(cd "$(dirname "$0")" && pwd)
+GUEST=$HERE/guest
+
+log() { echo "customize: $*" >&2; }
+die() {
+	echo "customize: error: $*" >&2
+	exit 1
+}
+
+[ -d "$ROOT/etc" ] || die "$ROOT does not look like a root filesystem (no etc/)"
+[ "$(cd "$ROOT" && pwd -P)" != / ] || die "refusing to customize the host's own root"
+[ -r "$GUEST/banger-net" ] || die "missing $GUEST/banger-net"
+
+in_root() { chroot "$ROOT" "$@"; }
+
+# A path inside the image. /lib and friends may be symlinks; an absolute link
+# target must not send us to the host's own /usr.
+has() { # has PATH... : true when any of the image paths exists
+	for p in "$@"; do
+		if [ -e "$ROOT$p" ] || [ -L "$ROOT$p" ]; then return 0; fi
+	done
+	return 1
+}
+
+# write FILE MODE: stdin to an image file, replacing it only when it changed.
+write() {
+	dst=$ROOT$1
+	mkdir -p "$(dirname "$dst")"
+	tmp=$dst.banger-tmp
+	cat >"$tmp"
+	chmod "$2" "$tmp"
+	if [ -f "$dst" ] && [ ! -L "$dst" ] && cmp -s "$tmp" "$dst"; then
+		rm -f "$tmp"
+	else
+		mv -f "$tmp" "$dst"
+	fi
+}
+
+# mask UNIT...: link to /dev/null, the way `systemctl mask` does, so it also
+# works for units the image does not have (yet).
+mask() {
+	mkdir -p "$ROOT/etc/systemd/system"
+	for u in "$@"; do
+		ln -sfn /dev/null "$ROOT/etc/systemd/system/$u"
+	done
+}
+
+# --- packages ---------------------------------------------------------------
+
+missing=""
+has /usr/sbin/sshd || missing="$missing openssh-server"
+has /lib/systemd/systemd /usr/lib/systemd/systemd || missing="$missing systemd"
+has /sbin/init /usr/sbin/init || missing="$missing systemd-sysv"
+has /sbin/ip /bin/ip /usr/sbin/ip /usr/bin/ip || missing="$missing iproute2"
+if [ -n "$missing" ]; then
+	if has /usr/bin/apt-get; then
+		log "installing with apt:$missing"
+		# shellcheck disable=SC2086 # a list of package names
+		in_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing
+	else
+		# dnf and apk images come later.
+		die "image lacks$missing and has no package manager this script knows (apt)"
+	fi
+fi
+
+# --- kernel modules -----------------------------------------------------------
+
+if [ -n "${BANGER_MODULES_DIR:-}" ]; then
+	[ -d "$BANGER_MODULES_DIR/lib/modules" ] ||
+		die "BANGER_MODULES_DIR=$BANGER_MODULES_DIR has no lib/modules (make-runtime.sh builds it)"
+	moddir=$ROOT/lib/modules
+	[ -L "$ROOT/lib" ] && moddir=$ROOT/usr/lib/modules # merged /usr
+	mkdir -p "$moddir"
+	for src in "$BANGER_MODULES_DIR"/lib/modules/*; do
+		[ -d "$src" ] || continue
+		release=${src##*/}
+		log "kernel modules $release"
+		rm -rf "${moddir:?}/${release:?}"
+		# Not -a: the files belong to root inside the image, whoever owns
+		# them on the host (in a user namespace that owner may be unmapped).
+		cp -R --preserve=mode,timestamps "$src" "$moddir/$release"
+	done
+else
+	log "BANGER_MODULES_DIR not set: no kernel modules copied into the image"
+fi
+
+# --- ssh --------------------------------------------------------------------
+
+log "sshd: root login by key only, no host keys in the image"
+write /etc/ssh/sshd_config.d/banger.conf 0644 <<'EOF'
+# Installed by banger. sshd keeps the first value it reads for a keyword, and
+# this drop-in is included at the top of sshd_config.
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UseDNS no
+HostKey /etc/ssh/ssh_host_ed25519_key
+EOF
+if ! grep -Eq '^[[:space:]]*Include[[:space:]]+/etc/ssh/sshd_config\.d/\*\.conf' "$ROOT/etc/ssh/sshd_config"; then
+	sed -i '1i Include /etc/ssh/sshd_config.d/*.conf' "$ROOT/etc/ssh/sshd_config"
+fi
+rm -f "$ROOT"/etc/ssh/ssh_host_*
+
+write /etc/systemd/system/banger-ssh-keygen.service 0644 <<'EOF'
+# Installed by banger. Images ship without SSH host keys: the daemon writes a
+# per-VM /etc/ssh/ssh_host_ed25519_key into each VM's disk before boot. This is
+# the fallback for a disk that did not get one.
+[Unit]
+Description=banger: generate missing SSH host keys
+Before=ssh.service sshd.service
+ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/bin/ssh-keygen -A
+
+[Install]
+WantedBy=multi-user.target
+EOF
+
+if [ -n "${BANGER_SSH_PUBKEY:-}" ]; then
+	log "authorized_keys: adding ${BANGER_SSH_PUBKEY%% *} key"
+	mkdir -p "$ROOT/root/.ssh"
+	touch "$ROOT/root/.ssh/authorized_keys"
+	if ! grep -qxF -- "$BANGER_SSH_PUBKEY" "$ROOT/root/.ssh/authorized_keys"; then
+		printf '%s\n' "$BANGER_SSH_PUBKEY" >>"$ROOT/root/.ssh/authorized_keys"
+	fi
+	chown 0:0 "$ROOT/root/.ssh" "$ROOT/root/.ssh/authorized_keys"
+	chmod 0700 "$ROOT/root/.ssh"
+	chmod 0600 "$ROOT/root/.ssh/authorized_keys"
+fi
+
+# --- identity: one per VM, made at boot -------------------------------------
+
+log "empty machine-id; no random seed or hostname baked in"
+: >"$ROOT/etc/machine-id"
+rm -f "$ROOT/var/lib/dbus/machine-id" "$ROOT/var/lib/systemd/random-seed" \
+	"$ROOT/var/lib/systemd/credential.secret"
+if has /var/lib/dbus; then ln -sfn /etc/machine-id "$ROOT/var/lib/dbus/machine-id"; fi
+echo localhost | write /etc/hostname 0644
+
+# --- network ----------------------------------------------------------------
+
+log "banger-net.service"
+write /usr/local/sbin/banger-net 0755 <"$GUEST/banger-net"
+write /etc/systemd/system/banger-net.service 0644 <<'EOF'
+# Installed by banger: address, default route, hostname and DNS from
+# banger.ip=, banger.gw=, banger.hostname=, banger.dns= on the kernel command line.
+[Unit]
+Description=banger: network from the kernel command line
+After=systemd-udevd.service systemd-remount-fs.service
+Before=network-pre.target network.target network-online.target ssh.service sshd.service
+Wants=network.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/banger-net
+
+[Install]
+WantedBy=multi-user.target network-online.target
+EOF
+# Keep the kernel's interface names (eth0): nothing to gain from renaming a
+# virtio-mmio NIC, and a rename racing banger-net would fail.
+mkdir -p "$ROOT/etc/systemd/network"
+ln -sfn /dev/null "$ROOT/etc/systemd/network/99-default.link"
+
+# Other network managers would wait for DHCP or carrier.
+mask networking.service ifup@.service ifupdown-pre.service ifupdown-wait-online.service \
+	systemd-networkd.service systemd-networkd.socket systemd-networkd-wait-online.service \
+	NetworkManager-wait-online.service
+
+# --- boot speed ---------------------------------------------------------------
+
+# Nothing here exists in a microVM (no VGA console, no TPM, no hardware clock
+# worth waiting for, no need for periodic maintenance in a disposable VM), and
+# systemd-firstboot would prompt on the console because machine-id is empty.
+mask systemd-firstboot.service systemd-udev-settle.service getty@tty1.service \
+	apt-daily.timer apt-daily-upgrade.timer apt-daily.service apt-daily-upgrade.service \
+	man-db.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer \
+	systemd-pcrphase.service systemd-pcrphase-initrd.service \
+	systemd-pcrphase-sysinit.service systemd-pcrmachine.service
+
+write /etc/fstab 0644 <<'EOF'
+# Installed by banger: the root disk is virtio-blk /dev/vda. The initramfs
+# mounts it read-write; the daemon checks it (e2fsck) when it clones an image.
+/dev/vda	/	ext4	defaults,noatime,errors=remount-ro	0	0
+EOF
+
+# --- enable -------------------------------------------------------------------
+
+log "enabling units"
+in_root systemctl set-default multi-user.target >/dev/null
+in_root systemctl enable banger-net.service banger-ssh-keygen.service >/dev/null 2>&1 ||
+	in_root systemctl enable banger-net.service banger-ssh-keygen.service
+if has /lib/systemd/system/ssh.service /usr/lib/systemd/system/ssh.service; then
+	in_root systemctl enable ssh.service >/dev/null 2>&1 || in_root systemctl enable ssh.service
+else
+	in_root systemctl enable sshd.service >/dev/null 2>&1 || in_root systemctl enable sshd.service
+fi
+# Debian's socket-activated alternative would bypass the keygen ordering.
+if has /lib/systemd/system/ssh.socket /usr/lib/systemd/system/ssh.socket; then
+	in_root systemctl disable ssh.socket >/dev/null 2>&1 || true
+fi
+
+log "done"
