@@ -1,0 +1,223 @@
+// Package proc holds the process helpers VMM drivers share: identifying a
+// process by (pid, start time) so a recycled pid is never mistaken for the
+// VMM we launched, waiting for a process that is not our child, and
+// signalling it.
+//
+// VMM processes outlive the daemon that launched them, so after a daemon
+// restart they are no longer its children: wait(2) cannot be used, and a pid
+// alone is not an identity. Every function here that acts on a process takes
+// the start time recorded at launch (field 22 of /proc/PID/stat) and checks
+// it.
+package proc
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrNoProcess is returned by StartTime when no process with that pid exists.
+var ErrNoProcess = errors.New("no such process")
+
+// DefaultPoll is the polling interval WaitExit uses when given 0.
+const DefaultPoll = 100 * time.Millisecond
+
+// stat is the part of /proc/PID/stat the helpers need.
+type stat struct {
+	state     byte
+	startTime uint64
+}
+
+func readStat(pid int) (stat, error) {
+	if pid <= 0 {
+		return stat{}, fmt.Errorf("read stat of pid %d: %w", pid, ErrNoProcess)
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ESRCH) {
+			return stat{}, fmt.Errorf("read stat of pid %d: %w", pid, ErrNoProcess)
+		}
+		return stat{}, fmt.Errorf("read stat of pid %d: %w", pid, err)
+	}
+	st, err := parseStat(b)
+	if err != nil {
+		return stat{}, fmt.Errorf("parse /proc/%d/stat: %w", pid, err)
+	}
+	return st, nil
+}
+
+// parseStat parses a /proc/PID/stat line. Field 2 (comm) is in parentheses
+// and may itself contain spaces and parentheses, so the fields after it are
+// found from the LAST ')' in the line.
+func parseStat(b []byte) (stat, error) {
+	end := bytes.LastIndexByte(b, ')')
+	if end < 0 || bytes.IndexByte(b, '(') < 0 {
+		return stat{}, errors.New("no comm field")
+	}
+	// After ") " come fields 3 (state), 4, ... ; field N is at index N-3.
+	rest := bytes.Fields(b[end+1:])
+	const stateIdx, startIdx = 3 - 3, 22 - 3
+	if len(rest) <= startIdx {
+		return stat{}, fmt.Errorf("only %d fields after comm", len(rest))
+	}
+	if len(rest[stateIdx]) != 1 {
+		return stat{}, fmt.Errorf("bad state field %q", rest[stateIdx])
+	}
+	start, err := strconv.ParseUint(string(rest[startIdx]), 10, 64)
+	if err != nil {
+		return stat{}, fmt.Errorf("bad start time field: %w", err)
+	}
+	return stat{state: rest[stateIdx][0], startTime: start}, nil
+}
+
+// StartTime returns the start time of pid in clock ticks since boot (field
+// 22 of /proc/PID/stat). It returns an error wrapping ErrNoProcess when the
+// process does not exist.
+func StartTime(pid int) (uint64, error) {
+	st, err := readStat(pid)
+	if err != nil {
+		return 0, err
+	}
+	return st.startTime, nil
+}
+
+// Alive reports whether pid exists, is not a zombie (or dead), and started
+// at startTime. A recycled pid has a different start time and is reported as
+// not alive.
+func Alive(pid int, startTime uint64) bool {
+	st, err := readStat(pid)
+	if err != nil {
+		return false
+	}
+	return st.state != 'Z' && st.state != 'X' && st.startTime == startTime
+}
+
+// openChecked opens a pidfd for pid and confirms that it refers to the
+// process that started at startTime: checking the start time after the
+// pidfd exists closes the window in which the pid could be recycled. It
+// returns -1 and a nil error when that process is gone.
+func openChecked(pid int, startTime uint64) (int, error) {
+	if pid <= 0 {
+		return -1, nil
+	}
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return -1, nil
+		}
+		return -1, fmt.Errorf("pidfd_open %d: %w", pid, err)
+	}
+	st, err := readStat(pid)
+	if err != nil || st.startTime != startTime {
+		unix.Close(fd)
+		if err != nil && !errors.Is(err, ErrNoProcess) {
+			return -1, err
+		}
+		return -1, nil
+	}
+	return fd, nil
+}
+
+// WaitExit blocks until the process (pid, startTime) has exited, which
+// includes having become a zombie, and returns nil; it returns nil at once
+// when that process is already gone or the pid now belongs to another
+// process. It works for processes that are not our children. It uses a
+// pidfd when the kernel supports one and otherwise polls every poll
+// (DefaultPoll when 0). It returns an error wrapping ctx.Err() when ctx ends
+// first.
+func WaitExit(ctx context.Context, pid int, startTime uint64, poll time.Duration) error {
+	if poll <= 0 {
+		poll = DefaultPoll
+	}
+	fd, err := openChecked(pid, startTime)
+	if err != nil {
+		if errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) || errors.Is(err, unix.EINVAL) {
+			return waitPoll(ctx, pid, startTime, poll)
+		}
+		return fmt.Errorf("wait for pid %d: %w", pid, err)
+	}
+	if fd < 0 {
+		return nil
+	}
+	defer unix.Close(fd)
+	// A pidfd polls readable once the process has exited. Poll in slices
+	// so ctx is honoured without another goroutine.
+	for {
+		ms := int(poll / time.Millisecond)
+		if dl, ok := ctx.Deadline(); ok {
+			if left := time.Until(dl); left < poll {
+				ms = int(left/time.Millisecond) + 1
+			}
+		}
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, ms)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return fmt.Errorf("wait for pid %d: poll pidfd: %w", pid, err)
+		}
+		if n > 0 {
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("wait for pid %d to exit: %w", pid, err)
+		}
+	}
+}
+
+func waitPoll(ctx context.Context, pid int, startTime uint64, poll time.Duration) error {
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	for Alive(pid, startTime) {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for pid %d to exit: %w", pid, ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// Kill sends sig to pid without any identity check; use it only for a pid
+// that cannot have been recycled (for example a child not yet reaped). A
+// process that no longer exists is not an error.
+func Kill(pid int, sig syscall.Signal) error {
+	if pid <= 0 {
+		return fmt.Errorf("kill pid %d: invalid pid", pid)
+	}
+	if err := syscall.Kill(pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("kill pid %d with %v: %w", pid, sig, err)
+	}
+	return nil
+}
+
+// Signal sends sig to the process (pid, startTime) and to no other: it goes
+// through a pidfd whose identity is checked first, so a recycled pid is
+// never signalled. A process that is gone (or whose pid was recycled) is not
+// an error.
+func Signal(pid int, startTime uint64, sig syscall.Signal) error {
+	fd, err := openChecked(pid, startTime)
+	if err != nil {
+		if errors.Is(err, unix.ENOSYS) {
+			// Kernels before 5.3: best effort with a check-then-kill race.
+			if !Alive(pid, startTime) {
+				return nil
+			}
+			return Kill(pid, sig)
+		}
+		return fmt.Errorf("signal pid %d: %w", pid, err)
+	}
+	if fd < 0 {
+		return nil
+	}
+	defer unix.Close(fd)
+	if err := unix.PidfdSendSignal(fd, sig, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("signal pid %d with %v: %w", pid, sig, err)
+	}
+	return nil
+}

@@ -1,0 +1,230 @@
+package proc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestParseStat(t *testing.T) {
+	tail := " 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 4242 20 21 22"
+	tests := []struct {
+		name      string
+		line      string
+		state     byte
+		startTime uint64
+		wantErr   bool
+	}{
+		{name: "plain", line: "123 (sleep) S" + tail, state: 'S', startTime: 4242},
+		{name: "spaces in comm", line: "123 (my prog) R" + tail, state: 'R', startTime: 4242},
+		{name: "parens in comm", line: "123 (a) b (c)) Z" + tail, state: 'Z', startTime: 4242},
+		{name: "only parens", line: "123 ()) ) S" + tail, state: 'S', startTime: 4242},
+		{name: "truncated", line: "123 (sleep) S 1 2 3", wantErr: true},
+		{name: "no comm", line: "123 sleep S" + tail, wantErr: true},
+		{name: "bad start", line: "123 (x) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 abc", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st, err := parseStat([]byte(tt.line + "\n"))
+			if tt.wantErr {
+				if err == nil {
+					t.Fatalf("parseStat(%q) = %+v, want error", tt.line, st)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("parseStat(%q): %v", tt.line, err)
+			}
+			if st.state != tt.state || st.startTime != tt.startTime {
+				t.Fatalf("parseStat(%q) = %c %d, want %c %d", tt.line, st.state, st.startTime, tt.state, tt.startTime)
+			}
+		})
+	}
+}
+
+// startSleep starts a child "sleep" and returns it with its start time. The
+// child is killed and reaped at cleanup.
+func startSleep(t *testing.T, name string) (*exec.Cmd, uint64) {
+	t.Helper()
+	bin, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Skip("sleep not found in PATH")
+	}
+	if name != "" {
+		// A symlink gives the process a comm with spaces and parentheses.
+		link := filepath.Join(t.TempDir(), name)
+		if err := os.Symlink(bin, link); err != nil {
+			t.Fatal(err)
+		}
+		bin = link
+	}
+	cmd := exec.Command(bin, "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	reaped := false
+	t.Cleanup(func() {
+		if !reaped {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	st, err := StartTime(cmd.Process.Pid)
+	if err != nil {
+		t.Fatalf("StartTime(%d): %v", cmd.Process.Pid, err)
+	}
+	return cmd, st
+}
+
+func TestStartTimeSelf(t *testing.T) {
+	a, err := StartTime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a == 0 {
+		t.Fatal("start time of this process is 0")
+	}
+	if _, err := StartTime(1 << 30); !errors.Is(err, ErrNoProcess) {
+		t.Fatalf("StartTime(huge pid) err = %v, want ErrNoProcess", err)
+	}
+}
+
+func TestAliveAndKill(t *testing.T) {
+	cmd, start := startSleep(t, "sl eep) (x")
+	pid := cmd.Process.Pid
+	if !Alive(pid, start) {
+		t.Fatal("running sleep reported not alive")
+	}
+	if Alive(pid, start+1) {
+		t.Fatal("wrong start time reported alive (pid reuse guard)")
+	}
+	if Alive(0, 0) || Alive(-1, 0) {
+		t.Fatal("non-positive pid reported alive")
+	}
+	if err := Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// Not reaped yet: a zombie must not count as alive, and WaitExit must
+	// return for it.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := WaitExit(ctx, pid, start, 10*time.Millisecond); err != nil {
+		t.Fatalf("WaitExit on killed child: %v", err)
+	}
+	if Alive(pid, start) {
+		t.Fatal("zombie reported alive")
+	}
+	if err := Signal(pid, start, syscall.SIGKILL); err != nil {
+		t.Fatalf("Signal to zombie: %v", err)
+	}
+	cmd.Wait()
+	if Alive(pid, start) {
+		t.Fatal("reaped process reported alive")
+	}
+	if err := Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatalf("Kill of gone process: %v", err)
+	}
+	if err := Signal(pid, start, syscall.SIGTERM); err != nil {
+		t.Fatalf("Signal of gone process: %v", err)
+	}
+	if err := WaitExit(ctx, pid, start, 0); err != nil {
+		t.Fatalf("WaitExit of gone process: %v", err)
+	}
+}
+
+func TestSignalChecksIdentity(t *testing.T) {
+	cmd, start := startSleep(t, "")
+	pid := cmd.Process.Pid
+	// A wrong start time must not deliver the signal.
+	if err := Signal(pid, start+1, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if !Alive(pid, start) {
+		t.Fatal("Signal with the wrong start time killed the process")
+	}
+	if err := Signal(pid, start, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := WaitExit(ctx, pid, start, 0); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestWaitExitTimeout(t *testing.T) {
+	cmd, start := startSleep(t, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+	defer cancel()
+	t0 := time.Now()
+	err := WaitExit(ctx, cmd.Process.Pid, start, time.Second)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitExit err = %v, want DeadlineExceeded", err)
+	}
+	if d := time.Since(t0); d > time.Second {
+		t.Fatalf("WaitExit took %v past a 150ms deadline", d)
+	}
+	if !Alive(cmd.Process.Pid, start) {
+		t.Fatal("process died")
+	}
+}
+
+func TestWaitExitNotChild(t *testing.T) {
+	// sh starts sleep in the background and exits: the sleep is then not our
+	// child (it is reparented), as a daemonized VMM is after a restart.
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	if err := exec.Command("sh", "-c", "sleep 0.5 & echo $! > "+pidFile).Run(); err != nil {
+		t.Skipf("sh: %v", err)
+	}
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	if _, err := fmt.Sscan(string(b), &pid); err != nil {
+		t.Fatal(err)
+	}
+	start, err := StartTime(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !Alive(pid, start) {
+		t.Fatal("background sleep not alive")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	t0 := time.Now()
+	if err := WaitExit(ctx, pid, start, 0); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(t0); d > 3*time.Second {
+		t.Fatalf("WaitExit returned %v after a 0.5s sleep ended", d)
+	}
+	if Alive(pid, start) {
+		t.Fatal("still alive after WaitExit")
+	}
+}
+
+// TestWaitPoll covers the fallback for kernels without pidfd_open.
+func TestWaitPoll(t *testing.T) {
+	cmd, start := startSleep(t, "")
+	pid := cmd.Process.Pid
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := waitPoll(ctx, pid, start, 10*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("waitPoll on a live process: %v", err)
+	}
+	Kill(pid, syscall.SIGKILL)
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel2()
+	if err := waitPoll(ctx2, pid, start, 10*time.Millisecond); err != nil {
+		t.Fatalf("waitPoll on a zombie: %v", err)
+	}
+}

@@ -1,0 +1,480 @@
+package qemu
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// ProbeMarker is the console line the runtime initramfs prints when booted
+// with banger.probe=1 on the kernel command line; it then reboots at once,
+// which ends QEMU because of -no-reboot.
+const ProbeMarker = "banger-probe: ok"
+
+// ProbeKernelArg is appended to the probe's kernel command line.
+const ProbeKernelArg = "banger.probe=1"
+
+// DefaultProbeTimeout bounds one probe boot when the caller gives none.
+// A KVM probe finishes in well under a second where KVM works; a TCG probe
+// takes about 4-10 s on the 2-core build machines.
+const DefaultProbeTimeout = 15 * time.Second
+
+// consoleTailBytes is how much of the console a probe reports.
+const consoleTailBytes = 4096
+
+// ProbeAccel boots kernel and initrd under accel ("kvm" or "tcg") with no
+// disk and no network, the console in a temporary file, and
+// ProbeKernelArg on the kernel command line, and reports whether
+// ProbeMarker appeared on the console within timeout. QEMU is killed as soon
+// as the marker appears or the timeout passes.
+//
+// ok is true only when the marker appeared. consoleTail is the end of the
+// console output; when QEMU itself failed (for example it could not
+// initialize KVM) its error output follows, after a "--- qemu stderr ---"
+// line. A guest that hangs or a QEMU that fails gives ok=false with a nil
+// error: that is an answer about accel. err is non-nil only when the probe
+// could not be run (bad arguments, missing files, QEMU not executable, ctx
+// ended), in which case the probe says nothing about accel.
+func ProbeAccel(ctx context.Context, bin, accel, kernel, initrd string, timeout time.Duration) (ok bool, consoleTail string, err error) {
+	ok, tail, err := probeAccel(ctx, bin, accel, kernel, initrd, timeout)
+	if err != nil {
+		return false, tail, fmt.Errorf("probe %s: %w", accel, err)
+	}
+	return ok, tail, nil
+}
+
+func probeAccel(ctx context.Context, bin, accel, kernel, initrd string, timeout time.Duration) (bool, string, error) {
+	if accel != "kvm" && accel != "tcg" {
+		return false, "", fmt.Errorf("accel %q: want \"kvm\" or \"tcg\"", accel)
+	}
+	if timeout <= 0 {
+		timeout = DefaultProbeTimeout
+	}
+	bin, err := resolveBinary(bin)
+	if err != nil {
+		return false, "", err
+	}
+	for what, p := range map[string]string{"kernel": kernel, "initrd": initrd} {
+		if p == "" && what == "initrd" {
+			continue
+		}
+		if _, err := os.Stat(p); err != nil {
+			return false, "", fmt.Errorf("%s: %w", what, err)
+		}
+	}
+	dir, err := os.MkdirTemp("", "banger-probe-")
+	if err != nil {
+		return false, "", err
+	}
+	defer os.RemoveAll(dir)
+	console := filepath.Join(dir, "console.log")
+
+	cmdline := "console=ttyS0 reboot=k panic=1 " + ProbeKernelArg
+	if accel == "tcg" {
+		khz, _ := hostTSCKHz()
+		cmdline = withTSCHint(cmdline, khz)
+	}
+	argv := []string{bin, "-name", "banger-probe-" + accel}
+	argv = append(argv, machineArgs(accel, 256, 1, console)...)
+	argv = append(argv, "-kernel", kernel)
+	if initrd != "" {
+		argv = append(argv, "-initrd", initrd)
+	}
+	argv = append(argv, "-append", cmdline)
+
+	cmd := exec.Command(argv[0], argv[1:]...)
+	var stderr bytes.Buffer
+	cmd.Stdout = &stderr
+	cmd.Stderr = &stderr
+	// Unlike a VM, a probe is our child and must die with us.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return false, "", fmt.Errorf("run %s: %w", bin, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	stop := func() error {
+		cmd.Process.Kill()
+		return <-done
+	}
+	seen := func() bool {
+		b, _ := os.ReadFile(console)
+		return bytes.Contains(b, []byte(ProbeMarker))
+	}
+
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			stop()
+			return false, tail(console, ""), ctx.Err()
+		case <-deadline.C:
+			stop()
+			if seen() { // printed just before the deadline
+				return true, tail(console, ""), nil
+			}
+			return false, tail(console, ""), nil
+		case werr := <-done:
+			if seen() {
+				return true, tail(console, ""), nil
+			}
+			if werr != nil {
+				msg := strings.TrimSpace(stderr.String())
+				return false, tail(console, fmt.Sprintf("%v: %s", werr, msg)), nil
+			}
+			return false, tail(console, strings.TrimSpace(stderr.String())), nil
+		case <-tick.C:
+			if seen() {
+				stop()
+				return true, tail(console, ""), nil
+			}
+		}
+	}
+}
+
+// tail returns the last consoleTailBytes of the console file, starting at a
+// line boundary, followed by QEMU's error output when there is some.
+func tail(console, qemuErr string) string {
+	b, _ := os.ReadFile(console)
+	if len(b) > consoleTailBytes {
+		b = b[len(b)-consoleTailBytes:]
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			b = b[i+1:]
+		}
+	}
+	s := string(b)
+	if qemuErr != "" {
+		if s != "" && !strings.HasSuffix(s, "\n") {
+			s += "\n"
+		}
+		s += "--- qemu stderr ---\n" + qemuErr + "\n"
+	}
+	return s
+}
+
+// AccelOptions are the inputs of ResolveAccel.
+type AccelOptions struct {
+	// Override is the user's explicit choice (BANGER_ACCEL or the config
+	// file): "kvm", "tcg", or "" for automatic.
+	Override string
+	// Binary is the QEMU binary; "" means DefaultBinary from $PATH.
+	Binary string
+	// Kernel and Initrd are the runtime kernel and initramfs used for the
+	// probe boot; the initramfs must print ProbeMarker under ProbeKernelArg.
+	Kernel, Initrd string
+	// ProbeTimeout bounds the probe boot; 0 means DefaultProbeTimeout.
+	ProbeTimeout time.Duration
+	// Cache, when not nil, remembers probe results across daemon runs.
+	Cache *ProbeCache
+	// KVMDevice is the KVM device node; "" means /dev/kvm.
+	KVMDevice string
+	// Logger receives the decision; nil discards it.
+	Logger *slog.Logger
+}
+
+// AccelChoice is the outcome of ResolveAccel.
+type AccelChoice struct {
+	// Accel is "kvm" or "tcg".
+	Accel string
+	// Reason says why, in words fit for `banger doctor` and logs.
+	Reason string
+	// Probed is true when a KVM boot probe ran (or its cached result was
+	// used); Cached is true when that result came from the cache.
+	Probed, Cached bool
+}
+
+// ResolveAccel decides between "kvm" and "tcg". An explicit
+// opts.Override wins: it must be "kvm" or "tcg" (otherwise an error naming
+// the bad value), and "kvm" also requires that the KVM device opens
+// read-write (otherwise an error saying how to fix the permission).
+// Automatic choice picks "kvm" only when the device opens read-write AND a
+// boot probe (ProbeAccel) under KVM succeeded, because /dev/kvm can exist
+// on hosts (nested VMs) where KVM guests hang; in every other case it picks
+// "tcg" and says why in Reason. Probe results are taken from and stored in
+// opts.Cache when given. Automatic choice returns an error only when ctx
+// ends.
+func ResolveAccel(ctx context.Context, opts AccelOptions) (AccelChoice, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("component", "vmm.qemu")
+	dev := opts.KVMDevice
+	if dev == "" {
+		dev = "/dev/kvm"
+	}
+	switch opts.Override {
+	case "tcg":
+		return AccelChoice{Accel: "tcg", Reason: "set by BANGER_ACCEL or config"}, nil
+	case "kvm":
+		if err := openKVM(dev); err != nil {
+			return AccelChoice{}, fmt.Errorf("accel kvm was requested (BANGER_ACCEL or config) but %w", err)
+		}
+		return AccelChoice{Accel: "kvm", Reason: "set by BANGER_ACCEL or config"}, nil
+	case "":
+	default:
+		return AccelChoice{}, fmt.Errorf("invalid accelerator %q (from BANGER_ACCEL or config): want \"kvm\", \"tcg\" or empty for automatic", opts.Override)
+	}
+
+	choice := func(c AccelChoice) (AccelChoice, error) {
+		log.Info("accelerator chosen", "accel", c.Accel, "reason", c.Reason, "cached", c.Cached)
+		return c, nil
+	}
+	if err := openKVM(dev); err != nil {
+		return choice(AccelChoice{Accel: "tcg", Reason: err.Error()})
+	}
+	if opts.Kernel == "" {
+		return choice(AccelChoice{Accel: "tcg", Reason: "no runtime kernel to probe KVM with"})
+	}
+	var key ProbeKey
+	var keyErr error
+	if opts.Cache != nil {
+		key, keyErr = CurrentProbeKey(opts.Binary, opts.Kernel, opts.Initrd, "kvm")
+		if keyErr == nil {
+			if r, ok := opts.Cache.Get(key); ok {
+				return choice(resultChoice(r.OK, r.ConsoleTail, true))
+			}
+		} else {
+			log.Warn("probe cache unusable", "err", keyErr)
+		}
+	}
+	t0 := time.Now()
+	ok, tailText, err := ProbeAccel(ctx, opts.Binary, "kvm", opts.Kernel, opts.Initrd, opts.ProbeTimeout)
+	took := time.Since(t0)
+	if err != nil {
+		if ctx.Err() != nil {
+			return AccelChoice{}, fmt.Errorf("resolve accelerator: %w", err)
+		}
+		return choice(AccelChoice{Accel: "tcg", Reason: fmt.Sprintf("could not probe kvm: %v", err)})
+	}
+	log.Debug("kvm probe finished", "ok", ok, "took", took.Round(time.Millisecond))
+	if opts.Cache != nil && keyErr == nil {
+		r := ProbeResult{Key: key, OK: ok, ConsoleTail: lastLines(tailText, 1024), Duration: took, ProbedAt: time.Now().UTC()}
+		if err := opts.Cache.Put(r); err != nil {
+			log.Warn("store probe result", "err", err)
+		}
+	}
+	return choice(resultChoice(ok, tailText, false))
+}
+
+func resultChoice(ok bool, tailText string, cached bool) AccelChoice {
+	if ok {
+		return AccelChoice{Accel: "kvm", Reason: "kvm boot probe succeeded", Probed: true, Cached: cached}
+	}
+	why := "the guest did not reach the probe marker in time"
+	if i := strings.Index(tailText, "--- qemu stderr ---\n"); i >= 0 {
+		why = "qemu failed: " + strings.TrimSpace(tailText[i+len("--- qemu stderr ---\n"):])
+	}
+	return AccelChoice{Accel: "tcg", Reason: "/dev/kvm is usable but a kvm boot probe failed (" + why + ")", Probed: true, Cached: cached}
+}
+
+// lastLines cuts s to at most n bytes from its end, at a line boundary.
+func lastLines(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	s = s[len(s)-n:]
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[i+1:]
+	}
+	return s
+}
+
+// openKVM reports why the KVM device cannot be opened read-write.
+func openKVM(dev string) error {
+	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return fmt.Errorf("%s does not exist (no KVM on this host: kvm module not loaded, or nested virtualization off)", dev)
+		case errors.Is(err, fs.ErrPermission):
+			return fmt.Errorf("%s is not read-write for this user: run `sudo usermod -aG kvm $USER` and log in again", dev)
+		}
+		return fmt.Errorf("open %s: %w", dev, err)
+	}
+	f.Close()
+	return nil
+}
+
+// ProbeKey identifies the conditions a probe result holds for: it is
+// stale when the host kernel, the QEMU binary, or the guest kernel or
+// initramfs changes.
+type ProbeKey struct {
+	HostKernel    string    `json:"host_kernel"` // uname -r
+	QEMU          string    `json:"qemu"`
+	QEMUModTime   time.Time `json:"qemu_mtime"`
+	Kernel        string    `json:"kernel"`
+	KernelModTime time.Time `json:"kernel_mtime"`
+	Initrd        string    `json:"initrd,omitempty"`
+	InitrdModTime time.Time `json:"initrd_mtime,omitzero"`
+	Accel         string    `json:"accel"`
+}
+
+func (k ProbeKey) equal(o ProbeKey) bool {
+	return k.HostKernel == o.HostKernel && k.QEMU == o.QEMU && k.QEMUModTime.Equal(o.QEMUModTime) &&
+		k.Kernel == o.Kernel && k.KernelModTime.Equal(o.KernelModTime) &&
+		k.Initrd == o.Initrd && k.InitrdModTime.Equal(o.InitrdModTime) && k.Accel == o.Accel
+}
+
+// CurrentProbeKey builds the key for probing accel with QEMU binary bin
+// ("" = DefaultBinary from $PATH), kernel and initrd (optional) as they are
+// now on this host.
+func CurrentProbeKey(bin, kernel, initrd, accel string) (ProbeKey, error) {
+	bin, err := resolveBinary(bin)
+	if err != nil {
+		return ProbeKey{}, err
+	}
+	rel, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		return ProbeKey{}, fmt.Errorf("host kernel release: %w", err)
+	}
+	k := ProbeKey{HostKernel: strings.TrimSpace(string(rel)), QEMU: bin, Kernel: kernel, Initrd: initrd, Accel: accel}
+	mtime := func(p string) (time.Time, error) {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return time.Time{}, err
+		}
+		return fi.ModTime().UTC(), nil
+	}
+	if k.QEMUModTime, err = mtime(bin); err != nil {
+		return ProbeKey{}, err
+	}
+	if k.KernelModTime, err = mtime(kernel); err != nil {
+		return ProbeKey{}, err
+	}
+	if initrd != "" {
+		if k.InitrdModTime, err = mtime(initrd); err != nil {
+			return ProbeKey{}, err
+		}
+	}
+	return k, nil
+}
+
+// ProbeResult is one cached probe outcome.
+type ProbeResult struct {
+	Key         ProbeKey      `json:"key"`
+	OK          bool          `json:"ok"`
+	ConsoleTail string        `json:"console_tail,omitempty"`
+	Duration    time.Duration `json:"duration_ns"`
+	ProbedAt    time.Time     `json:"probed_at"`
+}
+
+// probeCacheFile is the on-disk layout: one result per accelerator.
+type probeCacheFile struct {
+	Version int           `json:"version"`
+	Results []ProbeResult `json:"results"`
+}
+
+const probeCacheVersion = 1
+
+// ProbeCache stores probe results as JSON in one file, so a daemon restart
+// does not pay for another probe boot. It is safe for use by one process;
+// writes are atomic (temporary file, fsync, rename), so concurrent writers
+// lose updates but never corrupt the file.
+type ProbeCache struct {
+	path string
+}
+
+// NewProbeCache returns a cache kept at path (for example
+// $XDG_CACHE_HOME/banger/accel-probe.json). The file and its folder are
+// created on the first Put.
+func NewProbeCache(path string) *ProbeCache { return &ProbeCache{path: path} }
+
+// Path returns the cache file path.
+func (c *ProbeCache) Path() string { return c.path }
+
+func (c *ProbeCache) load() (probeCacheFile, error) {
+	var f probeCacheFile
+	b, err := os.ReadFile(c.path)
+	if err != nil {
+		return f, err
+	}
+	if err := json.Unmarshal(b, &f); err != nil {
+		return probeCacheFile{}, fmt.Errorf("parse %s: %w", c.path, err)
+	}
+	if f.Version != probeCacheVersion {
+		return probeCacheFile{}, fmt.Errorf("%s: version %d, want %d", c.path, f.Version, probeCacheVersion)
+	}
+	return f, nil
+}
+
+// Get returns the stored result whose key equals key. A missing,
+// unreadable or outdated file is a miss.
+func (c *ProbeCache) Get(key ProbeKey) (ProbeResult, bool) {
+	f, err := c.load()
+	if err != nil {
+		return ProbeResult{}, false
+	}
+	for _, r := range f.Results {
+		if r.Key.equal(key) {
+			return r, true
+		}
+	}
+	return ProbeResult{}, false
+}
+
+// Put stores r, replacing any result for the same accelerator, and writes
+// the file atomically with mode 0600.
+func (c *ProbeCache) Put(r ProbeResult) error {
+	f, err := c.load()
+	if err != nil {
+		f = probeCacheFile{}
+	}
+	f.Version = probeCacheVersion
+	kept := f.Results[:0]
+	for _, old := range f.Results {
+		if old.Key.Accel != r.Key.Accel {
+			kept = append(kept, old)
+		}
+	}
+	f.Results = append(kept, r)
+	b, err := json.MarshalIndent(f, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode probe cache: %w", err)
+	}
+	if err := writeFileAtomic(c.path, append(b, '\n')); err != nil {
+		return fmt.Errorf("write probe cache: %w", err)
+	}
+	return nil
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // no-op after a successful rename
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
