@@ -32,8 +32,9 @@ const DefaultProbeTimeout = 15 * time.Second
 // consoleTailBytes is how much of the console a probe reports.
 const consoleTailBytes = 4096
 
-// ProbeAccel boots kernel and initrd under accel ("kvm" or "tcg") with no
-// disk and no network, the console in a temporary file, and
+// ProbeAccel boots kernel and initrd with QEMU binary bin (a path, or a
+// name looked up in $PATH; "" = DefaultBinary) under accel ("kvm" or
+// "tcg") with no disk and no network, the console in a temporary file, and
 // ProbeKernelArg on the kernel command line, and reports whether
 // ProbeMarker appeared on the console within timeout. QEMU is killed as soon
 // as the marker appears or the timeout passes.
@@ -170,19 +171,21 @@ type AccelOptions struct {
 	// Override is the user's explicit choice (BANGER_ACCEL or the config
 	// file): "kvm", "tcg", or "" for automatic.
 	Override string
-	// Binary is the QEMU binary; "" means DefaultBinary from $PATH.
+	// Binary is the QEMU binary: a path or a name looked up in $PATH; ""
+	// means DefaultBinary.
 	Binary string
 	// Kernel and Initrd are the runtime kernel and initramfs used for the
 	// probe boot; the initramfs must print ProbeMarker under ProbeKernelArg.
 	Kernel, Initrd string
 	// ProbeTimeout bounds the probe boot; 0 means DefaultProbeTimeout.
 	ProbeTimeout time.Duration
-	// Cache, when not nil, remembers probe results across daemon runs.
-	Cache *ProbeCache
+	// Cache is the path of the probe cache file (see ProbeCache), so probe
+	// results survive daemon restarts; "" disables caching.
+	Cache string
 	// KVMDevice is the KVM device node; "" means /dev/kvm.
 	KVMDevice string
-	// Logger receives the decision; nil discards it.
-	Logger *slog.Logger
+	// Log receives the decision; nil discards it.
+	Log *slog.Logger
 }
 
 // AccelChoice is the outcome of ResolveAccel.
@@ -204,10 +207,10 @@ type AccelChoice struct {
 // boot probe (ProbeAccel) under KVM succeeded, because /dev/kvm can exist
 // on hosts (nested VMs) where KVM guests hang; in every other case it picks
 // "tcg" and says why in Reason. Probe results are taken from and stored in
-// opts.Cache when given. Automatic choice returns an error only when ctx
+// the cache file opts.Cache when given. Automatic choice returns an error only when ctx
 // ends.
 func ResolveAccel(ctx context.Context, opts AccelOptions) (AccelChoice, error) {
-	log := opts.Logger
+	log := opts.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -239,12 +242,14 @@ func ResolveAccel(ctx context.Context, opts AccelOptions) (AccelChoice, error) {
 	if opts.Kernel == "" {
 		return choice(AccelChoice{Accel: "tcg", Reason: "no runtime kernel to probe KVM with"})
 	}
+	var cache *ProbeCache
 	var key ProbeKey
 	var keyErr error
-	if opts.Cache != nil {
+	if opts.Cache != "" {
+		cache = NewProbeCache(opts.Cache)
 		key, keyErr = CurrentProbeKey(opts.Binary, opts.Kernel, opts.Initrd, "kvm")
 		if keyErr == nil {
-			if r, ok := opts.Cache.Get(key); ok {
+			if r, ok := cache.Get(key); ok {
 				return choice(resultChoice(r.OK, r.ConsoleTail, true))
 			}
 		} else {
@@ -261,9 +266,9 @@ func ResolveAccel(ctx context.Context, opts AccelOptions) (AccelChoice, error) {
 		return choice(AccelChoice{Accel: "tcg", Reason: fmt.Sprintf("could not probe kvm: %v", err)})
 	}
 	log.Debug("kvm probe finished", "ok", ok, "took", took.Round(time.Millisecond))
-	if opts.Cache != nil && keyErr == nil {
+	if cache != nil && keyErr == nil {
 		r := ProbeResult{Key: key, OK: ok, ConsoleTail: lastLines(tailText, 1024), Duration: took, ProbedAt: time.Now().UTC()}
-		if err := opts.Cache.Put(r); err != nil {
+		if err := cache.Put(r); err != nil {
 			log.Warn("store probe result", "err", err)
 		}
 	}
@@ -330,7 +335,7 @@ func (k ProbeKey) equal(o ProbeKey) bool {
 }
 
 // CurrentProbeKey builds the key for probing accel with QEMU binary bin
-// ("" = DefaultBinary from $PATH), kernel and initrd (optional) as they are
+// (a path, or a name looked up in $PATH; "" = DefaultBinary), kernel and initrd (optional) as they are
 // now on this host.
 func CurrentProbeKey(bin, kernel, initrd, accel string) (ProbeKey, error) {
 	bin, err := resolveBinary(bin)

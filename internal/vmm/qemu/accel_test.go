@@ -147,7 +147,7 @@ func TestResolveAccelAuto(t *testing.T) {
 		if err := cache.Put(ProbeResult{Key: key, OK: ok, ProbedAt: time.Now()}); err != nil {
 			t.Fatal(err)
 		}
-		c, err := ResolveAccel(ctx, AccelOptions{Binary: bin, Kernel: kernel, KVMDevice: dev, Cache: cache})
+		c, err := ResolveAccel(ctx, AccelOptions{Binary: bin, Kernel: kernel, KVMDevice: dev, Cache: cache.Path()})
 		want := map[bool]string{true: "kvm", false: "tcg"}[ok]
 		if err != nil || c.Accel != want || !c.Cached || !c.Probed {
 			t.Fatalf("cached ok=%v: %+v, %v", ok, c, err)
@@ -158,7 +158,7 @@ func TestResolveAccelAuto(t *testing.T) {
 	// fake QEMU binary that cannot even execute it falls back to tcg.
 	later := time.Now().Add(time.Hour)
 	os.Chtimes(kernel, later, later)
-	c, err = ResolveAccel(ctx, AccelOptions{Binary: bin, Kernel: kernel, KVMDevice: dev, Cache: cache})
+	c, err = ResolveAccel(ctx, AccelOptions{Binary: bin, Kernel: kernel, KVMDevice: dev, Cache: cache.Path()})
 	if err != nil || c.Accel != "tcg" || c.Cached {
 		t.Fatalf("after kernel change: %+v, %v", c, err)
 	}
@@ -179,7 +179,7 @@ func TestResolveAccelRealProbe(t *testing.T) {
 		t.Skipf("no usable KVM device: %v", err)
 	}
 	cache := NewProbeCache(filepath.Join(t.TempDir(), "probe.json"))
-	opts := AccelOptions{Binary: bin, Kernel: kernel, Initrd: initrd, Cache: cache, ProbeTimeout: 5 * time.Second}
+	opts := AccelOptions{Binary: bin, Kernel: kernel, Initrd: initrd, Cache: cache.Path(), ProbeTimeout: 5 * time.Second}
 	t0 := time.Now()
 	c, err := ResolveAccel(context.Background(), opts)
 	if err != nil {

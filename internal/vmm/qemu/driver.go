@@ -55,8 +55,8 @@ type Driver struct {
 	log *slog.Logger
 }
 
-// New returns a driver that runs the QEMU binary bin; "" means
-// DefaultBinary from $PATH, looked up when a VM is started. A nil logger
+// New returns a driver that runs the QEMU binary bin: a path, or a bare
+// name looked up in $PATH when a VM is started; "" means DefaultBinary. A nil logger
 // discards logs.
 func New(bin string, log *slog.Logger) *Driver {
 	if log == nil {
@@ -68,8 +68,8 @@ func New(bin string, log *slog.Logger) *Driver {
 // Name returns "qemu".
 func (d *Driver) Name() string { return "qemu" }
 
-// Binary returns the QEMU binary path the driver runs, resolving
-// DefaultBinary in $PATH when no path was given. The error says how to
+// Binary returns the QEMU binary path the driver runs, resolving a bare
+// name (DefaultBinary when none was given) in $PATH. The error says how to
 // install QEMU.
 func (d *Driver) Binary() (string, error) {
 	return resolveBinary(d.bin)
@@ -77,9 +77,12 @@ func (d *Driver) Binary() (string, error) {
 
 func resolveBinary(bin string) (string, error) {
 	if bin == "" {
-		p, err := exec.LookPath(DefaultBinary)
+		bin = DefaultBinary
+	}
+	if !strings.Contains(bin, "/") {
+		p, err := exec.LookPath(bin)
 		if err != nil {
-			return "", fmt.Errorf("%s not found in $PATH: install it (Debian: apt-get install qemu-system-x86) or set the qemu path in the config: %w", DefaultBinary, err)
+			return "", fmt.Errorf("%s not found in $PATH: install it (Debian: apt-get install qemu-system-x86) or set the qemu path in the config: %w", bin, err)
 		}
 		return p, nil
 	}

@@ -429,6 +429,18 @@ func TestStartErrors(t *testing.T) {
 		}
 	})
 
+	t.Run("binary by name", func(t *testing.T) {
+		for _, bin := range []string{"", DefaultBinary} {
+			p, err := New(bin, nil).Binary()
+			if err != nil || !filepath.IsAbs(p) {
+				t.Errorf("Binary() for %q = %q, %v", bin, p, err)
+			}
+		}
+		if _, err := New("no-such-qemu-xyz", nil).Binary(); err == nil || !strings.Contains(err.Error(), "apt-get install qemu-system-x86") {
+			t.Errorf("unknown name: %v", err)
+		}
+	})
+
 	t.Run("missing binary", func(t *testing.T) {
 		spec := testSpec(t, "nobin")
 		_, err := New("/nonexistent/qemu", nil).Start(ctx, spec)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"time"
 )
@@ -154,10 +155,15 @@ func (c *QMP) watch(ctx context.Context) (stop func()) {
 	return func() { unregister() }
 }
 
-// ctxErr prefers the context's error over the I/O error it caused.
+// ctxErr prefers the context's error over the I/O error it caused. The
+// connection deadline equals ctx's deadline, so an I/O timeout can fire a
+// moment before ctx reports DeadlineExceeded; it is the same event.
 func (c *QMP) ctxErr(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("%w (%v)", ctx.Err(), err)
+	}
+	if _, ok := ctx.Deadline(); ok && errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("%w (%v)", context.DeadlineExceeded, err)
 	}
 	return err
 }
