@@ -166,6 +166,26 @@ rm -f "$ROOT/var/lib/dbus/machine-id" "$ROOT/var/lib/systemd/random-seed" \
 	"$ROOT/var/lib/systemd/credential.secret"
 if has /var/lib/dbus; then ln -sfn /etc/machine-id "$ROOT/var/lib/dbus/machine-id"; fi
 echo localhost | write /etc/hostname 0644
+# mmdebstrap leaves the build host's resolv.conf behind; the guest's comes
+# from banger.dns= (banger-net) or stays empty.
+rm -f "$ROOT/etc/resolv.conf"
+write /etc/resolv.conf 0644 <<'EOF'
+# banger: banger-net writes the nameserver given as banger.dns= here at boot.
+EOF
+if ! grep -qs '^127\.0\.0\.1[[:space:]].*localhost' "$ROOT/etc/hosts"; then
+	write /etc/hosts 0644 <<'EOF'
+127.0.0.1	localhost
+::1		localhost ip6-localhost ip6-loopback
+ff02::1		ip6-allnodes
+ff02::2		ip6-allrouters
+EOF
+fi
+
+# pam_env complains at every SSH login when the file is missing.
+if [ ! -e "$ROOT/etc/default/locale" ]; then
+	mkdir -p "$ROOT/etc/default"
+	: >"$ROOT/etc/default/locale"
+fi
 
 # --- network ----------------------------------------------------------------
 
@@ -176,9 +196,13 @@ write /etc/systemd/system/banger-net.service 0644 <<'EOF'
 # banger.ip=, banger.gw=, banger.hostname=, banger.dns= on the kernel command line.
 [Unit]
 Description=banger: network from the kernel command line
-After=systemd-udevd.service systemd-remount-fs.service
-Before=network-pre.target network.target network-online.target ssh.service sshd.service
+# Early, beside sysinit: the NIC's driver is loaded by the initramfs, and only
+# the root file system (for /etc/hostname, /etc/resolv.conf) is needed.
+DefaultDependencies=no
+After=systemd-remount-fs.service
+Before=network-pre.target network.target network-online.target ssh.service sshd.service shutdown.target
 Wants=network.target
+Conflicts=shutdown.target
 
 [Service]
 Type=oneshot
@@ -203,11 +227,26 @@ mask networking.service ifup@.service ifupdown-pre.service ifupdown-wait-online.
 # Nothing here exists in a microVM (no VGA console, no TPM, no hardware clock
 # worth waiting for, no need for periodic maintenance in a disposable VM), and
 # systemd-firstboot would prompt on the console because machine-id is empty.
-mask systemd-firstboot.service systemd-udev-settle.service getty@tty1.service \
+mask systemd-firstboot.service systemd-udev-settle.service getty@tty1.service getty-static.service \
 	apt-daily.timer apt-daily-upgrade.timer apt-daily.service apt-daily-upgrade.service \
 	man-db.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer \
 	systemd-pcrphase.service systemd-pcrphase-initrd.service \
 	systemd-pcrphase-sysinit.service systemd-pcrmachine.service
+# Under TCG every unit costs CPU the boot is short of. These load modules
+# whose device nodes kmod-static-nodes already provides (loaded on first
+# open), or record the boot in utmp; none is needed to reach SSH.
+mask modprobe@dm_mod.service modprobe@efi_pstore.service modprobe@drm.service \
+	modprobe@loop.service modprobe@fuse.service systemd-update-utmp.service \
+	systemd-update-utmp-runlevel.service
+
+# The journal stays in memory: flushing it to /var/log/journal is on the
+# critical path to sshd, and a disposable VM's log is read while it runs (or
+# on its serial console).
+write /etc/systemd/journald.conf.d/banger.conf 0644 <<'EOF'
+# Installed by banger: keep the journal in memory (faster boot, fewer writes).
+[Journal]
+Storage=volatile
+EOF
 
 write /etc/fstab 0644 <<'EOF'
 # Installed by banger: the root disk is virtio-blk /dev/vda. The initramfs

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,6 +24,10 @@ const DefaultMirror = "http://deb.debian.org/debian"
 // BasePackages are always installed into a Debian image; the customize script
 // relies on them (sshd, systemd as init, ip, udev to load modules).
 var BasePackages = []string{"openssh-server", "systemd-sysv", "iproute2", "udev", "kmod"}
+
+// debianPackageName is Debian policy's package name syntax (no version or
+// architecture suffixes: they would be passed to mmdebstrap's --include).
+var debianPackageName = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
 
 // DebianOptions describes a Debian image build.
 type DebianOptions struct {
@@ -176,6 +181,10 @@ exec "$@"`
 	if err := syncFile(imgPath); err != nil {
 		return err
 	}
+	// A base image holds no secrets (host keys come per VM); CreateTemp made it 0600.
+	if err := os.Chmod(imgPath, 0o644); err != nil {
+		return err
+	}
 	if err := os.Rename(imgPath, opts.Output); err != nil {
 		return err
 	}
@@ -203,6 +212,11 @@ func (o *DebianOptions) fill() error {
 	}
 	if o.TempDir == "" {
 		o.TempDir = os.TempDir()
+	}
+	for _, p := range o.Packages {
+		if !debianPackageName.MatchString(p) {
+			return fmt.Errorf("%q is not a Debian package name", p)
+		}
 	}
 	if strings.ContainsAny(o.SSHPubKey, "\n\r") {
 		return errors.New("SSH public key must be a single line")

@@ -151,6 +151,12 @@ func TestBuildDebian(t *testing.T) {
 	if got := string(debugfsCat(t, out, "/etc/fstab")); !strings.Contains(got, "/dev/vda") {
 		t.Errorf("fstab does not mount /dev/vda:\n%s", got)
 	}
+	if got := string(debugfsCat(t, out, "/etc/resolv.conf")); strings.Contains(got, "nameserver") {
+		t.Errorf("resolv.conf carries a nameserver from the build host:\n%s", got)
+	}
+	if got := string(debugfsCat(t, out, "/etc/hosts")); !strings.Contains(got, "localhost") {
+		t.Errorf("/etc/hosts has no localhost:\n%s", got)
+	}
 	ls := mustRun(t, "debugfs", "-R", "ls /etc/ssh", out)
 	if strings.Contains(ls, "ssh_host_") {
 		t.Errorf("image has SSH host keys:\n%s", ls)
@@ -206,5 +212,35 @@ func TestBuildDebianMissingScript(t *testing.T) {
 	})
 	if err == nil || !strings.Contains(err.Error(), "customize script") {
 		t.Fatalf("BuildDebian with a missing script = %v", err)
+	}
+}
+
+func TestDebianOptionsValidation(t *testing.T) {
+	script := repoFile(t, "scripts/customize.sh")
+	dir := t.TempDir()
+	tests := []struct {
+		name string
+		opts DebianOptions
+		want string
+	}{
+		{"no release", DebianOptions{Output: filepath.Join(dir, "x"), CustomizeScript: script}, "no release"},
+		{"no output", DebianOptions{Release: "bookworm", CustomizeScript: script}, "no output"},
+		{"no script", DebianOptions{Release: "bookworm", Output: filepath.Join(dir, "x")}, "no customize script"},
+		{"bad package", DebianOptions{Release: "bookworm", Output: filepath.Join(dir, "x"), CustomizeScript: script,
+			Packages: []string{"vim,curl"}}, "not a Debian package name"},
+		{"two-line key", DebianOptions{Release: "bookworm", Output: filepath.Join(dir, "x"), CustomizeScript: script,
+			SSHPubKey: "ssh-ed25519 AAAA a\nssh-ed25519 BBBB b"}, "single line"},
+		{"missing output folder", DebianOptions{Release: "bookworm", Output: filepath.Join(dir, "nope", "x"),
+			CustomizeScript: script}, "does not exist"},
+		{"bad modules dir", DebianOptions{Release: "bookworm", Output: filepath.Join(dir, "x"), CustomizeScript: script,
+			ModulesDir: dir}, "no lib/modules"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.opts.fill()
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("fill() = %v, want an error containing %q", err, tt.want)
+			}
+		})
 	}
 }
