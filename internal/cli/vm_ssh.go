@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -63,8 +64,21 @@ func SSHArgs(info api.SSHInfo, command []string) []string {
 	}
 	args = append(args, info.User+"@"+info.Host)
 	if len(command) > 0 {
-		args = append(args, "--")
-		args = append(args, command...)
+		// ssh joins its arguments with spaces into one string for the
+		// remote shell; quote each so `-- sh -c 'exit 3'` means what it says.
+		quoted := make([]string, len(command))
+		for i, a := range command {
+			quoted[i] = shellQuote(a)
+		}
+		args = append(args, "--", strings.Join(quoted, " "))
 	}
 	return args
+}
+
+// shellQuote quotes s for a POSIX shell; plain words are left as they are.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,+@%") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

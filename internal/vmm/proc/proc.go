@@ -152,7 +152,14 @@ func WaitExit(ctx context.Context, pid int, startTime uint64, poll time.Duration
 	for {
 		ms := int(poll / time.Millisecond)
 		if dl, ok := ctx.Deadline(); ok {
-			if left := time.Until(dl); left < poll {
+			// The context's timer may fire a little after its deadline:
+			// never compute a negative timeout, which poll(2) reads as
+			// "wait forever".
+			left := time.Until(dl)
+			if left <= 0 {
+				return fmt.Errorf("wait for pid %d to exit: %w", pid, context.DeadlineExceeded)
+			}
+			if left < poll {
 				ms = int(left/time.Millisecond) + 1
 			}
 		}

@@ -228,3 +228,31 @@ func TestWaitPoll(t *testing.T) {
 		t.Fatalf("waitPoll on a zombie: %v", err)
 	}
 }
+
+// lateCtx reports a deadline that has passed while Err is still nil: the
+// window between a context's deadline and its timer firing.
+type lateCtx struct{ context.Context }
+
+func (lateCtx) Deadline() (time.Time, bool) { return time.Now().Add(-10 * time.Millisecond), true }
+
+func TestWaitExitPastDeadlineBeforeTimerFires(t *testing.T) {
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	st, err := StartTime(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- WaitExit(lateCtx{context.Background()}, cmd.Process.Pid, st, 0) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("got %v, want deadline exceeded", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("WaitExit blocked past its deadline (negative poll timeout means forever)")
+	}
+}

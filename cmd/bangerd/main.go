@@ -1,0 +1,33 @@
+// Command bangerd is banger's per-user daemon. See internal/daemon.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/bangerhq/banger/internal/daemon"
+	"github.com/bangerhq/banger/internal/version"
+)
+
+func main() {
+	if len(os.Args) > 1 && (os.Args[1] == "--version" || os.Args[1] == "version") {
+		fmt.Println("bangerd", version.String())
+		return
+	}
+	level := slog.LevelInfo
+	if os.Getenv("BANGER_DEBUG") != "" {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := daemon.Run(ctx, log); err != nil {
+		log.Error("bangerd failed", "err", err)
+		fmt.Fprintln(os.Stderr, "bangerd: "+err.Error())
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,262 @@
+// Package e2e boots real VMs with the real banger CLI, bangerd, QEMU, kernel
+// and Debian image, inside a network namespace the test creates, so no VM
+// traffic leaves it. It needs root, QEMU, mmdebstrap and Debian's package
+// mirror (only for the image build, which runs outside the namespace).
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bangerhq/banger/internal/api"
+)
+
+// env is one private banger installation: binaries, XDG dirs, runtime
+// bundle and (optionally) a network namespace the CLI and daemon run in.
+type env struct {
+	t       *testing.T
+	repo    string
+	bin     string
+	root    string // XDG dirs live under here
+	runtime string
+	netns   string
+}
+
+func repoRoot(t *testing.T) string {
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Dir(wd)
+}
+
+// requireHost skips unless the host can run the end-to-end tests.
+func requireHost(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end test skipped in -short mode")
+	}
+	if os.Getuid() != 0 {
+		t.Skip("end-to-end tests need root (network namespaces, bridges, TAP devices)")
+	}
+	for _, tool := range []string{"qemu-system-x86_64", "mmdebstrap", "fakeroot", "mkfs.ext4", "debugfs", "ssh", "ssh-keygen", "ip"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("end-to-end tests need %s in $PATH (see README: make deps)", tool)
+		}
+	}
+}
+
+// newEnv builds the binaries and makes private XDG dirs. The runtime bundle
+// is the checkout's ./runtime, built with scripts/make-runtime.sh if absent.
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	repo := repoRoot(t)
+	// Short paths: Unix sockets have a 107-byte limit.
+	root, err := os.MkdirTemp("", "bgr-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, repo: repo, root: root, bin: filepath.Join(root, "bin"), runtime: filepath.Join(repo, "runtime")}
+	t.Cleanup(func() {
+		e.killDaemon()
+		os.RemoveAll(root)
+	})
+	ldflags := "-X github.com/bangerhq/banger/internal/version.Version=e2e-" + fmt.Sprint(time.Now().UnixNano())
+	for _, name := range []string{"banger", "bangerd"} {
+		out, err := exec.Command("go", "build", "-ldflags", ldflags, "-o", filepath.Join(e.bin, name), filepath.Join(repo, "cmd", name)).CombinedOutput()
+		if err != nil {
+			t.Fatalf("build %s: %v\n%s", name, err, out)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(e.runtime, "kernel", "vmlinux")); err != nil {
+		t.Logf("building the runtime bundle with scripts/make-runtime.sh")
+		cmd := exec.Command(filepath.Join(repo, "scripts", "make-runtime.sh"), e.runtime)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("make runtime: %v\n%s", err, out)
+		}
+	}
+	return e
+}
+
+func (e *env) environ() []string {
+	env := []string{
+		"PATH=" + os.Getenv("PATH"),
+		"HOME=" + e.root,
+		"XDG_CONFIG_HOME=" + filepath.Join(e.root, "config"),
+		"XDG_STATE_HOME=" + filepath.Join(e.root, "state"),
+		"XDG_DATA_HOME=" + filepath.Join(e.root, "data"),
+		"XDG_CACHE_HOME=" + cacheHome(),
+		"XDG_RUNTIME_DIR=" + filepath.Join(e.root, "run"),
+		"BANGER_RUNTIME_DIR=" + e.runtime,
+	}
+	for _, k := range []string{"BANGER_ACCEL", "BANGER_BOOT_TIMEOUT", "BANGER_STALL_TIMEOUT"} {
+		if v := os.Getenv(k); v != "" {
+			env = append(env, k+"="+v)
+		}
+	}
+	return env
+}
+
+// cacheHome is shared between runs so downloads are reused.
+func cacheHome() string {
+	if v := os.Getenv("XDG_CACHE_HOME"); v != "" {
+		return v
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".cache")
+}
+
+// result of one CLI run.
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// banger runs the CLI (inside the namespace when one is set).
+func (e *env) banger(ctx context.Context, args ...string) result {
+	e.t.Helper()
+	argv := append([]string{filepath.Join(e.bin, "banger")}, args...)
+	if e.netns != "" {
+		argv = append([]string{"ip", "netns", "exec", e.netns}, argv...)
+	}
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = e.environ()
+	var so, se bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &so, &se
+	err := cmd.Run()
+	r := result{stdout: so.String(), stderr: se.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		e.t.Fatalf("run banger %v: %v", args, err)
+	}
+	return r
+}
+
+// must runs the CLI and fails the test on a non-zero exit.
+func (e *env) must(ctx context.Context, args ...string) string {
+	e.t.Helper()
+	r := e.banger(ctx, args...)
+	if r.code != 0 {
+		e.t.Fatalf("banger %s: exit %d\nstdout: %s\nstderr: %s\ndaemon log:\n%s", strings.Join(args, " "), r.code, r.stdout, r.stderr, e.daemonLogTail())
+	}
+	return r.stdout
+}
+
+// fails runs the CLI, expects a non-zero exit and returns stderr.
+func (e *env) fails(ctx context.Context, args ...string) string {
+	e.t.Helper()
+	r := e.banger(ctx, args...)
+	if r.code == 0 {
+		e.t.Fatalf("banger %s succeeded, want failure\nstdout: %s", strings.Join(args, " "), r.stdout)
+	}
+	return r.stderr
+}
+
+func (e *env) vm(ctx context.Context, name string) api.VM {
+	e.t.Helper()
+	var v api.VM
+	if err := json.Unmarshal([]byte(e.must(ctx, "vm", "show", "--json", name)), &v); err != nil {
+		e.t.Fatal(err)
+	}
+	return v
+}
+
+func (e *env) daemonStatus(ctx context.Context) api.DaemonStatus {
+	e.t.Helper()
+	var st api.DaemonStatus
+	if err := json.Unmarshal([]byte(e.must(ctx, "daemon", "status", "--json")), &st); err != nil {
+		e.t.Fatal(err)
+	}
+	return st
+}
+
+func (e *env) daemonLogTail() string {
+	b, _ := os.ReadFile(filepath.Join(e.root, "state", "banger", "bangerd.log"))
+	s := string(b)
+	if len(s) > 6000 {
+		s = s[len(s)-6000:]
+	}
+	return s
+}
+
+// killDaemon SIGKILLs a daemon of this env, if one runs.
+func (e *env) killDaemon() {
+	b, err := os.ReadFile(filepath.Join(e.root, "run", "banger", "bangerd.pid"))
+	if err != nil {
+		return
+	}
+	var pid int
+	fmt.Sscan(string(b), &pid)
+	if pid > 0 {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// enterNetns creates a network namespace for the daemon and VMs; every
+// later CLI call (and the daemon it starts) runs inside it.
+func (e *env) enterNetns() {
+	e.t.Helper()
+	name := fmt.Sprintf("bgr-e2e-%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		e.t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	e.t.Cleanup(func() {
+		// Kill anything still running in the namespace, then delete it.
+		out, _ := exec.Command("ip", "netns", "pids", name).Output()
+		for _, f := range strings.Fields(string(out)) {
+			var pid int
+			fmt.Sscan(f, &pid)
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		exec.Command("ip", "netns", "del", name).Run()
+	})
+	if out, err := exec.Command("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		e.t.Fatalf("lo up: %v: %s", err, out)
+	}
+	e.netns = name
+}
+
+// inNetns runs a command in the test namespace and returns its output.
+func (e *env) inNetns(args ...string) (string, error) {
+	out, err := exec.Command("ip", append([]string{"netns", "exec", e.netns}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+// waitFor polls cond until it is true or timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// processesMatching returns pids whose command line contains s.
+func processesMatching(s string) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, ent := range ents {
+		var pid int
+		if _, err := fmt.Sscan(ent.Name(), &pid); err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "cmdline"))
+		if err == nil && bytes.Contains(b, []byte(s)) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}

@@ -1,0 +1,222 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bangerhq/banger/internal/api"
+	"github.com/bangerhq/banger/internal/store"
+)
+
+// TestVMLifecycle is the core end-to-end test: a real VM is created, reached
+// over SSH, restarted with its disk intact, survives a SIGKILLed daemon, is
+// noticed when its VMM dies, and is deleted without leaks.
+func TestVMLifecycle(t *testing.T) {
+	requireHost(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
+	defer cancel()
+	e := newEnv(t)
+
+	// The image build downloads Debian packages, so it runs outside the
+	// namespace; then the daemon is stopped and restarted inside it.
+	start := time.Now()
+	e.must(ctx, "image", "build", "default", "--from", "debian:bookworm")
+	t.Logf("image build: %s", time.Since(start).Round(time.Second))
+	if out := e.must(ctx, "image", "ls"); !strings.Contains(out, "default") {
+		t.Fatalf("image ls does not list the image:\n%s", out)
+	}
+	e.must(ctx, "daemon", "stop")
+	e.enterNetns()
+
+	t.Run("bad input leaves nothing behind", func(t *testing.T) { badInput(ctx, t, e) })
+
+	start = time.Now()
+	out := e.must(ctx, "vm", "create", "dev", "--cpus", "1", "--memory", "512")
+	t.Logf("vm create (to SSH): %s", time.Since(start).Round(time.Millisecond))
+	if !strings.Contains(out, "running") {
+		t.Fatalf("vm create output: %s", out)
+	}
+	v := e.vm(ctx, "dev")
+	if v.State != api.StateRunning || v.IP == "" || v.PID == 0 || v.TAP == "" {
+		t.Fatalf("after create: %+v", v)
+	}
+
+	// vm ls in both forms.
+	if out := e.must(ctx, "vm", "ls"); !strings.Contains(out, "dev") || !strings.Contains(out, "running") {
+		t.Fatalf("vm ls:\n%s", out)
+	}
+	assertListJSON(ctx, t, e)
+
+	// SSH: output, exit status, a file written.
+	if out := e.must(ctx, "vm", "ssh", "dev", "--", "cat", "/etc/hostname"); strings.TrimSpace(out) != "dev" {
+		t.Fatalf("hostname in guest = %q", out)
+	}
+	if r := e.banger(ctx, "vm", "ssh", "dev", "--", "sh", "-c", "exit 7"); r.code != 7 {
+		t.Fatalf("remote exit status: got %d, want 7 (stderr %s)", r.code, r.stderr)
+	}
+	e.must(ctx, "vm", "ssh", "dev", "--", "sh", "-c", "echo banger-was-here > /root/marker && sync")
+
+	// Restart keeps the disk.
+	e.must(ctx, "vm", "restart", "dev")
+	if out := e.must(ctx, "vm", "ssh", "dev", "--", "cat", "/root/marker"); strings.TrimSpace(out) != "banger-was-here" {
+		t.Fatalf("file after restart = %q", out)
+	}
+	v = e.vm(ctx, "dev")
+
+	// The console log is readable.
+	if out := e.must(ctx, "vm", "logs", "dev"); !strings.Contains(out, "Linux version") {
+		t.Fatalf("vm logs has no kernel banner:\n%.500s", out)
+	}
+
+	// SIGKILL the daemon: the VM keeps running and the next daemon adopts it.
+	st := e.daemonStatus(ctx)
+	if err := syscall.Kill(st.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "daemon to die", func() bool { return syscall.Kill(st.PID, 0) != nil })
+	after := e.vm(ctx, "dev") // starts a new daemon
+	if after.State != api.StateRunning || after.PID != v.PID {
+		t.Fatalf("after daemon SIGKILL: state %s pid %d, want running pid %d", after.State, after.PID, v.PID)
+	}
+	if st2 := e.daemonStatus(ctx); st2.PID == st.PID {
+		t.Fatalf("daemon pid unchanged: %d", st2.PID)
+	}
+	e.must(ctx, "vm", "ssh", "dev", "--", "true")
+
+	// SIGKILL the VMM: the VM becomes stopped and its TAP disappears.
+	if err := syscall.Kill(after.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "VM to be reported stopped", func() bool {
+		return e.vm(ctx, "dev").State == api.StateStopped
+	})
+	if out, err := e.inNetns("ip", "link", "show", after.TAP); err == nil {
+		t.Fatalf("TAP %s still exists after the VMM died:\n%s", after.TAP, out)
+	}
+	if got := e.vm(ctx, "dev"); !strings.Contains(got.LastError, "exited") {
+		t.Fatalf("last error after VMM death = %q", got.LastError)
+	}
+
+	// Start again, then force-stop, then delete.
+	e.must(ctx, "vm", "start", "dev")
+	e.must(ctx, "vm", "stop", "--force", "dev")
+	if got := e.vm(ctx, "dev"); got.State != api.StateStopped {
+		t.Fatalf("after stop --force: %s", got.State)
+	}
+	e.must(ctx, "vm", "start", "dev")
+	stderr := e.fails(ctx, "vm", "rm", "dev")
+	if !strings.Contains(stderr, "running") {
+		t.Fatalf("rm of a running VM: %s", stderr)
+	}
+	e.must(ctx, "vm", "rm", "--force", "dev")
+
+	assertNoLeaks(ctx, t, e)
+}
+
+func assertListJSON(ctx context.Context, t *testing.T, e *env) {
+	t.Helper()
+	var raw []map[string]any
+	if err := json.Unmarshal([]byte(e.must(ctx, "vm", "ls", "--json")), &raw); err != nil {
+		t.Fatal(err)
+	}
+	if len(raw) != 1 {
+		t.Fatalf("vm ls --json: %d entries", len(raw))
+	}
+	for _, k := range []string{"name", "id", "state", "ip", "cpus", "memory_mib", "disk_bytes", "image", "vmm", "created_at"} {
+		if _, ok := raw[0][k]; !ok {
+			t.Errorf("vm ls --json lacks field %q", k)
+		}
+	}
+}
+
+// badInput checks refusals and that they leave no rows, folders or TAPs.
+func badInput(ctx context.Context, t *testing.T, e *env) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"vm", "create", "Bad_Name"}, "invalid VM name"},
+		{[]string{"vm", "create", "-dev"}, "invalid VM name"},
+		{[]string{"vm", "create", "x", "--cpus", "999"}, "--cpus 999 is out of range"},
+		{[]string{"vm", "create", "x", "--memory", "99999999"}, "--memory 99999999 MiB is out of range"},
+		{[]string{"vm", "create", "x", "--image", "nope"}, `no image named "nope"`},
+		{[]string{"vm", "create", "x", "--disk", "1M"}, "smaller than image"},
+		{[]string{"vm", "create", "x", "--disk", "lots"}, "invalid size"},
+		{[]string{"vm", "create", "x", "--vmm", "bochs"}, `--vmm "bochs" is not available`},
+		{[]string{"vm", "start", "ghost"}, `no VM named "ghost"`},
+		{[]string{"vm", "ssh", "ghost"}, `no VM named "ghost"`},
+	} {
+		stderr := e.fails(ctx, tc.args...)
+		if !strings.Contains(stderr, tc.want) {
+			t.Errorf("banger %s: stderr %q does not contain %q", strings.Join(tc.args, " "), stderr, tc.want)
+		}
+	}
+
+	// Two concurrent creates of one name: exactly one wins.
+	var wg sync.WaitGroup
+	codes := make([]int, 2)
+	for i := range codes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			codes[i] = e.banger(ctx, "vm", "create", "twin", "--no-start").code
+		}()
+	}
+	wg.Wait()
+	if (codes[0] == 0) == (codes[1] == 0) {
+		t.Fatalf("concurrent creates of one name: exit codes %v, want exactly one success", codes)
+	}
+	e.must(ctx, "vm", "rm", "twin")
+
+	// A malformed request does not kill the daemon.
+	sock := filepath.Join(e.root, "run", "banger", "bangerd.sock")
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("{not json\n"))
+	buf := make([]byte, 4096)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, _ := c.Read(buf)
+	c.Close()
+	if !strings.Contains(string(buf[:n]), "parse error") {
+		t.Fatalf("malformed request answered %q", buf[:n])
+	}
+	e.daemonStatus(ctx) // still answers
+
+	assertNoLeaks(ctx, t, e)
+}
+
+// assertNoLeaks checks that no VM row, lease, folder, TAP or VMM process is left.
+func assertNoLeaks(ctx context.Context, t *testing.T, e *env) {
+	t.Helper()
+	if out := strings.TrimSpace(e.must(ctx, "vm", "ls", "--json")); out != "[]" {
+		t.Errorf("VMs left: %s", out)
+	}
+	vmsDir := filepath.Join(e.root, "state", "banger", "vms")
+	if ents, _ := os.ReadDir(vmsDir); len(ents) != 0 {
+		t.Errorf("VM folders left in %s: %v", vmsDir, ents)
+	}
+	db, err := store.Open(ctx, filepath.Join(e.root, "state", "banger", "banger.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if n, err := store.CountLeases(ctx, db.DB); err != nil || n != 0 {
+		t.Errorf("leases left: %d (%v)", n, err)
+	}
+	if out, _ := e.inNetns("ip", "-o", "link", "show"); strings.Contains(out, "bgr-") {
+		t.Errorf("TAP devices left:\n%s", out)
+	}
+	if pids := processesMatching(vmsDir); len(pids) != 0 {
+		t.Errorf("VMM processes left: %v", pids)
+	}
+}

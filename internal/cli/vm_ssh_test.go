@@ -1,0 +1,46 @@
+package cli
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/bangerhq/banger/internal/api"
+)
+
+func TestShellQuoteRoundTripsThroughSh(t *testing.T) {
+	for _, arg := range []string{"plain", "", "two words", "it's", `"dq"`, "$HOME", "a;b", "back\\slash", "new\nline", "*"} {
+		out, err := exec.Command("sh", "-c", "printf %s "+shellQuote(arg)).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(out) != arg {
+			t.Errorf("shellQuote(%q) through sh gave %q", arg, out)
+		}
+	}
+}
+
+func TestSSHArgs(t *testing.T) {
+	info := api.SSHInfo{User: "root", Host: "172.30.0.2", Port: 22, IdentityFile: "/k", KnownHostsFile: "/kh", HostKeyAlias: "172.30.0.2"}
+	got := SSHArgs(info, []string{"sh", "-c", "exit 3"})
+	want := "-i /k -p 22 -o IdentitiesOnly=yes -o UserKnownHostsFile=/kh -o StrictHostKeyChecking=yes -o HostKeyAlias=172.30.0.2 -o GlobalKnownHostsFile=/dev/null -o ConnectTimeout=10 -o LogLevel=ERROR root@172.30.0.2 -- sh -c 'exit 3'"
+	if strings.Join(got, " ") != want {
+		t.Fatalf("got  %s\nwant %s", strings.Join(got, " "), want)
+	}
+	if inter := SSHArgs(info, nil); inter[len(inter)-2] != "-t" {
+		t.Fatalf("interactive ssh lacks -t: %v", inter)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"4G": 4 << 30, "512M": 512 << 20, "8GiB": 8 << 30, "1024": 1024, "1.5G": 3 << 29, "2t": 2 << 40} {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "lots", "-1G", "0", "G"} {
+		if _, err := ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q) succeeded", in)
+		}
+	}
+}

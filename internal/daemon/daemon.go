@@ -1,0 +1,329 @@
+// Package daemon is bangerd: it owns the store, the VMM drivers and the host
+// network, and serves the JSON-RPC method table on a Unix socket that only
+// its own user may use.
+//
+// VMM processes are not children the daemon waits on: they outlive it, and
+// a new daemon re-adopts them (see vm.Service.Recover).
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bangerhq/banger/internal/api"
+	"github.com/bangerhq/banger/internal/bundle"
+	"github.com/bangerhq/banger/internal/config"
+	"github.com/bangerhq/banger/internal/network"
+	"github.com/bangerhq/banger/internal/paths"
+	"github.com/bangerhq/banger/internal/store"
+	"github.com/bangerhq/banger/internal/version"
+	"github.com/bangerhq/banger/internal/vm"
+	"github.com/bangerhq/banger/internal/vmm"
+	"github.com/bangerhq/banger/internal/vmm/qemu"
+)
+
+// Daemon is one running bangerd.
+type Daemon struct {
+	dirs    paths.Dirs
+	cfg     config.Config
+	runtime bundle.Dir
+	log     *slog.Logger
+	store   *store.Store
+	vms     *vm.Service
+	images  *imageService
+	net     *hostNet
+	info    api.DaemonInfo
+	started time.Time
+
+	stopOnce sync.Once
+	stop     chan struct{}
+}
+
+// Run starts the daemon and serves until ctx is cancelled or a client calls
+// daemon.stop. Running VMs keep running when it returns.
+func Run(ctx context.Context, log *slog.Logger) error {
+	d, ln, err := setup(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer d.store.Close()
+	defer os.Remove(d.dirs.PIDFile())
+
+	methods := d.methods()
+	srv := &rpcServer{methods: methods, info: d.info, log: log.With("component", "rpc"), uid: os.Getuid()}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.serve(ctx, ln) }()
+	log.Info("bangerd ready", "socket", d.dirs.Socket(), "version", d.info.Version, "pid", d.info.PID,
+		"subnet", d.net.subnet, "accel", d.vmsAccel(), "runtime", d.runtime.Path)
+
+	select {
+	case <-ctx.Done():
+	case <-d.stop:
+	case err := <-serveErr:
+		if err != nil {
+			log.Error("serve", "err", err)
+		}
+	}
+	ln.Close()
+	os.Remove(d.dirs.Socket())
+	d.vms.Shutdown()
+	// Let in-flight requests finish briefly; long ones (a boot) are
+	// abandoned, their VMs keep running or are cleaned on the next start.
+	done := make(chan struct{})
+	go func() { srv.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+	}
+	log.Info("bangerd stopped")
+	return nil
+}
+
+func (d *Daemon) vmsAccel() string { return d.images.accel }
+
+// setup prepares everything and returns the listening socket.
+func setup(ctx context.Context, log *slog.Logger) (*Daemon, *net.UnixListener, error) {
+	dirs, err := paths.Resolve()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := dirs.Ensure(); err != nil {
+		return nil, nil, err
+	}
+	if err := paths.CheckSocketPath(dirs.Socket()); err != nil {
+		return nil, nil, err
+	}
+	cfg, err := config.Load(dirs.ConfigFile())
+	if err != nil {
+		return nil, nil, err
+	}
+	exe, _ := os.Executable()
+	d := &Daemon{
+		dirs: dirs, cfg: cfg, log: log, started: time.Now(), stop: make(chan struct{}),
+		runtime: bundle.Resolve(cfg.Runtime.Dir),
+		info: api.DaemonInfo{Version: version.String(), PID: os.Getpid(), Executable: exe,
+			ExecutableID: exeID(exe)},
+	}
+	ln, err := listen(dirs.Socket())
+	if err != nil {
+		return nil, nil, err
+	}
+	fail := func(err error) (*Daemon, *net.UnixListener, error) {
+		ln.Close()
+		os.Remove(dirs.Socket())
+		return nil, nil, err
+	}
+	os.WriteFile(dirs.PIDFile(), []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o600)
+
+	if d.store, err = store.Open(ctx, dirs.Database()); err != nil {
+		return fail(err)
+	}
+	pub, err := ensureSSHKey(dirs.SSHKey())
+	if err != nil {
+		return fail(err)
+	}
+	subnet, err := d.resolveSubnet(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	bridge := cfg.Network.Bridge
+	if bridge == "" {
+		bridge = "banger0"
+	}
+	d.net = &hostNet{bridge: bridge, subnet: subnet, uid: os.Getuid(), gid: os.Getgid(), log: log.With("component", "network")}
+
+	accel, err := d.resolveAccel(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	qemuBin := cfg.VMM.QEMU
+	if qemuBin == "" {
+		qemuBin = "qemu-system-x86_64"
+	}
+	drivers := map[string]vmm.Driver{"qemu": qemu.New(qemuBin, log.With("component", "qemu"))}
+	d.vms = vm.New(vm.Config{
+		Dirs: dirs, Runtime: d.runtime, Bridge: bridge, Subnet: subnet, DNS: cfg.Network.DNS,
+		Accel: accel, UID: os.Getuid(), GID: os.Getgid(),
+		DefaultVMM: "qemu", DefaultImage: firstNonEmpty(cfg.VM.Image, "default"),
+		DefaultCPUs: firstPositive(cfg.VM.CPUs, 2), DefaultMemoryMiB: firstPositive(cfg.VM.MemoryMiB, 1024),
+		DefaultDiskBytes: 4 << 30,
+		BootTimeout:      durationEnv("BANGER_BOOT_TIMEOUT", 180*time.Second),
+		StallTimeout:     durationEnv("BANGER_STALL_TIMEOUT", 45*time.Second),
+		StopTimeout:      durationEnv("BANGER_STOP_TIMEOUT", 30*time.Second),
+		SSHPublicKey:     pub,
+	}, d.store, drivers, d.net, log)
+	d.images = &imageService{d: d, accel: accel, sshPub: pub, log: log.With("component", "image")}
+	if err := d.vms.Recover(ctx); err != nil {
+		return fail(fmt.Errorf("recover vms: %w", err))
+	}
+	return d, ln, nil
+}
+
+// listen binds the socket with mode 0600. A socket file that nothing answers
+// on is stale and removed; one that answers means another daemon runs.
+func listen(sock string) (*net.UnixListener, error) {
+	if _, err := os.Stat(sock); err == nil {
+		if c, err := net.DialTimeout("unix", sock, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("another bangerd is already listening on %s: stop it with `banger daemon stop`", sock)
+		}
+		os.Remove(sock)
+	}
+	old := unix.Umask(0o177)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	unix.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", sock, err)
+	}
+	ln.SetUnlinkOnClose(false)
+	if err := os.Chmod(sock, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}
+
+// resolveSubnet returns the VM subnet: the configured one, else the one
+// chosen earlier (kept in settings so leases stay valid), else the first
+// candidate that collides with no host route.
+func (d *Daemon) resolveSubnet(ctx context.Context) (netip.Prefix, error) {
+	if s := d.cfg.Network.Subnet; s != "" {
+		p, err := netip.ParsePrefix(s)
+		if err != nil || !p.Addr().Is4() || p.Bits() > 29 {
+			return netip.Prefix{}, fmt.Errorf("config network.subnet = %q: want an IPv4 prefix such as 172.30.0.0/24", s)
+		}
+		return p.Masked(), nil
+	}
+	if v, err := store.GetSetting(ctx, d.store.DB, "network.subnet"); err == nil {
+		if p, err := netip.ParsePrefix(v); err == nil {
+			return p, nil
+		}
+	}
+	// A bridge left by an earlier daemon keeps its subnet (HostPrefixes
+	// would count it as taken and move away from it).
+	bridge := firstNonEmpty(d.cfg.Network.Bridge, "banger0")
+	if p, ok, err := network.BridgeSubnet(bridge); err == nil && ok {
+		return p, store.SetSetting(ctx, d.store.DB, "network.subnet", p.String())
+	}
+	existing, err := network.HostPrefixes()
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	p, err := network.ChooseSubnet(existing, network.DefaultCandidates())
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	if err := store.SetSetting(ctx, d.store.DB, "network.subnet", p.String()); err != nil {
+		return netip.Prefix{}, err
+	}
+	return p, nil
+}
+
+// resolveAccel picks kvm or tcg: $BANGER_ACCEL, then vmm.accel, then a boot
+// probe (cached) that tells whether KVM can really run a guest here.
+func (d *Daemon) resolveAccel(ctx context.Context) (string, error) {
+	override := os.Getenv("BANGER_ACCEL")
+	if override == "" {
+		override = d.cfg.VMM.Accel
+	}
+	c, err := qemu.ResolveAccel(ctx, qemu.AccelOptions{
+		Override: override,
+		Binary:   firstNonEmpty(d.cfg.VMM.QEMU, "qemu-system-x86_64"),
+		Kernel:   d.runtime.Kernel(),
+		Initrd:   d.runtime.Initrd(),
+		Cache:    filepath.Join(d.dirs.State, "accel-probe.json"),
+		Log:      d.log,
+	})
+	return c.Accel, err
+}
+
+// ensureSSHKey creates the daemon's ed25519 key once and returns the public key.
+func ensureSSHKey(path string) (string, error) {
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return "", err
+		}
+		out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bangerd", "-f", path).CombinedOutput()
+		if err != nil {
+			return "", fmt.Errorf("generate the daemon's ssh key (is openssh-client installed?): %v: %s", err, out)
+		}
+	}
+	b, err := os.ReadFile(path + ".pub")
+	if err != nil {
+		return "", fmt.Errorf("read ssh public key: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+func (d *Daemon) requestStop() { d.stopOnce.Do(func() { close(d.stop) }) }
+
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+func firstPositive(a, b int) int {
+	if a > 0 {
+		return a
+	}
+	return b
+}
+
+func durationEnv(key string, def time.Duration) time.Duration {
+	if v, err := time.ParseDuration(os.Getenv(key)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+// hostNet adapts package network to vm.Network for one bridge and subnet.
+type hostNet struct {
+	bridge   string
+	subnet   netip.Prefix
+	uid, gid int
+	log      *slog.Logger
+
+	mu    sync.Mutex
+	ready bool
+}
+
+func (h *hostNet) EnsureBridge(ctx context.Context) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.ready {
+		if ok, _ := network.LinkExists(h.bridge); ok {
+			return nil
+		}
+	}
+	if err := network.EnsureBridge(h.bridge, network.GatewayPrefix(h.subnet)); err != nil {
+		return err
+	}
+	if err := network.EnsureNAT(h.subnet, h.bridge); err != nil {
+		return err
+	}
+	h.ready = true
+	return nil
+}
+
+func (h *hostNet) CreateTAP(name string) error {
+	return network.CreateTAP(name, h.bridge, h.uid, h.gid)
+}
+func (h *hostNet) DeleteTAP(name string) error { return network.DeleteLink(name) }
+func (h *hostNet) TAPExists(name string) bool {
+	ok, _ := network.LinkExists(name)
+	return ok
+}

@@ -1,0 +1,66 @@
+package daemon
+
+import (
+	"context"
+	"time"
+
+	"github.com/bangerhq/banger/internal/api"
+)
+
+type empty struct{}
+
+// methods builds the daemon's method table.
+func (d *Daemon) methods() *Methods {
+	t := &Methods{}
+	t.Register(api.MethodDaemonStatus, Typed(d.status))
+	t.Register(api.MethodDaemonStop, Typed(func(ctx context.Context, _ empty) (empty, error) {
+		// Answer first, then stop.
+		go func() { time.Sleep(50 * time.Millisecond); d.requestStop() }()
+		return empty{}, nil
+	}))
+	t.Register(api.MethodVMCreate, Typed(d.vms.Create))
+	t.Register(api.MethodVMList, Typed(func(ctx context.Context, _ empty) (api.VMList, error) {
+		vms, err := d.vms.List(ctx)
+		return api.VMList{VMs: vms}, err
+	}))
+	t.Register(api.MethodVMGet, Typed(func(ctx context.Context, p api.VMRef) (api.VM, error) {
+		return d.vms.Get(ctx, p.Name)
+	}))
+	t.Register(api.MethodVMStart, Typed(func(ctx context.Context, p api.VMRef) (api.VM, error) {
+		return d.vms.Start(ctx, p.Name)
+	}))
+	t.Register(api.MethodVMStop, Typed(func(ctx context.Context, p api.VMStopParams) (api.VM, error) {
+		return d.vms.Stop(ctx, p.Name, p.Force)
+	}))
+	t.Register(api.MethodVMRestart, Typed(func(ctx context.Context, p api.VMRef) (api.VM, error) {
+		return d.vms.Restart(ctx, p.Name)
+	}))
+	t.Register(api.MethodVMDelete, Typed(func(ctx context.Context, p api.VMStopParams) (empty, error) {
+		return empty{}, d.vms.Delete(ctx, p.Name, p.Force)
+	}))
+	t.Register(api.MethodVMSSHInfo, Typed(func(ctx context.Context, p api.VMRef) (api.SSHInfo, error) {
+		return d.vms.SSHInfo(ctx, p.Name)
+	}))
+	t.Register(api.MethodImageBuild, Typed(d.images.Build))
+	t.Register(api.MethodImageList, Typed(func(ctx context.Context, _ empty) (api.ImageList, error) {
+		ims, err := d.images.List(ctx)
+		return api.ImageList{Images: ims}, err
+	}))
+	t.Register(api.MethodImageGet, Typed(func(ctx context.Context, p api.VMRef) (api.Image, error) {
+		return d.images.Get(ctx, p.Name)
+	}))
+	t.Register(api.MethodImageDelete, Typed(func(ctx context.Context, p api.VMStopParams) (empty, error) {
+		return empty{}, d.images.Delete(ctx, p.Name)
+	}))
+	return t
+}
+
+func (d *Daemon) status(ctx context.Context, _ empty) (api.DaemonStatus, error) {
+	total, running := d.vms.Counts(ctx)
+	return api.DaemonStatus{
+		DaemonInfo: d.info, StartedAt: d.started, Socket: d.dirs.Socket(),
+		StateDir: d.dirs.State, RuntimeDir: d.runtime.Path,
+		Bridge: d.net.bridge, Subnet: d.net.subnet.String(),
+		VMs: total, Running: running,
+	}, nil
+}

@@ -1,0 +1,233 @@
+package daemon
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"runtime/debug"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bangerhq/banger/internal/api"
+)
+
+// maxRequestBytes bounds one request so a misbehaving client cannot make the
+// daemon buffer without limit.
+const maxRequestBytes = 1 << 20
+
+// HandlerFunc answers one method call. params is the raw "params" member.
+type HandlerFunc func(ctx context.Context, params json.RawMessage) (any, error)
+
+// Methods is the daemon's method table.
+type Methods struct {
+	m map[string]HandlerFunc
+}
+
+// Register adds a method. It panics when name is already registered: that is
+// a programming error caught by the method-table test.
+func (t *Methods) Register(name string, h HandlerFunc) {
+	if t.m == nil {
+		t.m = map[string]HandlerFunc{}
+	}
+	if _, dup := t.m[name]; dup {
+		panic("daemon: duplicate method " + name)
+	}
+	t.m[name] = h
+}
+
+// Names returns the registered method names.
+func (t *Methods) Names() []string {
+	out := make([]string, 0, len(t.m))
+	for n := range t.m {
+		out = append(out, n)
+	}
+	return out
+}
+
+// Typed adapts fn to a HandlerFunc, decoding params strictly: unknown fields
+// and trailing data are errors, so a typo in a client is caught.
+func Typed[P, R any](fn func(context.Context, P) (R, error)) HandlerFunc {
+	return func(ctx context.Context, raw json.RawMessage) (any, error) {
+		var p P
+		if len(bytes.TrimSpace(raw)) > 0 && !bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+			dec := json.NewDecoder(bytes.NewReader(raw))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&p); err != nil {
+				return nil, &api.Error{Code: api.CodeInvalidParams, Message: "invalid params: " + err.Error()}
+			}
+			if dec.More() {
+				return nil, &api.Error{Code: api.CodeInvalidParams, Message: "invalid params: trailing data"}
+			}
+		}
+		return fn(ctx, p)
+	}
+}
+
+// rpcServer serves the method table on a Unix socket.
+type rpcServer struct {
+	methods *Methods
+	info    api.DaemonInfo
+	log     *slog.Logger
+	uid     int
+	wg      sync.WaitGroup
+}
+
+// serve accepts connections until ln is closed.
+func (s *rpcServer) serve(ctx context.Context, ln *net.UnixListener) error {
+	for {
+		conn, err := ln.AcceptUnix()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			s.log.Warn("accept", "err", err)
+			continue
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.serveConn(ctx, conn)
+		}()
+	}
+}
+
+// peerUID returns the uid of the process on the other end of conn.
+func peerUID(conn *net.UnixConn) (int, error) {
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	var cred *unix.Ucred
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return -1, err
+	}
+	if serr != nil {
+		return -1, serr
+	}
+	return int(cred.Uid), nil
+}
+
+func (s *rpcServer) serveConn(ctx context.Context, conn *net.UnixConn) {
+	defer conn.Close()
+	if uid, err := peerUID(conn); err != nil || uid != s.uid {
+		s.log.Warn("refused connection from another user", "peer_uid", uid, "err", err)
+		s.write(conn, nil, nil, &api.Error{Code: api.CodePermissionDenied,
+			Message: fmt.Sprintf("permission denied: this bangerd serves uid %d only; run banger as that user or start your own daemon", s.uid)})
+		return
+	}
+	r := bufio.NewReaderSize(conn, 64<<10)
+	line, err := readLine(r, maxRequestBytes)
+	if err != nil {
+		if len(line) > 0 || !errors.Is(err, errEOF) {
+			s.write(conn, nil, nil, &api.Error{Code: api.CodeParseError, Message: "parse error: " + err.Error()})
+		}
+		return
+	}
+	var req api.Request
+	if err := json.Unmarshal(line, &req); err != nil {
+		s.write(conn, nil, nil, &api.Error{Code: api.CodeParseError, Message: "parse error: " + err.Error()})
+		return
+	}
+	if req.JSONRPC != api.Version || req.Method == "" {
+		s.write(conn, req.ID, nil, &api.Error{Code: api.CodeInvalidRequest, Message: `invalid request: need "jsonrpc": "2.0" and a "method"`})
+		return
+	}
+	h, ok := s.methods.m[req.Method]
+	if !ok {
+		s.write(conn, req.ID, nil, &api.Error{Code: api.CodeMethodNotFound, Message: fmt.Sprintf("method %q not found", req.Method)})
+		return
+	}
+
+	// The request is cancelled when the client hangs up.
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		var b [1]byte
+		if _, err := r.Read(b[:]); err != nil {
+			cancel()
+		}
+	}()
+
+	result, herr := s.call(rctx, req.Method, h, req.Params)
+	if herr != nil {
+		s.log.Info("request failed", "method", req.Method, "err", herr)
+		s.write(conn, req.ID, nil, &api.Error{Code: api.CodeFor(herr), Message: herr.Error()})
+		return
+	}
+	s.write(conn, req.ID, result, nil)
+}
+
+// call runs h, turning a panic into an internal error: the daemon never dies
+// from a bad request.
+func (s *rpcServer) call(ctx context.Context, method string, h HandlerFunc, params json.RawMessage) (res any, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("handler panic", "method", method, "panic", p, "stack", string(debug.Stack()))
+			err = fmt.Errorf("internal error in %s: %v (see the daemon log)", method, p)
+		}
+	}()
+	return h(ctx, params)
+}
+
+func (s *rpcServer) write(conn net.Conn, id json.RawMessage, result any, rerr *api.Error) {
+	resp := api.Response{JSONRPC: api.Version, ID: id, Error: rerr, Daemon: s.info}
+	if resp.ID == nil {
+		resp.ID = json.RawMessage("null")
+	}
+	if rerr == nil {
+		b, err := json.Marshal(result)
+		if err != nil {
+			resp.Error = &api.Error{Code: api.CodeInternal, Message: "encode result: " + err.Error()}
+		} else {
+			resp.Result = b
+		}
+	}
+	b, _ := json.Marshal(resp)
+	b = append(b, '\n')
+	if _, err := conn.Write(b); err != nil {
+		s.log.Debug("write response", "err", err)
+	}
+}
+
+var errEOF = errors.New("connection closed before a full request")
+
+// readLine reads up to a newline (or EOF after data), refusing more than max bytes.
+func readLine(r *bufio.Reader, max int) ([]byte, error) {
+	var buf []byte
+	for {
+		chunk, err := r.ReadSlice('\n')
+		buf = append(buf, chunk...)
+		if len(buf) > max {
+			return buf, fmt.Errorf("request larger than %d bytes", max)
+		}
+		if err == nil {
+			return buf, nil
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		if len(bytes.TrimSpace(buf)) > 0 {
+			return buf, nil // EOF after a request without newline: accept it
+		}
+		return nil, errEOF
+	}
+}
+
+// exeID identifies the executable file: a rebuilt binary gets a new id.
+func exeID(path string) string {
+	st, err := os.Stat(path)
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf("%d-%d", st.Size(), st.ModTime().UnixNano())
+}

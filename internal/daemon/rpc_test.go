@@ -1,0 +1,267 @@
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bangerhq/banger/internal/api"
+	"github.com/bangerhq/banger/internal/client"
+	"github.com/bangerhq/banger/internal/store"
+)
+
+type echoParams struct {
+	Text string `json:"text"`
+}
+
+// startTestServer serves methods on a socket in a temp dir.
+func startTestServer(t *testing.T, methods *Methods) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "bgr-rpc-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "d.sock")
+	ln, err := listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &rpcServer{methods: methods, info: api.DaemonInfo{Version: "test-1", PID: 42}, log: slog.New(slog.DiscardHandler), uid: os.Getuid()}
+	ctx, cancel := context.WithCancel(context.Background())
+	go srv.serve(ctx, ln)
+	t.Cleanup(func() { cancel(); ln.Close() })
+	return sock
+}
+
+func testMethods() *Methods {
+	m := &Methods{}
+	m.Register("test.echo", Typed(func(ctx context.Context, p echoParams) (echoParams, error) { return p, nil }))
+	m.Register("test.notfound", Typed(func(ctx context.Context, _ empty) (empty, error) {
+		return empty{}, fmt.Errorf("lookup: %w", store.ErrNotFound)
+	}))
+	m.Register("test.exists", Typed(func(ctx context.Context, _ empty) (empty, error) {
+		return empty{}, api.Errorf(api.ErrExists, "a VM named %q already exists", "dev")
+	}))
+	m.Register("test.panic", Typed(func(ctx context.Context, _ empty) (empty, error) { panic("boom") }))
+	m.Register("test.wait", Typed(func(ctx context.Context, _ empty) (empty, error) {
+		<-ctx.Done()
+		return empty{}, ctx.Err()
+	}))
+	return m
+}
+
+func TestRegisterPanicsOnDuplicate(t *testing.T) {
+	defer func() {
+		if recover() == nil {
+			t.Fatal("duplicate registration did not panic")
+		}
+	}()
+	m := &Methods{}
+	m.Register("a", nil)
+	m.Register("a", nil)
+}
+
+func TestDaemonMethodTableIsComplete(t *testing.T) {
+	d := &Daemon{}
+	m := d.methods()
+	want := []string{api.MethodDaemonStatus, api.MethodDaemonStop, api.MethodVMCreate, api.MethodVMList,
+		api.MethodVMGet, api.MethodVMStart, api.MethodVMStop, api.MethodVMRestart, api.MethodVMDelete,
+		api.MethodVMSSHInfo, api.MethodImageBuild, api.MethodImageList, api.MethodImageGet, api.MethodImageDelete}
+	for _, w := range want {
+		if _, ok := m.m[w]; !ok {
+			t.Errorf("method %s not registered", w)
+		}
+	}
+	if len(m.m) != len(want) {
+		t.Errorf("registered %d methods, want %d: %v", len(m.m), len(want), m.Names())
+	}
+}
+
+func TestClientRoundTripAndErrorMapping(t *testing.T) {
+	sock := startTestServer(t, testMethods())
+	c := client.New(sock)
+	ctx := context.Background()
+	var out echoParams
+	if err := c.Call(ctx, "test.echo", echoParams{Text: "hi"}, &out); err != nil || out.Text != "hi" {
+		t.Fatalf("echo: %+v, %v", out, err)
+	}
+	if d := c.LastDaemon(); d.Version != "test-1" || d.PID != 42 {
+		t.Fatalf("response does not identify the daemon: %+v", d)
+	}
+	if err := c.Call(ctx, "test.notfound", nil, nil); !client.IsNotFound(err) {
+		t.Fatalf("not found mapped to %v", err)
+	}
+	err := c.Call(ctx, "test.exists", nil, nil)
+	if !client.IsExists(err) || err.Error() != `a VM named "dev" already exists` {
+		t.Fatalf("exists mapped to %v", err)
+	}
+	if err := c.Call(ctx, "test.nope", nil, nil); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Fatalf("unknown method: %v", err)
+	}
+	var re *api.RemoteError
+	if err := c.Call(ctx, "test.echo", map[string]any{"text": "x", "bogus": 1}, nil); !errors.As(err, &re) || re.Code != api.CodeInvalidParams {
+		t.Fatalf("unknown field: %v", err)
+	}
+	if err := c.Call(ctx, "test.panic", nil, nil); !errors.As(err, &re) || re.Code != api.CodeInternal {
+		t.Fatalf("panic: %v", err)
+	}
+	// The server survived all of that.
+	if err := c.Call(ctx, "test.echo", echoParams{Text: "still here"}, &out); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// rawCall writes raw bytes and returns the decoded response.
+func rawCall(t *testing.T, sock, raw string) api.Response {
+	t.Helper()
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Write([]byte(raw)); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(conn).ReadBytes('\n')
+	if err != nil {
+		t.Fatalf("read response to %q: %v", raw, err)
+	}
+	var resp api.Response
+	if err := json.Unmarshal(line, &resp); err != nil {
+		t.Fatalf("bad response %q: %v", line, err)
+	}
+	return resp
+}
+
+func TestMalformedRequests(t *testing.T) {
+	sock := startTestServer(t, testMethods())
+	for _, tc := range []struct {
+		raw  string
+		code int
+	}{
+		{"this is not json\n", api.CodeParseError},
+		{`{"jsonrpc":"2.0","method":` + "\n", api.CodeParseError},
+		{`{"jsonrpc":"1.0","id":1,"method":"test.echo"}` + "\n", api.CodeInvalidRequest},
+		{`{"jsonrpc":"2.0","id":1}` + "\n", api.CodeInvalidRequest},
+		{`{"jsonrpc":"2.0","id":1,"method":"vm.frobnicate"}` + "\n", api.CodeMethodNotFound},
+		{`{"jsonrpc":"2.0","id":1,"method":"test.echo","params":[1,2]}` + "\n", api.CodeInvalidParams},
+		{`{"jsonrpc":"2.0","id":1,"method":"test.echo","params":{"text":5}}` + "\n", api.CodeInvalidParams},
+		{strings.Repeat("x", maxRequestBytes+10) + "\n", api.CodeParseError},
+	} {
+		resp := rawCall(t, sock, tc.raw)
+		if resp.Error == nil || resp.Error.Code != tc.code {
+			t.Errorf("%.40q: got %+v, want code %d", tc.raw, resp.Error, tc.code)
+		}
+		if resp.Daemon.Version != "test-1" {
+			t.Errorf("%.40q: response lacks daemon info", tc.raw)
+		}
+	}
+	resp := rawCall(t, sock, `{"jsonrpc":"2.0","id":"abc","method":"test.echo","params":{"text":"ok"}}`+"\n")
+	if resp.Error != nil || string(resp.ID) != `"abc"` {
+		t.Fatalf("valid request after garbage: %+v", resp)
+	}
+}
+
+func TestHangupCancelsRequest(t *testing.T) {
+	done := make(chan error, 1)
+	m := &Methods{}
+	m.Register("test.wait", Typed(func(ctx context.Context, _ empty) (empty, error) {
+		<-ctx.Done()
+		done <- ctx.Err()
+		return empty{}, ctx.Err()
+	}))
+	sock := startTestServer(t, m)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	client.New(sock).Call(ctx, "test.wait", nil, nil)
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("handler ctx: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("handler was not cancelled when the client hung up")
+	}
+}
+
+func TestSocketModeAndStaleSocket(t *testing.T) {
+	dir, _ := os.MkdirTemp("", "bgr-sock-")
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "d.sock")
+	// A stale socket file (nothing listening) is replaced.
+	l1, _ := net.Listen("unix", sock)
+	l1.(*net.UnixListener).SetUnlinkOnClose(false)
+	l1.Close()
+	ln, err := listen(sock)
+	if err != nil {
+		t.Fatalf("stale socket not replaced: %v", err)
+	}
+	defer ln.Close()
+	st, _ := os.Stat(sock)
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("socket mode %v, want 0600", st.Mode().Perm())
+	}
+	// A live one is not stolen.
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	if _, err := listen(sock); err == nil || !strings.Contains(err.Error(), "already listening") {
+		t.Fatalf("second listen: %v", err)
+	}
+}
+
+func TestClientErrorWhenDaemonAbsent(t *testing.T) {
+	err := client.New(filepath.Join(t.TempDir(), "none.sock")).Call(context.Background(), "daemon.status", nil, nil)
+	if !errors.Is(err, client.ErrDaemonNotRunning) || !strings.Contains(err.Error(), "start it") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+// TestMain lets the test binary act as a client under another uid.
+func TestMain(m *testing.M) {
+	if sock := os.Getenv("BANGER_TEST_DIAL"); sock != "" {
+		err := client.New(sock).Call(context.Background(), "test.echo", echoParams{Text: "x"}, nil)
+		fmt.Print(err)
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func TestOtherUIDIsRefused(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to run a client as another uid")
+	}
+	sock := startTestServer(t, testMethods())
+	// Open the file mode so only the peer-credential check stands in the way.
+	os.Chmod(filepath.Dir(sock), 0o755)
+	os.Chmod(sock, 0o666)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "BANGER_TEST_DIAL="+sock)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("client as uid 65534: %v: %s", err, out)
+	}
+	if !strings.Contains(string(out), "permission denied") {
+		t.Fatalf("request from another uid was not refused: %q", out)
+	}
+}

@@ -1,0 +1,304 @@
+package vm
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/bangerhq/banger/internal/api"
+	"github.com/bangerhq/banger/internal/image"
+	"github.com/bangerhq/banger/internal/network"
+	"github.com/bangerhq/banger/internal/store"
+)
+
+// Resource limits for one VM.
+const (
+	MinMemoryMiB = 128
+	MinDiskBytes = 256 << 20
+)
+
+func isNotFound(err error) bool { return errors.Is(err, store.ErrNotFound) }
+
+// Create validates p, records the VM, makes its disk and, unless p.NoStart,
+// boots it and waits until it answers SSH. On any failure nothing is left:
+// no row, lease, folder, TAP device or process.
+func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (api.VM, error) {
+	row, err := s.validateCreate(ctx, &p)
+	if err != nil {
+		return api.VM{}, err
+	}
+	if err := s.preflightStart(row.VMM); err != nil {
+		if !p.NoStart {
+			return api.VM{}, err
+		}
+	}
+	img, err := store.GetImage(ctx, s.store.DB, row.ImageID)
+	if err != nil {
+		return api.VM{}, err
+	}
+
+	unlock := s.lock(row.ID, "")
+	defer unlock()
+
+	// Phase 1: the row and the lease, in one transaction. A concurrent create
+	// of the same name loses here, before it touches the disk.
+	if err := s.insertWithLease(ctx, &row); err != nil {
+		return api.VM{}, err
+	}
+	undo := func(cause error) error {
+		cleanup := []error{cause}
+		if err := os.RemoveAll(s.cfg.Dirs.VMDir(row.ID)); err != nil {
+			cleanup = append(cleanup, fmt.Errorf("remove vm folder: %w", err))
+		}
+		if err := store.DeleteVM(context.WithoutCancel(ctx), s.store.DB, row.ID); err != nil {
+			cleanup = append(cleanup, err)
+		}
+		s.forget(row.ID)
+		return errors.Join(cleanup...)
+	}
+
+	// Phase 2: the folder and the disk.
+	if err := s.makeDisk(ctx, row, img); err != nil {
+		return api.VM{}, undo(fmt.Errorf("create vm %q: %w", row.Name, err))
+	}
+	row.DesiredState = store.DesiredStopped
+	if err := store.UpdateVM(ctx, s.store.DB, &row); err != nil {
+		return api.VM{}, undo(err)
+	}
+	s.log.Info("vm created", "vm", row.Name, "id", row.ID, "ip", row.IP, "image", img.Name)
+	if p.NoStart {
+		return s.view(row), nil
+	}
+
+	// Phase 3: boot. A VM that cannot boot is removed again: create is all
+	// or nothing, and the error carries the console tail.
+	if err := s.startLocked(ctx, &row); err != nil {
+		return api.VM{}, undo(err)
+	}
+	unlock()
+	return s.view(row), nil
+}
+
+// validateCreate checks p against the host and the store and fills defaults.
+// It returns the row to insert (with id, MAC, kernel and image filled).
+func (s *Service) validateCreate(ctx context.Context, p *api.VMCreateParams) (store.VM, error) {
+	var row store.VM
+	if p.Name == "" {
+		for i := 0; i < 20; i++ {
+			n := MemorableName()
+			if _, err := store.GetVM(ctx, s.store.DB, n); isNotFound(err) {
+				p.Name = n
+				break
+			}
+		}
+	}
+	if err := ValidateName(p.Name); err != nil {
+		return row, err
+	}
+	if _, err := store.GetVM(ctx, s.store.DB, p.Name); err == nil {
+		return row, api.Errorf(api.ErrExists, "a VM named %q already exists: pick another name or remove it with `banger vm rm %s`", p.Name, p.Name)
+	}
+	if p.CPUs == 0 {
+		p.CPUs = min(s.cfg.DefaultCPUs, runtime.NumCPU())
+	}
+	if p.CPUs < 1 || p.CPUs > runtime.NumCPU() {
+		return row, api.Errorf(api.ErrInvalid, "--cpus %d is out of range: this host has %d CPUs, use 1 to %d", p.CPUs, runtime.NumCPU(), runtime.NumCPU())
+	}
+	hostMem := hostMemoryMiB()
+	if p.MemoryMiB == 0 {
+		p.MemoryMiB = s.cfg.DefaultMemoryMiB
+	}
+	if p.MemoryMiB < MinMemoryMiB || (hostMem > 0 && p.MemoryMiB > hostMem) {
+		return row, api.Errorf(api.ErrInvalid, "--memory %d MiB is out of range: use %d to %d MiB (this host has %d MiB)", p.MemoryMiB, MinMemoryMiB, hostMem, hostMem)
+	}
+	if p.VMM == "" {
+		p.VMM = s.cfg.DefaultVMM
+	}
+	if _, ok := s.drivers[p.VMM]; !ok {
+		return row, api.Errorf(api.ErrInvalid, "--vmm %q is not available here: use one of %s", p.VMM, strings.Join(s.driverNames(), ", "))
+	}
+	if p.Image == "" {
+		p.Image = s.cfg.DefaultImage
+	}
+	img, err := store.GetImage(ctx, s.store.DB, p.Image)
+	if err != nil {
+		if isNotFound(err) {
+			return row, api.Errorf(api.ErrNotFound, "no image named %q: build it with `banger image build %s --from debian:bookworm` (see `banger image ls`)", p.Image, p.Image)
+		}
+		return row, err
+	}
+	if _, err := os.Stat(img.Path); err != nil {
+		return row, api.Errorf(api.ErrPrecondition, "image %q has no file at %s: rebuild it with `banger image build %s --from %s`", img.Name, img.Path, img.Name, img.Source)
+	}
+	if p.DiskBytes == 0 {
+		p.DiskBytes = max(s.cfg.DefaultDiskBytes, img.SizeBytes)
+	}
+	if p.DiskBytes < img.SizeBytes || p.DiskBytes < MinDiskBytes {
+		return row, api.Errorf(api.ErrInvalid, "--disk %s is smaller than image %q (%s): use at least %s",
+			humanBytes(p.DiskBytes), img.Name, humanBytes(img.SizeBytes), humanBytes(max(img.SizeBytes, MinDiskBytes)))
+	}
+	if err := s.cfg.Runtime.CheckKernel(); err != nil {
+		return row, api.Errorf(api.ErrPrecondition, "%w", err)
+	}
+	id, err := newID()
+	if err != nil {
+		return row, err
+	}
+	row = store.VM{
+		ID: id, Name: p.Name, ImageID: img.ID, ImageName: img.Name,
+		CPUs: p.CPUs, MemoryMiB: p.MemoryMiB, DiskBytes: p.DiskBytes,
+		Kernel: s.cfg.Runtime.Kernel(), Initrd: s.cfg.Runtime.Initrd(),
+		VMM: p.VMM, DesiredState: store.DesiredCreating,
+	}
+	return row, nil
+}
+
+func (s *Service) driverNames() []string {
+	var out []string
+	for n := range s.drivers {
+		out = append(out, n)
+	}
+	return out
+}
+
+// insertWithLease inserts row with a fresh MAC and the lowest free IP.
+func (s *Service) insertWithLease(ctx context.Context, row *store.VM) error {
+	return s.store.Tx(ctx, func(tx *sql.Tx) error {
+		leased, err := store.LeasedIPs(ctx, tx)
+		if err != nil {
+			return err
+		}
+		used := make([]netip.Addr, 0, len(leased))
+		for _, l := range leased {
+			if a, err := netip.ParseAddr(l); err == nil {
+				used = append(used, a)
+			}
+		}
+		ip, err := network.AllocateIP(s.cfg.Subnet, used)
+		if err != nil {
+			return api.Errorf(api.ErrPrecondition, "allocate an address in %s: %w: remove unused VMs or set a larger network.subnet", s.cfg.Subnet, err)
+		}
+		row.IP = ip.String()
+		row.KernelArgs = s.kernelArgs(row.Name, ip)
+		for attempt := 0; ; attempt++ {
+			if row.MAC, err = network.RandomMAC(); err != nil {
+				return err
+			}
+			err = store.InsertVM(ctx, tx, row)
+			if err == nil || !errors.Is(err, store.ErrExists) || attempt > 3 {
+				break
+			}
+			// A MAC collision is retried; a name collision is the user's.
+			if _, gerr := store.GetVM(ctx, tx, row.Name); gerr == nil {
+				break
+			}
+		}
+		if errors.Is(err, store.ErrExists) {
+			return api.Errorf(api.ErrExists, "a VM named %q already exists: pick another name or remove it with `banger vm rm %s`", row.Name, row.Name)
+		}
+		if err != nil {
+			return err
+		}
+		return store.InsertLease(ctx, tx, row.IP, row.ID)
+	})
+}
+
+// kernelArgs is the guest kernel command line. The Debian cloud kernel has
+// no ip= support, so the guest's banger-net unit reads banger.* itself.
+func (s *Service) kernelArgs(name string, ip netip.Addr) string {
+	args := []string{"console=ttyS0", "reboot=k", "panic=1", "root=/dev/vda", "rw",
+		fmt.Sprintf("banger.ip=%s/%d", ip, s.cfg.Subnet.Bits()),
+		"banger.gw=" + network.Gateway(s.cfg.Subnet).String(),
+		"banger.hostname=" + name}
+	if s.cfg.DNS != "" {
+		args = append(args, "banger.dns="+s.cfg.DNS)
+	}
+	return strings.Join(args, " ")
+}
+
+// makeDisk creates the VM folder, clones the image into a disk of the
+// requested size, and writes the VM's own SSH host key and the daemon's
+// authorized key into it. The host key's public half is pinned in the VM's
+// known_hosts file.
+func (s *Service) makeDisk(ctx context.Context, row store.VM, img store.Image) error {
+	dir := s.cfg.Dirs.VMDir(row.ID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create vm folder: %w", err)
+	}
+	if err := image.CloneDisk(ctx, img.Path, s.diskPath(row.ID), row.DiskBytes); err != nil {
+		return fmt.Errorf("clone image %q: %w", img.Name, err)
+	}
+	keyPath := filepath.Join(dir, "ssh_host_ed25519_key")
+	out, err := exec.CommandContext(ctx, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "root@"+row.Name, "-f", keyPath).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("generate ssh host key: %v: %s", err, out)
+	}
+	priv, err := os.ReadFile(keyPath)
+	if err != nil {
+		return err
+	}
+	pub, err := os.ReadFile(keyPath + ".pub")
+	if err != nil {
+		return err
+	}
+	files := []image.File{
+		{Path: "/etc/ssh/ssh_host_ed25519_key", Mode: 0o600, Data: priv},
+		{Path: "/etc/ssh/ssh_host_ed25519_key.pub", Mode: 0o644, Data: pub},
+		{Path: "/root/.ssh/authorized_keys", Mode: 0o600, Data: []byte(s.cfg.SSHPublicKey + "\n")},
+		{Path: "/etc/hostname", Mode: 0o644, Data: []byte(row.Name + "\n")},
+	}
+	if err := image.InjectFiles(ctx, s.diskPath(row.ID), files); err != nil {
+		return fmt.Errorf("write ssh keys into the disk: %w", err)
+	}
+	os.Remove(keyPath) // the guest has it; the host keeps only the public half
+	fields := strings.Fields(string(pub))
+	if len(fields) < 2 {
+		return fmt.Errorf("unexpected ssh-keygen output %q", pub)
+	}
+	kh := fmt.Sprintf("%s %s %s\n", row.IP, fields[0], fields[1])
+	return os.WriteFile(s.knownHosts(row.ID), []byte(kh), 0o600)
+}
+
+// forget drops the in-memory operation record of a deleted VM.
+func (s *Service) forget(id string) {
+	s.mu.Lock()
+	if o := s.ops[id]; o != nil && o.monitor != nil {
+		o.monitor()
+	}
+	delete(s.ops, id)
+	s.mu.Unlock()
+}
+
+func newID() (string, error) {
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	v := float64(n) / float64(div)
+	if v == float64(int64(v)) {
+		return fmt.Sprintf("%d %ciB", int64(v), "KMGTPE"[exp])
+	}
+	return fmt.Sprintf("%.1f %ciB", v, "KMGTPE"[exp])
+}

@@ -1,0 +1,461 @@
+package vm
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/bangerhq/banger/internal/api"
+	"github.com/bangerhq/banger/internal/network"
+	"github.com/bangerhq/banger/internal/store"
+	"github.com/bangerhq/banger/internal/vmm"
+)
+
+// preflightStart checks what booting needs before anything is changed.
+func (s *Service) preflightStart(vmmName string) error {
+	if err := s.cfg.Runtime.CheckKernel(); err != nil {
+		return api.Errorf(api.ErrPrecondition, "%w", err)
+	}
+	if vmmName == "qemu" {
+		if _, err := exec.LookPath(qemuBinary()); err != nil {
+			return api.Errorf(api.ErrPrecondition, "qemu-system-x86_64 not found in $PATH: install it with `sudo apt-get install qemu-system-x86`")
+		}
+	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		return api.Errorf(api.ErrPrecondition, "/dev/net/tun is missing: load the tun module with `sudo modprobe tun`")
+	}
+	return nil
+}
+
+func qemuBinary() string {
+	if v := os.Getenv("BANGER_QEMU"); v != "" {
+		return v
+	}
+	return "qemu-system-x86_64"
+}
+
+// Start boots a stopped VM and waits until it answers SSH. Starting a running
+// VM returns it unchanged.
+func (s *Service) Start(ctx context.Context, ref string) (api.VM, error) {
+	row, err := s.get(ctx, ref)
+	if err != nil {
+		return api.VM{}, err
+	}
+	unlock := s.lock(row.ID, api.StateStarting)
+	defer unlock()
+	if row, err = s.get(ctx, row.ID); err != nil { // re-read under the lock
+		return api.VM{}, err
+	}
+	if row.DesiredState == store.DesiredCreating {
+		return api.VM{}, api.Errorf(api.ErrPrecondition, "VM %q is still being created", row.Name)
+	}
+	if f, _ := s.facts(row); f.ProcessAlive {
+		unlock()
+		return s.view(row), nil
+	}
+	if err := s.preflightStart(row.VMM); err != nil {
+		return api.VM{}, err
+	}
+	if err := s.startLocked(ctx, &row); err != nil {
+		return api.VM{}, err
+	}
+	unlock()
+	return s.view(row), nil
+}
+
+// startLocked launches the VMM for row and waits for SSH. The caller holds
+// the VM's lock. On failure the VMM and TAP are removed, the VM is left
+// stopped with LastError set, and the error includes the console tail.
+func (s *Service) startLocked(ctx context.Context, row *store.VM) (err error) {
+	s.setOp(row.ID, api.StateStarting)
+	drv := s.drivers[row.VMM]
+	if err := s.net.EnsureBridge(ctx); err != nil {
+		return fmt.Errorf("start vm %q: %w", row.Name, err)
+	}
+	tap := network.TAPName(row.ID)
+	if err := s.net.CreateTAP(tap); err != nil {
+		return fmt.Errorf("start vm %q: %w", row.Name, err)
+	}
+	spec := vmm.Spec{
+		ID: row.ID, Name: row.Name, Dir: s.cfg.Dirs.VMDir(row.ID),
+		CPUs: row.CPUs, MemoryMiB: row.MemoryMiB,
+		Kernel: row.Kernel, Initrd: row.Initrd, KernelArgs: row.KernelArgs,
+		Disk: s.diskPath(row.ID), TAP: tap, MAC: row.MAC,
+		ConsoleLog: s.consoleLog(row.ID), Accel: s.cfg.Accel,
+		AgentSocket: s.cfg.Dirs.VMDir(row.ID) + "/agent.sock",
+	}
+	// Mark where this boot's console output starts, for the failure tail.
+	consoleStart := fileSize(spec.ConsoleLog)
+	st, err := drv.Start(ctx, spec)
+	if err != nil {
+		s.net.DeleteTAP(tap)
+		return s.failStart(row, fmt.Errorf("start vm %q: %w", row.Name, err), spec.ConsoleLog, consoleStart)
+	}
+	b, _ := json.Marshal(st)
+	row.DriverState = string(b)
+	row.DesiredState = store.DesiredRunning
+	row.StartedAt = time.Now().UTC()
+	row.LastError = ""
+	if err := store.UpdateVM(context.WithoutCancel(ctx), s.store.DB, row); err != nil {
+		drv.Stop(context.WithoutCancel(ctx), st, true, 0)
+		s.net.DeleteTAP(tap)
+		return err
+	}
+	s.log.Info("vmm started", "vm", row.Name, "pid", st.PID, "accel", st.Accel)
+	s.watch(row.ID, st)
+
+	if err := s.waitForSSH(ctx, row, drv, st, consoleStart); err != nil {
+		stopErr := drv.Stop(context.WithoutCancel(ctx), st, true, 0)
+		s.net.DeleteTAP(tap)
+		return s.failStart(row, errors.Join(err, stopErr), spec.ConsoleLog, consoleStart)
+	}
+	s.log.Info("vm ready", "vm", row.Name, "boot", time.Since(row.StartedAt).Round(time.Millisecond))
+	return nil
+}
+
+// failStart records err on the row (stopped, no driver state) and returns it
+// with the tail of this boot's console output.
+func (s *Service) failStart(row *store.VM, err error, consoleLog string, from int64) error {
+	row.DesiredState = store.DesiredStopped
+	row.DriverState = ""
+	row.LastError = err.Error()
+	store.UpdateVM(context.Background(), s.store.DB, row)
+	s.unwatch(row.ID)
+	tail := consoleTail(consoleLog, from, 25)
+	if tail != "" {
+		return fmt.Errorf("%w\n--- last lines of the serial console (%s) ---\n%s", err, consoleLog, tail)
+	}
+	return err
+}
+
+// waitForSSH waits until the guest's sshd sends its banner. It fails early
+// when the VMM exits, when the console shows no progress for StallTimeout
+// (a guest that hangs, as KVM guests do on some nested hosts), or after
+// BootTimeout.
+func (s *Service) waitForSSH(ctx context.Context, row *store.VM, drv vmm.Driver, st vmm.State, consoleStart int64) error {
+	deadline := time.Now().Add(s.cfg.BootTimeout)
+	lastSize, lastProgress := consoleStart, time.Now()
+	addr := net.JoinHostPort(row.IP, "22")
+	for {
+		if sshBanner(addr, 500*time.Millisecond) {
+			return nil
+		}
+		if !drv.Alive(st) {
+			return fmt.Errorf("vm %q: the %s process exited during boot", row.Name, drv.Name())
+		}
+		if sz := fileSize(st.ConsoleLog); sz != lastSize {
+			lastSize, lastProgress = sz, time.Now()
+		}
+		if time.Since(lastProgress) > s.cfg.StallTimeout {
+			hint := ""
+			if st.Accel == "kvm" {
+				hint = ": KVM may be unable to run guests on this host (for example inside a nested VM); use TCG with BANGER_ACCEL=tcg or `vmm.accel = \"tcg\"` in config.toml"
+			}
+			return fmt.Errorf("vm %q: the guest shows no progress on its console for %s (accel %s)%s", row.Name, s.cfg.StallTimeout, st.Accel, hint)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("vm %q: no SSH answer at %s within %s", row.Name, addr, s.cfg.BootTimeout)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("vm %q: boot wait cancelled: %w", row.Name, ctx.Err())
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// sshBanner reports whether an SSH server answers at addr.
+func sshBanner(addr string, timeout time.Duration) bool {
+	c, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * timeout))
+	buf := make([]byte, 8)
+	n, _ := c.Read(buf)
+	return bytes.HasPrefix(buf[:n], []byte("SSH-"))
+}
+
+// Stop stops a VM: gracefully (ACPI power-off, then kill after StopTimeout)
+// unless force. Stopping a stopped VM succeeds.
+func (s *Service) Stop(ctx context.Context, ref string, force bool) (api.VM, error) {
+	row, err := s.get(ctx, ref)
+	if err != nil {
+		return api.VM{}, err
+	}
+	unlock := s.lock(row.ID, api.StateStopping)
+	defer unlock()
+	if row, err = s.get(ctx, row.ID); err != nil {
+		return api.VM{}, err
+	}
+	if err := s.stopLocked(ctx, &row, force); err != nil {
+		return api.VM{}, err
+	}
+	unlock()
+	return s.view(row), nil
+}
+
+// stopLocked stops the VMM (if any), removes the TAP and records the VM as
+// stopped. The caller holds the VM's lock.
+func (s *Service) stopLocked(ctx context.Context, row *store.VM, force bool) error {
+	s.unwatch(row.ID)
+	var errs []error
+	if st, ok := driverState(*row); ok {
+		drv, known := s.drivers[row.VMM]
+		if !known {
+			return api.Errorf(api.ErrPrecondition, "VM %q runs under %s, which this daemon cannot control", row.Name, row.VMM)
+		}
+		if err := drv.Stop(ctx, st, force, s.cfg.StopTimeout); err != nil {
+			errs = append(errs, fmt.Errorf("stop vmm: %w", err))
+		}
+		if drv.Alive(st) {
+			// Still running: keep the record so the user can retry.
+			s.watch(row.ID, st)
+			return fmt.Errorf("stop vm %q: %w", row.Name, errors.Join(errs...))
+		}
+	}
+	if err := s.net.DeleteTAP(network.TAPName(row.ID)); err != nil {
+		errs = append(errs, err)
+	}
+	row.DesiredState = store.DesiredStopped
+	row.DriverState = ""
+	row.StartedAt = time.Time{}
+	if err := store.UpdateVM(context.WithoutCancel(ctx), s.store.DB, row); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("stop vm %q: %w", row.Name, errors.Join(errs...))
+	}
+	s.log.Info("vm stopped", "vm", row.Name, "force", force)
+	return nil
+}
+
+// Restart stops the VM (gracefully) and starts it again.
+func (s *Service) Restart(ctx context.Context, ref string) (api.VM, error) {
+	row, err := s.get(ctx, ref)
+	if err != nil {
+		return api.VM{}, err
+	}
+	unlock := s.lock(row.ID, api.StateStopping)
+	defer unlock()
+	if row, err = s.get(ctx, row.ID); err != nil {
+		return api.VM{}, err
+	}
+	if err := s.preflightStart(row.VMM); err != nil {
+		return api.VM{}, err
+	}
+	if err := s.stopLocked(ctx, &row, false); err != nil {
+		return api.VM{}, err
+	}
+	if err := s.startLocked(ctx, &row); err != nil {
+		return api.VM{}, err
+	}
+	unlock()
+	return s.view(row), nil
+}
+
+// Delete removes a VM: its VMM (only with force when running), TAP, lease,
+// folder and row.
+func (s *Service) Delete(ctx context.Context, ref string, force bool) error {
+	row, err := s.get(ctx, ref)
+	if err != nil {
+		return err
+	}
+	unlock := s.lock(row.ID, api.StateStopping)
+	defer unlock()
+	if row, err = s.get(ctx, row.ID); err != nil {
+		return err
+	}
+	if f, _ := s.facts(row); f.ProcessAlive {
+		if !force {
+			return api.Errorf(api.ErrPrecondition, "VM %q is running: stop it first (`banger vm stop %s`) or use `banger vm rm --force %s`", row.Name, row.Name, row.Name)
+		}
+	}
+	if err := s.stopLocked(ctx, &row, true); err != nil {
+		return fmt.Errorf("delete vm %q: %w", row.Name, err)
+	}
+	if err := os.RemoveAll(s.cfg.Dirs.VMDir(row.ID)); err != nil {
+		return fmt.Errorf("delete vm %q: remove folder: %w", row.Name, err)
+	}
+	if err := store.DeleteVM(context.WithoutCancel(ctx), s.store.DB, row.ID); err != nil {
+		return fmt.Errorf("delete vm %q: %w", row.Name, err)
+	}
+	s.forget(row.ID)
+	s.log.Info("vm deleted", "vm", row.Name)
+	return nil
+}
+
+// watch starts the monitor of a running VM: when its VMM exits without a
+// stop request, the VM is recorded as stopped and its TAP removed.
+func (s *Service) watch(id string, st vmm.State) {
+	s.mu.Lock()
+	o := s.ops[id]
+	if o == nil {
+		o = &vmOp{}
+		s.ops[id] = o
+	}
+	if o.monitor != nil {
+		o.monitor()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	o.monitor = cancel
+	s.mu.Unlock()
+	go s.monitor(ctx, id, st)
+}
+
+func (s *Service) unwatch(id string) {
+	s.mu.Lock()
+	if o := s.ops[id]; o != nil && o.monitor != nil {
+		o.monitor()
+		o.monitor = nil
+	}
+	s.mu.Unlock()
+}
+
+func (s *Service) monitor(ctx context.Context, id string, st vmm.State) {
+	drv := s.drivers[st.Driver]
+	if drv == nil {
+		return
+	}
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if drv.Alive(st) {
+			continue
+		}
+		// Do not wait on the lock: a stop in progress holds it and cancels us.
+		if s.currentOp(id) != "" {
+			continue
+		}
+		s.reapDead(ctx, id, "the VMM process exited unexpectedly")
+		return
+	}
+}
+
+// reapDead records a VM whose VMM is gone as stopped and releases its TAP.
+func (s *Service) reapDead(ctx context.Context, id, why string) {
+	unlock := s.lock(id, "")
+	defer unlock()
+	if ctx.Err() != nil {
+		return
+	}
+	row, err := store.GetVM(context.Background(), s.store.DB, id)
+	if err != nil {
+		return
+	}
+	st, ok := driverState(row)
+	if !ok || s.drivers[row.VMM] == nil || s.drivers[row.VMM].Alive(st) {
+		return
+	}
+	// Let the driver remove its sockets and pid file.
+	s.drivers[row.VMM].Stop(context.Background(), st, true, 0)
+	if err := s.net.DeleteTAP(network.TAPName(id)); err != nil {
+		s.log.Warn("remove tap of dead vm", "vm", row.Name, "err", err)
+	}
+	row.DesiredState = store.DesiredStopped
+	row.DriverState = ""
+	row.StartedAt = time.Time{}
+	row.LastError = why + " at " + time.Now().UTC().Format(time.RFC3339)
+	if err := store.UpdateVM(context.Background(), s.store.DB, &row); err != nil {
+		s.log.Error("record dead vm", "vm", row.Name, "err", err)
+		return
+	}
+	s.log.Warn("vm stopped unexpectedly", "vm", row.Name, "why", why)
+}
+
+// Recover runs once at daemon start: it re-adopts VMMs that survived the
+// previous daemon, marks dead ones stopped (releasing their TAP), and
+// removes VMs whose creation was interrupted.
+func (s *Service) Recover(ctx context.Context) error {
+	rows, err := store.ListVMs(ctx, s.store.DB)
+	if err != nil {
+		return err
+	}
+	for _, row := range rows {
+		if row.DesiredState == store.DesiredCreating {
+			s.log.Warn("removing half-created vm", "vm", row.Name)
+			os.RemoveAll(s.cfg.Dirs.VMDir(row.ID))
+			store.DeleteVM(ctx, s.store.DB, row.ID)
+			continue
+		}
+		st, ok := driverState(row)
+		if !ok {
+			// Stopped: a TAP left by a crash is released.
+			if s.net.TAPExists(network.TAPName(row.ID)) {
+				s.net.DeleteTAP(network.TAPName(row.ID))
+			}
+			continue
+		}
+		drv := s.drivers[row.VMM]
+		if drv == nil {
+			s.log.Warn("cannot adopt vm: driver unavailable", "vm", row.Name, "vmm", row.VMM)
+			continue
+		}
+		if err := drv.Recover(ctx, st); err != nil {
+			if drv.Alive(st) {
+				// Alive but its control socket did not answer (busy, or
+				// hung): keep watching it rather than leaking a live VMM.
+				s.log.Warn("adopted vm whose vmm does not answer", "vm", row.Name, "err", err)
+				s.watch(row.ID, st)
+				continue
+			}
+			s.log.Info("vm died while the daemon was down", "vm", row.Name, "err", err)
+			s.reapDead(ctx, row.ID, "the VMM process exited while bangerd was not running")
+			continue
+		}
+		s.log.Info("re-adopted running vm", "vm", row.Name, "pid", st.PID)
+		s.watch(row.ID, st)
+	}
+	return nil
+}
+
+// Shutdown stops the monitors; VMs keep running.
+func (s *Service) Shutdown() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, o := range s.ops {
+		if o.monitor != nil {
+			o.monitor()
+			o.monitor = nil
+		}
+	}
+}
+
+func fileSize(p string) int64 {
+	st, err := os.Stat(p)
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}
+
+// consoleTail returns the last n lines written to path after offset from.
+func consoleTail(path string, from int64, n int) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	size := fileSize(path)
+	start := max(from, size-64<<10)
+	buf := make([]byte, size-start)
+	f.ReadAt(buf, start)
+	lines := strings.Split(strings.TrimRight(strings.ReplaceAll(string(buf), "\r", ""), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,255 @@
+// Package vm is the VM service: it creates, starts, stops, restarts and
+// deletes VMs, derives their observed state, re-adopts running VMMs after a
+// daemon restart and notices VMMs that die.
+//
+// Each operation does its database write and its disk or host work as one
+// unit: when a later step fails, the earlier ones are undone, so a failed
+// request leaves no row, folder, TAP device or process behind.
+package vm
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/bangerhq/banger/internal/api"
+	"github.com/bangerhq/banger/internal/bundle"
+	"github.com/bangerhq/banger/internal/paths"
+	"github.com/bangerhq/banger/internal/store"
+	"github.com/bangerhq/banger/internal/vmm"
+)
+
+// Config is what the service needs from the daemon. The daemon resolves it
+// once at start.
+type Config struct {
+	Dirs    paths.Dirs
+	Runtime bundle.Dir
+	Bridge  string
+	Subnet  netip.Prefix
+	DNS     string
+	Accel   string // "kvm" or "tcg"
+	UID     int
+	GID     int
+
+	DefaultVMM       string
+	DefaultImage     string
+	DefaultCPUs      int
+	DefaultMemoryMiB int
+	DefaultDiskBytes int64
+
+	// BootTimeout bounds the wait for SSH; StallTimeout fails a boot early
+	// when the serial console stops growing; StopTimeout is the graceful
+	// shutdown window before the VMM is killed.
+	BootTimeout  time.Duration
+	StallTimeout time.Duration
+	StopTimeout  time.Duration
+	// SSHPublicKey is the daemon's public key, installed in every VM.
+	SSHPublicKey string
+}
+
+// Network is the host networking the service needs. The daemon passes the
+// real implementation (package network); it is an interface only so the
+// create/delete paths that need no privilege can be tested without root.
+type Network interface {
+	EnsureBridge(ctx context.Context) error
+	CreateTAP(name string) error
+	DeleteTAP(name string) error
+	TAPExists(name string) bool
+}
+
+// Service implements the VM methods of the daemon.
+type Service struct {
+	cfg     Config
+	store   *store.Store
+	drivers map[string]vmm.Driver
+	net     Network
+	log     *slog.Logger
+
+	mu  sync.Mutex
+	ops map[string]*vmOp // by VM id
+}
+
+// vmOp serialises operations on one VM and records the one in progress.
+type vmOp struct {
+	mu      sync.Mutex // held for the whole operation
+	current string     // "", api.StateStarting, api.StateStopping; guarded by Service.mu
+	monitor context.CancelFunc
+}
+
+// New returns a service. drivers maps VMM names ("qemu") to drivers.
+func New(cfg Config, st *store.Store, drivers map[string]vmm.Driver, net Network, log *slog.Logger) *Service {
+	return &Service{cfg: cfg, store: st, drivers: drivers, net: net, log: log.With("component", "vm"), ops: map[string]*vmOp{}}
+}
+
+// lock takes the operation lock of VM id and marks op in progress; the
+// returned func releases it and may be called more than once, so callers
+// can defer it and still release early (before computing the final view,
+// which must not show the finished operation as in progress).
+func (s *Service) lock(id, op string) func() {
+	s.mu.Lock()
+	o := s.ops[id]
+	if o == nil {
+		o = &vmOp{}
+		s.ops[id] = o
+	}
+	s.mu.Unlock()
+	o.mu.Lock()
+	s.setOp(id, op)
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.setOp(id, "")
+			o.mu.Unlock()
+		})
+	}
+}
+
+func (s *Service) setOp(id, op string) {
+	s.mu.Lock()
+	if o := s.ops[id]; o != nil {
+		o.current = op
+	}
+	s.mu.Unlock()
+}
+
+func (s *Service) currentOp(id string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if o := s.ops[id]; o != nil {
+		return o.current
+	}
+	return ""
+}
+
+// driverState decodes the row's driver state; ok is false when none.
+func driverState(vm store.VM) (vmm.State, bool) {
+	if vm.DriverState == "" {
+		return vmm.State{}, false
+	}
+	var st vmm.State
+	if err := json.Unmarshal([]byte(vm.DriverState), &st); err != nil {
+		return vmm.State{}, false
+	}
+	return st, st.PID > 0
+}
+
+// facts observes one VM.
+func (s *Service) facts(vm store.VM) (Facts, vmm.State) {
+	st, has := driverState(vm)
+	f := Facts{Desired: vm.DesiredState, Op: s.currentOp(vm.ID), HasDriverState: has}
+	if d, ok := s.drivers[vm.VMM]; ok {
+		f.DriverKnown = true
+		if has {
+			f.ProcessAlive = d.Alive(st)
+		}
+	}
+	return f, st
+}
+
+// view turns a row into what users see.
+func (s *Service) view(vm store.VM) api.VM {
+	f, st := s.facts(vm)
+	out := api.VM{
+		ID: vm.ID, Name: vm.Name, State: DeriveState(f), DesiredState: vm.DesiredState,
+		IP: vm.IP, MAC: vm.MAC, CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB, DiskBytes: vm.DiskBytes,
+		Image: vm.ImageName, VMM: vm.VMM, Kernel: vm.Kernel, KernelArgs: vm.KernelArgs,
+		Dir: s.cfg.Dirs.VMDir(vm.ID), ConsoleLog: s.consoleLog(vm.ID), LastError: vm.LastError,
+		CreatedAt: vm.CreatedAt, UpdatedAt: vm.UpdatedAt,
+	}
+	if f.HasDriverState {
+		out.PID, out.TAP, out.Accel, out.Argv = st.PID, st.TAP, st.Accel, st.Argv
+	}
+	if out.State == api.StateRunning && !vm.StartedAt.IsZero() {
+		t := vm.StartedAt
+		out.StartedAt = &t
+	}
+	return out
+}
+
+// List returns every VM with its derived state.
+func (s *Service) List(ctx context.Context) ([]api.VM, error) {
+	rows, err := store.ListVMs(ctx, s.store.DB)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.VM, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, s.view(r))
+	}
+	return out, nil
+}
+
+// Get returns one VM by name or id; ErrNotFound when absent.
+func (s *Service) Get(ctx context.Context, ref string) (api.VM, error) {
+	row, err := s.get(ctx, ref)
+	if err != nil {
+		return api.VM{}, err
+	}
+	return s.view(row), nil
+}
+
+func (s *Service) get(ctx context.Context, ref string) (store.VM, error) {
+	if ref == "" {
+		return store.VM{}, api.Errorf(api.ErrInvalid, "missing VM name")
+	}
+	row, err := store.GetVM(ctx, s.store.DB, ref)
+	if err != nil {
+		if isNotFound(err) {
+			return row, api.Errorf(api.ErrNotFound, "no VM named %q: see `banger vm ls`", ref)
+		}
+		return row, err
+	}
+	return row, nil
+}
+
+// Counts returns the number of VMs and of running VMs.
+func (s *Service) Counts(ctx context.Context) (total, running int) {
+	vms, err := s.List(ctx)
+	if err != nil {
+		return 0, 0
+	}
+	for _, v := range vms {
+		if v.State == api.StateRunning {
+			running++
+		}
+	}
+	return len(vms), running
+}
+
+// SSHInfo tells the CLI how to reach a running VM.
+func (s *Service) SSHInfo(ctx context.Context, ref string) (api.SSHInfo, error) {
+	row, err := s.get(ctx, ref)
+	if err != nil {
+		return api.SSHInfo{}, err
+	}
+	v := s.view(row)
+	if v.State != api.StateRunning {
+		return api.SSHInfo{}, api.Errorf(api.ErrPrecondition, "VM %q is %s: start it with `banger vm start %s`", row.Name, v.State, row.Name)
+	}
+	return api.SSHInfo{
+		User: "root", Host: row.IP, Port: 22,
+		IdentityFile:   s.cfg.Dirs.SSHKey(),
+		KnownHostsFile: s.knownHosts(row.ID),
+		HostKeyAlias:   row.IP,
+	}, nil
+}
+
+func (s *Service) consoleLog(id string) string { return s.cfg.Dirs.VMDir(id) + "/console.log" }
+func (s *Service) diskPath(id string) string   { return s.cfg.Dirs.VMDir(id) + "/disk.ext4" }
+func (s *Service) knownHosts(id string) string { return s.cfg.Dirs.VMDir(id) + "/known_hosts" }
+
+// hostMemoryMiB reads MemTotal from /proc/meminfo.
+func hostMemoryMiB() int {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	var kb int
+	fmt.Sscanf(string(b), "MemTotal: %d kB", &kb)
+	return kb / 1024
+}
