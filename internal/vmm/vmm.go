@@ -42,8 +42,18 @@ type Spec struct {
 	// Accel is "kvm" or "tcg" (QEMU only).
 	Accel string
 
-	// AgentSocket is the host-side Unix socket of the guest agent channel.
+	// AgentSocket is the host-side Unix socket of the guest agent channel:
+	// a virtio-serial port under QEMU, the hybrid vsock socket under
+	// Firecracker.
 	AgentSocket string
+
+	// VsockCID is the guest's vsock context id (>= 3); 0 means no vsock
+	// device (QEMU on hosts without /dev/vhost-vsock).
+	VsockCID uint32
+
+	// OwnerUID and OwnerGID own the sockets the VMM creates, even when the
+	// VMM had to run with more privileges; -1 leaves them as created.
+	OwnerUID, OwnerGID int
 }
 
 // StateVersion is the version of the persisted State layout.
@@ -64,6 +74,10 @@ type State struct {
 	Accel         string `json:"accel,omitempty"`
 	// Argv is the exact command line that launched the VMM, for `vm show` and bench/.
 	Argv []string `json:"argv,omitempty"`
+	// VsockCID is the guest CID of the vsock device, 0 when there is none.
+	VsockCID uint32 `json:"vsock_cid,omitempty"`
+	// Notes are facts worth showing the user, e.g. "sockets chowned to uid 1000".
+	Notes []string `json:"notes,omitempty"`
 }
 
 // Driver launches and controls VMM processes.
