@@ -25,8 +25,9 @@ import (
 // It fails when size is smaller than src, when dst already exists (the error
 // wraps fs.ErrExist), or when ctx is done. The copy is built under a
 // temporary name in dst's folder and renamed into place; on any failure
-// nothing is left at dst or under the temporary name. src must not be written
-// while it is being cloned.
+// nothing is left at dst or under the temporary name. dst is created with
+// mode 0600: a VM's disk soon holds its private SSH host key. src must not be
+// written while it is being cloned.
 func CloneDisk(ctx context.Context, src, dst string, size int64) (err error) {
 	defer func() {
 		if err != nil {
