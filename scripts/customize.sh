@@ -106,6 +106,11 @@ if [ -n "${BANGER_MODULES_DIR:-}" ]; then
 		# Not -a: the files belong to root inside the image, whoever owns
 		# them on the host (in a user namespace that owner may be unmapped).
 		cp -R --preserve=mode,timestamps "$src" "$moddir/$release"
+		# The image's own depmod: the runtime's indexes may be text-only
+		# (made with busybox depmod on a host without kmod).
+		if has /sbin/depmod /usr/sbin/depmod; then
+			in_root depmod -a "$release"
+		fi
 	done
 else
 	log "BANGER_MODULES_DIR not set: no kernel modules copied into the image"

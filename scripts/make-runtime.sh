@@ -14,9 +14,10 @@
 # half-made kernel behind (other parts of the runtime bundle in RUNTIME_DIR are
 # left alone). The .deb is cached in ${XDG_CACHE_HOME:-~/.cache}/banger/debs.
 #
-# Needs: apt-get, dpkg-deb, lz4, cpio, gzip, depmod (kmod), fakeroot,
-# busybox-static. Run as root on a fresh machine it runs `apt-get update` when
-# apt cannot resolve the kernel package yet.
+# Needs: apt-get, dpkg-deb, lz4, cpio, gzip, fakeroot, busybox-static, and
+# preferably kmod (its depmod also writes the binary indexes; busybox's
+# depmod, the fallback, writes the text files only). Run as root on a fresh
+# machine it runs `apt-get update` when apt cannot resolve the kernel package.
 set -euo pipefail
 
 RUNTIME_DIR=${1:-./runtime}
@@ -40,8 +41,6 @@ need dpkg-deb dpkg
 need lz4 lz4
 need cpio cpio
 need gzip gzip
-need depmod kmod
-need modprobe kmod
 need fakeroot fakeroot
 need od coreutils
 [ -x "$BUSYBOX" ] || die "$BUSYBOX not found: apt-get install -y busybox-static"
@@ -153,8 +152,14 @@ log "vmlinux: $(stat -c %s "$OUT/vmlinux") bytes"
 log "copying module tree and running depmod"
 mkdir -p "$OUT/modules/lib/modules"
 cp -a "$MODSRC" "$OUT/modules/lib/modules/"
-depmod -b "$OUT/modules" "$RELEASE"
-[ -s "$OUT/modules/lib/modules/$RELEASE/modules.dep" ] || die "depmod wrote no modules.dep"
+MODDIR=$OUT/modules/lib/modules/$RELEASE
+if command -v depmod >/dev/null 2>&1; then
+	depmod -b "$OUT/modules" "$RELEASE"
+else
+	log "kmod's depmod not found: using busybox depmod (text indexes only; apt-get install -y kmod for the binary ones)"
+	"$BUSYBOX" depmod -b "$OUT/modules" "$RELEASE"
+fi
+[ -s "$MODDIR/modules.dep" ] || die "depmod wrote no modules.dep"
 
 # --- initramfs ----------------------------------------------------------------
 
@@ -162,33 +167,52 @@ log "building initrd.img"
 ROOT=$WORK/initrd
 mkdir -p "$ROOT/bin" "$ROOT/dev" "$ROOT/proc" "$ROOT/sys" "$ROOT/newroot" "$ROOT/lib/modules"
 cp "$BUSYBOX" "$ROOT/bin/busybox"
+
+# module_path NAME [INDEX]: the module's path as listed in modules.dep (or in
+# INDEX, such as modules.builtin); '-' and '_' match alike, as in the kernel.
+module_path() {
+	awk -F: -v n="$1" '
+		function norm(s) { sub(/.*\//, "", s); sub(/\.ko.*$/, "", s); gsub(/-/, "_", s); return s }
+		BEGIN { gsub(/-/, "_", n) }
+		norm($1) == n { print $1; exit }' "$MODDIR/${2:-modules.dep}"
+}
+
+# add_module PATH: queue PATH's dependencies (per modules.dep), then PATH.
+LOAD_PATHS=""
+add_module() {
+	local dep deps
+	case " $LOAD_PATHS " in *" $1 "*) return ;; esac
+	read -r -a deps <<<"$(awk -v m="$1:" '$1 == m { $1 = ""; print }' "$MODDIR/modules.dep")"
+	for dep in "${deps[@]}"; do
+		add_module "$dep"
+	done
+	LOAD_PATHS="$LOAD_PATHS $1"
+}
+
 # The wanted list is in the order the modules are meant to come up, but
-# virtio itself needs virtio_ring: modprobe --show-depends (from the
-# modules.dep just written) puts every module after its dependencies.
-LOAD_ORDER=""
+# virtio itself needs virtio_ring: dependencies go first.
 for m in $INITRD_MODULES; do
-	if ! deps=$(modprobe -d "$OUT/modules" -S "$RELEASE" --show-depends "$m" 2>&1); then
-		log "  $m: WARNING: neither a module nor built in ($deps)"
-		continue
+	path=$(module_path "$m")
+	if [ -n "$path" ]; then
+		add_module "$path"
+	elif [ -n "$(module_path "$m" modules.builtin)" ]; then
+		log "  $m: built into the kernel"
+	else
+		log "  $m: WARNING: neither a module nor built in"
 	fi
-	while read -r kind path _; do
-		case $kind in
-		builtin) log "  $path: built into the kernel" ;;
-		insmod)
-			name=${path##*/}
-			name=${name%%.ko*}
-			case " $LOAD_ORDER " in *" $name "*) continue ;; esac
-			LOAD_ORDER="$LOAD_ORDER $name"
-			case $path in
-			*.ko) cp "$path" "$ROOT/lib/modules/$name.ko" ;;
-			*.ko.xz) xz -dc "$path" >"$ROOT/lib/modules/$name.ko" ;;
-			*.ko.zst) zstd -qdc "$path" >"$ROOT/lib/modules/$name.ko" ;;
-			*) die "cannot unpack module $path" ;;
-			esac
-			log "  $name: ${path#"$OUT/modules/lib/modules/$RELEASE/"}"
-			;;
-		esac
-	done <<<"$deps"
+done
+LOAD_ORDER=""
+for path in $LOAD_PATHS; do
+	name=${path##*/}
+	name=${name%%.ko*}
+	LOAD_ORDER="$LOAD_ORDER $name"
+	case $path in
+	*.ko) cp "$MODDIR/$path" "$ROOT/lib/modules/$name.ko" ;;
+	*.ko.xz) xz -dc "$MODDIR/$path" >"$ROOT/lib/modules/$name.ko" ;;
+	*.ko.zst) zstd -qdc "$MODDIR/$path" >"$ROOT/lib/modules/$name.ko" ;;
+	*) die "cannot unpack module $path" ;;
+	esac
+	log "  $name: $path"
 done
 LOAD_ORDER=${LOAD_ORDER# }
 log "initramfs load order: $LOAD_ORDER"
