@@ -144,7 +144,8 @@ func badInput(ctx context.Context, t *testing.T, e *env) {
 		want string
 	}{
 		{[]string{"vm", "create", "Bad_Name"}, "invalid VM name"},
-		{[]string{"vm", "create", "-dev"}, "invalid VM name"},
+		{[]string{"vm", "create", "--", "-dev"}, "invalid VM name"},
+		{[]string{"vm", "create", "dev-"}, "invalid VM name"},
 		{[]string{"vm", "create", "x", "--cpus", "999"}, "--cpus 999 is out of range"},
 		{[]string{"vm", "create", "x", "--memory", "99999999"}, "--memory 99999999 MiB is out of range"},
 		{[]string{"vm", "create", "x", "--image", "nope"}, `no image named "nope"`},
