@@ -79,6 +79,9 @@ has /usr/sbin/sshd || missing="$missing openssh-server"
 has /lib/systemd/systemd /usr/lib/systemd/systemd || missing="$missing systemd"
 has /sbin/init /usr/sbin/init || missing="$missing systemd-sysv"
 has /sbin/ip /bin/ip /usr/sbin/ip /usr/bin/ip || missing="$missing iproute2"
+# systemd-logind needs D-Bus; without logind the ACPI power button that
+# `banger vm stop` presses is ignored and every stop waits for its timeout.
+has /usr/bin/dbus-daemon /usr/bin/dbus-broker || missing="$missing dbus"
 if [ -n "$missing" ]; then
 	if has /usr/bin/apt-get; then
 		log "installing with apt:$missing"

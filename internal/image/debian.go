@@ -23,7 +23,7 @@ const DefaultMirror = "http://deb.debian.org/debian"
 
 // BasePackages are always installed into a Debian image; the customize script
 // relies on them (sshd, systemd as init, ip, udev to load modules).
-var BasePackages = []string{"openssh-server", "systemd-sysv", "iproute2", "udev", "kmod"}
+var BasePackages = []string{"openssh-server", "systemd-sysv", "iproute2", "udev", "kmod", "dbus"}
 
 // debianPackageName is Debian policy's package name syntax (no version or
 // architecture suffixes: they would be passed to mmdebstrap's --include).
