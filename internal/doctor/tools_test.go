@@ -1,0 +1,101 @@
+package doctor
+
+import (
+	"path/filepath"
+	"testing"
+)
+
+func TestSSH(t *testing.T) {
+	f := newFixture(t)
+	r := f.run(t, IDSSH)
+	wantStatus(t, r, StatusFail)
+	wantContains(t, "detail", r.Detail, "ssh (package openssh-client)", "ssh-keygen (package openssh-client)")
+	if r.Fix != "sudo apt-get install openssh-client" {
+		t.Errorf("fix %q names the package more than once or not at all", r.Fix)
+	}
+	f.addTools(t, "ssh")
+	r = f.run(t, IDSSH)
+	wantStatus(t, r, StatusFail)
+	wantContains(t, "detail", r.Detail, "ssh-keygen")
+	f.addTools(t, "ssh-keygen")
+	r = f.run(t, IDSSH)
+	wantStatus(t, r, StatusOK)
+	wantContains(t, "detail", r.Detail, filepath.Join(f.bin, "ssh-keygen"))
+}
+
+func TestToolsNotExecutable(t *testing.T) {
+	f := newFixture(t)
+	writeFile(t, filepath.Join(f.bin, "ssh"), "#!/bin/sh\n", 0o644)
+	f.addTools(t, "ssh-keygen")
+	wantStatus(t, f.run(t, IDSSH), StatusFail)
+}
+
+func TestDiskToolsFromSbin(t *testing.T) {
+	f := newFixture(t)
+	sbin := filepath.Join(f.root, "sbin")
+	for _, n := range []string{"e2fsck", "resize2fs", "debugfs"} {
+		writeScript(t, filepath.Join(sbin, n), "exit 0")
+	}
+	wantStatus(t, f.run(t, IDDiskTools), StatusFail)
+	f.env.SbinDirs = []string{sbin} // e2fsprogs is in sbin, outside a user's $PATH
+	wantStatus(t, f.run(t, IDDiskTools), StatusOK)
+}
+
+func TestImageTools(t *testing.T) {
+	t.Run("root, all missing", func(t *testing.T) {
+		f := newFixture(t)
+		r := f.run(t, IDImageTools)
+		wantStatus(t, r, StatusFail)
+		wantContains(t, "detail", r.Detail, "mmdebstrap (package mmdebstrap)", "fakeroot (package fakeroot)",
+			"mkfs.ext4 (package e2fsprogs)", "debugfs (package e2fsprogs)", "tar (package tar)")
+		if r.Fix != "sudo apt-get install mmdebstrap fakeroot e2fsprogs tar" {
+			t.Errorf("fix %q", r.Fix)
+		}
+	})
+	t.Run("root, some missing", func(t *testing.T) {
+		f := newFixture(t)
+		f.addTools(t, "mmdebstrap", "fakeroot", "tar", "debugfs")
+		r := f.run(t, IDImageTools)
+		wantStatus(t, r, StatusFail)
+		if r.Fix != "sudo apt-get install e2fsprogs" {
+			t.Errorf("fix %q, want only e2fsprogs", r.Fix)
+		}
+	})
+	t.Run("root, complete", func(t *testing.T) {
+		f := newFixture(t)
+		f.addTools(t, "mmdebstrap", "fakeroot", "mkfs.ext4", "debugfs", "tar")
+		wantStatus(t, f.run(t, IDImageTools), StatusOK)
+	})
+	t.Run("user without uidmap or subordinate ids", func(t *testing.T) {
+		f := newFixture(t)
+		f.env.EUID, f.env.User = 1000, "dev"
+		f.addTools(t, "mmdebstrap", "fakeroot", "mkfs.ext4", "debugfs", "tar")
+		writeFile(t, f.env.SubUID, "other:100000:65536\n", 0o644)
+		r := f.run(t, IDImageTools)
+		wantStatus(t, r, StatusFail)
+		wantContains(t, "detail", r.Detail, "newuidmap (package uidmap)", "newgidmap (package uidmap)",
+			f.env.SubUID+" has no entry for dev", "no subordinate ids for dev")
+		wantContains(t, "fix", r.Fix, "sudo apt-get install uidmap",
+			"sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 dev")
+	})
+	t.Run("user with a small range", func(t *testing.T) {
+		f := newFixture(t)
+		f.env.EUID, f.env.User = 1000, "dev"
+		f.addTools(t, "mmdebstrap", "fakeroot", "mkfs.ext4", "debugfs", "tar", "newuidmap", "newgidmap")
+		writeFile(t, f.env.SubUID, "dev:100000:1000\n", 0o644)
+		writeFile(t, f.env.SubGID, "dev:100000:65536\n", 0o644)
+		r := f.run(t, IDImageTools)
+		wantStatus(t, r, StatusFail)
+		wantContains(t, "detail", r.Detail, "only 1000 ids")
+	})
+	t.Run("user, complete (entry by uid)", func(t *testing.T) {
+		f := newFixture(t)
+		f.env.EUID, f.env.User = 1000, "dev"
+		f.addTools(t, "mmdebstrap", "fakeroot", "mkfs.ext4", "debugfs", "tar", "newuidmap", "newgidmap")
+		writeFile(t, f.env.SubUID, "# comment\nother:1:2\n1000:100000:65536\n", 0o644)
+		writeFile(t, f.env.SubGID, "dev:100000:65536\n", 0o644)
+		r := f.run(t, IDImageTools)
+		wantStatus(t, r, StatusOK)
+		wantContains(t, "detail", r.Detail, "subordinate ids for dev")
+	})
+}

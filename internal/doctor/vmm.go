@@ -1,0 +1,306 @@
+package doctor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/bangerhq/banger/internal/vmm/qemu"
+)
+
+// FirecrackerBundlePath is where the runtime bundle keeps the firecracker
+// binary, relative to the bundle directory; $PATH is searched after it.
+const FirecrackerBundlePath = "firecracker/firecracker"
+
+// FirecrackerVersion is the Firecracker release banger's driver targets.
+const FirecrackerVersion = "v1.16.1"
+
+// overrideSource names where AccelOverride comes from, for messages.
+const overrideSource = "BANGER_ACCEL or vmm.accel in config.toml"
+
+func checkQEMU(ctx context.Context, env *Env) Result {
+	bin := env.qemuBinary()
+	p, ok := lookPath(bin, env.PATH)
+	if !ok {
+		fix := "sudo apt-get install qemu-system-x86"
+		if env.Config.VMM.QEMU != "" {
+			fix += ", or correct vmm.qemu in " + env.Dirs.ConfigFile()
+		}
+		where := "in $PATH"
+		if strings.Contains(bin, "/") {
+			where = "(vmm.qemu in config.toml)"
+		}
+		return Result{Status: StatusFail, Detail: fmt.Sprintf("%s not found %s: banger cannot start VMs", bin, where), Fix: fix}
+	}
+	v, err := toolVersion(ctx, p)
+	if err != nil {
+		return Result{Status: StatusFail, Detail: fmt.Sprintf("%s does not run: %v", p, err),
+			Fix: "sudo apt-get install --reinstall qemu-system-x86"}
+	}
+	return Result{Status: StatusOK, Detail: fmt.Sprintf("%s (%s)", v, p)}
+}
+
+// findFirecracker looks in the runtime bundle, then $PATH.
+func findFirecracker(env *Env) (string, bool) {
+	if env.Runtime.Path != "" {
+		if p := filepath.Join(env.Runtime.Path, FirecrackerBundlePath); isExecutable(p) {
+			return p, true
+		}
+	}
+	return lookPath("firecracker", env.PATH)
+}
+
+func checkFirecracker(ctx context.Context, env *Env) Result {
+	kvm := env.kvmState(ctx)
+	bundled := filepath.Join(env.Runtime.Path, filepath.Dir(FirecrackerBundlePath))
+	install := fmt.Sprintf("install Firecracker %[1]s as %[2]s: download firecracker-%[1]s-x86_64.tgz from https://github.com/firecracker-microvm/firecracker/releases and copy release-%[1]s-x86_64/firecracker-%[1]s-x86_64 there (or put firecracker on $PATH)",
+		FirecrackerVersion, filepath.Join(env.Runtime.Path, FirecrackerBundlePath))
+	if kvm.cannotRunGuests() {
+		install = "first make KVM run guests (see the kvm and kvm-guest checks), then " + install
+	}
+	// Firecracker is optional: banger falls back to QEMU, unless the user
+	// asked for Firecracker by default.
+	status := StatusWarn
+	var forced string
+	if env.Config.VMM.Default == "firecracker" {
+		status = StatusFail
+		forced = "vmm.default = \"firecracker\" in config.toml, but "
+		install += ", or remove vmm.default from " + env.Dirs.ConfigFile()
+	}
+
+	p, ok := findFirecracker(env)
+	if !ok {
+		return Result{Status: status,
+			Detail: fmt.Sprintf("%sfirecracker not found in %s or $PATH; %s: banger uses QEMU", forced, bundled, kvm.sentence()),
+			Fix:    install}
+	}
+	v, err := toolVersion(ctx, p)
+	if err != nil {
+		return Result{Status: status,
+			Detail: fmt.Sprintf("%sfirecracker at %s does not run (%v): banger uses QEMU", forced, p, err),
+			Fix:    install}
+	}
+	switch {
+	case kvm.cannotRunGuests():
+		return Result{Status: status,
+			Detail: fmt.Sprintf("%s%s at %s, but %s: banger uses QEMU", forced, v, p, kvm.sentence()),
+			Fix:    "make KVM run guests (see the kvm and kvm-guest checks)"}
+	case !kvm.probed:
+		return Result{Status: StatusOK, Detail: fmt.Sprintf("%s at %s (%s)", v, p, kvm.sentence())}
+	}
+	return Result{Status: StatusOK, Detail: fmt.Sprintf("%s at %s; KVM runs guests", v, p)}
+}
+
+func checkKVM(ctx context.Context, env *Env) Result {
+	kvm := env.kvmState(ctx)
+	if kvm.devErr == nil {
+		return Result{Status: StatusOK, Detail: env.DevKVM + " opens read-write"}
+	}
+	r := Result{Status: StatusWarn, Detail: kvm.devErr.Error() + ": TCG will be used (slower); Firecracker cannot run"}
+	switch {
+	case kvm.devMissing:
+		r.Fix = "load KVM: `sudo modprobe kvm_intel` (Intel) or `sudo modprobe kvm_amd` (AMD); inside a VM, enable nested virtualization on its host"
+	case kvm.devPerm:
+		r.Fix = "sudo usermod -aG kvm $USER, then log in again"
+	default:
+		r.Fix = "make " + env.DevKVM + " a working KVM device (`sudo modprobe kvm_intel` or `kvm_amd`)"
+	}
+	if env.AccelOverride == "kvm" {
+		r.Status = StatusFail
+		r.Detail = kvm.devErr.Error() + ", but " + overrideSource + " asks for kvm: VMs will not start"
+		r.Fix += "; or unset BANGER_ACCEL and vmm.accel so banger falls back to TCG"
+	}
+	return r
+}
+
+func checkKVMGuest(ctx context.Context, env *Env) Result {
+	kvm := env.kvmState(ctx)
+	note := ""
+	if env.AccelOverride == "tcg" {
+		note = " (" + overrideSource + " chooses tcg anyway)"
+	}
+	switch {
+	case kvm.devErr != nil:
+		return Result{Status: StatusSkip, Detail: env.DevKVM + " is not usable (see the kvm check): TCG will be used"}
+	case !kvm.probed:
+		return Result{Status: StatusSkip, Detail: kvm.sentence() + note}
+	case kvm.ok:
+		return Result{Status: StatusOK, Detail: kvm.sentence() + note}
+	}
+	r := Result{Status: StatusWarn,
+		Detail: fmt.Sprintf("KVM cannot run guests: TCG will be used (slower); probe: %s%s", kvm.why, note),
+		Fix: fmt.Sprintf("QEMU needs nothing (it uses TCG); for KVM speed and Firecracker, run banger on bare metal or enable nested virtualization on the machine hosting this one, then `rm %s` so banger probes again",
+			env.AccelCache)}
+	if env.AccelOverride == "kvm" {
+		r.Status = StatusFail
+		r.Detail = fmt.Sprintf("KVM cannot run guests (probe: %s), but %s asks for kvm: VMs will hang at boot", kvm.why, overrideSource)
+		r.Fix = "unset BANGER_ACCEL and remove vmm.accel from " + env.Dirs.ConfigFile() + " so banger uses TCG"
+	}
+	return r
+}
+
+// kvmMemo shares the KVM findings between the checks of one Run, so the
+// probe boots at most once.
+type kvmMemo struct {
+	once  sync.Once
+	state kvmState
+}
+
+// kvmState is what is known about KVM on this host.
+type kvmState struct {
+	devErr     error // nil when the device opens read-write
+	devMissing bool
+	devPerm    bool
+	probed     bool // a boot probe answer exists, fresh or cached
+	ok         bool // the probe guest booted under KVM
+	cached     bool
+	probedAt   time.Time
+	why        string // why the probe failed, when probed && !ok
+	notProbed  string // why there is no answer, when !probed
+}
+
+// cannotRunGuests is true when KVM is known not to run guests here.
+func (k kvmState) cannotRunGuests() bool { return k.devErr != nil || (k.probed && !k.ok) }
+
+// sentence says what is known about KVM, for details.
+func (k kvmState) sentence() string {
+	switch {
+	case k.devErr != nil:
+		return "KVM cannot run guests here (" + k.devErr.Error() + ")"
+	case !k.probed:
+		return "whether KVM can run guests is unknown: " + k.notProbed
+	case k.ok && k.cached:
+		return "KVM runs guests (boot probe succeeded; cached " + k.probedAt.Local().Format(time.DateTime) + ")"
+	case k.ok:
+		return "KVM runs guests (boot probe succeeded)"
+	case k.cached:
+		return fmt.Sprintf("KVM cannot run guests here (probe: %s; cached %s)", k.why, k.probedAt.Local().Format(time.DateTime))
+	}
+	return "KVM cannot run guests here (probe: " + k.why + ")"
+}
+
+// kvmState returns the KVM findings, computing them once per Run.
+func (e *Env) kvmState(ctx context.Context) kvmState {
+	if e.kvm == nil {
+		return computeKVM(ctx, e)
+	}
+	e.kvm.once.Do(func() { e.kvm.state = computeKVM(ctx, e) })
+	return e.kvm.state
+}
+
+func computeKVM(ctx context.Context, e *Env) kvmState {
+	var k kvmState
+	k.devMissing, k.devPerm, k.devErr = openDevice(e.DevKVM)
+	if k.devErr != nil {
+		return k
+	}
+	kernel, initrd := e.Runtime.Kernel(), e.Runtime.Initrd()
+	for _, p := range []string{kernel, initrd} {
+		if _, err := os.Stat(p); err != nil {
+			k.notProbed = "the runtime kernel needed for the boot probe is missing (see the runtime check)"
+			return k
+		}
+	}
+	bin, ok := lookPath(e.qemuBinary(), e.PATH)
+	if !ok {
+		k.notProbed = "QEMU, needed for the boot probe, is missing (see the qemu check)"
+		return k
+	}
+	key, keyErr := qemu.CurrentProbeKey(bin, kernel, initrd, "kvm")
+	var cache *qemu.ProbeCache
+	if keyErr == nil && e.AccelCache != "" {
+		cache = qemu.NewProbeCache(e.AccelCache)
+		if r, hit := cache.Get(key); hit {
+			k.probed, k.ok, k.cached, k.probedAt = true, r.OK, true, r.ProbedAt
+			k.why = probeFailure(r.ConsoleTail, r.Duration)
+			return k
+		}
+	}
+	if !e.ProbeKVM {
+		k.notProbed = "no current boot probe result in " + e.AccelCache + " (the daemon probes at start; `banger doctor` probes, up to " + e.probeTimeout().String() + ")"
+		return k
+	}
+	if e.Notify != nil {
+		e.Notify(fmt.Sprintf("booting a probe VM to learn whether KVM can run guests (up to %s; the result is cached)", e.probeTimeout()))
+	}
+	t0 := time.Now()
+	ok, tail, err := qemu.ProbeAccel(ctx, bin, "kvm", kernel, initrd, e.probeTimeout())
+	took := time.Since(t0)
+	if err != nil {
+		k.notProbed = fmt.Sprintf("the boot probe could not run: %v", err)
+		return k
+	}
+	k.probed, k.ok = true, ok
+	if !ok {
+		k.why = probeFailure(tail, took)
+	}
+	if cache != nil && ctx.Err() == nil {
+		// The daemon reads this cache at start, so it need not probe again.
+		_ = cache.Put(qemu.ProbeResult{Key: key, OK: ok, ConsoleTail: tailBytes(tail, 1024),
+			Duration: took, ProbedAt: time.Now().UTC()})
+	}
+	return k
+}
+
+func (e *Env) probeTimeout() time.Duration {
+	if e.ProbeTimeout > 0 {
+		return e.ProbeTimeout
+	}
+	return qemu.DefaultProbeTimeout
+}
+
+// probeFailure says why a probe that ran for took with this console tail
+// failed: QEMU's own error when it printed one, else a guest that never
+// printed the marker.
+func probeFailure(tail string, took time.Duration) string {
+	const sep = "--- qemu stderr ---\n"
+	if i := strings.Index(tail, sep); i >= 0 {
+		if msg := firstLine(tail[i+len(sep):]); msg != "" {
+			return "qemu failed: " + msg
+		}
+	}
+	return fmt.Sprintf("the probe guest did not boot to its marker in %s", took.Round(100*time.Millisecond))
+}
+
+// tailBytes cuts s to at most n bytes from its end, at a line boundary.
+func tailBytes(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	s = s[len(s)-n:]
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[i+1:]
+	}
+	return s
+}
+
+// openDevice opens a character device read-write and closes it again. It
+// reports why that failed, and whether because the node is missing or
+// because this user may not open it.
+func openDevice(dev string) (missing, perm bool, err error) {
+	st, err := os.Stat(dev)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return true, false, fmt.Errorf("%s does not exist", dev)
+		}
+		return false, errors.Is(err, fs.ErrPermission), fmt.Errorf("stat %s: %w", dev, err)
+	}
+	if st.Mode()&fs.ModeCharDevice == 0 {
+		return false, false, fmt.Errorf("%s is not a character device", dev)
+	}
+	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		if errors.Is(err, fs.ErrPermission) {
+			return false, true, fmt.Errorf("%s is not read-write for this user", dev)
+		}
+		return false, false, fmt.Errorf("open %s: %w", dev, err)
+	}
+	f.Close()
+	return false, false, nil
+}
