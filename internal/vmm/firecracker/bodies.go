@@ -1,0 +1,179 @@
+package firecracker
+
+import (
+	"path/filepath"
+	"strings"
+
+	"github.com/bangerhq/banger/internal/vmm"
+	"github.com/bangerhq/banger/internal/vmm/firecracker/fcapi"
+)
+
+// File names inside Spec.Dir owned by this driver.
+const (
+	// APISocketName is Firecracker's API socket, <Dir>/firecracker.sock.
+	APISocketName = "firecracker.sock"
+	// LogFileName is Firecracker's own log (PUT /logger),
+	// <Dir>/firecracker.log. Start keeps the previous one as
+	// firecracker.log.1, because Firecracker writes its log from the start
+	// of an existing file without truncating it.
+	LogFileName = "firecracker.log"
+	// OutFileName receives Firecracker's stderr (panics, messages from
+	// before the API is up), appended, <Dir>/firecracker.out.
+	OutFileName = "firecracker.out"
+)
+
+// Resource ids used in API paths. Firecracker allows only letters, digits
+// and '_' in them.
+const (
+	// RootDriveID is the drive_id of the root disk.
+	RootDriveID = "rootfs"
+	// IfaceID is the iface_id of the guest's network interface.
+	IfaceID = "eth0"
+)
+
+// APISocket returns the API socket path for a VM folder.
+func APISocket(dir string) string { return filepath.Join(dir, APISocketName) }
+
+// LogFile returns Firecracker's log file path for a VM folder.
+func LogFile(dir string) string { return filepath.Join(dir, LogFileName) }
+
+// OutFile returns the path that receives Firecracker's stderr.
+func OutFile(dir string) string { return filepath.Join(dir, OutFileName) }
+
+// Argv returns the command line (bin first) that launches Firecracker for
+// spec: its API socket in spec.Dir and spec.ID as the instance id. It is a
+// pure function: it neither validates spec nor touches the file system.
+func Argv(bin string, spec vmm.Spec) []string {
+	return []string{bin, "--api-sock", APISocket(spec.Dir), "--id", spec.ID}
+}
+
+// MachineConfig returns the body of PUT /machine-config: spec.CPUs vCPUs
+// and spec.MemoryMiB of memory, Firecracker's defaults for the rest (no
+// SMT, no dirty page tracking, no huge pages).
+func MachineConfig(spec vmm.Spec) fcapi.MachineConfiguration {
+	return fcapi.MachineConfiguration{VcpuCount: spec.CPUs, MemSizeMib: spec.MemoryMiB}
+}
+
+// BootSource returns the body of PUT /boot-source: spec.Kernel, spec.Initrd
+// (left out when empty) and spec.KernelArgs as given.
+//
+// Firecracker replaces its default command line with boot_args and then
+// appends "root=/dev/vda rw" for the root drive (see Drive) and, on x86,
+// virtio_mmio.device= entries. banger's kernel arguments already say
+// "root=/dev/vda rw", so the guest sees them twice. That is harmless and
+// left alone on purpose: the kernel and initramfs-tools both take the last
+// root= (and the last of ro/rw), and Firecracker's equals ours because the
+// root disk is the only, and so the first, virtio-blk device. Rewriting the
+// arguments would make the command line differ between the QEMU and
+// Firecracker drivers for no gain. A root= that named something else would
+// be overridden by Firecracker's; RootArgConflict detects that.
+func BootSource(spec vmm.Spec) fcapi.BootSource {
+	return fcapi.BootSource{KernelImagePath: spec.Kernel, BootArgs: spec.KernelArgs, InitrdPath: spec.Initrd}
+}
+
+// RootArgConflict returns the value of the last root= in args when it is
+// not /dev/vda, which Firecracker's own root=/dev/vda (appended after args)
+// would override; it returns "" when args have no root= or the same one.
+func RootArgConflict(args string) string {
+	root := ""
+	for _, f := range strings.Fields(args) {
+		if v, ok := strings.CutPrefix(f, "root="); ok {
+			root = v
+		}
+	}
+	if root == "/dev/vda" {
+		return ""
+	}
+	return root
+}
+
+// Drive returns the body of PUT /drives/rootfs: spec.Disk as the read-write
+// root device. is_root_device is true so that Firecracker attaches it first
+// (it becomes /dev/vda) and adds root=/dev/vda rw to the command line.
+func Drive(spec vmm.Spec) fcapi.Drive {
+	return fcapi.Drive{
+		DriveID:      RootDriveID,
+		IsRootDevice: true,
+		IsReadOnly:   ptr(false),
+		PathOnHost:   spec.Disk,
+	}
+}
+
+// NetworkInterface returns the body of PUT /network-interfaces/eth0: the
+// host TAP device spec.TAP (which must exist) and the guest MAC spec.MAC.
+func NetworkInterface(spec vmm.Spec) fcapi.NetworkInterface {
+	return fcapi.NetworkInterface{IfaceID: IfaceID, HostDevName: spec.TAP, GuestMAC: spec.MAC}
+}
+
+// Vsock returns the body of PUT /vsock: guest CID spec.VsockCID and the
+// hybrid vsock Unix socket spec.AgentSocket, on which Firecracker listens
+// for host-initiated connections (see DialVsock).
+func Vsock(spec vmm.Spec) fcapi.Vsock {
+	return fcapi.Vsock{GuestCID: spec.VsockCID, UDSPath: spec.AgentSocket}
+}
+
+// Serial returns the body of PUT /serial that sends the serial console to
+// spec.ConsoleLog.
+//
+// The driver does not send it. Firecracker v1.16.1 opens serial_out_path
+// with create+write and neither O_APPEND nor O_TRUNC
+// (utils::open_file_nonblock), so a second boot writes over the previous
+// console output from offset 0 and leaves stale bytes behind it; the file
+// does not grow until the new output is longer than the old. vmm.Spec
+// promises that the console is appended, and banger's VM service relies on
+// that (it remembers the file size before Start to show "this boot's"
+// console tail and watches the size for boot progress). Without PUT
+// /serial Firecracker writes the console to its stdout, which Start opens
+// on spec.ConsoleLog with O_APPEND: true appending, at the cost of one
+// "Running Firecracker v1.16.1" log line per boot that Firecracker prints
+// to stdout before PUT /logger takes effect (a useful boot separator).
+func Serial(spec vmm.Spec) fcapi.SerialDevice {
+	return fcapi.SerialDevice{SerialOutPath: spec.ConsoleLog}
+}
+
+// Logger returns the body of PUT /logger: Firecracker's own log goes to
+// <Dir>/firecracker.log at level Info, with levels shown.
+func Logger(spec vmm.Spec) fcapi.Logger {
+	return fcapi.Logger{LogPath: LogFile(spec.Dir), Level: "Info", ShowLevel: ptr(true)}
+}
+
+// Action returns the body of PUT /actions for actionType, one of
+// fcapi.ActionInstanceStart, fcapi.ActionSendCtrlAltDel and
+// fcapi.ActionFlushMetrics.
+func Action(actionType string) fcapi.InstanceActionInfo {
+	return fcapi.InstanceActionInfo{ActionType: actionType}
+}
+
+// Request is one API call: method, path and JSON body.
+type Request struct {
+	// What names the step in errors and logs, e.g. "boot source".
+	What   string
+	Method string
+	Path   string
+	Body   any
+}
+
+// ConfigRequests returns, in order, the calls Start makes to configure a
+// fresh Firecracker for spec before InstanceStart: logger, machine config,
+// boot source, root drive (when spec.Disk is set), network interface (when
+// spec.TAP is set) and vsock (when spec.VsockCID is set). There is no PUT
+// /serial; see Serial for why.
+func ConfigRequests(spec vmm.Spec) []Request {
+	reqs := []Request{
+		{"logger", "PUT", "/logger", Logger(spec)},
+		{"machine config", "PUT", "/machine-config", MachineConfig(spec)},
+		{"boot source", "PUT", "/boot-source", BootSource(spec)},
+	}
+	if spec.Disk != "" {
+		reqs = append(reqs, Request{"root drive", "PUT", "/drives/" + RootDriveID, Drive(spec)})
+	}
+	if spec.TAP != "" {
+		reqs = append(reqs, Request{"network interface", "PUT", "/network-interfaces/" + IfaceID, NetworkInterface(spec)})
+	}
+	if spec.VsockCID != 0 {
+		reqs = append(reqs, Request{"vsock", "PUT", "/vsock", Vsock(spec)})
+	}
+	return reqs
+}
+
+func ptr[T any](v T) *T { return &v }
