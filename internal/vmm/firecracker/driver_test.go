@@ -369,6 +369,56 @@ func TestDriverLifecycle(t *testing.T) {
 	gone(t, st3.ControlSocket, st3.AgentSocket)
 }
 
+// TestStopEscalates covers a guest that ignores ctrl-alt-del and a VMM
+// that ignores SIGTERM, and Recover on a live VMM whose API is gone.
+func TestStopEscalates(t *testing.T) {
+	bin := fakeBinary(t)
+	ctx := context.Background()
+	log, logs := testLogger(t)
+	d := New(bin, log)
+
+	t.Setenv("FCSIM_GUEST_IGNORES_CTRL_ALT_DEL", "1")
+	spec := testSpec(t, "stubborn")
+	st, err := d.Start(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ensureStopped(t, st)
+	moved := st.ControlSocket + ".moved"
+	if err := os.Rename(st.ControlSocket, moved); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Recover(ctx, st); err == nil || errors.Is(err, vmm.ErrNotRunning) || !strings.Contains(err.Error(), "process alive") {
+		t.Errorf("Recover without an api socket: %v, want an error that is not ErrNotRunning", err)
+	}
+	os.Rename(moved, st.ControlSocket)
+	t0 := time.Now()
+	if err := d.Stop(ctx, st, false, 300*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("Stop (ctrl-alt-del ignored, then SIGTERM): %v", time.Since(t0).Round(time.Millisecond))
+	if d.Alive(st) || !strings.Contains(logs.String(), "did not reboot in time") {
+		t.Fatalf("Stop did not escalate to SIGTERM; log:\n%s", logs.String())
+	}
+	gone(t, st.ControlSocket, st.AgentSocket)
+
+	t.Setenv("FCSIM_IGNORE_SIGTERM", "1")
+	spec = testSpec(t, "deaf")
+	if st, err = d.Start(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	ensureStopped(t, st)
+	t0 = time.Now()
+	if err := d.Stop(ctx, st, true, 0); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("forced Stop of a VMM that ignores SIGTERM: %v", time.Since(t0).Round(time.Millisecond))
+	if d.Alive(st) || !strings.Contains(logs.String(), "ignored SIGTERM") {
+		t.Fatalf("Stop did not escalate to SIGKILL; log:\n%s", logs.String())
+	}
+	gone(t, st.ControlSocket, st.AgentSocket)
+}
+
 func TestStartChownsSockets(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("needs root to give files away")

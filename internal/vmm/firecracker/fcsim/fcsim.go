@@ -88,6 +88,10 @@ type Options struct {
 	// ResetDelay is how long after SendCtrlAltDel the simulated guest
 	// resets; 0 means DefaultResetDelay.
 	ResetDelay time.Duration
+	// IgnoreCtrlAltDel makes the simulated guest ignore SendCtrlAltDel (the
+	// request still succeeds), like a guest whose init turned off the
+	// kernel's reboot on ctrl-alt-del and does nothing itself.
+	IgnoreCtrlAltDel bool
 }
 
 // GuestHandler serves one host-initiated vsock connection in the simulated
@@ -477,6 +481,10 @@ func (s *Server) handle(method, path string, body []byte) (any, error) {
 		case fcapi.ActionSendCtrlAltDel:
 			if err := postBoot(); err != nil {
 				return nil, err
+			}
+			if s.opts.IgnoreCtrlAltDel {
+				s.logLocked("Sending CTRL+ALT+DEL to the simulated guest; it ignores it")
+				return nil, nil
 			}
 			s.logLocked("Sending CTRL+ALT+DEL to the simulated guest; it resets in %v", s.opts.ResetDelay)
 			time.AfterFunc(s.opts.ResetDelay, s.reset)

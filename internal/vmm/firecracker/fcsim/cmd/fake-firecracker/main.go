@@ -11,13 +11,19 @@
 // It validates requests against the API specification named at build time
 // (go build -ldflags "-X main.specFile=/path/firecracker-api-v1.16.1.yaml")
 // or by $FCSIM_SPEC, which wins.
+//
+// For tests of a driver's escalation: FCSIM_GUEST_IGNORES_CTRL_ALT_DEL=1
+// makes the simulated guest ignore SendCtrlAltDel, and FCSIM_IGNORE_SIGTERM=1
+// makes the process ignore SIGTERM.
 package main
 
 import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"regexp"
+	"syscall"
 
 	"github.com/bangerhq/banger/internal/vmm/firecracker/fcsim"
 	"github.com/bangerhq/banger/internal/vmm/firecracker/fcspec"
@@ -55,7 +61,11 @@ func main() {
 		fmt.Fprintf(os.Stderr, "fake-firecracker: %v\n", err)
 		os.Exit(exitGeneric)
 	}
-	srv, err := fcsim.New(fcsim.Options{APISock: *apiSock, ID: *id, Spec: spec, Stdout: os.Stdout})
+	if os.Getenv("FCSIM_IGNORE_SIGTERM") == "1" {
+		signal.Ignore(syscall.SIGTERM)
+	}
+	srv, err := fcsim.New(fcsim.Options{APISock: *apiSock, ID: *id, Spec: spec, Stdout: os.Stdout,
+		IgnoreCtrlAltDel: os.Getenv("FCSIM_GUEST_IGNORES_CTRL_ALT_DEL") == "1"})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "fake-firecracker: %v\n", err)
 		os.Exit(exitGeneric)
