@@ -278,6 +278,7 @@ func ownerOf(spec vmm.Spec) (owner, bool) {
 	return o, o.uid >= 0 || o.gid >= 0
 }
 
+// String reads like "uid 1000 gid 1000".
 func (o owner) String() string {
 	var parts []string
 	if o.uid >= 0 {

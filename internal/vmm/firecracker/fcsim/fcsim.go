@@ -226,6 +226,7 @@ func (s *Server) logLocked(format string, args ...any) {
 // apiError is a 400 answer with a fault message.
 type apiError struct{ msg string }
 
+// Error returns the fault message.
 func (e *apiError) Error() string { return e.msg }
 
 func fault(format string, args ...any) error { return &apiError{fmt.Sprintf(format, args...)} }
