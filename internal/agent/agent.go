@@ -1,0 +1,134 @@
+// Package agent is banger's guest agent protocol, shared by the guest side
+// (cmd/banger-vsock-pingd) and the daemon's vm.ping.
+//
+// The protocol is newline-delimited JSON over a byte stream: an AF_VSOCK
+// connection (Firecracker, reached from the host through its hybrid vsock
+// Unix socket) or a virtio-serial port (QEMU, reached through the Unix socket
+// QEMU serves for the port). Each request is one line, each response one
+// line:
+//
+//	-> {"op":"ping","id":"5f0c..."}
+//	<- {"id":"5f0c...","ok":true,"hostname":"dev","uptime_seconds":12.3,"boot_id":"...","agent_version":"..."}
+//
+// A request whose op is not "ping" gets {"id":...,"ok":false,"error":"unknown op"}.
+// Lines that are not a JSON object, and lines longer than MaxLineBytes, are
+// dropped without an answer. The agent does nothing else: it runs no commands
+// and reads no files beyond the hostname, /proc/uptime and the boot id.
+//
+// A virtio-serial port has no connection boundaries: a reply to a ping sent by
+// an earlier host session can still be in flight when the next session
+// starts. Ping therefore matches replies by id and discards everything else.
+package agent
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Port is the AF_VSOCK port the guest agent listens on. Ports below 1024 need
+// CAP_NET_BIND_SERVICE in the guest; 1024 is the first one that does not, so
+// the agent can run without capabilities. The host reaches it with
+// DialHybridVsock(ctx, udsPath, Port) under Firecracker.
+const Port uint32 = 1024
+
+// SerialPortName is the name of the virtio-serial port the agent serves under
+// QEMU. The guest sees the port as /dev/virtio-ports/org.banger.agent (udev
+// makes that link); QEMU must be given
+// `-device virtserialport,chardev=...,name=org.banger.agent`.
+const SerialPortName = "org.banger.agent"
+
+// SerialDevicePath is where udev links the agent's virtio-serial port in the
+// guest.
+const SerialDevicePath = "/dev/virtio-ports/" + SerialPortName
+
+// MaxLineBytes bounds one protocol line, newline included. Longer lines are
+// discarded whole by both sides.
+const MaxLineBytes = 4096
+
+// OpPing is the only operation the agent knows.
+const OpPing = "ping"
+
+// ErrUnknownOp is the error text of a reply to a request with any op other
+// than OpPing.
+const ErrUnknownOp = "unknown op"
+
+// Request is one request line.
+type Request struct {
+	// Op is the operation; only OpPing is known.
+	Op string `json:"op"`
+	// ID is chosen by the host and echoed in the reply; Ping uses a
+	// random 32-hex-digit nonce.
+	ID string `json:"id"`
+}
+
+// Reply is one response line. When OK is false, Error says why and the guest
+// facts are empty.
+type Reply struct {
+	// ID echoes the request's id.
+	ID string `json:"id"`
+	// OK is true when the ping was answered with the guest's facts.
+	OK bool `json:"ok"`
+	// Hostname is the guest kernel's hostname at the time of the ping.
+	Hostname string `json:"hostname,omitempty"`
+	// UptimeSeconds is the first field of the guest's /proc/uptime.
+	UptimeSeconds float64 `json:"uptime_seconds,omitempty"`
+	// BootID is the guest's /proc/sys/kernel/random/boot_id: it changes
+	// at every boot, so a changed BootID means the guest rebooted.
+	BootID string `json:"boot_id,omitempty"`
+	// AgentVersion is the version banger-vsock-pingd was built as.
+	AgentVersion string `json:"agent_version,omitempty"`
+	// Error is set when OK is false: ErrUnknownOp, or why the facts could
+	// not be read.
+	Error string `json:"error,omitempty"`
+}
+
+// Info is what a ping reports about the guest; the fields mean what the
+// Reply fields of the same names mean.
+type Info struct {
+	Hostname      string
+	UptimeSeconds float64
+	BootID        string
+	AgentVersion  string
+}
+
+// InfoFunc gathers Info for one ping. It is called once per ping request,
+// so a changed hostname shows up in the next reply. When it fails, the
+// reply has OK false and the error's text.
+type InfoFunc func() (Info, error)
+
+// ProcInfo returns an InfoFunc that reads the running kernel's hostname,
+// uptime and boot id from /proc and reports version as the agent version.
+func ProcInfo(version string) InfoFunc {
+	return func() (Info, error) { return readProcInfo("/proc", version) }
+}
+
+// readProcInfo reads the three facts under procRoot (normally /proc).
+func readProcInfo(procRoot, version string) (Info, error) {
+	info := Info{AgentVersion: version}
+	b, err := os.ReadFile(filepath.Join(procRoot, "sys/kernel/hostname"))
+	if err != nil {
+		return Info{}, fmt.Errorf("read hostname: %w", err)
+	}
+	info.Hostname = string(bytes.TrimSpace(b))
+
+	b, err = os.ReadFile(filepath.Join(procRoot, "uptime"))
+	if err != nil {
+		return Info{}, fmt.Errorf("read uptime: %w", err)
+	}
+	// "12345.67 23456.78\n": uptime, then idle time summed over CPUs.
+	first, _, _ := strings.Cut(strings.TrimSpace(string(b)), " ")
+	if info.UptimeSeconds, err = strconv.ParseFloat(first, 64); err != nil {
+		return Info{}, fmt.Errorf("parse %s/uptime: %w", procRoot, err)
+	}
+
+	b, err = os.ReadFile(filepath.Join(procRoot, "sys/kernel/random/boot_id"))
+	if err != nil {
+		return Info{}, fmt.Errorf("read boot id: %w", err)
+	}
+	info.BootID = string(bytes.TrimSpace(b))
+	return info, nil
+}
