@@ -14,7 +14,7 @@ export CGO_ENABLED = 0
 APT_PACKAGES := qemu-system-x86 qemu-utils mmdebstrap uidmap fakeroot e2fsprogs \
 	busybox-static cpio lz4 openssh-client iproute2 nftables ca-certificates git make
 
-.PHONY: all build deps runtime test unit-test e2e-test bench clean vet
+.PHONY: all build agent deps runtime test unit-test e2e-test bench clean vet
 
 all: build
 
@@ -26,7 +26,12 @@ deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES)
 
-runtime: $(RUNTIME)/kernel/vmlinux
+runtime: $(RUNTIME)/kernel/vmlinux agent
+
+# The guest agent, static, into the runtime bundle (images install it).
+agent:
+	mkdir -p $(RUNTIME)/agent
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(RUNTIME)/agent/banger-vsock-pingd ./cmd/banger-vsock-pingd
 
 $(RUNTIME)/kernel/vmlinux: scripts/make-runtime.sh
 	scripts/make-runtime.sh $(RUNTIME)
@@ -43,7 +48,7 @@ e2e-test: build runtime
 test: vet unit-test e2e-test
 
 bench: build runtime
-	bench/boot.sh
+	bench/run.sh
 
 clean:
 	rm -rf bin

@@ -64,6 +64,28 @@ func TestVMLifecycle(t *testing.T) {
 	}
 	e.must(ctx, "vm", "ssh", "dev", "--", "sh", "-c", "echo banger-was-here > /root/marker && sync")
 
+	// The guest agent answers over its own channel (not the network), and
+	// leaving ssh reminds that the VM still runs.
+	if out := e.must(ctx, "vm", "ping", "dev"); !strings.Contains(out, "dev is alive") {
+		t.Fatalf("vm ping: %s", out)
+	}
+	if r := e.banger(ctx, "vm", "ssh", "dev", "--", "true"); r.code != 0 || !strings.Contains(r.stderr, `VM "dev" is still running (up `) || !strings.Contains(r.stderr, "banger vm stop dev") {
+		t.Fatalf("no reminder after ssh: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if r := e.banger(ctx, "vm", "ssh", "--no-remind", "dev", "--", "true"); strings.Contains(r.stderr, "still running") {
+		t.Fatalf("--no-remind still reminded: %q", r.stderr)
+	}
+	// A guest whose agent is stopped: running, but not answering, within the timeout.
+	e.must(ctx, "vm", "ssh", "dev", "--", "systemctl", "stop", "banger-vsock-pingd")
+	start = time.Now()
+	r := e.banger(ctx, "vm", "ping", "--timeout", "2s", "dev")
+	if took := time.Since(start); r.code == 0 || !strings.Contains(r.stdout, "does not answer") || took > 6*time.Second {
+		t.Fatalf("ping of a guest without agent: exit %d after %s: %s %s", r.code, took, r.stdout, r.stderr)
+	}
+	if got := e.vm(ctx, "dev"); got.State != api.StateRunning {
+		t.Fatalf("VM with a stopped agent shows %s, want running", got.State)
+	}
+
 	// Restart keeps the disk.
 	e.must(ctx, "vm", "restart", "dev")
 	if out := e.must(ctx, "vm", "ssh", "dev", "--", "cat", "/root/marker"); strings.TrimSpace(out) != "banger-was-here" {
@@ -110,6 +132,11 @@ func TestVMLifecycle(t *testing.T) {
 	e.must(ctx, "vm", "stop", "--force", "dev")
 	if got := e.vm(ctx, "dev"); got.State != api.StateStopped {
 		t.Fatalf("after stop --force: %s", got.State)
+	}
+	start = time.Now()
+	r = e.banger(ctx, "vm", "ping", "dev")
+	if took := time.Since(start); r.code == 0 || strings.TrimSpace(r.stdout) != "dev is stopped" || took > time.Second {
+		t.Fatalf("ping of a stopped VM: exit %d after %s: %q", r.code, took, r.stdout)
 	}
 	e.must(ctx, "vm", "start", "dev")
 	stderr := e.fails(ctx, "vm", "rm", "dev")

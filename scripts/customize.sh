@@ -262,12 +262,27 @@ write /etc/fstab 0644 <<'EOF'
 /dev/vda	/	ext4	defaults,noatime,errors=remount-ro	0	0
 EOF
 
+# --- guest agent --------------------------------------------------------------
+
+# banger-vsock-pingd answers the daemon's pings over vsock (Firecracker) or a
+# virtio-serial port (QEMU); it comes from the runtime bundle.
+agent_unit=""
+if [ -n "${BANGER_AGENT_BIN:-}" ]; then
+	[ -f "$BANGER_AGENT_BIN" ] || die "BANGER_AGENT_BIN=$BANGER_AGENT_BIN does not exist (make runtime builds it)"
+	[ -r "$GUEST/banger-vsock-pingd.service" ] || die "missing $GUEST/banger-vsock-pingd.service"
+	log "guest agent banger-vsock-pingd"
+	write /usr/local/bin/banger-vsock-pingd 0755 <"$BANGER_AGENT_BIN"
+	write /etc/systemd/system/banger-vsock-pingd.service 0644 <"$GUEST/banger-vsock-pingd.service"
+	agent_unit=banger-vsock-pingd.service
+fi
+
 # --- enable -------------------------------------------------------------------
 
 log "enabling units"
 in_root systemctl set-default multi-user.target >/dev/null
-in_root systemctl enable banger-net.service banger-ssh-keygen.service >/dev/null 2>&1 ||
-	in_root systemctl enable banger-net.service banger-ssh-keygen.service
+# shellcheck disable=SC2086 # agent_unit is empty or one unit name
+in_root systemctl enable banger-net.service banger-ssh-keygen.service $agent_unit >/dev/null 2>&1 ||
+	in_root systemctl enable banger-net.service banger-ssh-keygen.service $agent_unit
 if has /lib/systemd/system/ssh.service /usr/lib/systemd/system/ssh.service; then
 	in_root systemctl enable ssh.service >/dev/null 2>&1 || in_root systemctl enable ssh.service
 else

@@ -24,6 +24,7 @@ const (
 	MethodVMRestart    = "vm.restart"
 	MethodVMDelete     = "vm.delete"
 	MethodVMSSHInfo    = "vm.ssh_info"
+	MethodVMPing       = "vm.ping"
 	MethodImageBuild   = "image.build"
 	MethodImageList    = "image.list"
 	MethodImageGet     = "image.get"
@@ -119,6 +120,9 @@ type VM struct {
 	Dir          string     `json:"dir"`
 	ConsoleLog   string     `json:"console_log"`
 	Argv         []string   `json:"argv,omitempty"`
+	VsockCID     uint32     `json:"vsock_cid,omitempty"`
+	AgentSocket  string     `json:"agent_socket,omitempty"`
+	Notes        []string   `json:"notes,omitempty"`
 	LastError    string     `json:"last_error,omitempty"`
 	CreatedAt    time.Time  `json:"created_at"`
 	UpdatedAt    time.Time  `json:"updated_at"`
@@ -145,6 +149,32 @@ type VMRef struct {
 type VMStopParams struct {
 	Name  string `json:"name"`
 	Force bool   `json:"force"`
+}
+
+// VMPingParams are the parameters of vm.ping.
+type VMPingParams struct {
+	Name string `json:"name"`
+	// TimeoutMS bounds the wait for the guest agent; 0 means 2000.
+	TimeoutMS int `json:"timeout_ms,omitempty"`
+}
+
+// PingResult is the result of vm.ping. A VM that is not running answers at
+// once with Alive false and its State.
+type PingResult struct {
+	Name  string `json:"name"`
+	State string `json:"state"`
+	// Alive is true when the guest agent answered.
+	Alive bool `json:"alive"`
+	// RTTMillis is the round trip of the answered ping.
+	RTTMillis     float64    `json:"rtt_ms,omitempty"`
+	Hostname      string     `json:"hostname,omitempty"`
+	UptimeSeconds float64    `json:"uptime_seconds,omitempty"`
+	BootID        string     `json:"boot_id,omitempty"`
+	AgentVersion  string     `json:"agent_version,omitempty"`
+	Channel       string     `json:"channel,omitempty"` // "virtio-serial" or "vsock"
+	StartedAt     *time.Time `json:"started_at,omitempty"`
+	// Error says why the agent did not answer.
+	Error string `json:"error,omitempty"`
 }
 
 // VMList is the result of vm.list.

@@ -76,6 +76,9 @@ func (d Dir) Initrd() string { return filepath.Join(d.Path, "kernel", "initrd.im
 // ModulesDir holds lib/modules/<release> to copy into images.
 func (d Dir) ModulesDir() string { return filepath.Join(d.Path, "kernel", "modules") }
 
+// Agent is the guest agent binary images install.
+func (d Dir) Agent() string { return filepath.Join(d.Path, "agent", "banger-vsock-pingd") }
+
 // KernelRelease returns the guest kernel's release string.
 func (d Dir) KernelRelease() (string, error) {
 	b, err := os.ReadFile(filepath.Join(d.Path, "kernel", "release"))
@@ -102,4 +105,14 @@ func (d Dir) CheckKernel() error {
 	}
 	return fmt.Errorf("%w: missing %s (runtime dir %s, found via %s; searched %s): run `make runtime` in the banger checkout, or set BANGER_RUNTIME_DIR",
 		ErrMissing, strings.Join(missing, ", "), d.Path, d.How, strings.Join(d.Searched, ", "))
+}
+
+// CheckAgent returns an error when the guest agent images install is
+// missing, saying where it looked and how to build it.
+func (d Dir) CheckAgent() error {
+	if _, err := os.Stat(d.Agent()); err != nil {
+		return fmt.Errorf("%w: missing the guest agent %s (runtime dir %s, found via %s): run `make runtime` in the banger checkout",
+			ErrMissing, d.Agent(), d.Path, d.How)
+	}
+	return nil
 }

@@ -27,7 +27,7 @@ func NewRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCmd(), newDaemonCmd(), newVMCmd(), newImageCmd())
+	root.AddCommand(newVersionCmd(), newDaemonCmd(), newVMCmd(), newImageCmd(), newDoctorCmd())
 	return root
 }
 

@@ -13,7 +13,7 @@ func newVMCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "vm", Short: "Create, run, reach and remove VMs"}
 	cmd.AddCommand(newVMCreateCmd(), newVMListCmd(), newVMShowCmd(),
 		newVMStartCmd(), newVMStopCmd(), newVMRestartCmd(), newVMRemoveCmd(),
-		newVMSSHCmd(), newVMLogsCmd())
+		newVMSSHCmd(), newVMLogsCmd(), newVMPingCmd())
 	return cmd
 }
 

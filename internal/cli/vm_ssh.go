@@ -1,19 +1,25 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/bangerhq/banger/internal/api"
+	"github.com/bangerhq/banger/internal/client"
+	"github.com/bangerhq/banger/internal/config"
+	"github.com/bangerhq/banger/internal/paths"
 )
 
 func newVMSSHCmd() *cobra.Command {
+	var noRemind bool
 	cmd := &cobra.Command{
 		Use:   "ssh NAME [-- COMMAND ARGS...]",
 		Short: "Open a shell in a VM, or run a command there",
@@ -32,6 +38,9 @@ func newVMSSHCmd() *cobra.Command {
 			ssh := exec.CommandContext(cmd.Context(), "ssh", SSHArgs(info, args[1:])...)
 			ssh.Stdin, ssh.Stdout, ssh.Stderr = os.Stdin, os.Stdout, os.Stderr
 			err = ssh.Run()
+			if !noRemind && remindEnabled() {
+				remind(cmd, c, args[0])
+			}
 			var ee *exec.ExitError
 			if errors.As(err, &ee) {
 				return &ExitError{Code: ee.ExitCode()}
@@ -42,7 +51,36 @@ func newVMSSHCmd() *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&noRemind, "no-remind", false, "do not remind that the VM is still running when ssh exits")
 	return cmd
+}
+
+// remindEnabled reads the config key ssh.remind (default on).
+func remindEnabled() bool {
+	dirs, err := paths.Resolve()
+	if err != nil {
+		return true
+	}
+	cfg, err := config.Load(dirs.ConfigFile())
+	return err != nil || cfg.RemindAfterSSH()
+}
+
+// remind asks the guest itself (vm.ping) whether it is still alive after an
+// SSH session and, if so, tells the user on stderr how to stop it.
+func remind(cmd *cobra.Command, c *client.Client, name string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(cmd.Context()), 2*time.Second)
+	defer cancel()
+	r, err := c.PingVM(ctx, name, time.Second)
+	if err != nil || !r.Alive {
+		return
+	}
+	fmt.Fprintln(cmd.ErrOrStderr(), Reminder(r))
+}
+
+// Reminder is the message printed when a VM is still running after SSH.
+func Reminder(r api.PingResult) string {
+	up := time.Duration(r.UptimeSeconds * float64(time.Second))
+	return fmt.Sprintf("VM %q is still running (up %s). Stop it with: banger vm stop %s", r.Name, humanDuration(up), r.Name)
 }
 
 // SSHArgs is the OpenSSH argument list for info, followed by the remote

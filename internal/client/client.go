@@ -122,6 +122,14 @@ func (c *Client) ListVMs(ctx context.Context) ([]api.VM, error) {
 	return l.VMs, err
 }
 
+// ListVMsJSON returns the vm.list result as the daemon sent it, for callers
+// that only print it.
+func (c *Client) ListVMsJSON(ctx context.Context) (json.RawMessage, error) {
+	var raw json.RawMessage
+	err := c.Call(ctx, api.MethodVMList, nil, &raw)
+	return raw, err
+}
+
 // GetVM returns one VM by name or id.
 func (c *Client) GetVM(ctx context.Context, name string) (api.VM, error) {
 	var vm api.VM
@@ -160,6 +168,13 @@ func (c *Client) SSHInfo(ctx context.Context, name string) (api.SSHInfo, error) 
 	var info api.SSHInfo
 	err := c.Call(ctx, api.MethodVMSSHInfo, api.VMRef{Name: name}, &info)
 	return info, err
+}
+
+// PingVM asks the VM's guest agent whether it is alive.
+func (c *Client) PingVM(ctx context.Context, name string, timeout time.Duration) (api.PingResult, error) {
+	var r api.PingResult
+	err := c.Call(ctx, api.MethodVMPing, api.VMPingParams{Name: name, TimeoutMS: int(timeout / time.Millisecond)}, &r)
+	return r, err
 }
 
 // BuildImage builds an image; it blocks until the build ends.

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	toml "github.com/pelletier/go-toml/v2"
 )
@@ -18,7 +19,18 @@ type Config struct {
 	Network Network `toml:"network"`
 	VM      VM      `toml:"vm"`
 	Runtime Runtime `toml:"runtime"`
+	SSH     SSH     `toml:"ssh"`
 }
+
+// SSH configures `banger vm ssh`.
+type SSH struct {
+	// Remind, when false, turns off the "VM is still running" reminder
+	// printed after an SSH session ends (like --no-remind). Default true.
+	Remind *bool `toml:"remind"`
+}
+
+// RemindAfterSSH reports whether the reminder is on.
+func (c Config) RemindAfterSSH() bool { return c.SSH.Remind == nil || *c.SSH.Remind }
 
 // VMM configures the virtual machine monitors.
 type VMM struct {
@@ -64,6 +76,15 @@ func Load(path string) (Config, error) {
 	dec := toml.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&c); err != nil {
+		var sm *toml.StrictMissingError
+		if errors.As(err, &sm) {
+			var keys []string
+			for _, e := range sm.Errors {
+				row, _ := e.Position()
+				keys = append(keys, fmt.Sprintf("%s (line %d)", strings.Join(e.Key(), "."), row))
+			}
+			return c, fmt.Errorf("config %s: unknown key %s: see README.md for the keys banger reads", path, strings.Join(keys, ", "))
+		}
 		return c, fmt.Errorf("config %s: %w", path, err)
 	}
 	switch c.VMM.Accel {

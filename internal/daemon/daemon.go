@@ -25,12 +25,14 @@ import (
 	"github.com/bangerhq/banger/internal/api"
 	"github.com/bangerhq/banger/internal/bundle"
 	"github.com/bangerhq/banger/internal/config"
+	"github.com/bangerhq/banger/internal/doctor"
 	"github.com/bangerhq/banger/internal/network"
 	"github.com/bangerhq/banger/internal/paths"
 	"github.com/bangerhq/banger/internal/store"
 	"github.com/bangerhq/banger/internal/version"
 	"github.com/bangerhq/banger/internal/vm"
 	"github.com/bangerhq/banger/internal/vmm"
+	"github.com/bangerhq/banger/internal/vmm/firecracker"
 	"github.com/bangerhq/banger/internal/vmm/qemu"
 )
 
@@ -153,22 +155,49 @@ func setup(ctx context.Context, log *slog.Logger) (*Daemon, *net.UnixListener, e
 		qemuBin = "qemu-system-x86_64"
 	}
 	drivers := map[string]vmm.Driver{"qemu": qemu.New(qemuBin, log.With("component", "qemu"))}
+	// Firecracker is always registered so `--vmm firecracker` on a host
+	// without it fails in preflight with the fix, not with "unknown VMM".
+	fcBin, fcErr := firecracker.FindBinary(d.runtime.Path)
+	if fcErr != nil {
+		fcBin = "firecracker"
+	}
+	drivers["firecracker"] = firecracker.New(fcBin, log.With("component", "firecracker"))
+	defaultVMM, why := chooseDefaultVMM(cfg.VMM.Default, fcErr, accel)
+	log.Info("default vmm", "vmm", defaultVMM, "why", why)
 	d.vms = vm.New(vm.Config{
 		Dirs: dirs, Runtime: d.runtime, Bridge: bridge, Subnet: subnet, DNS: cfg.Network.DNS,
 		Accel: accel, UID: os.Getuid(), GID: os.Getgid(),
-		DefaultVMM: "qemu", DefaultImage: firstNonEmpty(cfg.VM.Image, "default"),
+		DefaultVMM: defaultVMM, DefaultImage: firstNonEmpty(cfg.VM.Image, "default"),
 		DefaultCPUs: firstPositive(cfg.VM.CPUs, 2), DefaultMemoryMiB: firstPositive(cfg.VM.MemoryMiB, 1024),
 		DefaultDiskBytes: 4 << 30,
 		BootTimeout:      durationEnv("BANGER_BOOT_TIMEOUT", 180*time.Second),
 		StallTimeout:     durationEnv("BANGER_STALL_TIMEOUT", 45*time.Second),
 		StopTimeout:      durationEnv("BANGER_STOP_TIMEOUT", 30*time.Second),
+		AgentTimeout:     durationEnv("BANGER_AGENT_TIMEOUT", 60*time.Second),
 		SSHPublicKey:     pub,
+		Preflight:        d.preflight,
 	}, d.store, drivers, d.net, log)
 	d.images = &imageService{d: d, accel: accel, sshPub: pub, log: log.With("component", "image")}
 	if err := d.vms.Recover(ctx); err != nil {
 		return fail(fmt.Errorf("recover vms: %w", err))
 	}
 	return d, ln, nil
+}
+
+// chooseDefaultVMM picks the VMM for VMs created without --vmm: the
+// configured vmm.default, else Firecracker where its binary is present and
+// KVM can run guests, else QEMU. It also says why, for the log.
+func chooseDefaultVMM(configured string, fcErr error, accel string) (string, string) {
+	switch {
+	case configured != "":
+		return configured, "config vmm.default"
+	case fcErr != nil:
+		return "qemu", fcErr.Error()
+	case accel != "kvm":
+		return "qemu", "KVM cannot run guests here, and Firecracker needs it"
+	default:
+		return "firecracker", "firecracker binary present and KVM runs guests"
+	}
 }
 
 // listen binds the socket with mode 0600. A socket file that nothing answers
@@ -265,6 +294,25 @@ func ensureSSHKey(path string) (string, error) {
 		return "", fmt.Errorf("read ssh public key: %w", err)
 	}
 	return strings.TrimSpace(string(b)), nil
+}
+
+// doctorEnv is the host-check environment for preflight.
+func (d *Daemon) doctorEnv() *doctor.Env {
+	env := doctor.NewEnv(d.dirs, d.cfg)
+	env.Runtime = d.runtime
+	return env
+}
+
+// preflight runs the host checks a VM start under vmmName needs.
+func (d *Daemon) preflight(ctx context.Context, vmmName string) error {
+	purpose := doctor.PurposeVMStart
+	if vmmName == "firecracker" {
+		purpose = doctor.PurposeFirecracker
+	}
+	if err := doctor.Preflight(ctx, d.doctorEnv(), purpose); err != nil {
+		return api.Errorf(api.ErrPrecondition, "%w", err)
+	}
+	return nil
 }
 
 func (d *Daemon) requestStop() { d.stopOnce.Do(func() { close(d.stop) }) }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/bangerhq/banger/internal/api"
+	"github.com/bangerhq/banger/internal/doctor"
 	"github.com/bangerhq/banger/internal/image"
 	"github.com/bangerhq/banger/internal/store"
 	"github.com/bangerhq/banger/internal/vm"
@@ -44,7 +45,10 @@ func (s *imageService) Build(ctx context.Context, p api.ImageBuildParams) (api.I
 	if _, err := store.GetImage(ctx, s.d.store.DB, p.Name); err == nil {
 		return api.Image{}, api.Errorf(api.ErrExists, "an image named %q already exists: remove it first with `banger image rm %s`", p.Name, p.Name)
 	}
-	if err := s.d.runtime.CheckKernel(); err != nil {
+	if err := doctor.Preflight(ctx, s.d.doctorEnv(), doctor.PurposeImageBuild); err != nil {
+		return api.Image{}, api.Errorf(api.ErrPrecondition, "%w", err)
+	}
+	if err := s.d.runtime.CheckAgent(); err != nil {
 		return api.Image{}, api.Errorf(api.ErrPrecondition, "%w", err)
 	}
 	release_, err := s.d.runtime.KernelRelease()
@@ -84,7 +88,8 @@ func (s *imageService) Build(ctx context.Context, p api.ImageBuildParams) (api.I
 	err = image.BuildDebian(ctx, image.DebianOptions{
 		Release: release, Output: out, CustomizeScript: filepath.Join(scriptDir, "customize.sh"),
 		ModulesDir: s.d.runtime.ModulesDir(), SSHPubKey: s.sshPub, TempDir: dir,
-		Log: &slogWriter{log: s.log, image: p.Name},
+		AgentBinary: s.d.runtime.Agent(),
+		Log:         &slogWriter{log: s.log, image: p.Name},
 	})
 	os.RemoveAll(scriptDir)
 	if err != nil {

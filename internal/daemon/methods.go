@@ -41,6 +41,7 @@ func (d *Daemon) methods() *Methods {
 	t.Register(api.MethodVMSSHInfo, Typed(func(ctx context.Context, p api.VMRef) (api.SSHInfo, error) {
 		return d.vms.SSHInfo(ctx, p.Name)
 	}))
+	t.Register(api.MethodVMPing, Typed(d.vms.Ping))
 	t.Register(api.MethodImageBuild, Typed(d.images.Build))
 	t.Register(api.MethodImageList, Typed(func(ctx context.Context, _ empty) (api.ImageList, error) {
 		ims, err := d.images.List(ctx)

@@ -78,7 +78,7 @@ func TestDaemonMethodTableIsComplete(t *testing.T) {
 	m := d.methods()
 	want := []string{api.MethodDaemonStatus, api.MethodDaemonStop, api.MethodVMCreate, api.MethodVMList,
 		api.MethodVMGet, api.MethodVMStart, api.MethodVMStop, api.MethodVMRestart, api.MethodVMDelete,
-		api.MethodVMSSHInfo, api.MethodImageBuild, api.MethodImageList, api.MethodImageGet, api.MethodImageDelete}
+		api.MethodVMSSHInfo, api.MethodVMPing, api.MethodImageBuild, api.MethodImageList, api.MethodImageGet, api.MethodImageDelete}
 	for _, w := range want {
 		if _, ok := m.m[w]; !ok {
 			t.Errorf("method %s not registered", w)
@@ -254,7 +254,20 @@ func TestOtherUIDIsRefused(t *testing.T) {
 	// Open the file mode so only the peer-credential check stands in the way.
 	os.Chmod(filepath.Dir(sock), 0o755)
 	os.Chmod(sock, 0o666)
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	// The test binary lives in a 0700 build folder: copy it where uid 65534
+	// can run it.
+	dir, err := os.MkdirTemp("", "bgr-uid-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755)
+	bin, _ := os.ReadFile(os.Args[0])
+	exe := filepath.Join(dir, "client")
+	if err := os.WriteFile(exe, bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^$")
 	cmd.Env = append(os.Environ(), "BANGER_TEST_DIAL="+sock)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	out, err := cmd.CombinedOutput()
@@ -263,5 +276,25 @@ func TestOtherUIDIsRefused(t *testing.T) {
 	}
 	if !strings.Contains(string(out), "permission denied") {
 		t.Fatalf("request from another uid was not refused: %q", out)
+	}
+}
+
+func TestChooseDefaultVMM(t *testing.T) {
+	missing := errors.New("firecracker not found")
+	for _, tc := range []struct {
+		configured string
+		fcErr      error
+		accel      string
+		want       string
+	}{
+		{"", nil, "kvm", "firecracker"},
+		{"", nil, "tcg", "qemu"},
+		{"", missing, "kvm", "qemu"},
+		{"qemu", nil, "kvm", "qemu"},
+		{"firecracker", missing, "tcg", "firecracker"},
+	} {
+		if got, _ := chooseDefaultVMM(tc.configured, tc.fcErr, tc.accel); got != tc.want {
+			t.Errorf("chooseDefaultVMM(%q, %v, %q) = %q, want %q", tc.configured, tc.fcErr, tc.accel, got, tc.want)
+		}
 	}
 }

@@ -50,6 +50,10 @@ type DebianOptions struct {
 	// SSHPubKey is one public key line for root's authorized_keys, passed to
 	// the script as BANGER_SSH_PUBKEY. Optional.
 	SSHPubKey string
+	// AgentBinary is the guest agent (banger-vsock-pingd) from the runtime
+	// bundle, passed to the script as BANGER_AGENT_BIN; the script installs
+	// it with its systemd unit. Optional.
+	AgentBinary string
 	// Log receives progress lines: phases, mmdebstrap's own output, timings.
 	// Nil discards them.
 	Log io.Writer
@@ -271,6 +275,7 @@ func (o *DebianOptions) mmdebstrap(ctx context.Context, bin, work, tarball strin
 		"TMPDIR="+work,
 		"BANGER_MODULES_DIR="+o.ModulesDir,
 		"BANGER_SSH_PUBKEY="+o.SSHPubKey,
+		"BANGER_AGENT_BIN="+o.AgentBinary,
 	)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error {

@@ -18,18 +18,21 @@ import (
 	"time"
 
 	"modernc.org/sqlite"
+
+	"github.com/bangerhq/banger/internal/api"
 	sqlite3 "modernc.org/sqlite/lib"
 )
 
 //go:embed migrations/*.sql
 var migrationFS embed.FS
 
-// ErrNotFound is returned when a looked-up object does not exist.
-var ErrNotFound = errors.New("not found")
+// ErrNotFound is returned when a looked-up object does not exist. It is
+// api.ErrNotFound, so the daemon maps it to the right RPC error code.
+var ErrNotFound = api.ErrNotFound
 
 // ErrExists is returned when an insert would violate a uniqueness constraint
-// (a name, MAC or IP already taken).
-var ErrExists = errors.New("already exists")
+// (a name, MAC or IP already taken). It is api.ErrExists.
+var ErrExists = api.ErrExists
 
 // Querier is satisfied by *sql.DB and *sql.Tx.
 type Querier interface {

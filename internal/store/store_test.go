@@ -42,8 +42,8 @@ func TestMigrationsAreIdempotent(t *testing.T) {
 			t.Fatalf("open %d: %v", i, err)
 		}
 		v, err := s.SchemaVersion(context.Background())
-		if err != nil || v != 1 {
-			t.Fatalf("schema version = %d, %v; want 1", v, err)
+		if err != nil || v != 2 {
+			t.Fatalf("schema version = %d, %v; want 2", v, err)
 		}
 		var mode string
 		s.DB.QueryRow("PRAGMA journal_mode").Scan(&mode)
@@ -196,5 +196,36 @@ func TestSettings(t *testing.T) {
 	SetSetting(ctx, s.DB, "subnet", "b")
 	if v, _ := GetSetting(ctx, s.DB, "subnet"); v != "b" {
 		t.Fatalf("got %q", v)
+	}
+}
+
+func TestVsockCIDsAreUnique(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	seedImage(t, s)
+	a := testVM("a", "52:54:00:00:00:01")
+	a.VsockCID = 3
+	if err := InsertVM(ctx, s.DB, &a); err != nil {
+		t.Fatal(err)
+	}
+	b := testVM("b", "52:54:00:00:00:02")
+	b.VsockCID = 3
+	if err := InsertVM(ctx, s.DB, &b); !errors.Is(err, ErrExists) {
+		t.Fatalf("duplicate cid: %v", err)
+	}
+	// 0 means "no vsock" and may repeat.
+	for i, n := range []string{"c", "d"} {
+		vm := testVM(n, fmt.Sprintf("52:54:00:00:01:%02x", i))
+		if err := InsertVM(ctx, s.DB, &vm); err != nil {
+			t.Fatal(err)
+		}
+	}
+	used, err := UsedVsockCIDs(ctx, s.DB)
+	if err != nil || len(used) != 1 || !used[3] {
+		t.Fatalf("used = %v, %v", used, err)
+	}
+	got, _ := GetVM(ctx, s.DB, "a")
+	if got.VsockCID != 3 {
+		t.Fatalf("cid not persisted: %d", got.VsockCID)
 	}
 }

@@ -30,6 +30,7 @@ type VM struct {
 	MAC          string
 	IP           string // read-only, from the leases table
 	VMM          string
+	VsockCID     uint32 // 0 when the VM has no vsock device
 	DesiredState string
 	DriverState  string // versioned JSON written by the VMM driver
 	LastError    string
@@ -40,7 +41,7 @@ type VM struct {
 
 const vmColumns = `v.id, v.name, v.image_id, COALESCE(i.name, ''), v.cpus, v.memory_mib, v.disk_bytes,
 	v.kernel, v.initrd, v.kernel_args, v.mac, COALESCE(l.ip, ''), v.vmm, v.desired_state,
-	v.driver_state, v.last_error, v.created_at, v.updated_at, v.started_at`
+	v.driver_state, v.last_error, v.created_at, v.updated_at, v.started_at, v.vsock_cid`
 
 const vmFrom = ` FROM vms v LEFT JOIN images i ON i.id = v.image_id LEFT JOIN leases l ON l.vm_id = v.id`
 
@@ -49,7 +50,7 @@ func scanVM(sc interface{ Scan(...any) error }) (VM, error) {
 	var created, updated, started string
 	err := sc.Scan(&vm.ID, &vm.Name, &vm.ImageID, &vm.ImageName, &vm.CPUs, &vm.MemoryMiB, &vm.DiskBytes,
 		&vm.Kernel, &vm.Initrd, &vm.KernelArgs, &vm.MAC, &vm.IP, &vm.VMM, &vm.DesiredState,
-		&vm.DriverState, &vm.LastError, &created, &updated, &started)
+		&vm.DriverState, &vm.LastError, &created, &updated, &started, &vm.VsockCID)
 	vm.CreatedAt, vm.UpdatedAt, vm.StartedAt = parseTime(created), parseTime(updated), parseTime(started)
 	return vm, err
 }
@@ -64,10 +65,10 @@ func InsertVM(ctx context.Context, q Querier, vm *VM) error {
 	vm.UpdatedAt = now
 	_, err := q.ExecContext(ctx, `INSERT INTO vms(id, name, image_id, cpus, memory_mib, disk_bytes,
 		kernel, initrd, kernel_args, mac, vmm, desired_state, driver_state, last_error,
-		created_at, updated_at, started_at) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		created_at, updated_at, started_at, vsock_cid) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		vm.ID, vm.Name, vm.ImageID, vm.CPUs, vm.MemoryMiB, vm.DiskBytes, vm.Kernel, vm.Initrd,
 		vm.KernelArgs, vm.MAC, vm.VMM, vm.DesiredState, vm.DriverState, vm.LastError,
-		fmtTime(vm.CreatedAt), fmtTime(vm.UpdatedAt), fmtTime(vm.StartedAt))
+		fmtTime(vm.CreatedAt), fmtTime(vm.UpdatedAt), fmtTime(vm.StartedAt), vm.VsockCID)
 	if err != nil {
 		return fmt.Errorf("insert vm %q: %w", vm.Name, mapErr(err))
 	}
@@ -86,7 +87,11 @@ func GetVM(ctx context.Context, q Querier, ref string) (VM, error) {
 
 // ListVMs returns every VM ordered by name.
 func ListVMs(ctx context.Context, q Querier) ([]VM, error) {
-	rows, err := q.QueryContext(ctx, "SELECT "+vmColumns+vmFrom+" ORDER BY v.name")
+	return listVMs(ctx, q, "")
+}
+
+func listVMs(ctx context.Context, q Querier, where string) ([]VM, error) {
+	rows, err := q.QueryContext(ctx, "SELECT "+vmColumns+vmFrom+where+" ORDER BY v.name")
 	if err != nil {
 		return nil, fmt.Errorf("list vms: %w", err)
 	}
@@ -100,6 +105,11 @@ func ListVMs(ctx context.Context, q Querier) ([]VM, error) {
 		out = append(out, vm)
 	}
 	return out, rows.Err()
+}
+
+// ListVMsWithDriverState returns the VMs whose row records a launched VMM.
+func ListVMsWithDriverState(ctx context.Context, q Querier) ([]VM, error) {
+	return listVMs(ctx, q, " WHERE v.driver_state != ''")
 }
 
 // UpdateVM writes the mutable fields of vm (resources, desired state, driver
@@ -165,4 +175,22 @@ func CountLeases(ctx context.Context, q Querier) (int, error) {
 	var n int
 	err := q.QueryRowContext(ctx, "SELECT COUNT(*) FROM leases").Scan(&n)
 	return n, err
+}
+
+// UsedVsockCIDs returns every vsock CID assigned to a VM.
+func UsedVsockCIDs(ctx context.Context, q Querier) (map[uint32]bool, error) {
+	rows, err := q.QueryContext(ctx, "SELECT vsock_cid FROM vms WHERE vsock_cid > 0")
+	if err != nil {
+		return nil, fmt.Errorf("list vsock cids: %w", err)
+	}
+	defer rows.Close()
+	out := map[uint32]bool{}
+	for rows.Next() {
+		var c uint32
+		if err := rows.Scan(&c); err != nil {
+			return nil, err
+		}
+		out[c] = true
+	}
+	return out, rows.Err()
 }

@@ -36,7 +36,7 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (api.VM, err
 	if err != nil {
 		return api.VM{}, err
 	}
-	if err := s.preflightStart(row.VMM); err != nil {
+	if err := s.preflightStart(ctx, row.VMM); err != nil {
 		if !p.NoStart {
 			return api.VM{}, err
 		}
@@ -189,6 +189,14 @@ func (s *Service) insertWithLease(ctx context.Context, row *store.VM) error {
 		}
 		row.IP = ip.String()
 		row.KernelArgs = s.kernelArgs(row.Name, ip)
+		if row.VMM == "firecracker" {
+			// Every Firecracker VM gets a vsock device with its own CID.
+			used, err := store.UsedVsockCIDs(ctx, tx)
+			if err != nil {
+				return err
+			}
+			row.VsockCID = FreeCID(used)
+		}
 		for attempt := 0; ; attempt++ {
 			if row.MAC, err = network.RandomMAC(); err != nil {
 				return err
@@ -210,6 +218,16 @@ func (s *Service) insertWithLease(ctx context.Context, row *store.VM) error {
 		}
 		return store.InsertLease(ctx, tx, row.IP, row.ID)
 	})
+}
+
+// FreeCID returns the lowest vsock context id >= 3 not in used (0-2 are
+// reserved: hypervisor, local, host).
+func FreeCID(used map[uint32]bool) uint32 {
+	c := uint32(3)
+	for used[c] {
+		c++
+	}
+	return c
 }
 
 // kernelArgs is the guest kernel command line. The Debian cloud kernel has

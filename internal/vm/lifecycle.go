@@ -18,8 +18,14 @@ import (
 	"github.com/bangerhq/banger/internal/vmm"
 )
 
-// preflightStart checks what booting needs before anything is changed.
-func (s *Service) preflightStart(vmmName string) error {
+// preflightStart checks what booting needs before anything is changed: the
+// host checks shared with `banger doctor`, then the runtime kernel.
+func (s *Service) preflightStart(ctx context.Context, vmmName string) error {
+	if s.cfg.Preflight != nil {
+		if err := s.cfg.Preflight(ctx, vmmName); err != nil {
+			return err
+		}
+	}
 	if err := s.cfg.Runtime.CheckKernel(); err != nil {
 		return api.Errorf(api.ErrPrecondition, "%w", err)
 	}
@@ -27,9 +33,6 @@ func (s *Service) preflightStart(vmmName string) error {
 		if _, err := exec.LookPath(qemuBinary()); err != nil {
 			return api.Errorf(api.ErrPrecondition, "qemu-system-x86_64 not found in $PATH: install it with `sudo apt-get install qemu-system-x86`")
 		}
-	}
-	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		return api.Errorf(api.ErrPrecondition, "/dev/net/tun is missing: load the tun module with `sudo modprobe tun`")
 	}
 	return nil
 }
@@ -60,7 +63,7 @@ func (s *Service) Start(ctx context.Context, ref string) (api.VM, error) {
 		unlock()
 		return s.view(row), nil
 	}
-	if err := s.preflightStart(row.VMM); err != nil {
+	if err := s.preflightStart(ctx, row.VMM); err != nil {
 		return api.VM{}, err
 	}
 	if err := s.startLocked(ctx, &row); err != nil {
@@ -90,6 +93,8 @@ func (s *Service) startLocked(ctx context.Context, row *store.VM) (err error) {
 		Disk: s.diskPath(row.ID), TAP: tap, MAC: row.MAC,
 		ConsoleLog: s.consoleLog(row.ID), Accel: s.cfg.Accel,
 		AgentSocket: s.cfg.Dirs.VMDir(row.ID) + "/agent.sock",
+		VsockCID:    row.VsockCID,
+		OwnerUID:    s.cfg.UID, OwnerGID: s.cfg.GID,
 	}
 	// Mark where this boot's console output starts, for the failure tail.
 	consoleStart := fileSize(spec.ConsoleLog)
@@ -135,17 +140,28 @@ func (s *Service) failStart(row *store.VM, err error, consoleLog string, from in
 	return err
 }
 
-// waitForSSH waits until the guest's sshd sends its banner. It fails early
-// when the VMM exits, when the console shows no progress for StallTimeout
-// (a guest that hangs, as KVM guests do on some nested hosts), or after
-// BootTimeout.
+// waitForSSH waits until the guest is ready: its sshd sends its banner AND
+// its guest agent answers a ping, so "ready" means the guest itself
+// answered. It fails early when the VMM exits, when the console shows no
+// progress for StallTimeout before SSH is up (a guest that hangs, as KVM
+// guests do on some nested hosts), or after BootTimeout.
 func (s *Service) waitForSSH(ctx context.Context, row *store.VM, drv vmm.Driver, st vmm.State, consoleStart int64) error {
 	deadline := time.Now().Add(s.cfg.BootTimeout)
 	lastSize, lastProgress := consoleStart, time.Now()
 	addr := net.JoinHostPort(row.IP, "22")
+	var sshAt time.Time
+	var agentErr error
 	for {
-		if sshBanner(addr, 500*time.Millisecond) {
-			return nil
+		if sshAt.IsZero() && sshBanner(addr, 500*time.Millisecond) {
+			sshAt = time.Now()
+		}
+		if !sshAt.IsZero() {
+			if _, _, _, agentErr = s.pingAgent(ctx, st, time.Second); agentErr == nil {
+				return nil
+			}
+			if time.Since(sshAt) > s.cfg.AgentTimeout {
+				return fmt.Errorf("vm %q answers SSH but its guest agent (banger-vsock-pingd) did not answer within %s (%v): the image was probably built without it; rebuild the image (`banger image rm IMAGE && banger image build IMAGE --from SOURCE`) after `make runtime`", row.Name, s.cfg.AgentTimeout, agentErr)
+			}
 		}
 		if !drv.Alive(st) {
 			return fmt.Errorf("vm %q: the %s process exited during boot", row.Name, drv.Name())
@@ -153,7 +169,7 @@ func (s *Service) waitForSSH(ctx context.Context, row *store.VM, drv vmm.Driver,
 		if sz := fileSize(st.ConsoleLog); sz != lastSize {
 			lastSize, lastProgress = sz, time.Now()
 		}
-		if time.Since(lastProgress) > s.cfg.StallTimeout {
+		if sshAt.IsZero() && time.Since(lastProgress) > s.cfg.StallTimeout {
 			hint := ""
 			if st.Accel == "kvm" {
 				hint = ": KVM may be unable to run guests on this host (for example inside a nested VM); use TCG with BANGER_ACCEL=tcg or `vmm.accel = \"tcg\"` in config.toml"
@@ -161,7 +177,11 @@ func (s *Service) waitForSSH(ctx context.Context, row *store.VM, drv vmm.Driver,
 			return fmt.Errorf("vm %q: the guest shows no progress on its console for %s (accel %s)%s", row.Name, s.cfg.StallTimeout, st.Accel, hint)
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("vm %q: no SSH answer at %s within %s", row.Name, addr, s.cfg.BootTimeout)
+			what := "no SSH answer at " + addr
+			if !sshAt.IsZero() {
+				what = fmt.Sprintf("SSH answers but the guest agent does not (%v)", agentErr)
+			}
+			return fmt.Errorf("vm %q: %s within %s", row.Name, what, s.cfg.BootTimeout)
 		}
 		select {
 		case <-ctx.Done():
@@ -249,7 +269,7 @@ func (s *Service) Restart(ctx context.Context, ref string) (api.VM, error) {
 	if row, err = s.get(ctx, row.ID); err != nil {
 		return api.VM{}, err
 	}
-	if err := s.preflightStart(row.VMM); err != nil {
+	if err := s.preflightStart(ctx, row.VMM); err != nil {
 		return api.VM{}, err
 	}
 	if err := s.stopLocked(ctx, &row, false); err != nil {

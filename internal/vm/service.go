@@ -48,8 +48,13 @@ type Config struct {
 	BootTimeout  time.Duration
 	StallTimeout time.Duration
 	StopTimeout  time.Duration
+	// AgentTimeout bounds the wait for the guest agent once SSH answers.
+	AgentTimeout time.Duration
 	// SSHPublicKey is the daemon's public key, installed in every VM.
 	SSHPublicKey string
+	// Preflight runs the host checks a start under the named VMM needs
+	// (`banger doctor`'s, shared); nil skips them.
+	Preflight func(ctx context.Context, vmm string) error
 }
 
 // Network is the host networking the service needs. The daemon passes the
@@ -70,8 +75,24 @@ type Service struct {
 	net     Network
 	log     *slog.Logger
 
-	mu  sync.Mutex
-	ops map[string]*vmOp // by VM id
+	mu    sync.Mutex
+	ops   map[string]*vmOp       // by VM id
+	pings map[string]*sync.Mutex // by agent socket path
+}
+
+// pingLock returns the mutex serialising pings on one agent channel.
+func (s *Service) pingLock(path string) *sync.Mutex {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pings == nil {
+		s.pings = map[string]*sync.Mutex{}
+	}
+	m := s.pings[path]
+	if m == nil {
+		m = &sync.Mutex{}
+		s.pings[path] = m
+	}
+	return m
 }
 
 // vmOp serialises operations on one VM and records the one in progress.
@@ -161,8 +182,10 @@ func (s *Service) view(vm store.VM) api.VM {
 		Dir: s.cfg.Dirs.VMDir(vm.ID), ConsoleLog: s.consoleLog(vm.ID), LastError: vm.LastError,
 		CreatedAt: vm.CreatedAt, UpdatedAt: vm.UpdatedAt,
 	}
+	out.VsockCID = vm.VsockCID
 	if f.HasDriverState {
 		out.PID, out.TAP, out.Accel, out.Argv = st.PID, st.TAP, st.Accel, st.Argv
+		out.AgentSocket, out.Notes = st.AgentSocket, st.Notes
 	}
 	if out.State == api.StateRunning && !vm.StartedAt.IsZero() {
 		t := vm.StartedAt
@@ -207,18 +230,23 @@ func (s *Service) get(ctx context.Context, ref string) (store.VM, error) {
 	return row, nil
 }
 
-// Counts returns the number of VMs and of running VMs.
+// Counts returns the number of VMs and of running VMs. It observes only
+// the rows that record a launched VMM, so daemon.status stays cheap with
+// many VMs.
 func (s *Service) Counts(ctx context.Context) (total, running int) {
-	vms, err := s.List(ctx)
-	if err != nil {
+	if err := s.store.DB.QueryRowContext(ctx, "SELECT COUNT(*) FROM vms").Scan(&total); err != nil {
 		return 0, 0
 	}
-	for _, v := range vms {
-		if v.State == api.StateRunning {
+	rows, err := store.ListVMsWithDriverState(ctx, s.store.DB)
+	if err != nil {
+		return total, 0
+	}
+	for _, r := range rows {
+		if f, _ := s.facts(r); DeriveState(f) == api.StateRunning {
 			running++
 		}
 	}
-	return len(vms), running
+	return total, running
 }
 
 // SSHInfo tells the CLI how to reach a running VM.
