@@ -4,6 +4,8 @@
 #          generated, on the same image, interleaved, RUNS times each
 #   ls     `banger vm ls --json` wall time with 1,000 VMs in the store
 #   clone  `banger vm create --no-start` from a 1 GiB vs an 8 GiB image
+#   ping   vm.ping round trip over 100 pings, and the delay the "still
+#          running" reminder adds after ssh exits (ssh vs ssh --no-remind)
 # Needs root, QEMU, python3, a built runtime (make runtime) and bin/ (make build).
 # The daemon and VMs run in a network namespace this script creates.
 # Usage: bench/run.sh [boot] [ls] [clone]   (default: all)
@@ -14,7 +16,7 @@ RUNS=${RUNS:-5}
 ROOT=${BENCH_ROOT:-/tmp/bgr-bench}
 NS=bgr-bench-$$
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(boot ls clone)
+[ ${#parts[@]} -gt 0 ] || parts=(boot ls clone ping)
 
 export XDG_CONFIG_HOME=$ROOT/config XDG_STATE_HOME=$ROOT/state XDG_DATA_HOME=$ROOT/data XDG_RUNTIME_DIR=$ROOT/run
 export BANGER_RUNTIME_DIR=${BANGER_RUNTIME_DIR:-$REPO/runtime}
@@ -150,6 +152,31 @@ EOF
 	m1=$(printf '%s\n' "${t1s[@]}" | median)
 	m8=$(printf '%s\n' "${t8s[@]}" | median)
 	echo "clone: median vm create --no-start 1 GiB image ${m1} s, 8 GiB image ${m8} s, ratio $(ratio "$m8" "$m1") (goal <= 1.2)"
+}
+
+bench_ping() {
+	echo "== ping: vm.ping round trip and the reminder's delay after ssh"
+	N "$B" vm create pinger --cpus 1 --memory 512 >/dev/null
+	local rtts=() walls=() t0 t1
+	for i in $(seq 100); do
+		t0=$(now)
+		rtts+=("$(N "$B" vm ping --json pinger | jsonget rtt_ms)")
+		t1=$(now)
+		walls+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN{print (b-a)*1000}')")
+	done
+	echo "ping: agent round trip median $(printf '%s\n' "${rtts[@]}" | median) ms over 100 pings; whole \`banger vm ping\` median $(printf '%s\n' "${walls[@]}" | median) ms"
+	local with=() without=()
+	for i in $(seq 10); do
+		t0=$(now); N "$B" vm ssh pinger -- true 2>/dev/null; t1=$(now)
+		with+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN{print (b-a)*1000}')")
+		t0=$(now); N "$B" vm ssh --no-remind pinger -- true; t1=$(now)
+		without+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN{print (b-a)*1000}')")
+	done
+	local mw mo
+	mw=$(printf '%s\n' "${with[@]}" | median)
+	mo=$(printf '%s\n' "${without[@]}" | median)
+	echo "ping: vm ssh -- true median ${mw} ms with the reminder, ${mo} ms without: the reminder adds $(awk -v a="$mw" -v b="$mo" 'BEGIN{printf "%.1f", a-b}') ms (goal < 100 ms on top of the ping)"
+	N "$B" vm rm --force pinger >/dev/null
 }
 
 for p in "${parts[@]}"; do "bench_$p"; done

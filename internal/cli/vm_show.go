@@ -51,11 +51,18 @@ func newVMShowCmd() *cobra.Command {
 				row("pid", fmt.Sprint(v.PID))
 			}
 			row("tap", v.TAP)
+			if v.VsockCID > 0 {
+				row("vsock cid", fmt.Sprint(v.VsockCID))
+			}
+			row("agent socket", v.AgentSocket)
 			row("kernel", v.Kernel)
 			row("kernel args", v.KernelArgs)
 			row("folder", v.Dir)
 			row("console log", v.ConsoleLog)
 			row("created", v.CreatedAt.Local().Format(time.RFC3339))
+			for _, n := range v.Notes {
+				row("note", n)
+			}
 			row("last error", strings.SplitN(v.LastError, "\n", 2)[0])
 			return w.Flush()
 		},
