@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -33,6 +34,7 @@ func TestVMLifecycle(t *testing.T) {
 	if out := e.must(ctx, "image", "ls"); !strings.Contains(out, "default") {
 		t.Fatalf("image ls does not list the image:\n%s", out)
 	}
+	checkDoctor(ctx, t, e)
 	e.must(ctx, "daemon", "stop")
 	e.enterNetns()
 
@@ -246,5 +248,42 @@ func assertNoLeaks(ctx context.Context, t *testing.T, e *env) {
 	}
 	if pids := processesMatching(vmsDir); len(pids) != 0 {
 		t.Errorf("VMM processes left: %v", pids)
+	}
+}
+
+// checkDoctor: on a host without Firecracker, doctor says so, explains why
+// QEMU is used, and finds the guest agent in the freshly built image.
+func checkDoctor(ctx context.Context, t *testing.T, e *env) {
+	t.Helper()
+	r := e.banger(ctx, "doctor", "--json", "--no-probe")
+	var rep struct {
+		Checks []struct{ ID, Status, Detail, Fix string }
+		Summary struct{ Status string }
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatalf("doctor --json: %v\n%s\n%s", err, r.stdout, r.stderr)
+	}
+	byID := map[string]int{}
+	for i, c := range rep.Checks {
+		byID[c.ID] = i
+	}
+	for _, id := range []string{"runtime", "qemu", "kvm", "tun", "net-admin", "image-tools", "image-agent", "firecracker"} {
+		if _, ok := byID[id]; !ok {
+			t.Errorf("doctor --json lacks check %q", id)
+		}
+	}
+	if i, ok := byID["image-agent"]; ok && rep.Checks[i].Status != "ok" {
+		t.Errorf("image-agent: %s: %s", rep.Checks[i].Status, rep.Checks[i].Detail)
+	}
+	if i, ok := byID["firecracker"]; ok {
+		if _, err := exec.LookPath("firecracker"); err != nil {
+			c := rep.Checks[i]
+			if c.Status == "ok" || !strings.Contains(c.Detail, "banger uses QEMU") || c.Fix == "" {
+				t.Errorf("firecracker check on a host without it: %+v", c)
+			}
+		}
+	}
+	if (r.code == 0) != (rep.Summary.Status != "fail") {
+		t.Errorf("doctor exit %d with summary %q", r.code, rep.Summary.Status)
 	}
 }
