@@ -257,7 +257,7 @@ func checkDoctor(ctx context.Context, t *testing.T, e *env) {
 	t.Helper()
 	r := e.banger(ctx, "doctor", "--json", "--no-probe")
 	var rep struct {
-		Checks []struct{ ID, Status, Detail, Fix string }
+		Checks  []struct{ ID, Status, Detail, Fix string }
 		Summary struct{ Status string }
 	}
 	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
