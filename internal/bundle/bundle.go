@@ -31,6 +31,17 @@ type Dir struct {
 // none does, Resolve returns the first candidate with How explaining, and
 // Check reports what is missing.
 func Resolve(configured string) Dir {
+	exe, err := os.Executable()
+	if err != nil {
+		exe = ""
+	}
+	return ResolveFrom(configured, exe)
+}
+
+// ResolveFrom is Resolve for the executable at exe (symbolic links are
+// followed; "" means unknown), so the installed-tree and source-checkout
+// rules can be tested without moving the test binary.
+func ResolveFrom(configured, exe string) Dir {
 	var cands []Dir
 	if v := os.Getenv("BANGER_RUNTIME_DIR"); v != "" {
 		cands = append(cands, Dir{Path: v, How: "$BANGER_RUNTIME_DIR"})
@@ -38,7 +49,8 @@ func Resolve(configured string) Dir {
 	if configured != "" {
 		cands = append(cands, Dir{Path: configured, How: "config key runtime.dir"})
 	}
-	if exe, err := os.Executable(); err == nil {
+	if exe != "" {
+		var err error
 		if exe, err = filepath.EvalSymlinks(exe); err == nil {
 			bin := filepath.Dir(exe)
 			cands = append(cands,
