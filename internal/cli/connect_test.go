@@ -1,0 +1,37 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bangerhq/banger/internal/api"
+	"github.com/bangerhq/banger/internal/version"
+)
+
+func TestStaleDaemonDetection(t *testing.T) {
+	exe := filepath.Join(t.TempDir(), "bangerd")
+	os.WriteFile(exe, []byte("v1"), 0o755)
+	st, _ := os.Stat(exe)
+	id := fmt.Sprintf("%d-%d", st.Size(), st.ModTime().UnixNano())
+	same := api.DaemonInfo{Version: version.String(), Executable: exe, ExecutableID: id}
+	if r := stale(same); r != "" {
+		t.Fatalf("same build reported stale: %s", r)
+	}
+	other := same
+	other.Version = "something-else"
+	if r := stale(other); !strings.Contains(r, "daemon version something-else") {
+		t.Fatalf("other version: %q", r)
+	}
+	// A rebuilt binary at the daemon's path (same version string, as with
+	// a dirty tree) is stale too.
+	later := time.Now().Add(time.Minute)
+	os.WriteFile(exe, []byte("v2, longer"), 0o755)
+	os.Chtimes(exe, later, later)
+	if r := stale(same); !strings.Contains(r, "was rebuilt") {
+		t.Fatalf("rebuilt binary: %q", r)
+	}
+}
