@@ -1,0 +1,102 @@
+package tui
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/bangerhq/banger/internal/api"
+)
+
+// defaultSSHArgs is used when Options.SSHArgs is unset (tests); the CLI
+// passes cli.SSHArgs so the TUI runs exactly what `banger vm ssh` runs.
+func defaultSSHArgs(info api.SSHInfo, command []string) []string {
+	args := []string{"-i", info.IdentityFile, "-p", strconv.Itoa(info.Port), "-t", info.User + "@" + info.Host}
+	return append(args, command...)
+}
+
+// parseSize is the fallback disk size parser: bytes with an optional
+// K, M, G or T suffix (binary units).
+func parseSize(s string) (int64, error) {
+	t := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "B"), "I")
+	mult := int64(1)
+	if t != "" {
+		switch t[len(t)-1] {
+		case 'K':
+			mult = 1 << 10
+		case 'M':
+			mult = 1 << 20
+		case 'G':
+			mult = 1 << 30
+		case 'T':
+			mult = 1 << 40
+		}
+		if mult > 1 {
+			t = t[:len(t)-1]
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("size %q: want a positive number with an optional K, M, G or T suffix, e.g. 8G", s)
+	}
+	return n * mult, nil
+}
+
+// humanBytes formats n in binary units: "4 GiB", "1.5 GiB", "256 MiB".
+func humanBytes(n int64) string {
+	switch {
+	case n <= 0:
+		return "-"
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%d GiB", n>>30)
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10:
+		return fmt.Sprintf("%d KiB", n>>10)
+	default:
+		return fmt.Sprintf("%d B", n)
+	}
+}
+
+// humanDuration formats an uptime compactly: "42s", "5m3s", "3h12m", "4d2h".
+func humanDuration(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "-"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%ds", int(d.Minutes()), int(d.Seconds())%60)
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh%dm", int(d.Hours()), int(d.Minutes())%60)
+	default:
+		return fmt.Sprintf("%dd%dh", int(d.Hours()/24), int(d.Hours())%24)
+	}
+}
+
+// uptime is how long vm has been running, or "-" when it is not running.
+func uptime(vm api.VM, now time.Time) string {
+	if vm.State != api.StateRunning || vm.StartedAt == nil {
+		return "-"
+	}
+	return humanDuration(now.Sub(*vm.StartedAt))
+}
+
+// isDaemonError reports whether err came from the daemon (as opposed to
+// not reaching it).
+func isDaemonError(err error) bool {
+	var re *api.RemoteError
+	return errors.As(err, &re)
+}
+
+// errText is an error as one line for the status bar.
+func errText(err error) string {
+	return strings.Join(strings.Fields(err.Error()), " ")
+}
+
+func sortStrings(s []string) { sort.Strings(s) }
