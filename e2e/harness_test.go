@@ -29,6 +29,8 @@ type env struct {
 	root    string // XDG dirs live under here
 	runtime string
 	netns   string
+	// extraEnv is added to every CLI run (and so to a daemon it starts).
+	extraEnv []string
 }
 
 func repoRoot(t *testing.T) string {
@@ -102,7 +104,7 @@ func (e *env) environ() []string {
 			env = append(env, k+"="+v)
 		}
 	}
-	return env
+	return append(env, e.extraEnv...)
 }
 
 // cacheHome is shared between runs so downloads are reused.

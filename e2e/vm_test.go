@@ -148,6 +148,57 @@ func TestVMLifecycle(t *testing.T) {
 	e.must(ctx, "vm", "rm", "--force", "dev")
 
 	assertNoLeaks(ctx, t, e)
+
+	t.Run("a guest that hangs under KVM fails with the console tail and a hint", func(t *testing.T) {
+		kvmHang(ctx, t, e, v.Accel)
+	})
+}
+
+// kvmHang forces KVM on a host where the daemon found that KVM cannot run
+// guests: vm create must fail with the console tail and the TCG hint within
+// the stall timeout, and leave nothing behind.
+func kvmHang(ctx context.Context, t *testing.T, e *env, autoAccel string) {
+	if autoAccel != "tcg" {
+		t.Skipf("the daemon chose %q: KVM runs guests here, so there is no hang to test", autoAccel)
+	}
+	if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err != nil {
+		t.Skipf("no usable /dev/kvm: %v", err)
+	} else {
+		f.Close()
+	}
+	e.must(ctx, "daemon", "stop")
+	e.extraEnv = []string{"BANGER_ACCEL=kvm", "BANGER_STALL_TIMEOUT=15s"}
+	defer func() {
+		e.extraEnv = nil
+		e.banger(ctx, "daemon", "stop")
+	}()
+	// Knowing from its probe that KVM hangs here, preflight refuses at once.
+	stderr := e.fails(ctx, "vm", "create", "hang", "--cpus", "1", "--memory", "512")
+	if !strings.Contains(stderr, "asks for kvm: VMs will hang at boot") {
+		t.Errorf("preflight with forced kvm:\n%s", stderr)
+	}
+	assertNoLeaks(ctx, t, e)
+
+	// Without the probe's answer, the boot is tried and the stall detector
+	// must stop it.
+	e.must(ctx, "daemon", "stop")
+	cache := filepath.Join(e.root, "state", "banger", "accel-probe.json")
+	if err := os.Rename(cache, cache+".saved"); err != nil {
+		t.Fatalf("hide the probe cache: %v", err)
+	}
+	defer os.Rename(cache+".saved", cache)
+	start := time.Now()
+	stderr = e.fails(ctx, "vm", "create", "hang", "--cpus", "1", "--memory", "512")
+	took := time.Since(start)
+	for _, want := range []string{"shows no progress on its console", "BANGER_ACCEL=tcg", "serial console"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("hang error lacks %q:\n%s", want, stderr)
+		}
+	}
+	if took > 90*time.Second {
+		t.Errorf("hang detected after %s; the stall timeout is 15s", took)
+	}
+	assertNoLeaks(ctx, t, e)
 }
 
 func assertListJSON(ctx context.Context, t *testing.T, e *env) {

@@ -134,10 +134,10 @@ func (s *Service) failStart(row *store.VM, err error, consoleLog string, from in
 	store.UpdateVM(context.Background(), s.store.DB, row)
 	s.unwatch(row.ID)
 	tail := consoleTail(consoleLog, from, 25)
-	if tail != "" {
-		return fmt.Errorf("%w\n--- last lines of the serial console (%s) ---\n%s", err, consoleLog, tail)
+	if tail == "" {
+		return fmt.Errorf("%w\n--- the serial console (%s) is empty: the guest kernel printed nothing ---", err, consoleLog)
 	}
-	return err
+	return fmt.Errorf("%w\n--- last lines of the serial console (%s) ---\n%s", err, consoleLog, tail)
 }
 
 // waitForSSH waits until the guest is ready: its sshd sends its banner AND
