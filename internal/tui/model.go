@@ -480,7 +480,7 @@ func (m *Model) onOp(msg opMsg) tea.Cmd {
 	if name == "" {
 		name = msg.key
 	}
-	text := fmt.Sprintf("%s %s in %s", pastTense[msg.op], name, msg.took.Round(100*time.Millisecond))
+	text := fmt.Sprintf("%s %s in %s", pastTense[msg.op], name, roundDuration(msg.took))
 	if msg.vm.IP != "" && msg.op != "delete" && msg.vm.State == api.StateRunning {
 		text += fmt.Sprintf("; it runs at %s (enter to ssh)", msg.vm.IP)
 	}
@@ -583,4 +583,15 @@ func (m *Model) confirmKey(msg tea.KeyMsg) tea.Cmd {
 		m.setStatus("cancelled", false)
 	}
 	return nil
+}
+
+// roundDuration keeps two or three significant digits: "40ms", "1.2s", "35s".
+func roundDuration(d time.Duration) time.Duration {
+	switch {
+	case d < time.Second:
+		return d.Round(time.Millisecond)
+	case d < 10*time.Second:
+		return d.Round(100 * time.Millisecond)
+	}
+	return d.Round(time.Second)
 }

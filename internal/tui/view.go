@@ -54,7 +54,8 @@ func (m *Model) View() string {
 		b = m.mainView(body)
 	}
 	lines = append(lines, fit(b, body)...)
-	lines = append(lines, m.statusLine(), m.helpLine())
+	lines = append(lines, m.statusLines()...)
+	lines = append(lines, m.helpLine())
 	for i, l := range lines {
 		lines[i] = ansi.Truncate(l, m.width, "…")
 	}
@@ -62,7 +63,7 @@ func (m *Model) View() string {
 }
 
 // bodyHeight is the screen minus the title, status and help lines.
-func (m *Model) bodyHeight() int { return max(1, m.height-3) }
+func (m *Model) bodyHeight() int { return max(1, m.height-2-len(m.statusLines())) }
 
 func (m *Model) titleLine() string {
 	running := 0
@@ -140,7 +141,7 @@ type column struct {
 
 func (m *Model) vmColumns() []column {
 	cols := []column{{"NAME", 16, false}, {"STATE", 9, false}, {"IP", 15, false}, {"CPU", 3, true},
-		{"MEMORY", 8, true}, {"DISK", 7, true}, {"UPTIME", 7, true}, {"IMAGE", 0, false}}
+		{"MEMORY", 7, true}, {"UPTIME", 7, true}, {"IMAGE", 0, false}}
 	used := 2
 	for _, c := range cols {
 		used += c.width + 1
@@ -206,7 +207,7 @@ func (m *Model) vmTable(height int) []string {
 			ip = "-"
 		}
 		cells := []string{v.Name, state, ip, strconv.Itoa(v.CPUs), humanBytes(int64(v.MemoryMiB) << 20),
-			humanBytes(v.DiskBytes), uptime(v, now), v.Image}
+			uptime(v, now), v.Image}
 		if i == m.cursor {
 			out = append(out, selStyle.Render(ansi.Truncate("▸ "+renderRow(cols, cells), m.width, "…")))
 			continue
@@ -366,7 +367,29 @@ func (m *Model) confirmView() string {
 	return dialogStyle.Width(w).Render(text)
 }
 
-func (m *Model) statusLine() string {
+// statusLines is the status bar: the running operations, else the last
+// result, wrapped to at most maxStatusLines so the daemon's whole message
+// shows.
+func (m *Model) statusLines() []string {
+	text := m.statusText()
+	if ansi.StringWidth(text) <= m.width {
+		return []string{text}
+	}
+	lines := strings.Split(lipgloss.NewStyle().Width(m.width).Render(text), "\n")
+	if len(lines) > maxStatusLines {
+		lines = lines[:maxStatusLines]
+		lines[maxStatusLines-1] = ansi.Truncate(lines[maxStatusLines-1]+" …", m.width, "…")
+	}
+	for i, l := range lines {
+		lines[i] = strings.TrimRight(l, " ")
+	}
+	return lines
+}
+
+// maxStatusLines bounds the status bar; it shrinks the body when it grows.
+const maxStatusLines = 3
+
+func (m *Model) statusText() string {
 	var ops []string
 	for name, op := range m.pending {
 		ops = append(ops, op+" "+name)
@@ -391,6 +414,7 @@ func (m *Model) statusLine() string {
 func (m *Model) helpLine() string {
 	h := m.help
 	h.Width = m.width
+	h.ShortSeparator = "  "
 	var k help.KeyMap = m.keys
 	switch {
 	case m.overlay == overlayForm:
