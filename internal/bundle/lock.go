@@ -372,3 +372,20 @@ func hashPath(p string) (string, error) {
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
+
+// CopyManifest copies the manifest at mpath into dir as ManifestName
+// (atomically), so a packaged or installed bundle says what it was built
+// from. Copying a file onto itself is a no-op.
+func CopyManifest(mpath, dir string) error {
+	dst := filepath.Join(dir, ManifestName)
+	a, _ := filepath.Abs(mpath)
+	b, _ := filepath.Abs(dst)
+	if a == b {
+		return nil
+	}
+	data, err := os.ReadFile(mpath)
+	if err != nil {
+		return fmt.Errorf("copy manifest: %w", err)
+	}
+	return writeFileAtomic(dst, data, 0o644)
+}
