@@ -1,7 +1,10 @@
 # banger: build, test, runtime bundle.
 #   make deps      install the Debian/Ubuntu packages banger needs (root)
 #   make build     bin/banger and bin/bangerd (static, CGO_ENABLED=0)
-#   make runtime   guest kernel, initramfs and modules under ./runtime
+#   make runtime   guest kernel, initramfs, modules and agent under ./runtime, locked in runtime/bundle.lock.toml
+#   make package-runtime   bin/banger-runtime-VERSION.tar.gz (+ .sha256) from ./runtime
+#   make install PREFIX=/usr/local   binaries, runtime bundle, completions, systemd user unit
+#   make uninstall PREFIX=/usr/local
 #   make test      unit tests, then the end-to-end tests (root, QEMU)
 #   make bench     benchmarks in bench/ (need root and a default image)
 
@@ -9,12 +12,16 @@ GO       ?= go
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X github.com/bangerhq/banger/internal/version.Version=$(VERSION)
 RUNTIME  ?= runtime
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+BUNDLE_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' runtime-bundle.toml | head -n1)
+RUNTIME_TARBALL := bin/banger-runtime-$(BUNDLE_VERSION).tar.gz
 export CGO_ENABLED = 0
 
 APT_PACKAGES := qemu-system-x86 qemu-utils mmdebstrap uidmap fakeroot e2fsprogs \
 	busybox-static cpio lz4 openssh-client iproute2 nftables ca-certificates git make
 
-.PHONY: all build agent deps runtime test unit-test e2e-test bench clean vet
+.PHONY: all build agent deps runtime test unit-test e2e-test bench clean vet package-runtime install uninstall
 
 all: build
 
@@ -27,11 +34,14 @@ deps:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES)
 
 runtime: $(RUNTIME)/kernel/vmlinux agent
+	$(GO) run ./internal/bundle/lockgen -dir $(RUNTIME) -manifest runtime-bundle.toml
 
 # The guest agent, static, into the runtime bundle (images install it).
 agent:
 	mkdir -p $(RUNTIME)/agent
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(RUNTIME)/agent/banger-vsock-pingd ./cmd/banger-vsock-pingd
+	@# The agent changed: re-record its hashes (the kernel's stay as locked).
+	@if [ -f $(RUNTIME)/bundle.lock.toml ]; then $(GO) run ./internal/bundle/lockgen -dir $(RUNTIME) -manifest runtime-bundle.toml agent; fi
 
 $(RUNTIME)/kernel/vmlinux: scripts/make-runtime.sh
 	scripts/make-runtime.sh $(RUNTIME)
@@ -49,6 +59,40 @@ test: vet unit-test e2e-test
 
 bench: build runtime
 	bench/run.sh
+
+# A bundle tarball and its .sha256 from the verified ./runtime.
+package-runtime: build runtime
+	bin/banger runtime package --dir $(RUNTIME) -o $(RUNTIME_TARBALL)
+
+# Binaries to PREFIX/bin; the bundle to PREFIX/lib/banger through the same
+# verify-then-swap path `banger runtime install` uses; completions; a
+# systemd user unit (KillMode=process: VMs outlive a restart of bangerd,
+# which re-adopts them).
+install: package-runtime
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/systemd/user \
+		$(DESTDIR)$(PREFIX)/share/bash-completion/completions \
+		$(DESTDIR)$(PREFIX)/share/zsh/site-functions \
+		$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+	install -m 0755 bin/banger bin/bangerd $(DESTDIR)$(PREFIX)/bin/
+	bin/banger runtime install --dir $(DESTDIR)$(PREFIX)/lib/banger $(RUNTIME_TARBALL)
+	bin/banger completion bash >$(DESTDIR)$(PREFIX)/share/bash-completion/completions/banger
+	bin/banger completion zsh >$(DESTDIR)$(PREFIX)/share/zsh/site-functions/_banger
+	bin/banger completion fish >$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/banger.fish
+	printf '%s\n' '[Unit]' 'Description=banger daemon (disposable Linux microVMs)' \
+		'Documentation=https://github.com/bangerhq/banger' '' '[Service]' \
+		'ExecStart=$(PREFIX)/bin/bangerd' 'Restart=on-failure' \
+		'# Stop only bangerd: the VMM processes keep running and are re-adopted.' \
+		'KillMode=process' '' '[Install]' 'WantedBy=default.target' \
+		>$(DESTDIR)$(PREFIX)/lib/systemd/user/bangerd.service
+	chmod 0644 $(DESTDIR)$(PREFIX)/lib/systemd/user/bangerd.service
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/banger $(DESTDIR)$(PREFIX)/bin/bangerd \
+		$(DESTDIR)$(PREFIX)/lib/systemd/user/bangerd.service \
+		$(DESTDIR)$(PREFIX)/share/bash-completion/completions/banger \
+		$(DESTDIR)$(PREFIX)/share/zsh/site-functions/_banger \
+		$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/banger.fish
+	rm -rf $(DESTDIR)$(PREFIX)/lib/banger
 
 clean:
 	rm -rf bin
