@@ -49,7 +49,9 @@ $(RUNTIME)/kernel/vmlinux: scripts/make-runtime.sh
 vet:
 	$(GO) vet ./...
 
-unit-test:
+# Unit tests use the real kernel where they can (QEMU driver, TUI), so the
+# runtime bundle comes first.
+unit-test: runtime
 	$(GO) test -count=1 $$(go list ./... | grep -v /e2e)
 
 e2e-test: build runtime

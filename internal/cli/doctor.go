@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/bangerhq/banger/internal/bundle"
 	"github.com/bangerhq/banger/internal/doctor"
 )
 
@@ -35,6 +36,7 @@ func newDoctorCmd() *cobra.Command {
 				return err
 			}
 			env.ProbeKVM = !noProbe
+			env.VerifyRuntime = bundle.Verify
 			env.Notify = func(msg string) { fmt.Fprintln(cmd.ErrOrStderr(), "banger doctor: "+msg) }
 			rep := doctor.Run(cmd.Context(), env, doctor.Filter{})
 			if asJSON {

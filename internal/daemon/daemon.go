@@ -300,6 +300,9 @@ func ensureSSHKey(path string) (string, error) {
 func (d *Daemon) doctorEnv() *doctor.Env {
 	env := doctor.NewEnv(d.dirs, d.cfg)
 	env.Runtime = d.runtime
+	// A tampered or half-installed bundle stops vm create/start and image
+	// build early, naming the file and the fix (hashes are cached by stat).
+	env.VerifyRuntime = bundle.Verify
 	return env
 }
 

@@ -75,7 +75,7 @@ func newTestDaemon(t *testing.T, seed func(ctx context.Context, s *store.Store, 
 	d.env = append(os.Environ(),
 		"XDG_CONFIG_HOME="+root+"/c", "XDG_STATE_HOME="+root+"/s", "XDG_DATA_HOME="+root+"/d",
 		"XDG_CACHE_HOME="+root+"/k", "XDG_RUNTIME_DIR="+root+"/r",
-		"BANGER_ACCEL=tcg", "BANGER_RUNTIME_DIR=/work/main/runtime")
+		"BANGER_ACCEL=tcg", "BANGER_RUNTIME_DIR="+repoRuntime(t))
 	t.Cleanup(func() {
 		d.stop()
 		os.RemoveAll(root)
@@ -224,4 +224,14 @@ func seedMany(n int) func(ctx context.Context, s *store.Store, root string) erro
 func (d *testDaemon) screen(m *Model) string {
 	// The random part alone: a wrapped line may split the path.
 	return strings.ReplaceAll(stripANSI(m.View()), strings.TrimPrefix(d.root, "/tmp/btui-"), "TESTROOT")
+}
+
+// repoRuntime is the checkout's ./runtime (it need not exist: the tests
+// boot nothing).
+func repoRuntime(t *testing.T) string {
+	p, err := filepath.Abs(filepath.Join("..", "..", "runtime"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
