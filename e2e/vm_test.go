@@ -95,6 +95,10 @@ func TestVMLifecycle(t *testing.T) {
 	}
 	v = e.vm(ctx, "dev")
 
+	t.Run("tui", func(t *testing.T) { tuiWithRunningVM(ctx, t, e) })
+	e.must(ctx, "vm", "start", "dev")
+	v = e.vm(ctx, "dev")
+
 	// The console log is readable.
 	if out := e.must(ctx, "vm", "logs", "dev"); !strings.Contains(out, "Linux version") {
 		t.Fatalf("vm logs has no kernel banner:\n%.500s", out)

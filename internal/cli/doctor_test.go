@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bangerhq/banger/internal/bundle"
 	"github.com/bangerhq/banger/internal/doctor"
 )
 
@@ -151,12 +152,22 @@ func TestDoctorTable(t *testing.T) {
 // whatever this host is like.
 func TestDoctorExitStatus(t *testing.T) {
 	_, rt := isolate(t)
-	for _, p := range []string{"kernel/vmlinux", "kernel/initrd.img"} {
+	for _, p := range []string{"kernel/vmlinux", "kernel/initrd.img", "agent/banger-vsock-pingd"} {
 		os.MkdirAll(filepath.Dir(filepath.Join(rt, p)), 0o755)
-		os.WriteFile(filepath.Join(rt, p), []byte("stand-in"), 0o644)
+		os.WriteFile(filepath.Join(rt, p), []byte("stand-in"), 0o755)
 	}
 	os.WriteFile(filepath.Join(rt, "kernel", "release"), []byte("6.1.0-test\n"), 0o644)
 	os.MkdirAll(filepath.Join(rt, "kernel", "modules", "lib", "modules", "6.1.0-test"), 0o755)
+	os.WriteFile(filepath.Join(rt, "kernel", "modules", "lib", "modules", "6.1.0-test", "modules.dep"), nil, 0o644)
+	// A complete bundle has a lock recording what was built (make runtime
+	// writes it); doctor verifies the files against it.
+	m, err := bundle.LoadManifest(filepath.Join("..", "..", bundle.ManifestName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bundle.GenerateLock(rt, m, bundle.LockOptions{Only: []string{"kernel", "agent"}, Warn: func(string) {}}); err != nil {
+		t.Fatal(err)
+	}
 	out, err := runDoctor(t, "--json", "--no-probe")
 	var rep doctor.Report
 	if jerr := json.Unmarshal([]byte(out), &rep); jerr != nil {
