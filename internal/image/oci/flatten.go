@@ -108,10 +108,10 @@ func FlattenContext(ctx context.Context, img v1.Image, w io.Writer, progress fun
 		}
 	}
 	for i, l := range layers {
-		want := plan.content[i]
-		if len(want) == 0 {
-			continue
+		if i >= len(plan.content) || len(plan.content[i]) == 0 {
+			continue // nothing of this layer survives with content
 		}
+		want := plan.content[i]
 		if err := readLayer(ctx, l, PhaseWrite, i, len(layers), progress, func(n int, hdr *tar.Header, r io.Reader) error {
 			ino, ok := want[n]
 			if !ok {
