@@ -72,16 +72,19 @@ func Flatten(img v1.Image, w io.Writer, progress func(Event)) error {
 //
 // Hard links are kept as links among the final paths that share an inode.
 // When a link's target was later deleted or replaced, the first surviving
-// path (in tree order) carries the content and the others link to it; a
-// hard link to a path missing at that point of its layer, or to a
-// directory, is an error.
+// path (in tree order) carries the content and the others link to it. A
+// link's target is resolved when the link is applied: among the paths of
+// the tree so far, or else among what the link's own layer whites out
+// (tar order decides what an extractor would still see). A target found
+// in neither, or a directory, is an error.
 //
 // The stream holds, in order: every directory, symlink, device and fifo in
 // tree order (parents first); then regular files in layer order; then hard
 // links to regular files. Memory grows with the number of paths, not with
 // their contents: each layer is read twice (PhaseScan, then PhaseWrite), so
 // for a registry image each layer is fetched twice unless the layers are
-// cached locally. progress, when not nil, is called from this goroutine.
+// cached locally; a layer with nothing left to copy is not read again.
+// progress, when not nil, is called from this goroutine.
 // ctx is checked between entries.
 func FlattenContext(ctx context.Context, img v1.Image, w io.Writer, progress func(Event)) error {
 	if progress == nil {
@@ -289,26 +292,59 @@ func (t *tree) add(layer, index int, hdr *tar.Header) error {
 // endLayer applies the layer read since the last call: whiteouts and opaque
 // markers against the lower layers first, then its entries in order.
 func (t *tree) endLayer() error {
+	// What this layer's whiteouts hide stays reachable as a hard link
+	// target for this layer's entries: extracting the layer in tar order
+	// could link to it before its whiteout entry removes it.
+	hidden := map[string]*node{}
 	for _, p := range t.whiteouts {
 		if parent, base := t.lookupParent(p); parent != nil {
-			delete(parent.children, base)
+			if n := parent.children[base]; n != nil {
+				hidden[p] = n
+				delete(parent.children, base)
+			}
 		}
 	}
 	for _, p := range t.opaques {
 		dir := t.mkdirAll(p)
+		for name, n := range dir.children {
+			hidden[path.Join(p, name)] = n
+		}
 		clear(dir.children)
 	}
 	pending := t.pending
 	t.whiteouts, t.opaques, t.pending = nil, nil, nil
 	for _, e := range pending {
-		if err := t.apply(e); err != nil {
+		if err := t.apply(e, hidden); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (t *tree) apply(e pendingEntry) error {
+// lookupHidden finds p among the subtrees hidden holds.
+func lookupHidden(hidden map[string]*node, p string) *node {
+	for dir, rest := p, ""; ; {
+		if n := hidden[dir]; n != nil {
+			for _, el := range strings.Split(rest, "/") {
+				if el == "" {
+					continue
+				}
+				if !n.dir || n.children[el] == nil {
+					return nil
+				}
+				n = n.children[el]
+			}
+			return n
+		}
+		i := strings.LastIndex(dir, "/")
+		if i < 0 {
+			return nil
+		}
+		dir, rest = dir[:i], dir[i+1:]+"/"+rest
+	}
+}
+
+func (t *tree) apply(e pendingEntry, hidden map[string]*node) error {
 	if e.name == "." {
 		if e.hdr.Typeflag != tar.TypeDir {
 			return fmt.Errorf("root entry %q is not a directory", e.hdr.Name)
@@ -334,6 +370,9 @@ func (t *tree) apply(e pendingEntry) error {
 			return nil // a link to itself changes nothing
 		}
 		tn := t.lookup(target)
+		if tn == nil {
+			tn = lookupHidden(hidden, target)
+		}
 		switch {
 		case tn == nil:
 			return fmt.Errorf("hard link %s: target %s does not exist", e.name, target)

@@ -300,12 +300,33 @@ func TestFlattenHardLinks(t *testing.T) {
 func TestFlattenHardLinkToMissingTarget(t *testing.T) {
 	img := imageOf(t, "amd64",
 		layerOf(t, file("a", "a", 0o644)),
-		layerOf(t, whiteout(".wh.a"), hardlink("b", "a")),
+		layerOf(t, hardlink("b", "nowhere")),
 	)
 	err := Flatten(img, io.Discard, nil)
-	if err == nil || !strings.Contains(err.Error(), "layer 2 of 2") || !strings.Contains(err.Error(), "target a does not exist") {
+	if err == nil || !strings.Contains(err.Error(), "layer 2 of 2") || !strings.Contains(err.Error(), "target nowhere does not exist") {
 		t.Fatalf("err = %v, want a missing-target error naming layer 2", err)
 	}
+	img = imageOf(t, "amd64", layerOf(t, dir("d/", 0o755), hardlink("x", "d")))
+	if err := Flatten(img, io.Discard, nil); err == nil || !strings.Contains(err.Error(), "is a directory") {
+		t.Fatalf("err = %v, want a link-to-directory error", err)
+	}
+}
+
+func TestFlattenHardLinkToWhatItsOwnLayerHides(t *testing.T) {
+	// A layer may link to a lower file and white it out (tar order decides
+	// what an extractor sees first); the link keeps the content.
+	img := imageOf(t, "amd64",
+		layerOf(t, file("a", "from a", 0o644), dir("d/", 0o755), file("d/x", "from d/x", 0o644),
+			dir("o/", 0o755), file("o/y", "from o/y", 0o600)),
+		layerOf(t, whiteout(".wh.a"), hardlink("b", "a"),
+			whiteout(".wh.d"), hardlink("c", "d/x"),
+			whiteout("o/.wh..wh..opq"), hardlink("o/z", "o/y")),
+	)
+	m, _ := flat(t, img)
+	wantFile(t, m, "b", "from a")
+	wantFile(t, m, "c", "from d/x")
+	wantFile(t, m, "o/z", "from o/y")
+	wantGone(t, m, "a", "d/", "d/x", "o/y")
 }
 
 func TestFlattenKeepsMetadata(t *testing.T) {
