@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 
@@ -38,6 +39,15 @@ type Options struct {
 	// Insecure allows plain HTTP to the registry. Loopback, localhost and
 	// RFC 1918 registries use HTTP without it.
 	Insecure bool
+	// LayerDir, when set, is a folder (created if needed) where a registry
+	// image's compressed layers are kept, named by digest, once each has
+	// been downloaded whole and checked against its digest. Flatten reads
+	// every layer twice, so without it each layer is downloaded twice; with
+	// it, once, and a later Open of an image sharing layers reuses them. The
+	// caller owns the folder and its removal; kept files are trusted when
+	// read again, so it must not be writable by others. Ignored for local
+	// sources.
+	LayerDir string
 }
 
 func (o Options) platform() v1.Platform {
@@ -69,6 +79,9 @@ func Open(ctx context.Context, src Source, opts Options) (img v1.Image, digest s
 	switch src.Kind {
 	case Registry:
 		img, err = openRemote(ctx, src, opts, want)
+		if err == nil && opts.LayerDir != "" {
+			img, err = spool(img, opts.LayerDir)
+		}
 	case Layout:
 		img, err = openLayout(src, want)
 	case DockerArchive:
@@ -122,6 +135,13 @@ func openRemote(ctx context.Context, src Source, opts Options, want v1.Platform)
 		return nil, err
 	}
 	return img, checkPlatform(img, want)
+}
+
+func spool(img v1.Image, dir string) (v1.Image, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("layer folder: %w", err)
+	}
+	return &spoolImage{Image: img, dir: dir}, nil
 }
 
 func openLayout(src Source, want v1.Platform) (v1.Image, error) {
