@@ -64,7 +64,8 @@ func Flatten(img v1.Image, w io.Writer, progress func(Event)) error {
 // root (".." is cleaned away).
 //
 // Every entry keeps its type, owner (numeric ids and names), mode bits
-// including setuid, setgid and sticky, modification time, symlink target,
+// including setuid, setgid and sticky, modification time (to the
+// nanosecond, when the layer has it), symlink target,
 // device numbers and extended attributes (SCHILY.xattr.* and
 // LIBARCHIVE.xattr.* PAX records, such as security.capability). Names are
 // relative ("etc/passwd", directories end in "/"); a root entry "./" is
@@ -523,6 +524,9 @@ func outHeader(src *tar.Header, name string, link bool) *tar.Header {
 		Gname:      src.Gname,
 		ModTime:    src.ModTime,
 		PAXRecords: xattrRecords(src.PAXRecords),
+		// PAX keeps sub-second modification times; the writer adds a PAX
+		// header only to entries that need one.
+		Format: tar.FormatPAX,
 	}
 	switch {
 	case link:

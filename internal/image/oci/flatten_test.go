@@ -343,6 +343,7 @@ func TestFlattenKeepsMetadata(t *testing.T) {
 			PAXRecords: map[string]string{"SCHILY.xattr.security.capability": capability, "SCHILY.xattr.user.note": "hi"}}, body: "ping"},
 		{hdr: tar.Header{Typeflag: tar.TypeSymlink, Name: "lib", Linkname: "usr/lib", Mode: 0o777, ModTime: mtime}},
 		{hdr: tar.Header{Typeflag: tar.TypeSymlink, Name: "abs", Linkname: "/etc/passwd", Mode: 0o777, ModTime: mtime}},
+		{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "precise", Mode: 0o644, ModTime: mtime.Add(987654321), Format: tar.FormatPAX}},
 	}
 	img := imageOf(t, "amd64", layerOf(t, special...), layerOf(t, file("other", "o", 0o644)))
 	m, _ := flat(t, img)
