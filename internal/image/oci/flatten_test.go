@@ -3,6 +3,8 @@ package oci
 import (
 	"archive/tar"
 	"bytes"
+	"context"
+	"errors"
 	"io"
 	"strings"
 	"testing"
@@ -420,5 +422,14 @@ func TestFlattenBadWhiteout(t *testing.T) {
 	img := imageOf(t, "amd64", layerOf(t, whiteout("d/.wh.")))
 	if err := Flatten(img, io.Discard, nil); err == nil || !strings.Contains(err.Error(), "invalid whiteout") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestFlattenContextCancelled(t *testing.T) {
+	img := imageOf(t, "amd64", layerOf(t, file("a", "a", 0o644)))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := FlattenContext(ctx, img, io.Discard, nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
 	}
 }
