@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // TestFlattenThroughFakerootAndMkfs checks the output where it is used: the
@@ -17,14 +19,7 @@ import (
 // in the tar itself (TestFlattenKeepsMetadata); the build must apply them
 // another way (for example debugfs ea_set after mkfs).
 func TestFlattenThroughFakerootAndMkfs(t *testing.T) {
-	tools := map[string]string{}
-	for _, n := range []string{"fakeroot", "tar", "mkfs.ext4", "debugfs"} {
-		p, err := exec.LookPath(n)
-		if err != nil {
-			t.Skipf("needs %s: %v", n, err)
-		}
-		tools[n] = p
-	}
+	tools := needTools(t)
 	img := imageOf(t, "amd64",
 		layerOf(t,
 			dir("bin/", 0o755), file("bin/su", "su", 0o4755), hardlink("bin/su-link", "bin/su"),
@@ -36,6 +31,53 @@ func TestFlattenThroughFakerootAndMkfs(t *testing.T) {
 		),
 		layerOf(t, whiteout("bin/.wh.su"), dir("tmp/", 0o1777)),
 	)
+	ext4 := buildExt4(t, tools, img)
+	debugfs := func(cmd string) string { return runDebugfs(t, tools, ext4, cmd) }
+	for _, c := range []struct{ cmd, want string }{
+		{"stat /bin/su-link", "Mode:  04755"},
+		{"stat /bin/su-link", "Links: 1"},
+		{"stat /bin/pair2", "Links: 2"},
+		{"stat /bin/ping", "User:  1000   Group:  1001"},
+		{"stat /dev/null", "Type: character special"},
+		{"stat /dev/null", "Device major/minor number: 01:03"},
+		{"stat /tmp", "Mode:  01777"},
+	} {
+		if got := debugfs(c.cmd); !strings.Contains(got, c.want) {
+			t.Errorf("debugfs %s: want %q in\n%s", c.cmd, c.want, got)
+		}
+	}
+	if got := debugfs("stat /bin/su"); !strings.Contains(got, "File not found") {
+		t.Errorf("/bin/su should be gone:\n%s", got)
+	}
+}
+
+func needTools(t *testing.T) map[string]string {
+	t.Helper()
+	tools := map[string]string{}
+	for _, n := range []string{"fakeroot", "tar", "mkfs.ext4", "debugfs"} {
+		p, err := exec.LookPath(n)
+		if err != nil {
+			t.Skipf("needs %s: %v", n, err)
+		}
+		tools[n] = p
+	}
+	return tools
+}
+
+func runDebugfs(t *testing.T, tools map[string]string, ext4, cmd string) string {
+	t.Helper()
+	out, err := exec.Command(tools["debugfs"], "-R", cmd, ext4).CombinedOutput()
+	if err != nil {
+		t.Fatalf("debugfs %s: %v\n%s", cmd, err, out)
+	}
+	return string(out)
+}
+
+// buildExt4 flattens img and makes an ext4 image of it the way the Debian
+// path does (fakeroot: tar -x, mkfs.ext4 -d). It returns the image and the
+// flattened tar.
+func buildExt4(t *testing.T, tools map[string]string, img v1.Image) string {
+	t.Helper()
 	work := t.TempDir()
 	rootfs := filepath.Join(work, "rootfs.tar")
 	f, err := os.Create(rootfs)
@@ -58,27 +100,5 @@ mkfs.ext4 -q -F -d "$1" "$3"`
 	if err != nil {
 		t.Fatalf("fakeroot extract + mkfs: %v\n%s", err, out)
 	}
-	debugfs := func(cmd string) string {
-		out, err := exec.Command(tools["debugfs"], "-R", cmd, ext4).CombinedOutput()
-		if err != nil {
-			t.Fatalf("debugfs %s: %v\n%s", cmd, err, out)
-		}
-		return string(out)
-	}
-	for _, c := range []struct{ cmd, want string }{
-		{"stat /bin/su-link", "Mode:  04755"},
-		{"stat /bin/su-link", "Links: 1"},
-		{"stat /bin/pair2", "Links: 2"},
-		{"stat /bin/ping", "User:  1000   Group:  1001"},
-		{"stat /dev/null", "Type: character special"},
-		{"stat /dev/null", "Device major/minor number: 01:03"},
-		{"stat /tmp", "Mode:  01777"},
-	} {
-		if got := debugfs(c.cmd); !strings.Contains(got, c.want) {
-			t.Errorf("debugfs %s: want %q in\n%s", c.cmd, c.want, got)
-		}
-	}
-	if got := debugfs("stat /bin/su"); !strings.Contains(got, "File not found") {
-		t.Errorf("/bin/su should be gone:\n%s", got)
-	}
+	return ext4
 }
