@@ -116,11 +116,16 @@ func FlattenContext(ctx context.Context, img v1.Image, w io.Writer, progress fun
 			continue // nothing of this layer survives with content
 		}
 		want := plan.content[i]
+		left := len(want)
 		if err := readLayer(ctx, l, PhaseWrite, i, len(layers), progress, func(n int, hdr *tar.Header, r io.Reader) error {
+			if left == 0 {
+				return errStop // the rest of the layer was checked in the first pass
+			}
 			ino, ok := want[n]
 			if !ok {
 				return nil
 			}
+			left--
 			if clean(hdr.Name) != ino.srcName || hdr.Size != ino.hdr.Size {
 				return fmt.Errorf("entry %d changed between reads (%s, then %s): the layer is not stable", n, ino.srcName, hdr.Name)
 			}
@@ -147,9 +152,13 @@ func FlattenContext(ctx context.Context, img v1.Image, w io.Writer, progress fun
 	return nil
 }
 
+// errStop, returned by readLayer's each, ends the layer early (no end call).
+var errStop = errors.New("stop reading the layer")
+
 // readLayer calls each for every entry of l's uncompressed tar, then end
 // (when not nil), reporting progress. It reads the stream to its end so
-// that compressed readers verify their digests.
+// that compressed readers verify their digests, unless each returns
+// errStop.
 func readLayer(ctx context.Context, l v1.Layer, phase Phase, i, n int, progress func(Event),
 	each func(int, *tar.Header, io.Reader) error, end func() error) error {
 	size, _ := l.Size()
@@ -174,7 +183,10 @@ func readLayer(ctx context.Context, l v1.Layer, phase Phase, i, n int, progress 
 		if err != nil {
 			return fmt.Errorf("read tar: %w", err)
 		}
-		if err := each(k, hdr, tr); err != nil {
+		if err := each(k, hdr, tr); errors.Is(err, errStop) {
+			cr.report(cr.n, true)
+			return nil
+		} else if err != nil {
 			return err
 		}
 	}
