@@ -156,14 +156,14 @@ func openLayout(src Source, want v1.Platform) (v1.Image, error) {
 	var matches []v1.Descriptor
 	switch {
 	case src.Digest != "":
-		for _, d := range im.Manifests {
-			if d.Digest.String() == src.Digest {
-				matches = append(matches, d)
-			}
+		owner, d, err := findDigest(idx, src.Digest)
+		if err != nil {
+			return nil, err
 		}
-		if len(matches) == 0 {
-			return nil, fmt.Errorf("no manifest %s in the layout's index.json", src.Digest)
+		if d == nil {
+			return nil, fmt.Errorf("no manifest %s in the layout", src.Digest)
 		}
+		return resolve(owner, *d, want)
 	case src.Tag != "":
 		var tags []string
 		for _, d := range im.Manifests {
@@ -190,6 +190,33 @@ func openLayout(src Source, want v1.Platform) (v1.Image, error) {
 		return pickFrom(idx, matches, want)
 	}
 	return resolve(idx, matches[0], want)
+}
+
+// findDigest searches idx and the indexes it holds for a manifest with the
+// given digest; it returns the index listing it, or a nil descriptor.
+func findDigest(idx v1.ImageIndex, digest string) (v1.ImageIndex, *v1.Descriptor, error) {
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, d := range im.Manifests {
+		if d.Digest.String() == digest {
+			return idx, &d, nil
+		}
+	}
+	for _, d := range im.Manifests {
+		if !d.MediaType.IsIndex() {
+			continue
+		}
+		child, err := idx.ImageIndex(d.Digest)
+		if err != nil {
+			return nil, nil, err
+		}
+		if owner, found, err := findDigest(child, digest); err != nil || found != nil {
+			return owner, found, err
+		}
+	}
+	return nil, nil, nil
 }
 
 // resolve turns one descriptor of idx into an image for want.

@@ -164,6 +164,32 @@ func TestOpenPicksPlatformFromIndex(t *testing.T) {
 		})
 	}
 
+	t.Run("layout digest inside a nested index", func(t *testing.T) {
+		nested := filepath.Join(t.TempDir(), "nested")
+		lp, err := layout.Write(nested, empty.Index)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := lp.AppendIndex(index(map[string]v1.Image{"arm64": arm, "amd64": amd})); err != nil {
+			t.Fatal(err)
+		}
+		_, digest, err := Open(ctx, Source{Kind: Layout, Path: nested, Digest: amdDigest.String()}, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if digest != amdDigest.String() {
+			t.Errorf("got %s, want %s", digest, amdDigest)
+		}
+		armDigest, _ := arm.Digest()
+		_, _, err = Open(ctx, Source{Kind: Layout, Path: nested, Digest: armDigest.String()}, Options{})
+		if !errors.Is(err, ErrPlatform) {
+			t.Errorf("selecting the arm64 manifest: err = %v, want ErrPlatform", err)
+		}
+		_, _, err = Open(ctx, Source{Kind: Layout, Path: nested, Digest: "sha256:" + strings.Repeat("0", 64)}, Options{})
+		if err == nil || !strings.Contains(err.Error(), "no manifest sha256:000") {
+			t.Errorf("unknown digest: err = %v", err)
+		}
+	})
 	t.Run("no amd64 in index", func(t *testing.T) {
 		_, _, err := Open(ctx, Source{Kind: Registry, Ref: noAmd}, Options{Keychain: anonymous})
 		if !errors.Is(err, ErrPlatform) {

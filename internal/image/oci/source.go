@@ -75,7 +75,8 @@ func (s Source) String() string {
 //     org.opencontainers.image.ref.name annotation is TAG. A TAG holds no
 //     "/", so a folder whose last element contains ":" is written with a
 //     trailing slash ("oci-layout:a:b/").
-//   - oci-layout:DIR@sha256:HEX — the manifest (or index) with that digest.
+//   - oci-layout:DIR@sha256:HEX — the manifest (or index) with that digest,
+//     listed in index.json or in an index it holds.
 //   - docker-archive:FILE — a `docker save` tarball holding one image.
 //
 // Errors wrap ErrBadSource and say which forms are accepted. ParseSource
