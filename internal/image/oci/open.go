@@ -14,6 +14,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
 
@@ -121,6 +122,10 @@ func openRemote(ctx context.Context, src Source, opts Options, want v1.Platform)
 	}
 	desc, err := remote.Get(ref, ropts...)
 	if err != nil {
+		var terr *transport.Error
+		if errors.As(err, &terr) && (terr.StatusCode == http.StatusUnauthorized || terr.StatusCode == http.StatusForbidden) {
+			return nil, fmt.Errorf("%w (credentials come from the Docker config: run `docker login %s`)", err, ref.Context().RegistryStr())
+		}
 		return nil, err
 	}
 	if desc.MediaType.IsIndex() {
