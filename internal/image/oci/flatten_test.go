@@ -433,3 +433,35 @@ func TestFlattenContextCancelled(t *testing.T) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
 }
+
+func TestFlattenHardLinksMore(t *testing.T) {
+	img := imageOf(t, "amd64",
+		layerOf(t,
+			dir("d/", 0o755), file("d/f", "in d", 0o644), hardlink("x", "d/f"),
+			ent{hdr: tar.Header{Typeflag: tar.TypeFifo, Name: "p1", Mode: 0o600, ModTime: mtime}},
+			hardlink("p2", "p1"),
+			ent{hdr: tar.Header{Typeflag: tar.TypeSymlink, Name: "s1", Linkname: "target", Mode: 0o777, ModTime: mtime}},
+			hardlink("s2", "s1"),
+		),
+		// d becomes a file: d/f goes, x keeps its content.
+		layerOf(t, file("d", "now a file", 0o644), whiteout(".wh.p1")),
+	)
+	m, order := flat(t, img)
+	wantFile(t, m, "d", "now a file")
+	wantFile(t, m, "x", "in d")
+	wantGone(t, m, "d/", "d/f", "p1")
+	if e := m["p2"]; e.hdr == nil || e.hdr.Typeflag != tar.TypeFifo {
+		t.Errorf("p2 should be the fifo itself, got %+v", e.hdr)
+	}
+	if e := m["s1"]; e.hdr == nil || e.hdr.Typeflag != tar.TypeSymlink || e.hdr.Linkname != "target" {
+		t.Errorf("s1: %+v", e.hdr)
+	}
+	wantLink(t, m, "s2", "s1")
+	pos := map[string]int{}
+	for i, n := range order {
+		pos[n] = i
+	}
+	if pos["s2"] < pos["s1"] {
+		t.Error("s2 written before s1")
+	}
+}
