@@ -68,9 +68,13 @@ func remindEnabled() bool {
 // remind asks the guest itself (vm.ping) whether it is still alive after an
 // SSH session and, if so, tells the user on stderr how to stop it.
 func remind(cmd *cobra.Command, c *client.Client, name string) {
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(cmd.Context()), 2*time.Second)
 	defer cancel()
 	r, err := c.PingVM(ctx, name, time.Second)
+	if os.Getenv("BANGER_DEBUG") != "" {
+		defer func() { fmt.Fprintf(cmd.ErrOrStderr(), "banger: reminder check took %.1f ms\n", float64(time.Since(start).Microseconds())/1000) }()
+	}
 	if err != nil || !r.Alive {
 		return
 	}

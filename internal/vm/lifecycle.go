@@ -133,6 +133,7 @@ func (s *Service) failStart(row *store.VM, err error, consoleLog string, from in
 	row.LastError = err.Error()
 	store.UpdateVM(context.Background(), s.store.DB, row)
 	s.unwatch(row.ID)
+	s.dropAgentConn(s.cfg.Dirs.VMDir(row.ID) + "/agent.sock")
 	tail := consoleTail(consoleLog, from, 25)
 	if tail == "" {
 		return fmt.Errorf("%w\n--- the serial console (%s) is empty: the guest kernel printed nothing ---", err, consoleLog)
@@ -229,6 +230,7 @@ func (s *Service) stopLocked(ctx context.Context, row *store.VM, force bool) err
 	s.unwatch(row.ID)
 	var errs []error
 	if st, ok := driverState(*row); ok {
+		s.dropAgentConn(st.AgentSocket)
 		drv, known := s.drivers[row.VMM]
 		if !known {
 			return api.Errorf(api.ErrPrecondition, "VM %q runs under %s, which this daemon cannot control", row.Name, row.VMM)
@@ -381,6 +383,7 @@ func (s *Service) reapDead(ctx context.Context, id, why string) {
 		return
 	}
 	// Let the driver remove its sockets and pid file.
+	s.dropAgentConn(st.AgentSocket)
 	s.drivers[row.VMM].Stop(context.Background(), st, true, 0)
 	if err := s.net.DeleteTAP(network.TAPName(id)); err != nil {
 		s.log.Warn("remove tap of dead vm", "vm", row.Name, "err", err)

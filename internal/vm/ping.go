@@ -46,8 +46,14 @@ func (s *Service) Ping(ctx context.Context, p api.VMPingParams) (api.PingResult,
 	return res, nil
 }
 
-// pingAgent dials the agent channel recorded in st and pings once. Pings to
-// one VM are serialised: QEMU's chardev serves one client at a time.
+// pingAgent pings the agent on the channel recorded in st. Pings to one VM
+// are serialised: QEMU's chardev serves one client at a time.
+//
+// The virtio-serial connection is kept open between pings: while no host
+// client is connected the guest's port reads end at once, so the agent can
+// only poll for a host (it backs off 200 ms); with the host side held open
+// it blocks in read and answers in about a millisecond. Firecracker's vsock
+// makes a fresh stream per ping, which is cheap.
 func (s *Service) pingAgent(ctx context.Context, st vmm.State, timeout time.Duration) (agent.Reply, time.Duration, string, error) {
 	mu := s.pingLock(st.AgentSocket)
 	mu.Lock()
@@ -57,22 +63,64 @@ func (s *Service) pingAgent(ctx context.Context, st vmm.State, timeout time.Dura
 	if st.AgentSocket == "" {
 		return agent.Reply{}, 0, "", fmt.Errorf("the VM has no agent channel")
 	}
-	var conn net.Conn
-	var err error
-	channel := "virtio-serial"
 	if st.Driver == "firecracker" {
-		channel = "vsock"
-		conn, err = agent.DialHybridVsock(ctx, st.AgentSocket, agent.Port)
-	} else {
-		conn, err = agent.DialVirtioSerial(ctx, st.AgentSocket)
+		conn, err := agent.DialHybridVsock(ctx, st.AgentSocket, agent.Port)
+		if err != nil {
+			return agent.Reply{}, 0, "vsock", fmt.Errorf("guest agent unreachable: %w", err)
+		}
+		defer conn.Close()
+		reply, rtt, err := agent.Ping(ctx, conn)
+		if err != nil {
+			return agent.Reply{}, 0, "vsock", fmt.Errorf("guest agent did not answer within %s: %w", timeout, err)
+		}
+		return reply, rtt, "vsock", nil
 	}
-	if err != nil {
-		return agent.Reply{}, 0, channel, fmt.Errorf("guest agent unreachable: %w", err)
+	const channel = "virtio-serial"
+	conn := s.agentConn(st.AgentSocket)
+	if conn == nil {
+		c, err := agent.DialVirtioSerial(ctx, st.AgentSocket)
+		if err != nil {
+			return agent.Reply{}, 0, channel, fmt.Errorf("guest agent unreachable: %w", err)
+		}
+		conn = c
 	}
-	defer conn.Close()
 	reply, rtt, err := agent.Ping(ctx, conn)
 	if err != nil {
+		// A broken or silent channel is not reused: the next ping dials anew.
+		conn.Close()
+		s.setAgentConn(st.AgentSocket, nil)
 		return agent.Reply{}, 0, channel, fmt.Errorf("guest agent did not answer within %s: %w", timeout, err)
 	}
+	s.setAgentConn(st.AgentSocket, conn)
 	return reply, rtt, channel, nil
+}
+
+func (s *Service) agentConn(path string) net.Conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.agentConns[path]
+}
+
+func (s *Service) setAgentConn(path string, c net.Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.agentConns == nil {
+		s.agentConns = map[string]net.Conn{}
+	}
+	if c == nil {
+		delete(s.agentConns, path)
+		return
+	}
+	s.agentConns[path] = c
+}
+
+// dropAgentConn closes the kept agent connection of a VM that stops.
+func (s *Service) dropAgentConn(path string) {
+	s.mu.Lock()
+	c := s.agentConns[path]
+	delete(s.agentConns, path)
+	s.mu.Unlock()
+	if c != nil {
+		c.Close()
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"sync"
@@ -78,6 +79,8 @@ type Service struct {
 	mu    sync.Mutex
 	ops   map[string]*vmOp       // by VM id
 	pings map[string]*sync.Mutex // by agent socket path
+	// agentConns are open virtio-serial connections, by agent socket path.
+	agentConns map[string]net.Conn
 }
 
 // pingLock returns the mutex serialising pings on one agent channel.
