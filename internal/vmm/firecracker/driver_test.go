@@ -304,7 +304,7 @@ func TestDriverLifecycle(t *testing.T) {
 	}
 	took := time.Since(t0)
 	t.Logf("graceful Stop (SendCtrlAltDel): %v", took.Round(time.Millisecond))
-	if took > 3*time.Second || !strings.Contains(logs.String(), "exited after ctrl-alt-del") {
+	if took > 3*time.Second || !strings.Contains(logs.String(), "exited after the guest shut down") {
 		t.Errorf("Stop took %v and did not end through ctrl-alt-del; log:\n%s", took, logs.String())
 	}
 	if d2.Alive(st2) {
@@ -397,7 +397,7 @@ func TestStopEscalates(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("Stop (ctrl-alt-del ignored, then SIGTERM): %v", time.Since(t0).Round(time.Millisecond))
-	if d.Alive(st) || !strings.Contains(logs.String(), "did not reboot in time") {
+	if d.Alive(st) || !strings.Contains(logs.String(), "did not shut down in time") {
 		t.Fatalf("Stop did not escalate to SIGTERM; log:\n%s", logs.String())
 	}
 	gone(t, st.ControlSocket, st.AgentSocket)

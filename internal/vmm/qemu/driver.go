@@ -446,44 +446,14 @@ func (d *Driver) Stop(ctx context.Context, st vmm.State, force bool, timeout tim
 }
 
 func (d *Driver) stop(ctx context.Context, st vmm.State, force bool, timeout time.Duration) error {
-	pid, start := st.PID, st.StartTime
-	log := d.log.With("pid", pid)
-	wait := func(ctx context.Context, dur time.Duration) bool {
-		ctx, cancel := context.WithTimeout(ctx, dur)
-		defer cancel()
-		return proc.WaitExit(ctx, pid, start, 0) == nil
-	}
-	if !force {
-		t0 := time.Now()
-		if err := d.powerdown(ctx, st.ControlSocket); err != nil {
-			log.Warn("graceful shutdown request failed", "err", err)
-		} else if wait(ctx, timeout) {
-			log.Info("qemu exited after guest powerdown", "took", time.Since(t0).Round(time.Millisecond))
-			return nil
-		} else {
-			log.Info("guest did not power off in time; terminating qemu", "timeout", timeout)
-		}
-	}
-	grace := termWait
-	if force {
-		grace = time.Second
-	}
-	if err := proc.Signal(pid, start, syscall.SIGTERM); err != nil {
-		return err
-	}
-	if wait(ctx, grace) {
-		return nil
-	}
-	log.Warn("qemu ignored SIGTERM; killing it")
-	if err := proc.Signal(pid, start, syscall.SIGKILL); err != nil {
-		return err
-	}
-	// Not bound by ctx: a SIGKILLed process goes away, and reporting
-	// success while it still runs would be wrong.
-	if wait(context.Background(), killWait) {
-		return nil
-	}
-	return fmt.Errorf("still running %v after SIGKILL", killWait)
+	return proc.Stop(ctx, st.PID, st.StartTime, force, proc.Shutdown{
+		Name:     "qemu",
+		Ask:      func(ctx context.Context) error { return d.powerdown(ctx, st.ControlSocket) },
+		Timeout:  timeout,
+		TermWait: termWait,
+		KillWait: killWait,
+		Log:      d.log,
+	})
 }
 
 func (d *Driver) powerdown(ctx context.Context, qmpPath string) error {

@@ -240,7 +240,7 @@ func TestDriverLifecycle(t *testing.T) {
 		t.Fatal("alive after Stop")
 	}
 	// The powerdown request itself must have gone through QMP.
-	if l := logs.String(); strings.Contains(l, "graceful shutdown request failed") || !strings.Contains(l, "did not power off in time") {
+	if l := logs.String(); strings.Contains(l, "graceful shutdown request failed") || !strings.Contains(l, "did not shut down in time") {
 		t.Errorf("system_powerdown was not delivered; log:\n%s", l)
 	}
 	if _, err := os.Stat("/proc/" + strconv.Itoa(st.PID)); err == nil && proc.Alive(st.PID, st.StartTime) {
