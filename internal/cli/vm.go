@@ -2,11 +2,11 @@ package cli
 
 import (
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/bangerhq/banger/internal/units"
 )
 
 func newVMCmd() *cobra.Command {
@@ -17,33 +17,8 @@ func newVMCmd() *cobra.Command {
 	return cmd
 }
 
-// ParseSize parses a disk size such as "4G", "512M", "8GiB" or a number of
-// bytes. Units are binary (K = 1024).
-func ParseSize(s string) (int64, error) {
-	t := strings.TrimSpace(strings.ToUpper(s))
-	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "I")
-	mult := int64(1)
-	if t != "" {
-		switch t[len(t)-1] {
-		case 'K':
-			mult = 1 << 10
-		case 'M':
-			mult = 1 << 20
-		case 'G':
-			mult = 1 << 30
-		case 'T':
-			mult = 1 << 40
-		}
-		if mult > 1 {
-			t = t[:len(t)-1]
-		}
-	}
-	n, err := strconv.ParseFloat(t, 64)
-	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("invalid size %q: use a number with an optional unit, for example 4G or 512M", s)
-	}
-	return int64(n * float64(mult)), nil
-}
+// ParseSize parses a disk size such as "4G" (see units.ParseSize).
+func ParseSize(s string) (int64, error) { return units.ParseSize(s) }
 
 func humanBytes(n int64) string {
 	switch {

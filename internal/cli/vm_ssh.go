@@ -73,7 +73,9 @@ func remind(cmd *cobra.Command, c *client.Client, name string) {
 	defer cancel()
 	r, err := c.PingVM(ctx, name, time.Second)
 	if os.Getenv("BANGER_DEBUG") != "" {
-		defer func() { fmt.Fprintf(cmd.ErrOrStderr(), "banger: reminder check took %.1f ms\n", float64(time.Since(start).Microseconds())/1000) }()
+		defer func() {
+			fmt.Fprintf(cmd.ErrOrStderr(), "banger: reminder check took %.1f ms\n", float64(time.Since(start).Microseconds())/1000)
+		}()
 	}
 	if err != nil || !r.Alive {
 		return

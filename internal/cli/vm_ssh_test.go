@@ -32,18 +32,6 @@ func TestSSHArgs(t *testing.T) {
 	}
 }
 
-func TestParseSize(t *testing.T) {
-	for in, want := range map[string]int64{"4G": 4 << 30, "512M": 512 << 20, "8GiB": 8 << 30, "1024": 1024, "1.5G": 3 << 29, "2t": 2 << 40} {
-		if got, err := ParseSize(in); err != nil || got != want {
-			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"", "lots", "-1G", "0", "G"} {
-		if _, err := ParseSize(in); err == nil {
-			t.Errorf("ParseSize(%q) succeeded", in)
-		}
-	}
-}
 
 func TestReminder(t *testing.T) {
 	got := Reminder(api.PingResult{Name: "dev", Alive: true, UptimeSeconds: 14*60 + 5})

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/bangerhq/banger/internal/units"
 	"golang.org/x/sys/unix"
 )
 
@@ -50,7 +51,7 @@ func CloneDisk(ctx context.Context, src, dst string, size int64) (err error) {
 	srcSize := st.Size()
 	if size < srcSize {
 		return fmt.Errorf("requested size %d bytes (%s) is smaller than the image's %d bytes (%s)",
-			size, human(size), srcSize, human(srcSize))
+			size, units.IEC(size), srcSize, units.IEC(srcSize))
 	}
 	var tools map[string]string
 	if size > srcSize {
@@ -236,18 +237,4 @@ func renameNoReplace(oldpath, newpath string) error {
 		return fmt.Errorf("rename into place: %w", err)
 	}
 	return os.Remove(oldpath)
-}
-
-// human formats a byte count with binary units, for error messages.
-func human(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

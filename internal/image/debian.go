@@ -16,6 +16,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/bangerhq/banger/internal/units"
 )
 
 // DefaultMirror is the Debian mirror BuildDebian uses when none is given.
@@ -144,7 +146,7 @@ func BuildDebian(ctx context.Context, opts DebianOptions) (err error) {
 		return err
 	}
 	size := imageSize(used)
-	logf("content %s in %d inodes: image size %s", human(used), inodes, human(size))
+	logf("content %s in %d inodes: image size %s", units.IEC(used), inodes, units.IEC(size))
 
 	img, err := os.CreateTemp(filepath.Dir(opts.Output), "."+filepath.Base(opts.Output)+".*.tmp")
 	if err != nil {
@@ -196,7 +198,7 @@ exec "$@"`
 		return err
 	}
 	_, alloc, _ := Size(opts.Output)
-	logf("built %s: %s, %s allocated, in %s", opts.Output, human(size), human(alloc), since(start))
+	logf("built %s: %s, %s allocated, in %s", opts.Output, units.IEC(size), units.IEC(alloc), since(start))
 	return nil
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/bangerhq/banger/internal/api"
 	"github.com/bangerhq/banger/internal/client"
+	"github.com/bangerhq/banger/internal/units"
 )
 
 // Backend is the subset of the daemon's API the TUI uses. Errors the daemon
@@ -75,7 +76,7 @@ func (o *Options) defaults() {
 		}
 	}
 	if o.ParseSize == nil {
-		o.ParseSize = parseSize
+		o.ParseSize = units.ParseSize
 	}
 	if o.PollInterval <= 0 {
 		o.PollInterval = time.Second

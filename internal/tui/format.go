@@ -18,34 +18,6 @@ func defaultSSHArgs(info api.SSHInfo, command []string) []string {
 	return append(args, command...)
 }
 
-// parseSize is the fallback disk size parser: bytes with an optional
-// K, M, G or T suffix (binary units).
-func parseSize(s string) (int64, error) {
-	t := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "B"), "I")
-	mult := int64(1)
-	if t != "" {
-		switch t[len(t)-1] {
-		case 'K':
-			mult = 1 << 10
-		case 'M':
-			mult = 1 << 20
-		case 'G':
-			mult = 1 << 30
-		case 'T':
-			mult = 1 << 40
-		}
-		if mult > 1 {
-			t = t[:len(t)-1]
-		}
-	}
-	n, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("size %q: want a positive number with an optional K, M, G or T suffix, e.g. 8G", s)
-	}
-	return n * mult, nil
-}
-
-// humanBytes formats n in binary units: "4 GiB", "1.5 GiB", "256 MiB".
 func humanBytes(n int64) string {
 	switch {
 	case n <= 0:

@@ -18,6 +18,7 @@ import (
 	"github.com/bangerhq/banger/internal/image"
 	"github.com/bangerhq/banger/internal/network"
 	"github.com/bangerhq/banger/internal/store"
+	"github.com/bangerhq/banger/internal/units"
 )
 
 // Resource limits for one VM.
@@ -144,7 +145,7 @@ func (s *Service) validateCreate(ctx context.Context, p *api.VMCreateParams) (st
 	}
 	if p.DiskBytes < img.SizeBytes || p.DiskBytes < MinDiskBytes {
 		return row, api.Errorf(api.ErrInvalid, "--disk %s is smaller than image %q (%s): use at least %s",
-			humanBytes(p.DiskBytes), img.Name, humanBytes(img.SizeBytes), humanBytes(max(img.SizeBytes, MinDiskBytes)))
+			units.IEC(p.DiskBytes), img.Name, units.IEC(img.SizeBytes), units.IEC(max(img.SizeBytes, MinDiskBytes)))
 	}
 	if err := s.cfg.Runtime.CheckKernel(); err != nil {
 		return row, api.Errorf(api.ErrPrecondition, "%w", err)
@@ -302,21 +303,4 @@ func newID() (string, error) {
 		return "", err
 	}
 	return hex.EncodeToString(b[:]), nil
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	v := float64(n) / float64(div)
-	if v == float64(int64(v)) {
-		return fmt.Sprintf("%d %ciB", int64(v), "KMGTPE"[exp])
-	}
-	return fmt.Sprintf("%.1f %ciB", v, "KMGTPE"[exp])
 }
