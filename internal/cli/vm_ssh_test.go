@@ -32,7 +32,6 @@ func TestSSHArgs(t *testing.T) {
 	}
 }
 
-
 func TestReminder(t *testing.T) {
 	got := Reminder(api.PingResult{Name: "dev", Alive: true, UptimeSeconds: 14*60 + 5})
 	want := `VM "dev" is still running (up 14m). Stop it with: banger vm stop dev`
