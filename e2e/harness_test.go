@@ -31,6 +31,8 @@ type env struct {
 	netns   string
 	// extraEnv is added to every CLI run (and so to a daemon it starts).
 	extraEnv []string
+	// cli, when set, is the banger binary to run instead of bin/banger.
+	cli string
 }
 
 func repoRoot(t *testing.T) string {
@@ -97,7 +99,9 @@ func (e *env) environ() []string {
 		"XDG_DATA_HOME=" + filepath.Join(e.root, "data"),
 		"XDG_CACHE_HOME=" + cacheHome(),
 		"XDG_RUNTIME_DIR=" + filepath.Join(e.root, "run"),
-		"BANGER_RUNTIME_DIR=" + e.runtime,
+	}
+	if e.runtime != "" {
+		env = append(env, "BANGER_RUNTIME_DIR="+e.runtime)
 	}
 	for _, k := range []string{"BANGER_ACCEL", "BANGER_BOOT_TIMEOUT", "BANGER_STALL_TIMEOUT"} {
 		if v := os.Getenv(k); v != "" {
@@ -125,7 +129,11 @@ type result struct {
 // banger runs the CLI (inside the namespace when one is set).
 func (e *env) banger(ctx context.Context, args ...string) result {
 	e.t.Helper()
-	argv := append([]string{filepath.Join(e.bin, "banger")}, args...)
+	bin := filepath.Join(e.bin, "banger")
+	if e.cli != "" {
+		bin = e.cli
+	}
+	argv := append([]string{bin}, args...)
 	if e.netns != "" {
 		argv = append([]string{"ip", "netns", "exec", e.netns}, argv...)
 	}

@@ -156,6 +156,10 @@ func TestVMLifecycle(t *testing.T) {
 	t.Run("a guest that hangs under KVM fails with the console tail and a hint", func(t *testing.T) {
 		kvmHang(ctx, t, e, v.Accel)
 	})
+	t.Run("a VM boots from an installed tree whose bundle came over HTTP", func(t *testing.T) {
+		installedTree(ctx, t, e)
+		assertNoLeaks(ctx, t, e)
+	})
 }
 
 // kvmHang forces KVM on a host where the daemon found that KVM cannot run
