@@ -65,11 +65,14 @@ func (c *Client) Call(ctx context.Context, method string, params, out any) error
 		}
 	}
 	b, _ := json.Marshal(req)
-	if _, err := conn.Write(append(b, '\n')); err != nil {
-		return c.ctxErr(ctx, fmt.Errorf("send %s: %w", method, err))
-	}
+	_, werr := conn.Write(append(b, '\n'))
+	// Even when the write fails, the daemon may have answered already (it
+	// refuses another user's connection before reading): read that answer.
 	line, err := bufio.NewReaderSize(conn, 64<<10).ReadBytes('\n')
 	if err != nil {
+		if werr != nil {
+			return c.ctxErr(ctx, fmt.Errorf("send %s: %w", method, werr))
+		}
 		return c.ctxErr(ctx, fmt.Errorf("read %s response: %w (the daemon may have exited; see its log)", method, err))
 	}
 	var resp api.Response
