@@ -70,6 +70,25 @@ func installedTree(ctx context.Context, t *testing.T, e *env) {
 	}
 	e.must(ctx, "vm", "ssh", "--no-remind", "inst", "--", "true")
 	e.must(ctx, "vm", "rm", "--force", "inst")
+
+	// A tampered bundle stops vm create before anything is made, naming the
+	// file, both checksums and the fix.
+	initrd := filepath.Join(prefix, "lib", "banger", "kernel", "initrd.img")
+	f, err := os.OpenFile(initrd, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 1)
+	f.ReadAt(b, 4096)
+	b[0] ^= 0xff
+	f.WriteAt(b, 4096)
+	f.Close()
+	stderr := e.fails(ctx, "vm", "create", "tampered", "--cpus", "1", "--memory", "512")
+	for _, want := range []string{"kernel/initrd.img", "expected SHA-256", "actual", filepath.Join(prefix, "lib", "banger"), "to fix"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("tampered bundle: error lacks %q:\n%s", want, stderr)
+		}
+	}
 }
 
 // plain runs a binary with the env's environment, outside the namespace.
