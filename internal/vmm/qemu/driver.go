@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,9 +31,8 @@ import (
 // DefaultBinary is the QEMU binary looked up in $PATH when none is given.
 const DefaultBinary = "qemu-system-x86_64"
 
-// MaxSocketPath is the longest Unix socket path the kernel accepts
-// (sun_path is 108 bytes including the terminating NUL).
-const MaxSocketPath = 107
+// MaxSocketPath is the longest Unix socket path the kernel accepts.
+const MaxSocketPath = vmm.MaxSocketPath
 
 // Timeouts used by Start and Stop.
 const (
@@ -159,46 +157,11 @@ func checkSpec(spec vmm.Spec) error {
 		socks = append(socks, spec.AgentSocket)
 	}
 	for _, s := range socks {
-		if err := checkSocketPath(s); err != nil {
+		if err := vmm.CheckSocketPath(s); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// checkSocketPath reports a Unix socket path the kernel would refuse.
-func checkSocketPath(p string) error {
-	if len(p) > MaxSocketPath {
-		return fmt.Errorf("unix socket path %s is %d bytes, over the %d-byte limit of the kernel: use a shorter XDG_RUNTIME_DIR/XDG_STATE_HOME (or a shorter VM folder)", p, len(p), MaxSocketPath)
-	}
-	return nil
-}
-
-// clearStale removes a leftover socket at p, but only when nothing answers
-// on it: a socket that accepts a connection belongs to a running process.
-func clearStale(p string) error {
-	fi, err := os.Lstat(p)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if fi.Mode().Type() != fs.ModeSocket {
-		return fmt.Errorf("%s exists and is not a socket: remove it by hand", p)
-	}
-	c, err := net.DialTimeout("unix", p, time.Second)
-	if err == nil {
-		c.Close()
-		return fmt.Errorf("%s answers: a process (an earlier VMM of this VM?) is still using it", p)
-	}
-	if !errors.Is(err, syscall.ECONNREFUSED) {
-		return fmt.Errorf("probe stale socket %s: %w", p, err)
-	}
-	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	return nil
 }
 
 // clearStalePIDFile removes a leftover pid file unless a live QEMU still
@@ -259,7 +222,7 @@ func (d *Driver) start(ctx context.Context, spec vmm.Spec) (vmm.State, error) {
 		if p == "" {
 			continue
 		}
-		if err := clearStale(p); err != nil {
+		if err := vmm.ClearStaleSocket(p, "VMM"); err != nil {
 			return vmm.State{}, err
 		}
 	}
