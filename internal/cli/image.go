@@ -77,7 +77,7 @@ func newImageCmd() *cobra.Command {
 		Short: "Delete images no VM uses",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return eachVM(cmd, args, func(c *client.Client, name string) error {
+			return each(cmd, args, func(c *client.Client, name string) error {
 				if err := c.Call(cmd.Context(), api.MethodImageDelete, api.VMStopParams{Name: name}, nil); err != nil {
 					return err
 				}

@@ -9,9 +9,9 @@ import (
 	"github.com/bangerhq/banger/internal/client"
 )
 
-// eachVM runs fn for every named VM and joins the errors, so one bad name
-// does not stop the others.
-func eachVM(cmd *cobra.Command, names []string, fn func(c *client.Client, name string) error) error {
+// each runs fn for every name (VMs or images) and joins the errors, so one
+// bad name does not stop the others.
+func each(cmd *cobra.Command, names []string, fn func(c *client.Client, name string) error) error {
 	c, err := connect(cmd.Context())
 	if err != nil {
 		return err
@@ -31,7 +31,7 @@ func newVMStartCmd() *cobra.Command {
 		Short: "Boot stopped VMs and wait until they answer SSH",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return eachVM(cmd, args, func(c *client.Client, name string) error {
+			return each(cmd, args, func(c *client.Client, name string) error {
 				vm, err := c.StartVM(cmd.Context(), name)
 				if err == nil {
 					fmt.Fprintf(cmd.OutOrStdout(), "%s is running at %s\n", vm.Name, vm.IP)
@@ -49,7 +49,7 @@ func newVMStopCmd() *cobra.Command {
 		Short: "Stop VMs (ACPI power-off, then kill after a timeout)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return eachVM(cmd, args, func(c *client.Client, name string) error {
+			return each(cmd, args, func(c *client.Client, name string) error {
 				vm, err := c.StopVM(cmd.Context(), name, force)
 				if err == nil {
 					fmt.Fprintf(cmd.OutOrStdout(), "%s is %s\n", vm.Name, vm.State)
@@ -68,7 +68,7 @@ func newVMRestartCmd() *cobra.Command {
 		Short: "Stop and start VMs",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return eachVM(cmd, args, func(c *client.Client, name string) error {
+			return each(cmd, args, func(c *client.Client, name string) error {
 				vm, err := c.RestartVM(cmd.Context(), name)
 				if err == nil {
 					fmt.Fprintf(cmd.OutOrStdout(), "%s is running at %s\n", vm.Name, vm.IP)
@@ -87,7 +87,7 @@ func newVMRemoveCmd() *cobra.Command {
 		Short:   "Delete VMs and their disks",
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return eachVM(cmd, args, func(c *client.Client, name string) error {
+			return each(cmd, args, func(c *client.Client, name string) error {
 				err := c.DeleteVM(cmd.Context(), name, force)
 				if err == nil {
 					fmt.Fprintf(cmd.OutOrStdout(), "deleted %s\n", name)

@@ -37,8 +37,8 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (api.VM, err
 	if err != nil {
 		return api.VM{}, err
 	}
-	if err := s.preflightStart(ctx, row.VMM); err != nil {
-		if !p.NoStart {
+	if !p.NoStart {
+		if err := s.preflightStart(ctx, row.VMM); err != nil {
 			return api.VM{}, err
 		}
 	}

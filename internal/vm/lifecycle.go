@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"strings"
 	"time"
 
@@ -19,29 +18,16 @@ import (
 )
 
 // preflightStart checks what booting needs before anything is changed: the
-// host checks shared with `banger doctor`, then the runtime kernel.
+// host checks shared with `banger doctor` (runtime bundle, the VMM binary,
+// TUN, privileges, disk tools). Without them (tests) it checks the kernel.
 func (s *Service) preflightStart(ctx context.Context, vmmName string) error {
 	if s.cfg.Preflight != nil {
-		if err := s.cfg.Preflight(ctx, vmmName); err != nil {
-			return err
-		}
+		return s.cfg.Preflight(ctx, vmmName)
 	}
 	if err := s.cfg.Runtime.CheckKernel(); err != nil {
 		return api.Errorf(api.ErrPrecondition, "%w", err)
 	}
-	if vmmName == "qemu" {
-		if _, err := exec.LookPath(qemuBinary()); err != nil {
-			return api.Errorf(api.ErrPrecondition, "qemu-system-x86_64 not found in $PATH: install it with `sudo apt-get install qemu-system-x86`")
-		}
-	}
 	return nil
-}
-
-func qemuBinary() string {
-	if v := os.Getenv("BANGER_QEMU"); v != "" {
-		return v
-	}
-	return "qemu-system-x86_64"
 }
 
 // Start boots a stopped VM and waits until it answers SSH. Starting a running
