@@ -29,6 +29,7 @@ const (
 	MethodImageList    = "image.list"
 	MethodImageGet     = "image.get"
 	MethodImageDelete  = "image.delete"
+	MethodImageImport  = "image.import"
 )
 
 // Version is the JSON-RPC version string.
@@ -202,12 +203,43 @@ type Image struct {
 	KernelRelease string    `json:"kernel_release"`
 	CreatedAt     time.Time `json:"created_at"`
 	UsedBy        []string  `json:"used_by,omitempty"`
+	// Digest is the source's content digest ("sha256:…"): the OCI manifest
+	// digest, or the SHA-256 of an imported file. Empty for Debian builds.
+	Digest string `json:"digest,omitempty"`
+	// AllocatedBytes is the disk space the (sparse) image file takes.
+	AllocatedBytes int64 `json:"allocated_bytes"`
+	// BuildSeconds is how long the build took; Cached says it reused the
+	// build cache.
+	BuildSeconds float64 `json:"build_seconds"`
+	Cached       bool    `json:"cached"`
+	CacheKey     string  `json:"cache_key,omitempty"`
 }
 
 // ImageBuildParams are the parameters of image.build.
 type ImageBuildParams struct {
 	Name string `json:"name"`
+	// From is debian:RELEASE, oci:REF, oci-layout:DIR[:TAG|@DIGEST] or
+	// docker-archive:FILE.
 	From string `json:"from"`
+	// NoCache builds even when the build cache holds a result for the same
+	// inputs (the new result replaces it).
+	NoCache bool `json:"no_cache,omitempty"`
+}
+
+// ImageImportParams are the parameters of image.import: File (an absolute
+// path the daemon can read) is an ext4 image or a root file system tarball
+// (optionally gzip-, xz- or zstd-compressed).
+type ImageImportParams struct {
+	Name string `json:"name"`
+	File string `json:"file"`
+}
+
+// ImageDeleteParams are the parameters of image.delete. Force removes an
+// image that VMs still name: their disks are copies and do not depend on
+// the image file.
+type ImageDeleteParams struct {
+	Name  string `json:"name"`
+	Force bool   `json:"force,omitempty"`
 }
 
 // ImageList is the result of image.list.

@@ -42,8 +42,8 @@ func TestMigrationsAreIdempotent(t *testing.T) {
 			t.Fatalf("open %d: %v", i, err)
 		}
 		v, err := s.SchemaVersion(context.Background())
-		if err != nil || v != 2 {
-			t.Fatalf("schema version = %d, %v; want 2", v, err)
+		if err != nil || v != 3 {
+			t.Fatalf("schema version = %d, %v; want 3", v, err)
 		}
 		var mode string
 		s.DB.QueryRow("PRAGMA journal_mode").Scan(&mode)
