@@ -42,35 +42,48 @@ func ReadXattrs(r io.Reader) ([]Xattr, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read xattrs: %w", err)
 		}
-		p := clean(hdr.Name)
-		seen := map[string]bool{}
-		for k, v := range hdr.PAXRecords {
-			if name, ok := strings.CutPrefix(k, "SCHILY.xattr."); ok {
-				out = append(out, Xattr{Path: p, Name: name, Value: []byte(v)})
-				seen[name] = true
-			}
+		xs, err := HeaderXattrs(hdr)
+		if err != nil {
+			return nil, fmt.Errorf("read xattrs: %w", err)
 		}
-		for k, v := range hdr.PAXRecords {
-			enc, ok := strings.CutPrefix(k, "LIBARCHIVE.xattr.")
-			if !ok {
-				continue
-			}
-			name, err := url.PathUnescape(enc)
-			if err != nil {
-				return nil, fmt.Errorf("read xattrs: %s: record %q: %w", p, k, err)
-			}
-			if seen[name] {
-				continue
-			}
-			val, err := base64.StdEncoding.DecodeString(v)
-			if err != nil {
-				if val, err = base64.RawStdEncoding.DecodeString(v); err != nil {
-					return nil, fmt.Errorf("read xattrs: %s: record %q: %w", p, k, err)
-				}
-			}
-			out = append(out, Xattr{Path: p, Name: name, Value: val})
+		out = append(out, xs...)
+	}
+}
+
+// HeaderXattrs returns the extended attributes that hdr's PAX records carry
+// (SCHILY.xattr.NAME, and LIBARCHIVE.xattr.NAME for names without a SCHILY
+// record), with Path cleaned as in ReadXattrs.
+func HeaderXattrs(hdr *tar.Header) ([]Xattr, error) {
+	var out []Xattr
+	p := clean(hdr.Name)
+	seen := map[string]bool{}
+	for k, v := range hdr.PAXRecords {
+		if name, ok := strings.CutPrefix(k, "SCHILY.xattr."); ok {
+			out = append(out, Xattr{Path: p, Name: name, Value: []byte(v)})
+			seen[name] = true
 		}
 	}
+	for k, v := range hdr.PAXRecords {
+		enc, ok := strings.CutPrefix(k, "LIBARCHIVE.xattr.")
+		if !ok {
+			continue
+		}
+		name, err := url.PathUnescape(enc)
+		if err != nil {
+			return nil, fmt.Errorf("%s: record %q: %w", p, k, err)
+		}
+		if seen[name] {
+			continue
+		}
+		val, err := base64.StdEncoding.DecodeString(v)
+		if err != nil {
+			if val, err = base64.RawStdEncoding.DecodeString(v); err != nil {
+				return nil, fmt.Errorf("%s: record %q: %w", p, k, err)
+			}
+		}
+		out = append(out, Xattr{Path: p, Name: name, Value: val})
+	}
+	return out, nil
 }
 
 // WriteDebugfsScript writes to w a `debugfs -w -f` command file that sets
