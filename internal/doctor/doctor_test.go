@@ -318,8 +318,8 @@ func TestPreflight(t *testing.T) {
 		t.Fatal("image-build preflight passed without mmdebstrap")
 	}
 	wantContains(t, "image-build preflight", err.Error(), "cannot build an image", "(image-tools)", "mmdebstrap (package mmdebstrap)",
-		"sudo apt-get install mmdebstrap fakeroot e2fsprogs tar")
-	f.addTools(t, "mmdebstrap", "fakeroot", "mkfs.ext4", "tar")
+		"sudo apt-get install mmdebstrap fakeroot e2fsprogs tar util-linux")
+	f.addTools(t, "mmdebstrap", "fakeroot", "mkfs.ext4", "tar", "unshare")
 	if err := Preflight(ctx, f.env, PurposeImageBuild); err != nil {
 		t.Errorf("image-build preflight with every tool: %v", err)
 	}

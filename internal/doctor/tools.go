@@ -29,9 +29,11 @@ func checkDiskTools(_ context.Context, env *Env) Result {
 
 func checkImageTools(_ context.Context, env *Env) Result {
 	ts := []hostTool{{"mmdebstrap", "mmdebstrap"}, {"fakeroot", "fakeroot"}, {"mkfs.ext4", "e2fsprogs"},
-		{"debugfs", "e2fsprogs"}, {"tar", "tar"}}
+		{"debugfs", "e2fsprogs"}, {"tar", "tar"},
+		{"unshare", "util-linux"}}
 	if env.EUID != 0 {
-		// Rootless mmdebstrap (--mode=unshare) maps subordinate ids.
+		// Rootless builds (mmdebstrap --mode=unshare, unshare --map-auto for
+		// OCI images) map subordinate ids.
 		ts = append(ts, hostTool{"newuidmap", "uidmap"}, hostTool{"newgidmap", "uidmap"})
 	}
 	r := checkTools(env, "image builds", ts)

@@ -48,13 +48,13 @@ func TestImageTools(t *testing.T) {
 		wantStatus(t, r, StatusFail)
 		wantContains(t, "detail", r.Detail, "mmdebstrap (package mmdebstrap)", "fakeroot (package fakeroot)",
 			"mkfs.ext4 (package e2fsprogs)", "debugfs (package e2fsprogs)", "tar (package tar)")
-		if r.Fix != "sudo apt-get install mmdebstrap fakeroot e2fsprogs tar" {
+		if r.Fix != "sudo apt-get install mmdebstrap fakeroot e2fsprogs tar util-linux" {
 			t.Errorf("fix %q", r.Fix)
 		}
 	})
 	t.Run("root, some missing", func(t *testing.T) {
 		f := newFixture(t)
-		f.addTools(t, "mmdebstrap", "fakeroot", "tar", "debugfs")
+		f.addTools(t, "mmdebstrap", "fakeroot", "tar", "debugfs", "unshare")
 		r := f.run(t, IDImageTools)
 		wantStatus(t, r, StatusFail)
 		if r.Fix != "sudo apt-get install e2fsprogs" {
@@ -63,13 +63,13 @@ func TestImageTools(t *testing.T) {
 	})
 	t.Run("root, complete", func(t *testing.T) {
 		f := newFixture(t)
-		f.addTools(t, "mmdebstrap", "fakeroot", "mkfs.ext4", "debugfs", "tar")
+		f.addTools(t, "mmdebstrap", "fakeroot", "mkfs.ext4", "debugfs", "tar", "unshare")
 		wantStatus(t, f.run(t, IDImageTools), StatusOK)
 	})
 	t.Run("user without uidmap or subordinate ids", func(t *testing.T) {
 		f := newFixture(t)
 		f.env.EUID, f.env.User = 1000, "dev"
-		f.addTools(t, "mmdebstrap", "fakeroot", "mkfs.ext4", "debugfs", "tar")
+		f.addTools(t, "mmdebstrap", "fakeroot", "mkfs.ext4", "debugfs", "tar", "unshare")
 		writeFile(t, f.env.SubUID, "other:100000:65536\n", 0o644)
 		r := f.run(t, IDImageTools)
 		wantStatus(t, r, StatusFail)
@@ -81,7 +81,7 @@ func TestImageTools(t *testing.T) {
 	t.Run("user with a small range", func(t *testing.T) {
 		f := newFixture(t)
 		f.env.EUID, f.env.User = 1000, "dev"
-		f.addTools(t, "mmdebstrap", "fakeroot", "mkfs.ext4", "debugfs", "tar", "newuidmap", "newgidmap")
+		f.addTools(t, "mmdebstrap", "fakeroot", "mkfs.ext4", "debugfs", "tar", "unshare", "newuidmap", "newgidmap")
 		writeFile(t, f.env.SubUID, "dev:100000:1000\n", 0o644)
 		writeFile(t, f.env.SubGID, "dev:100000:65536\n", 0o644)
 		r := f.run(t, IDImageTools)
@@ -91,7 +91,7 @@ func TestImageTools(t *testing.T) {
 	t.Run("user, complete (entry by uid)", func(t *testing.T) {
 		f := newFixture(t)
 		f.env.EUID, f.env.User = 1000, "dev"
-		f.addTools(t, "mmdebstrap", "fakeroot", "mkfs.ext4", "debugfs", "tar", "newuidmap", "newgidmap")
+		f.addTools(t, "mmdebstrap", "fakeroot", "mkfs.ext4", "debugfs", "tar", "unshare", "newuidmap", "newgidmap")
 		writeFile(t, f.env.SubUID, "# comment\nother:1:2\n1000:100000:65536\n", 0o644)
 		writeFile(t, f.env.SubGID, "dev:100000:65536\n", 0o644)
 		r := f.run(t, IDImageTools)
