@@ -181,6 +181,7 @@ func setup(ctx context.Context, log *slog.Logger) (*Daemon, *net.UnixListener, e
 	if err := d.vms.Recover(ctx); err != nil {
 		return fail(fmt.Errorf("recover vms: %w", err))
 	}
+	d.images.sweep(ctx)
 	return d, ln, nil
 }
 

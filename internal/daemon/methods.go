@@ -50,9 +50,8 @@ func (d *Daemon) methods() *Methods {
 	t.Register(api.MethodImageGet, Typed(func(ctx context.Context, p api.VMRef) (api.Image, error) {
 		return d.images.Get(ctx, p.Name)
 	}))
-	t.Register(api.MethodImageDelete, Typed(func(ctx context.Context, p api.VMStopParams) (empty, error) {
-		return empty{}, d.images.Delete(ctx, p.Name)
-	}))
+	t.Register(api.MethodImageDelete, Typed(d.images.Delete))
+	t.Register(api.MethodImageImport, Typed(d.images.Import))
 	return t
 }
 

@@ -63,6 +63,7 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (api.VM, err
 		if err := store.DeleteVM(context.WithoutCancel(ctx), s.store.DB, row.ID); err != nil {
 			cleanup = append(cleanup, err)
 		}
+		s.dropRemovedImages(ctx)
 		s.forget(row.ID)
 		return errors.Join(cleanup...)
 	}

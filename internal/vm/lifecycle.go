@@ -297,8 +297,17 @@ func (s *Service) Delete(ctx context.Context, ref string, force bool) error {
 		return fmt.Errorf("delete vm %q: %w", row.Name, err)
 	}
 	s.forget(row.ID)
+	s.dropRemovedImages(ctx)
 	s.log.Info("vm deleted", "vm", row.Name)
 	return nil
+}
+
+// dropRemovedImages deletes the rows of force-removed images (tombstones)
+// that no VM names any more; called after a VM row is deleted.
+func (s *Service) dropRemovedImages(ctx context.Context) {
+	if err := store.DeleteUnusedRemovedImages(context.WithoutCancel(ctx), s.store.DB); err != nil {
+		s.log.Warn("delete rows of removed images", "err", err)
+	}
 }
 
 // watch starts the monitor of a running VM: when its VMM exits without a
@@ -398,6 +407,7 @@ func (s *Service) Recover(ctx context.Context) error {
 			s.log.Warn("removing half-created vm", "vm", row.Name)
 			os.RemoveAll(s.cfg.Dirs.VMDir(row.ID))
 			store.DeleteVM(ctx, s.store.DB, row.ID)
+			s.dropRemovedImages(ctx)
 			continue
 		}
 		st, ok := driverState(row)

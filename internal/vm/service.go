@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -175,13 +176,23 @@ func (s *Service) facts(vm store.VM) (Facts, vmm.State) {
 	return f, st
 }
 
+// imageLabel is the name of the VM's image as users see it: a tombstone
+// left by `image rm --force` is named NAME@ID in the store and shown as
+// "NAME (removed)".
+func imageLabel(vm store.VM) string {
+	if name, ok := strings.CutSuffix(vm.ImageName, "@"+vm.ImageID); ok {
+		return name + " (removed)"
+	}
+	return vm.ImageName
+}
+
 // view turns a row into what users see.
 func (s *Service) view(vm store.VM) api.VM {
 	f, st := s.facts(vm)
 	out := api.VM{
 		ID: vm.ID, Name: vm.Name, State: DeriveState(f), DesiredState: vm.DesiredState,
 		IP: vm.IP, MAC: vm.MAC, CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB, DiskBytes: vm.DiskBytes,
-		Image: vm.ImageName, VMM: vm.VMM, Kernel: vm.Kernel, KernelArgs: vm.KernelArgs,
+		Image: imageLabel(vm), VMM: vm.VMM, Kernel: vm.Kernel, KernelArgs: vm.KernelArgs,
 		Dir: s.cfg.Dirs.VMDir(vm.ID), ConsoleLog: s.consoleLog(vm.ID), LastError: vm.LastError,
 		CreatedAt: vm.CreatedAt, UpdatedAt: vm.UpdatedAt,
 	}

@@ -1,0 +1,385 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/bangerhq/banger/internal/api"
+	"github.com/bangerhq/banger/internal/client"
+	"github.com/bangerhq/banger/internal/paths"
+	"github.com/bangerhq/banger/internal/store"
+	"github.com/bangerhq/banger/internal/vm"
+	"github.com/bangerhq/banger/internal/vmm"
+)
+
+// nopNet is a host network that does nothing: the tests never boot a VM.
+type nopNet struct{}
+
+func (nopNet) EnsureBridge(context.Context) error { return nil }
+func (nopNet) CreateTAP(string) error             { return nil }
+func (nopNet) DeleteTAP(string) error             { return nil }
+func (nopNet) TAPExists(string) bool              { return false }
+
+// newImageTestDaemon returns a daemon with a real store and image and VM
+// services (no VMM drivers, no network) serving on a temp socket.
+func newImageTestDaemon(t *testing.T) (*Daemon, *client.Client) {
+	t.Helper()
+	root := t.TempDir()
+	dirs := paths.Dirs{Config: filepath.Join(root, "config"), State: filepath.Join(root, "state"),
+		Data: filepath.Join(root, "data"), Cache: filepath.Join(root, "cache"), Runtime: filepath.Join(root, "run")}
+	for _, p := range []string{dirs.State, dirs.ImagesDir(), dirs.VMsDir()} {
+		if err := os.MkdirAll(p, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := store.Open(context.Background(), dirs.Database())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	log := slog.New(slog.DiscardHandler)
+	d := &Daemon{dirs: dirs, store: st, log: log}
+	d.vms = vm.New(vm.Config{Dirs: dirs}, st, map[string]vmm.Driver{}, nopNet{}, log)
+	d.images = &imageService{d: d, log: log}
+	return d, client.New(startTestServer(t, d.methods()))
+}
+
+func needTools(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err == nil {
+			continue
+		}
+		if _, err := os.Stat("/usr/sbin/" + tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+	}
+}
+
+// makeExt4 builds a small ext4 image of a root file system with an SSH
+// server, the guest agent and one kernel module tree (under /usr/lib, with
+// /lib a symlink as on a merged-/usr system).
+func makeExt4(t *testing.T) string {
+	t.Helper()
+	needTools(t, "mkfs.ext4", "e2fsck", "debugfs")
+	dir := t.TempDir()
+	tree := filepath.Join(dir, "root")
+	for _, p := range []string{"usr/sbin", "usr/local/bin", "usr/lib/modules/6.1.0-test", "etc"} {
+		os.MkdirAll(filepath.Join(tree, p), 0o755)
+	}
+	os.Symlink("usr/lib", filepath.Join(tree, "lib"))
+	os.WriteFile(filepath.Join(tree, "usr/sbin/sshd"), []byte("#!/bin/sh\n"), 0o755)
+	os.WriteFile(filepath.Join(tree, "usr/local/bin/banger-vsock-pingd"), []byte("#!/bin/sh\n"), 0o755)
+	os.WriteFile(filepath.Join(tree, "etc/hostname"), []byte("imported\n"), 0o644)
+	img := filepath.Join(dir, "disk.img")
+	mkfs := "mkfs.ext4"
+	if _, err := exec.LookPath(mkfs); err != nil {
+		mkfs = "/usr/sbin/mkfs.ext4"
+	}
+	if out, err := exec.Command(mkfs, "-q", "-F", "-d", tree, img, "16M").CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v: %s", err, out)
+	}
+	return img
+}
+
+func sha256sum(t *testing.T, file string) string {
+	t.Helper()
+	out, err := exec.Command("sha256sum", file).Output()
+	if err != nil {
+		t.Skipf("sha256sum: %v", err)
+	}
+	return "sha256:" + strings.Fields(string(out))[0]
+}
+
+// imagesLeft returns the folders under the images directory and the rows
+// of the images table, tombstones included.
+func imagesLeft(t *testing.T, d *Daemon) (folders []string, rows int) {
+	t.Helper()
+	entries, err := os.ReadDir(d.dirs.ImagesDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		folders = append(folders, e.Name())
+	}
+	if err := d.store.DB.QueryRow("SELECT COUNT(*) FROM images").Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	return folders, rows
+}
+
+func importImage(ctx context.Context, c *client.Client, name, file string) (api.Image, error) {
+	var im api.Image
+	err := c.Call(ctx, api.MethodImageImport, api.ImageImportParams{Name: name, File: file}, &im)
+	return im, err
+}
+
+func getImage(ctx context.Context, c *client.Client, name string) (api.Image, error) {
+	var im api.Image
+	err := c.Call(ctx, api.MethodImageGet, api.VMRef{Name: name}, &im)
+	return im, err
+}
+
+func deleteImage(ctx context.Context, c *client.Client, name string, force bool) (api.Image, error) {
+	var im api.Image
+	err := c.Call(ctx, api.MethodImageDelete, api.ImageDeleteParams{Name: name, Force: force}, &im)
+	return im, err
+}
+
+func TestImageImportExt4(t *testing.T) {
+	ctx := context.Background()
+	d, c := newImageTestDaemon(t)
+	src := makeExt4(t)
+	want := sha256sum(t, src)
+
+	im, err := importImage(ctx, c, "imported", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := os.Stat(src)
+	if im.Name != "imported" || im.Source != "import:disk.img" || im.Digest != want || im.SizeBytes != st.Size() ||
+		im.KernelRelease != "6.1.0-test" || im.CreatedAt.IsZero() || im.Cached {
+		t.Fatalf("imported image: %+v (want digest %s, size %d)", im, want, st.Size())
+	}
+	if im.AllocatedBytes <= 0 || im.AllocatedBytes > im.SizeBytes {
+		t.Fatalf("allocated bytes %d for a %d-byte sparse image", im.AllocatedBytes, im.SizeBytes)
+	}
+	if filepath.Dir(filepath.Dir(im.Path)) != d.dirs.ImagesDir() || filepath.Base(im.Path) != "rootfs.ext4" {
+		t.Fatalf("image path %s is not in its own folder under %s", im.Path, d.dirs.ImagesDir())
+	}
+	if got := sha256sum(t, im.Path); got != want {
+		t.Fatalf("copy's digest %s, source's %s", got, want)
+	}
+
+	got, err := getImage(ctx, c, "imported")
+	if err != nil || got.ID != im.ID || got.Digest != want || got.AllocatedBytes != im.AllocatedBytes {
+		t.Fatalf("image.get: %+v, %v", got, err)
+	}
+	var l api.ImageList
+	if err := c.Call(ctx, api.MethodImageList, nil, &l); err != nil || len(l.Images) != 1 || l.Images[0].Digest != want {
+		t.Fatalf("image.list: %+v, %v", l, err)
+	}
+
+	// The name is taken now.
+	if _, err := importImage(ctx, c, "imported", src); !client.IsExists(err) || !strings.Contains(err.Error(), "already exists") {
+		t.Fatalf("second import of the name: %v", err)
+	}
+	if _, err := importImage(ctx, c, "Bad_Name", src); !errors.Is(err, api.ErrInvalid) {
+		t.Fatalf("invalid name: %v", err)
+	}
+	if _, err := importImage(ctx, c, "rel", "disk.img"); !errors.Is(err, api.ErrInvalid) {
+		t.Fatalf("relative path: %v", err)
+	}
+	if _, err := importImage(ctx, c, "gone", filepath.Join(t.TempDir(), "none.img")); !client.IsNotFound(err) {
+		t.Fatalf("missing file: %v", err)
+	}
+	if folders, rows := imagesLeft(t, d); len(folders) != 1 || rows != 1 {
+		t.Fatalf("after refused imports: folders %v, %d rows", folders, rows)
+	}
+}
+
+func TestImageImportRefusesWhatIsNotAnImage(t *testing.T) {
+	ctx := context.Background()
+	d, c := newImageTestDaemon(t)
+	dir := t.TempDir()
+
+	garbage := filepath.Join(dir, "garbage.ext4")
+	os.WriteFile(garbage, bytes.Repeat([]byte("not an image "), 10000), 0o644)
+	_, err := importImage(ctx, c, "garbage", garbage)
+	if !errors.Is(err, api.ErrInvalid) || !strings.Contains(err.Error(), "neither an ext4 image nor a (compressed) tar archive") {
+		t.Fatalf("garbage: %v", err)
+	}
+
+	// The ext4 magic alone does not make a file system: e2fsck refuses it
+	// after the copy, and the copy goes.
+	needTools(t, "e2fsck", "debugfs")
+	fake := make([]byte, 1<<20)
+	fake[1080], fake[1081] = 0x53, 0xEF
+	fakePath := filepath.Join(dir, "fake.img")
+	os.WriteFile(fakePath, fake, 0o644)
+	_, err = importImage(ctx, c, "fake", fakePath)
+	if !errors.Is(err, api.ErrInvalid) || !strings.Contains(err.Error(), "ext4") {
+		t.Fatalf("broken ext4: %v", err)
+	}
+
+	if folders, rows := imagesLeft(t, d); len(folders) != 0 || rows != 0 {
+		t.Fatalf("a refused import left folders %v and %d rows", folders, rows)
+	}
+}
+
+func TestImageImportCancelledLeavesNothing(t *testing.T) {
+	d, _ := newImageTestDaemon(t)
+	src := makeExt4(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := d.images.Import(ctx, api.ImageImportParams{Name: "late", File: src}); err == nil {
+		t.Fatal("import with a cancelled context succeeded")
+	}
+	if folders, rows := imagesLeft(t, d); len(folders) != 0 || rows != 0 {
+		t.Fatalf("a cancelled import left folders %v and %d rows", folders, rows)
+	}
+}
+
+func TestDetectImportKind(t *testing.T) {
+	ext4 := make([]byte, 4096)
+	ext4[1080], ext4[1081] = 0x53, 0xEF
+	tarball := make([]byte, 1024)
+	copy(tarball[257:], "ustar\x0000")
+	gnuTar := make([]byte, 1024)
+	copy(gnuTar[257:], "ustar  \x00")
+	for _, tc := range []struct {
+		name string
+		data []byte
+		want string
+	}{
+		{"ext4", ext4, importExt4},
+		{"posix tar", tarball, importTar},
+		{"gnu tar", gnuTar, importTar},
+		{"gzip", []byte{0x1f, 0x8b, 8, 0, 0, 0}, importTarGzip},
+		{"xz", []byte("\xfd7zXZ\x00\x00\x04"), importTarXz},
+		{"zstd", []byte{0x28, 0xb5, 0x2f, 0xfd, 0x24}, importTarZstd},
+		{"text", []byte("hello, world\n"), ""},
+		{"empty", nil, ""},
+	} {
+		if got := detectImportKind(bytes.NewReader(tc.data)); got != tc.want {
+			t.Errorf("%s: got %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+// insertVM records a stopped VM built from image id, as vm create would,
+// without making its disk.
+func insertVM(t *testing.T, d *Daemon, name, imageID, mac string) {
+	t.Helper()
+	row := store.VM{ID: "vm-" + name, Name: name, ImageID: imageID, CPUs: 1, MemoryMiB: 256, DiskBytes: 1 << 30,
+		Kernel: "/k", KernelArgs: "console=ttyS0", MAC: mac, VMM: "qemu", DesiredState: store.DesiredStopped}
+	if err := store.InsertVM(context.Background(), d.store.DB, &row); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestImageRemoveWithUsersNeedsForceAndLeavesATombstone(t *testing.T) {
+	ctx := context.Background()
+	d, c := newImageTestDaemon(t)
+	src := makeExt4(t)
+	im, err := importImage(ctx, c, "base", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	insertVM(t, d, "dev", im.ID, "52:54:00:00:00:01")
+	insertVM(t, d, "web", im.ID, "52:54:00:00:00:02")
+
+	// Refused without --force, naming the VMs and the way out.
+	_, err = deleteImage(ctx, c, "base", false)
+	if !errors.Is(err, api.ErrPrecondition) || !strings.Contains(err.Error(), "dev, web") || !strings.Contains(err.Error(), "--force") {
+		t.Fatalf("rm of a used image: %v", err)
+	}
+	if _, err := os.Stat(im.Path); err != nil {
+		t.Fatalf("refused rm touched the file: %v", err)
+	}
+	if got, err := getImage(ctx, c, "base"); err != nil || strings.Join(got.UsedBy, ",") != "dev,web" {
+		t.Fatalf("image after refused rm: %+v, %v", got, err)
+	}
+
+	// With --force: the file and folder go, the row stays as a tombstone.
+	removed, err := deleteImage(ctx, c, "base", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if removed.ID != im.ID || strings.Join(removed.UsedBy, ",") != "dev,web" {
+		t.Fatalf("rm --force result: %+v", removed)
+	}
+	if _, err := os.Stat(filepath.Dir(im.Path)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("image folder after rm --force: %v", err)
+	}
+	if _, err := getImage(ctx, c, "base"); !client.IsNotFound(err) {
+		t.Fatalf("image.get of a removed image: %v", err)
+	}
+	if _, err := getImage(ctx, c, im.ID); !client.IsNotFound(err) {
+		t.Fatalf("image.get by id of a removed image: %v", err)
+	}
+	var l api.ImageList
+	if err := c.Call(ctx, api.MethodImageList, nil, &l); err != nil || len(l.Images) != 0 {
+		t.Fatalf("image.list shows the tombstone: %+v, %v", l, err)
+	}
+	v, err := c.GetVM(ctx, "dev")
+	if err != nil || v.Image != "base (removed)" {
+		t.Fatalf("vm.get after its image was removed: image %q, %v", v.Image, err)
+	}
+
+	// The name is free again, and the new image is a different one.
+	again, err := importImage(ctx, c, "base", src)
+	if err != nil {
+		t.Fatalf("reuse the name: %v", err)
+	}
+	if again.ID == im.ID || len(again.UsedBy) != 0 {
+		t.Fatalf("new image under the old name: %+v", again)
+	}
+	if v, _ := c.GetVM(ctx, "dev"); v.Image != "base (removed)" {
+		t.Fatalf("vm.get after the name was reused: image %q", v.Image)
+	}
+
+	// The tombstone goes with the last VM that names it.
+	tombstones := func() int {
+		var n int
+		d.store.DB.QueryRow("SELECT COUNT(*) FROM images WHERE removed_at != ''").Scan(&n)
+		return n
+	}
+	if err := c.DeleteVM(ctx, "dev", false); err != nil {
+		t.Fatal(err)
+	}
+	if n := tombstones(); n != 1 {
+		t.Fatalf("%d tombstones after deleting one of two VMs, want 1", n)
+	}
+	if err := c.DeleteVM(ctx, "web", false); err != nil {
+		t.Fatal(err)
+	}
+	if n := tombstones(); n != 0 {
+		t.Fatalf("%d tombstones after deleting the last VM, want 0", n)
+	}
+
+	// An unused image: row and folder go.
+	if _, err := deleteImage(ctx, c, "base", false); err != nil {
+		t.Fatal(err)
+	}
+	if folders, rows := imagesLeft(t, d); len(folders) != 0 || rows != 0 {
+		t.Fatalf("after rm: folders %v, %d rows", folders, rows)
+	}
+	if _, err := deleteImage(ctx, c, "base", false); !client.IsNotFound(err) {
+		t.Fatalf("rm of a missing image: %v", err)
+	}
+}
+
+func TestSweepRemovesOnlyOrphanImageFolders(t *testing.T) {
+	ctx := context.Background()
+	d, _ := newImageTestDaemon(t)
+	root := d.dirs.ImagesDir()
+	live := store.Image{ID: "0123456789ab", Name: "live", Source: "debian:bookworm",
+		Path: filepath.Join(root, "0123456789ab", "rootfs.ext4"), SizeBytes: 1}
+	if err := store.InsertImage(ctx, d.store.DB, &live); err != nil {
+		t.Fatal(err)
+	}
+	// A tombstone no VM names (the daemon died before deleting it).
+	dead := store.Image{ID: "ba9876543210", Name: "dead", Source: "debian:bookworm",
+		Path: filepath.Join(root, "ba9876543210", "rootfs.ext4"), SizeBytes: 1}
+	store.InsertImage(ctx, d.store.DB, &dead)
+	store.MarkImageRemoved(ctx, d.store.DB, dead.ID)
+	for _, f := range []string{"0123456789ab", "ba9876543210", "deadbeef0000", "not-an-image"} {
+		os.MkdirAll(filepath.Join(root, f), 0o700)
+		os.WriteFile(filepath.Join(root, f, "rootfs.ext4"), []byte("x"), 0o600)
+	}
+	if err := d.images.sweepImageFolders(ctx); err != nil {
+		t.Fatal(err)
+	}
+	folders, rows := imagesLeft(t, d)
+	if strings.Join(folders, ",") != "0123456789ab,not-an-image" || rows != 1 {
+		t.Fatalf("after the sweep: folders %v, %d rows; want the live image's folder and the unknown one, 1 row", folders, rows)
+	}
+}
