@@ -28,7 +28,7 @@ func newImageCmd() *cobra.Command {
 			}
 			start := time.Now()
 			fmt.Fprintf(cmd.ErrOrStderr(), "building image %s from %s (the daemon log has the details)...\n", args[0], from)
-			im, err := c.BuildImage(cmd.Context(), api.ImageBuildParams{Name: args[0], From: from})
+			im, err := c.BuildImage(cmd.Context(), api.ImageBuildParams{Name: args[0], From: from}, nil)
 			if err != nil {
 				return err
 			}

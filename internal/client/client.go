@@ -6,6 +6,7 @@ package client
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -43,8 +44,20 @@ func (c *Client) LastDaemon() api.DaemonInfo {
 
 // Call invokes method with params and decodes the result into out (which may
 // be nil). Cancelling ctx closes the connection, which cancels the request in
-// the daemon.
+// the daemon. Notifications the daemon sends before the response are skipped.
 func (c *Client) Call(ctx context.Context, method string, params, out any) error {
+	return c.CallProgress(ctx, method, params, out, nil)
+}
+
+// CallProgress is Call for a long call that reports progress: it asks the
+// daemon for progress notifications (see api.ProgressRequest) and calls
+// onProgress with each one, in order, on the calling goroutine, until the
+// response arrives. onProgress must not block for long: the daemon's
+// notifications wait in the connection meanwhile. With a nil onProgress no
+// progress is asked for and CallProgress is Call. A daemon that does not
+// send progress still answers; a notification that cannot be decoded is
+// skipped, as progress is best effort.
+func (c *Client) CallProgress(ctx context.Context, method string, params, result any, onProgress func(api.Progress)) error {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", c.Socket)
 	if err != nil {
@@ -57,7 +70,7 @@ func (c *Client) Call(ctx context.Context, method string, params, out any) error
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
-	req := api.Request{JSONRPC: api.Version, Method: method}
+	req := api.ProgressRequest{Request: api.Request{JSONRPC: api.Version, Method: method}, Progress: onProgress != nil}
 	req.ID, _ = json.Marshal(c.nextID.Add(1))
 	if params != nil {
 		if req.Params, err = json.Marshal(params); err != nil {
@@ -68,27 +81,64 @@ func (c *Client) Call(ctx context.Context, method string, params, out any) error
 	_, werr := conn.Write(append(b, '\n'))
 	// Even when the write fails, the daemon may have answered already (it
 	// refuses another user's connection before reading): read that answer.
-	line, err := bufio.NewReaderSize(conn, 64<<10).ReadBytes('\n')
-	if err != nil {
-		if werr != nil {
-			return c.ctxErr(ctx, fmt.Errorf("send %s: %w", method, werr))
+	r := bufio.NewReaderSize(conn, 64<<10)
+	var resp incoming
+	for {
+		line, err := r.ReadBytes('\n')
+		if err != nil {
+			if werr != nil {
+				return c.ctxErr(ctx, fmt.Errorf("send %s: %w", method, werr))
+			}
+			return c.ctxErr(ctx, fmt.Errorf("read %s response: %w (the daemon may have exited; see its log)", method, err))
 		}
-		return c.ctxErr(ctx, fmt.Errorf("read %s response: %w (the daemon may have exited; see its log)", method, err))
+		resp = incoming{}
+		if err := json.Unmarshal(line, &resp); err != nil {
+			return fmt.Errorf("decode %s response: %w", method, err)
+		}
+		if !resp.isNotification() {
+			break
+		}
+		resp.deliver(onProgress)
 	}
-	var resp api.Response
-	if err := json.Unmarshal(line, &resp); err != nil {
-		return fmt.Errorf("decode %s response: %w", method, err)
+	if !bytes.Equal(resp.ID, req.ID) && !bytes.Equal(resp.ID, []byte("null")) {
+		return fmt.Errorf("%s response has id %s, want %s: not the answer to this request", method, resp.ID, req.ID)
 	}
 	c.lastDaemon.Store(&resp.Daemon)
 	if resp.Error != nil {
 		return &api.RemoteError{Code: resp.Error.Code, Message: resp.Error.Message}
 	}
-	if out != nil {
-		if err := json.Unmarshal(resp.Result, out); err != nil {
+	if result != nil {
+		if err := json.Unmarshal(resp.Result, result); err != nil {
 			return fmt.Errorf("decode %s result: %w", method, err)
 		}
 	}
 	return nil
+}
+
+// incoming is one line from the daemon: the response, or a notification.
+type incoming struct {
+	api.Response
+	Method string          `json:"method"`
+	Params json.RawMessage `json:"params"`
+}
+
+// isNotification reports whether m is a notification: a "method" and no
+// "id" (a response always has an id, null when the daemon could not read
+// the request's).
+func (m *incoming) isNotification() bool { return m.ID == nil && m.Method != "" }
+
+// deliver passes a progress notification to onProgress, when not nil. Other
+// notifications, and progress that cannot be decoded, are skipped:
+// progress is best effort and must not fail the call.
+func (m *incoming) deliver(onProgress func(api.Progress)) {
+	if onProgress == nil || m.Method != api.MethodProgress {
+		return
+	}
+	var p api.Progress
+	if err := json.Unmarshal(m.Params, &p); err != nil {
+		return
+	}
+	onProgress(p)
 }
 
 func (c *Client) ctxErr(ctx context.Context, err error) error {
@@ -180,10 +230,12 @@ func (c *Client) PingVM(ctx context.Context, name string, timeout time.Duration)
 	return r, err
 }
 
-// BuildImage builds an image; it blocks until the build ends.
-func (c *Client) BuildImage(ctx context.Context, p api.ImageBuildParams) (api.Image, error) {
+// BuildImage builds an image; it blocks until the build ends, calling
+// onProgress (when not nil) with the daemon's progress reports meanwhile.
+// A nil onProgress asks for no progress.
+func (c *Client) BuildImage(ctx context.Context, p api.ImageBuildParams, onProgress func(api.Progress)) (api.Image, error) {
 	var im api.Image
-	err := c.Call(ctx, api.MethodImageBuild, p, &im)
+	err := c.CallProgress(ctx, api.MethodImageBuild, p, &im, onProgress)
 	return im, err
 }
 

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -133,13 +134,24 @@ func (s *rpcServer) serveConn(ctx context.Context, conn *net.UnixConn) {
 		}
 		return
 	}
-	var req api.Request
+	var req struct {
+		api.Request
+		// Progress is the "progress" extension member (api.ProgressRequest),
+		// kept raw so that a non-boolean is an invalid request, not a parse
+		// error.
+		Progress json.RawMessage `json:"progress"`
+	}
 	if err := json.Unmarshal(line, &req); err != nil {
 		s.write(conn, nil, nil, &api.Error{Code: api.CodeParseError, Message: "parse error: " + err.Error()})
 		return
 	}
 	if req.JSONRPC != api.Version || req.Method == "" {
 		s.write(conn, req.ID, nil, &api.Error{Code: api.CodeInvalidRequest, Message: `invalid request: need "jsonrpc": "2.0" and a "method"`})
+		return
+	}
+	wantProgress, err := progressRequested(req.Progress)
+	if err != nil {
+		s.write(conn, req.ID, nil, &api.Error{Code: api.CodeInvalidRequest, Message: err.Error()})
 		return
 	}
 	h, ok := s.methods.m[req.Method]
@@ -158,13 +170,25 @@ func (s *rpcServer) serveConn(ctx context.Context, conn *net.UnixConn) {
 		}
 	}()
 
+	// With progress, notifications and the response share the connection:
+	// the sink writes through out and is closed before the response.
+	out := &lockedWriter{w: conn}
+	var sink *progressSink
+	if wantProgress {
+		sink = newProgressSink(out, s.log.With("method", req.Method))
+		rctx = context.WithValue(rctx, progressKey{}, sink)
+	}
+
 	result, herr := s.call(rctx, req.Method, h, req.Params)
+	if sink != nil {
+		sink.close()
+	}
 	if herr != nil {
 		s.log.Info("request failed", "method", req.Method, "err", herr)
-		s.write(conn, req.ID, nil, &api.Error{Code: api.CodeFor(herr), Message: herr.Error()})
+		s.write(out, req.ID, nil, &api.Error{Code: api.CodeFor(herr), Message: herr.Error()})
 		return
 	}
-	s.write(conn, req.ID, result, nil)
+	s.write(out, req.ID, result, nil)
 }
 
 // call runs h, turning a panic into an internal error: the daemon never dies
@@ -179,7 +203,8 @@ func (s *rpcServer) call(ctx context.Context, method string, h HandlerFunc, para
 	return h(ctx, params)
 }
 
-func (s *rpcServer) write(conn net.Conn, id json.RawMessage, result any, rerr *api.Error) {
+// write writes the response line to w.
+func (s *rpcServer) write(w io.Writer, id json.RawMessage, result any, rerr *api.Error) {
 	resp := api.Response{JSONRPC: api.Version, ID: id, Error: rerr, Daemon: s.info}
 	if resp.ID == nil {
 		resp.ID = json.RawMessage("null")
@@ -194,7 +219,7 @@ func (s *rpcServer) write(conn net.Conn, id json.RawMessage, result any, rerr *a
 	}
 	b, _ := json.Marshal(resp)
 	b = append(b, '\n')
-	if _, err := conn.Write(b); err != nil {
+	if _, err := w.Write(b); err != nil {
 		s.log.Debug("write response", "err", err)
 	}
 }

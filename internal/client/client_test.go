@@ -1,0 +1,153 @@
+package client
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bangerhq/banger/internal/api"
+)
+
+// fakeDaemon answers one connection: it reads the request line, sends it
+// on the returned channel and writes reply(request) followed by newlines.
+func fakeDaemon(t *testing.T, reply func(req map[string]json.RawMessage) []string) (string, <-chan map[string]json.RawMessage) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "d.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	got := make(chan map[string]json.RawMessage, 1)
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		line, err := bufio.NewReader(conn).ReadBytes('\n')
+		if err != nil {
+			return
+		}
+		var req map[string]json.RawMessage
+		json.Unmarshal(line, &req)
+		got <- req
+		for _, l := range reply(req) {
+			conn.Write([]byte(l + "\n"))
+		}
+	}()
+	return sock, got
+}
+
+func response(req map[string]json.RawMessage, result string) string {
+	return `{"jsonrpc":"2.0","id":` + string(req["id"]) + `,"result":` + result + `,"daemon":{"version":"fake","pid":7}}`
+}
+
+func TestCallProgressDeliversNotificationsInOrder(t *testing.T) {
+	sock, reqs := fakeDaemon(t, func(req map[string]json.RawMessage) []string {
+		return []string{
+			`{"jsonrpc":"2.0","method":"progress","params":{"phase":"pull","layer":1,"layers":2,"done":10,"total":100}}`,
+			`{"jsonrpc":"2.0","method":"something.else","params":{"x":1}}`,
+			`{"jsonrpc":"2.0","method":"progress","params":"not an object"}`,
+			`{"jsonrpc":"2.0","method":"progress","params":{"phase":"mkfs","message":"writing ext4"}}`,
+			response(req, `{"name":"deb","size_bytes":42}`),
+		}
+	})
+	var got []api.Progress
+	im, err := New(sock).BuildImage(context.Background(), api.ImageBuildParams{Name: "deb", From: "debian:bookworm"},
+		func(p api.Progress) { got = append(got, p) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if im.Name != "deb" || im.SizeBytes != 42 {
+		t.Fatalf("result: %+v", im)
+	}
+	want := []api.Progress{
+		{Phase: "pull", Layer: 1, Layers: 2, Done: 10, Total: 100},
+		{Phase: "mkfs", Message: "writing ext4"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("progress:\n got %+v\nwant %+v", got, want)
+	}
+	req := <-reqs
+	if string(req["progress"]) != "true" || string(req["method"]) != `"image.build"` {
+		t.Fatalf("request did not ask for progress: %v", req)
+	}
+	var params map[string]any
+	json.Unmarshal(req["params"], &params)
+	if _, ok := params["progress"]; ok || params["name"] != "deb" {
+		t.Fatalf("progress leaked into params: %v", params)
+	}
+}
+
+func TestCallSkipsNotificationsAndDoesNotAskForThem(t *testing.T) {
+	sock, reqs := fakeDaemon(t, func(req map[string]json.RawMessage) []string {
+		return []string{
+			`{"jsonrpc":"2.0","method":"progress","params":{"phase":"pull"}}`,
+			response(req, `{"text":"hi"}`),
+		}
+	})
+	c := New(sock)
+	var out struct{ Text string }
+	if err := c.Call(context.Background(), "test.echo", map[string]string{"text": "hi"}, &out); err != nil || out.Text != "hi" {
+		t.Fatalf("call: %+v, %v", out, err)
+	}
+	if _, asked := (<-reqs)["progress"]; asked {
+		t.Fatal("Call asked for progress")
+	}
+	if c.LastDaemon().Version != "fake" {
+		t.Fatalf("daemon info not kept: %+v", c.LastDaemon())
+	}
+}
+
+func TestCallProgressErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		reply func(req map[string]json.RawMessage) []string
+		want  string
+	}{
+		{"remote error after progress", func(req map[string]json.RawMessage) []string {
+			return []string{
+				`{"jsonrpc":"2.0","method":"progress","params":{"phase":"pull"}}`,
+				`{"jsonrpc":"2.0","id":` + string(req["id"]) + `,"error":{"code":-32001,"message":"no such image"},"daemon":{}}`,
+			}
+		}, "no such image"},
+		{"refused with a null id", func(map[string]json.RawMessage) []string {
+			return []string{`{"jsonrpc":"2.0","id":null,"error":{"code":-32005,"message":"permission denied"},"daemon":{}}`}
+		}, "permission denied"},
+		{"another request's id", func(map[string]json.RawMessage) []string {
+			return []string{`{"jsonrpc":"2.0","id":999999,"result":{},"daemon":{}}`}
+		}, "response has id 999999"},
+		{"garbage", func(map[string]json.RawMessage) []string { return []string{"hello"} }, "decode test.x response"},
+		{"hang-up after progress", func(map[string]json.RawMessage) []string {
+			return []string{`{"jsonrpc":"2.0","method":"progress","params":{"phase":"pull"}}`}
+		}, "read test.x response"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sock, _ := fakeDaemon(t, tc.reply)
+			err := New(sock).CallProgress(context.Background(), "test.x", nil, nil, func(api.Progress) {})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestCallProgressCancel(t *testing.T) {
+	sock, _ := fakeDaemon(t, func(map[string]json.RawMessage) []string {
+		time.Sleep(time.Second) // a long call: nothing to read for a while
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := New(sock).CallProgress(ctx, "test.x", nil, nil, func(api.Progress) {}); err != context.DeadlineExceeded {
+		t.Fatalf("got %v, want the context's error", err)
+	}
+}
