@@ -1,33 +1,77 @@
 package daemon
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/bangerhq/banger/internal/api"
+	"github.com/bangerhq/banger/internal/buildcache"
+	"github.com/bangerhq/banger/internal/bundle"
 	"github.com/bangerhq/banger/internal/doctor"
 	"github.com/bangerhq/banger/internal/image"
+	"github.com/bangerhq/banger/internal/image/oci"
 	"github.com/bangerhq/banger/internal/store"
+	"github.com/bangerhq/banger/internal/units"
 	"github.com/bangerhq/banger/internal/vm"
 	"github.com/bangerhq/banger/scripts"
 )
 
-// Build builds image p.Name from p.From. Only one build of a name runs at a
-// time; a failed or cancelled build leaves no file and no row.
+// cacheKeepOrphans is how many cached builds that no image shares any more
+// are kept (most recently used first); the others are pruned after a build.
+const cacheKeepOrphans = 3
+
+// buildSource is a parsed --from.
+type buildSource struct {
+	raw     string
+	release string     // debian:RELEASE
+	oci     oci.Source // oci:, oci-layout:, docker-archive:
+}
+
+func parseBuildSource(from string) (buildSource, error) {
+	if release, ok := strings.CutPrefix(from, "debian:"); ok {
+		if release == "" || strings.ContainsAny(release, "/: ") {
+			return buildSource{}, api.Errorf(api.ErrInvalid, "--from %q: name a Debian release, for example debian:bookworm", from)
+		}
+		return buildSource{raw: from, release: release}, nil
+	}
+	src, err := oci.ParseSource(from)
+	if err != nil {
+		return buildSource{}, api.Errorf(api.ErrInvalid, "--from %q is not a supported source (%v): use debian:RELEASE, oci:REF, oci-layout:DIR[:TAG|@DIGEST] or docker-archive:FILE", from, err)
+	}
+	if src.Path != "" && !filepath.IsAbs(src.Path) {
+		return buildSource{}, api.Errorf(api.ErrInvalid, "--from %q: the path must be absolute (the CLI makes it so)", from)
+	}
+	return buildSource{raw: from, oci: src}, nil
+}
+
+// Build builds image p.Name from p.From, or takes it from the build cache
+// when an earlier build had the same inputs (unless p.NoCache). Only one
+// build of a name runs at a time; a failed or cancelled build leaves no
+// file, no temporary tree and no row.
 func (s *imageService) Build(ctx context.Context, p api.ImageBuildParams) (api.Image, error) {
+	start := time.Now()
 	if err := vm.ValidateName(p.Name); err != nil {
 		return api.Image{}, api.Errorf(api.ErrInvalid, "invalid image name %q: use 1-63 lowercase letters, digits and hyphens", p.Name)
 	}
-	kind, release, ok := strings.Cut(p.From, ":")
-	if !ok || kind != "debian" || release == "" {
-		return api.Image{}, api.Errorf(api.ErrInvalid, "--from %q is not a supported source: use debian:RELEASE, for example debian:bookworm", p.From)
+	src, err := parseBuildSource(p.From)
+	if err != nil {
+		return api.Image{}, err
 	}
 	if _, err := store.GetImage(ctx, s.d.store.DB, p.Name); err == nil {
 		return api.Image{}, api.Errorf(api.ErrExists, "an image named %q already exists: remove it first with `banger image rm %s`", p.Name, p.Name)
@@ -38,25 +82,95 @@ func (s *imageService) Build(ctx context.Context, p api.ImageBuildParams) (api.I
 	if err := s.d.runtime.CheckAgent(); err != nil {
 		return api.Image{}, api.Errorf(api.ErrPrecondition, "%w", err)
 	}
-	release_, err := s.d.runtime.KernelRelease()
+	kernelRelease, err := s.d.runtime.KernelRelease()
 	if err != nil {
 		return api.Image{}, api.Errorf(api.ErrPrecondition, "read the runtime kernel release: %w", err)
 	}
-	s.mu.Lock()
-	if s.building == nil {
-		s.building = map[string]bool{}
+	unlock, err := s.claim(p.Name)
+	if err != nil {
+		return api.Image{}, err
 	}
-	if s.building[p.Name] {
-		s.mu.Unlock()
-		return api.Image{}, api.Errorf(api.ErrExists, "image %q is already being built", p.Name)
-	}
-	s.building[p.Name] = true
-	s.mu.Unlock()
-	defer func() { s.mu.Lock(); delete(s.building, p.Name); s.mu.Unlock() }()
+	defer unlock()
 
-	var idb [6]byte
-	rand.Read(idb[:])
-	id := hex.EncodeToString(idb[:])
+	// Resolve the source to what identifies its content.
+	var img ociImage
+	inputs, err := s.inputs(kernelRelease)
+	if err != nil {
+		return api.Image{}, err
+	}
+	inputs.Source = src.raw
+	if src.release != "" {
+		inputs.Options = map[string]string{"mirror": image.DefaultMirror, "packages": strings.Join(image.BasePackages, ",")}
+	} else {
+		s.progress(ctx, api.Progress{Phase: "resolve", Message: "resolving " + src.oci.String()})
+		if img, err = s.openOCI(ctx, src.oci); err != nil {
+			return api.Image{}, err
+		}
+		inputs.Source = img.digest
+		inputs.Options = map[string]string{"platform": "linux/amd64"}
+	}
+	return s.produce(ctx, production{
+		name: p.Name, source: p.From, digest: img.digest, kernelRelease: kernelRelease,
+		key: inputs.Key(), noCache: p.NoCache, start: start,
+		build: func(ctx context.Context, dir, out string) error { return s.build(ctx, src, img, dir, out) },
+	})
+}
+
+// buildFromRootfsTar makes image name from the root file system tarball
+// file (plain, gzip, xz or zstd), whose content digest is digest, the way an
+// OCI image is built. The caller has validated and claimed name.
+func (s *imageService) buildFromRootfsTar(ctx context.Context, name, file, digest string) (api.Image, error) {
+	start := time.Now()
+	if err := image.CheckRootfsTools(); err != nil {
+		return api.Image{}, api.Errorf(api.ErrPrecondition, "%w", err)
+	}
+	if err := s.d.runtime.CheckAgent(); err != nil {
+		return api.Image{}, api.Errorf(api.ErrPrecondition, "%w", err)
+	}
+	kernelRelease, err := s.d.runtime.KernelRelease()
+	if err != nil {
+		return api.Image{}, api.Errorf(api.ErrPrecondition, "read the runtime kernel release: %w", err)
+	}
+	inputs, err := s.inputs(kernelRelease)
+	if err != nil {
+		return api.Image{}, err
+	}
+	inputs.Source = digest
+	inputs.Options = map[string]string{"import": "rootfs-tar"}
+	return s.produce(ctx, production{
+		name: name, source: "import:" + filepath.Base(file), digest: digest, kernelRelease: kernelRelease,
+		key: inputs.Key(), start: start,
+		build: func(ctx context.Context, dir, out string) error {
+			scriptDir, err := scripts.WriteTo(dir)
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(scriptDir)
+			phase := "extract"
+			logw := &slogWriter{log: s.log, image: name, onLine: func(l string) {
+				reportProgress(ctx, api.Progress{Phase: phase, Message: l})
+			}}
+			return s.buildFromTar(ctx, func(ctx context.Context, w io.Writer) error { return decompressTo(ctx, file, w) },
+				dir, out, filepath.Join(scriptDir, "customize.sh"), logw, &phase)
+		},
+	})
+}
+
+// production is one image to make: from the build cache when it holds key
+// (and noCache is false), else by build.
+type production struct {
+	name, source, digest, kernelRelease, key string
+	noCache                                  bool
+	start                                    time.Time
+	// build writes the image to out, with temporary files in dir.
+	build func(ctx context.Context, dir, out string) error
+}
+
+// produce makes the image folder, fills it from the cache or by building,
+// records the row and keeps a fresh build in the cache. Any failure removes
+// the folder; no row is left.
+func (s *imageService) produce(ctx context.Context, p production) (api.Image, error) {
+	id := newImageID()
 	dir := filepath.Join(s.d.dirs.ImagesDir(), id)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return api.Image{}, err
@@ -65,35 +179,266 @@ func (s *imageService) Build(ctx context.Context, p api.ImageBuildParams) (api.I
 		os.RemoveAll(dir)
 		return api.Image{}, err
 	}
-	scriptDir, err := scripts.WriteTo(dir)
-	if err != nil {
-		return fail(err)
-	}
 	out := filepath.Join(dir, "rootfs.ext4")
-	start := time.Now()
-	s.log.Info("image build started", "image", p.Name, "from", p.From)
-	err = image.BuildDebian(ctx, image.DebianOptions{
-		Release: release, Output: out, CustomizeScript: filepath.Join(scriptDir, "customize.sh"),
-		ModulesDir: s.d.runtime.ModulesDir(), SSHPubKey: s.sshPub, TempDir: dir,
-		AgentBinary: s.d.runtime.Agent(),
-		Log:         &slogWriter{log: s.log, image: p.Name},
-	})
-	os.RemoveAll(scriptDir)
-	if err != nil {
-		return fail(fmt.Errorf("build image %q: %w", p.Name, err))
+	cache := s.cache()
+	hit := false
+	if !p.noCache {
+		if _, ok, err := cache.Get(p.key, out); err != nil {
+			s.log.Warn("build cache unreadable; building", "image", p.name, "err", err)
+		} else if ok {
+			hit = true
+			s.progress(ctx, api.Progress{Phase: "cache", Message: "unchanged inputs: reusing the cached build " + p.key[:12]})
+		}
+	}
+	if !hit {
+		s.log.Info("image build started", "image", p.name, "from", p.source, "cache_key", p.key[:12])
+		if err := p.build(ctx, dir, out); err != nil {
+			if ctx.Err() != nil {
+				return fail(fmt.Errorf("build image %q: cancelled: %w", p.name, ctx.Err()))
+			}
+			return fail(fmt.Errorf("build image %q: %w", p.name, err))
+		}
 	}
 	st, err := os.Stat(out)
 	if err != nil {
 		return fail(err)
 	}
-	row := store.Image{ID: id, Name: p.Name, Source: p.From, Path: out, SizeBytes: st.Size(), KernelRelease: release_}
+	row := store.Image{ID: id, Name: p.name, Source: p.source, Path: out, SizeBytes: st.Size(),
+		KernelRelease: p.kernelRelease, Digest: p.digest, CacheKey: p.key, Cached: hit,
+		BuildSeconds: time.Since(p.start).Seconds()}
 	if err := store.InsertImage(context.WithoutCancel(ctx), s.d.store.DB, &row); err != nil {
 		if errors.Is(err, store.ErrExists) {
-			return fail(api.Errorf(api.ErrExists, "an image named %q already exists", p.Name))
+			return fail(api.Errorf(api.ErrExists, "an image named %q already exists", p.name))
 		}
 		return fail(err)
 	}
-	s.log.Info("image built", "image", p.Name, "took", time.Since(start).Round(time.Millisecond))
+	if !hit {
+		m := buildcache.Meta{Key: p.key, Source: p.source, Digest: p.digest, KernelRelease: p.kernelRelease,
+			BuildSeconds: row.BuildSeconds, CreatedAt: time.Now().UTC()}
+		if err := cache.Put(out, m); err != nil {
+			s.log.Warn("could not keep the build in the cache", "image", p.name, "err", err)
+		}
+		if n, err := cache.Prune(cacheKeepOrphans); err != nil || n > 0 {
+			s.log.Info("build cache pruned", "removed", n, "err", err)
+		}
+	}
+	s.log.Info("image ready", "image", p.name, "cached", hit, "took", time.Since(p.start).Round(time.Millisecond))
 	return s.view(ctx, row), nil
 }
 
+// decompressTo writes the tar stream in file (plain, or gzip, zstd or xz
+// compressed, told by its first bytes) to w.
+func decompressTo(ctx context.Context, file string, w io.Writer) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var magic [6]byte
+	n, _ := io.ReadFull(f, magic[:])
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	m := magic[:n]
+	var r io.Reader = f
+	switch {
+	case bytes.HasPrefix(m, []byte{0x1f, 0x8b}):
+		zr, err := gzip.NewReader(f)
+		if err != nil {
+			return fmt.Errorf("%s: %w", file, err)
+		}
+		defer zr.Close()
+		r = zr
+	case bytes.HasPrefix(m, []byte{0x28, 0xb5, 0x2f, 0xfd}):
+		zr, err := zstd.NewReader(f)
+		if err != nil {
+			return fmt.Errorf("%s: %w", file, err)
+		}
+		defer zr.Close()
+		r = zr
+	case bytes.HasPrefix(m, []byte{0xfd, '7', 'z', 'X', 'Z', 0x00}):
+		// No xz decoder in the standard library; xz-utils is everywhere.
+		cmd := exec.CommandContext(ctx, "xz", "-dc")
+		cmd.Stdin, cmd.Stdout = f, w
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("xz -dc %s: %w: %s", file, err, strings.TrimSpace(stderr.String()))
+		}
+		return nil
+	}
+	_, err = io.Copy(w, readerCtx{ctx, r})
+	return err
+}
+
+// readerCtx stops reading once ctx is done.
+type readerCtx struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (r readerCtx) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return r.r.Read(p)
+}
+
+func newImageID() string {
+	var b [6]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func (s *imageService) cache() buildcache.Cache {
+	return buildcache.Cache{Dir: filepath.Join(s.d.dirs.Cache, "builds")}
+}
+
+// progress reports p to the client (when it asked for progress) and logs
+// phase changes.
+func (s *imageService) progress(ctx context.Context, p api.Progress) {
+	if p.Message != "" && p.Done == 0 {
+		s.log.Info(p.Message, "phase", p.Phase)
+	}
+	reportProgress(ctx, p)
+}
+
+// inputs returns the cache inputs that come from this daemon: the scripts,
+// the runtime's kernel and agent, the SSH key. The runtime parts are
+// identified by the bundle lock's checksums (verified before every build)
+// or, without a lock, by hashing the files.
+func (s *imageService) inputs(kernelRelease string) (buildcache.Inputs, error) {
+	in := buildcache.Inputs{Script: scripts.Digest(), SSHPubKey: s.sshPub}
+	if lock, err := bundle.ReadLock(s.d.runtime.Path); err == nil && lock.Components["kernel"] != nil && lock.Components["agent"] != nil {
+		in.Kernel = kernelRelease + " " + lockDigest(lock.Components["kernel"])
+		in.Agent = lockDigest(lock.Components["agent"])
+		return in, nil
+	}
+	k, err := treeDigest(s.d.runtime.ModulesDir())
+	if err != nil {
+		return in, fmt.Errorf("identify the runtime kernel modules: %w", err)
+	}
+	a, err := treeDigest(s.d.runtime.Agent())
+	if err != nil {
+		return in, fmt.Errorf("identify the guest agent: %w", err)
+	}
+	in.Kernel, in.Agent = kernelRelease+" "+k, a
+	return in, nil
+}
+
+func lockDigest(c *bundle.LockComponent) string {
+	h := sha256.New()
+	files := append([]bundle.LockFile(nil), c.Files...)
+	sort.Slice(files, func(i, j int) bool { return files[i].Path < files[j].Path })
+	for _, f := range files {
+		fmt.Fprintf(h, "%s %s\n", f.Path, f.SHA256)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+}
+
+// treeDigest hashes the regular files under root (or root itself), with
+// their relative names.
+func treeDigest(root string) (string, error) {
+	h := sha256.New()
+	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		rel, _ := filepath.Rel(root, p)
+		fmt.Fprintf(h, "%s\x00", rel)
+		_, err = io.Copy(h, f)
+		return err
+	})
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), err
+}
+
+// ociImage is an opened OCI source.
+type ociImage struct {
+	img    v1.Image
+	digest string
+}
+
+func (s *imageService) openOCI(ctx context.Context, src oci.Source) (ociImage, error) {
+	if err := image.CheckRootfsTools(); err != nil {
+		return ociImage{}, api.Errorf(api.ErrPrecondition, "%w", err)
+	}
+	img, digest, err := oci.Open(ctx, src, oci.Options{LayerDir: filepath.Join(s.d.dirs.Cache, "layers")})
+	if err != nil {
+		if errors.Is(err, oci.ErrPlatform) {
+			return ociImage{}, api.Errorf(api.ErrInvalid, "%v: banger runs linux/amd64 guests here; build from an image for that platform", err)
+		}
+		if ctx.Err() != nil {
+			return ociImage{}, ctx.Err()
+		}
+		return ociImage{}, api.Errorf(api.ErrInvalid, "%v", err)
+	}
+	return ociImage{img: img, digest: digest}, nil
+}
+
+// build runs the build for src into out, with temporary files in dir.
+func (s *imageService) build(ctx context.Context, src buildSource, img ociImage, dir, out string) error {
+	scriptDir, err := scripts.WriteTo(dir)
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(scriptDir)
+	phase := "bootstrap"
+	logw := &slogWriter{log: s.log, image: filepath.Base(dir), onLine: func(l string) {
+		// The build's own lines (mmdebstrap, customize.sh) as progress
+		// messages of the current phase.
+		reportProgress(ctx, api.Progress{Phase: phase, Message: l})
+	}}
+	if src.release != "" {
+		s.progress(ctx, api.Progress{Phase: "bootstrap", Message: "mmdebstrap " + src.release + " (customize.sh runs inside)"})
+		return image.BuildDebian(ctx, image.DebianOptions{
+			Release: src.release, Output: out, CustomizeScript: filepath.Join(scriptDir, "customize.sh"),
+			ModulesDir: s.d.runtime.ModulesDir(), SSHPubKey: s.sshPub, TempDir: dir,
+			AgentBinary: s.d.runtime.Agent(), Log: logw,
+		})
+	}
+	flatten := func(ctx context.Context, w io.Writer) error {
+		return oci.FlattenContext(ctx, img.img, w, func(e oci.Event) {
+			phase := "pull"
+			if e.Phase == oci.PhaseWrite {
+				phase = "flatten"
+			}
+			p := api.Progress{Phase: phase, Layer: e.Layer, Layers: e.Layers, Done: e.Bytes}
+			if e.Done {
+				p.Message = fmt.Sprintf("layer %d/%d: %s", e.Layer, e.Layers, units.IEC(e.Bytes))
+			}
+			s.progress(ctx, p)
+		})
+	}
+	phase = "extract"
+	return s.buildFromTar(ctx, flatten, dir, out, filepath.Join(scriptDir, "customize.sh"), logw, &phase)
+}
+
+// buildFromTar builds out from a root file system tar stream.
+func (s *imageService) buildFromTar(ctx context.Context, tarStream func(context.Context, io.Writer) error,
+	dir, out, script string, logw io.Writer, phase *string) error {
+	return image.BuildRootfs(ctx, image.RootfsOptions{
+		Tar: tarStream, Output: out, CustomizeScript: script,
+		ModulesDir: s.d.runtime.ModulesDir(), SSHPubKey: s.sshPub, AgentBinary: s.d.runtime.Agent(),
+		TempDir: dir, Log: logw,
+		Phase: func(p, msg string) { *phase = p; s.progress(ctx, api.Progress{Phase: p, Message: msg}) },
+	})
+}
+
+// claim reserves name for one build or import at a time; release frees it.
+func (s *imageService) claim(name string) (release func(), err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.building == nil {
+		s.building = map[string]bool{}
+	}
+	if s.building[name] {
+		return nil, api.Errorf(api.ErrExists, "image %q is already being built or imported", name)
+	}
+	s.building[name] = true
+	return func() { s.mu.Lock(); delete(s.building, name); s.mu.Unlock() }, nil
+}
