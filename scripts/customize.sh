@@ -10,6 +10,11 @@
 #   BANGER_MODULES_DIR  the runtime's kernel/modules folder; its lib/modules/*
 #                       is copied into the image (so udev and modprobe work)
 #   BANGER_SSH_PUBKEY   optional public key line for /root/.ssh/authorized_keys
+#   BANGER_AGENT_BIN    optional guest agent binary (banger-vsock-pingd)
+#
+# Before anything else it checks that the image's programs run on this host
+# (the ELF machine of its /bin/sh against `uname -m`): the VM's kernel is the
+# host's architecture.
 #
 # What the image gets:
 #   - openssh-server, systemd, iproute2 (installed with the image's own package
@@ -49,6 +54,39 @@ has() { # has PATH... : true when any of the image paths exists
 	return 1
 }
 
+# resolve PATH: prints the image path PATH with every symlink in it followed
+# inside the image (an absolute target starts again at the image's root, never
+# the host's). Fails after 40 links (a loop).
+resolve() {
+	todo=${1#/} done="" links=0
+	while [ -n "$todo" ]; do
+		comp=${todo%%/*}
+		case $todo in
+		*/*) todo=${todo#*/} ;;
+		*) todo="" ;;
+		esac
+		case $comp in
+		'' | .) continue ;;
+		..)
+			done=${done%/*}
+			continue
+			;;
+		esac
+		if [ -L "$ROOT$done/$comp" ]; then
+			links=$((links + 1))
+			[ "$links" -le 40 ] || return 1
+			target=$(readlink "$ROOT$done/$comp")
+			case $target in
+			/*) done="" todo=${target#/}${todo:+/$todo} ;;
+			*) todo=$target${todo:+/$todo} ;;
+			esac
+		else
+			done=$done/$comp
+		fi
+	done
+	echo "${done:-/}"
+}
+
 # write FILE MODE: stdin to an image file, replacing it only when it changed.
 write() {
 	dst=$ROOT$1
@@ -71,6 +109,58 @@ mask() {
 		ln -sfn /dev/null "$ROOT/etc/systemd/system/$u"
 	done
 }
+
+# --- architecture -------------------------------------------------------------
+
+# elf_machine FILE: prints the ELF e_machine of FILE (the header's 2 bytes at
+# offset 18, in the byte order EI_DATA gives), or nothing for a non-ELF file.
+elf_machine() {
+	# shellcheck disable=SC2046 # the header's first 20 bytes, as numbers
+	set -- $(od -An -tu1 -N20 "$1")
+	[ "$#" -eq 20 ] && [ "$1 $2 $3 $4" = "127 69 76 70" ] || return 0
+	if [ "$6" = 2 ]; then # big-endian
+		echo $((${19} * 256 + ${20}))
+	else
+		echo $((${19} + ${20} * 256))
+	fi
+}
+
+# arch_name E_MACHINE: the `uname -m` name of an ELF machine.
+arch_name() {
+	case $1 in
+	3) echo i386 ;;
+	8) echo mips ;;
+	21) echo ppc64 ;;
+	22) echo s390x ;;
+	40) echo arm ;;
+	62) echo x86_64 ;;
+	183) echo aarch64 ;;
+	243) echo riscv64 ;;
+	258) echo loongarch64 ;;
+	*) echo "an unknown architecture (ELF machine $1)" ;;
+	esac
+}
+
+sh_path=$(resolve /bin/sh) || die "the image's /bin/sh is a symlink loop: the image has no shell (/bin/sh) and cannot be customized"
+[ -f "$ROOT$sh_path" ] ||
+	die "the image has no shell (/bin/sh) and cannot be customized: build from an image that has one (any Debian, Fedora or Alpine base image)"
+host_arch=$(uname -m)
+case $host_arch in
+x86_64 | amd64) host_machine=62 platform=linux/amd64 ;;
+aarch64 | arm64) host_machine=183 platform=linux/arm64 ;;
+riscv64) host_machine=243 platform=linux/riscv64 ;;
+s390x) host_machine=22 platform=linux/s390x ;;
+ppc64le) host_machine=21 platform=linux/ppc64le ;;
+*) host_machine="" platform="" ;;
+esac
+image_machine=$(elf_machine "$ROOT$sh_path")
+if [ -z "$image_machine" ]; then
+	log "the image's /bin/sh ($sh_path) is not an ELF program: architecture not checked"
+elif [ -z "$host_machine" ]; then
+	log "host architecture $host_arch unknown to this script: image architecture not checked"
+elif [ "$image_machine" != "$host_machine" ]; then
+	die "the image is built for $(arch_name "$image_machine") but this host is $host_arch: build from an image for $platform"
+fi
 
 # --- packages ---------------------------------------------------------------
 

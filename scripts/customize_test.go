@@ -1,0 +1,361 @@
+//go:build linux
+
+package scripts
+
+// Tests of customize.sh against small synthetic root filesystems whose
+// programs are a static busybox copied from the host. They run the embedded
+// script (WriteTo) as root, because it chroots into the image.
+
+import (
+	"crypto/sha256"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// needRoot skips the test unless it runs as root with chroot and a static
+// busybox on the host; it returns busybox's path.
+func needRoot(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("customize.sh tests need root: the script chroots into the image (run go test ./scripts/ as root)")
+	}
+	if _, err := exec.LookPath("chroot"); err != nil {
+		t.Skip("customize.sh tests need chroot on the host")
+	}
+	bb, err := exec.LookPath("busybox")
+	if err != nil {
+		t.Skip("customize.sh tests need a static busybox (apt-get install busybox-static)")
+	}
+	f, err := elf.Open(bb)
+	if err != nil {
+		t.Skipf("customize.sh tests need a static busybox: %s: %v", bb, err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			t.Skipf("customize.sh tests need a static busybox, and %s is dynamically linked (apt-get install busybox-static)", bb)
+		}
+	}
+	return bb
+}
+
+// applets are the busybox links every test image has: enough for the test
+// doubles and for what customize.sh runs inside the image.
+var applets = []string{"sh", "cat", "chmod", "cp", "echo", "ln", "ls", "mkdir", "rm", "touch", "grep", "sed"}
+
+// image is a synthetic root filesystem.
+type image struct {
+	t   *testing.T
+	dir string
+}
+
+// newImage makes an image with busybox as bin/busybox and its applets as
+// links. merged: /bin, /sbin and /lib are links into /usr (Fedora, Debian);
+// otherwise /bin/sh is an absolute link to /bin/busybox (Alpine).
+func newImage(t *testing.T, merged bool, extra ...string) *image {
+	bb := needRoot(t)
+	im := &image{t: t, dir: t.TempDir()}
+	bin := "/bin"
+	if merged {
+		for _, d := range []string{"bin", "sbin", "lib"} {
+			im.mkdir("/usr/" + d)
+			im.link("/"+d, "usr/"+d)
+		}
+		bin = "/usr/bin"
+	}
+	for _, d := range []string{"/etc", "/sbin", "/usr/bin", "/usr/sbin", "/root", "/fake/calls"} {
+		im.mkdir(d)
+	}
+	b, err := os.ReadFile(bb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im.write(bin+"/busybox", 0o755, string(b))
+	for _, a := range append(slices.Clone(applets), extra...) {
+		if merged {
+			im.link(bin+"/"+a, "busybox")
+		} else {
+			im.link(bin+"/"+a, "/bin/busybox")
+		}
+	}
+	return im
+}
+
+func (im *image) path(p string) string { return filepath.Join(im.dir, p) }
+
+func (im *image) mkdir(p string) {
+	im.t.Helper()
+	if err := os.MkdirAll(im.path(p), 0o755); err != nil {
+		im.t.Fatal(err)
+	}
+}
+
+func (im *image) write(p string, mode os.FileMode, content string) {
+	im.t.Helper()
+	im.mkdir(filepath.Dir(p))
+	if err := os.WriteFile(im.path(p), []byte(content), mode); err != nil {
+		im.t.Fatal(err)
+	}
+	if err := os.Chmod(im.path(p), mode); err != nil {
+		im.t.Fatal(err)
+	}
+}
+
+func (im *image) link(p, target string) {
+	im.t.Helper()
+	im.mkdir(filepath.Dir(p))
+	if err := os.Symlink(target, im.path(p)); err != nil {
+		im.t.Fatal(err)
+	}
+}
+
+func (im *image) read(p string) string {
+	im.t.Helper()
+	b, err := os.ReadFile(im.path(p))
+	if err != nil {
+		im.t.Fatal(err)
+	}
+	return string(b)
+}
+
+// readlink is the target of the image's link p, or "" when p is no link.
+func (im *image) readlink(p string) string {
+	target, _ := os.Readlink(im.path(p))
+	return target
+}
+
+func (im *image) exists(p string) bool {
+	_, err := os.Lstat(im.path(p))
+	return err == nil
+}
+
+// calls is what the test double NAME recorded, one call a line.
+func (im *image) calls(name string) []string {
+	b, err := os.ReadFile(im.path("/fake/calls/" + name + ".log"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		im.t.Fatal(err)
+	}
+	return strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+}
+
+// snapshot lists every file of the image with its mode, owner, size and
+// content hash (or link target), but not the test doubles' call logs.
+func (im *image) snapshot() map[string]string {
+	im.t.Helper()
+	snap := map[string]string{}
+	err := filepath.WalkDir(im.dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(im.dir, p)
+		if rel == "fake/calls" {
+			return filepath.SkipDir
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		desc := fmt.Sprintf("%v", fi.Mode())
+		if st, ok := statOwner(fi); ok {
+			desc += " " + st
+		}
+		switch {
+		case fi.Mode()&fs.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			desc += " -> " + target
+		case fi.Mode().IsRegular():
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			desc += fmt.Sprintf(" %d %x", len(b), sha256.Sum256(b))
+		}
+		snap[rel] = desc
+		return nil
+	})
+	if err != nil {
+		im.t.Fatal(err)
+	}
+	return snap
+}
+
+// statOwner is a file's uid:gid.
+func statOwner(fi fs.FileInfo) (string, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return "", false
+	}
+	return fmt.Sprintf("%d:%d", st.Uid, st.Gid), true
+}
+
+// sameSnapshot fails the test with every difference between two snapshots.
+func sameSnapshot(t *testing.T, before, after map[string]string) {
+	t.Helper()
+	var diffs []string
+	for p, b := range before {
+		if a, ok := after[p]; !ok {
+			diffs = append(diffs, "removed "+p)
+		} else if a != b {
+			diffs = append(diffs, fmt.Sprintf("changed %s: %s => %s", p, b, a))
+		}
+	}
+	for p := range after {
+		if _, ok := before[p]; !ok {
+			diffs = append(diffs, "added "+p)
+		}
+	}
+	slices.Sort(diffs)
+	if len(diffs) > 0 {
+		t.Errorf("the image changed:\n  %s", strings.Join(diffs, "\n  "))
+	}
+}
+
+// customize runs the embedded customize.sh on im with env added to a plain
+// environment, and returns its combined output.
+func customize(t *testing.T, im *image, env ...string) (string, error) {
+	t.Helper()
+	dir, err := WriteTo(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sh", filepath.Join(dir, "customize.sh"), im.dir)
+	cmd.Env = append([]string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}, env...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// mustCustomize runs customize.sh and fails the test unless it succeeds.
+func mustCustomize(t *testing.T, im *image, env ...string) string {
+	t.Helper()
+	out, err := customize(t, im, env...)
+	if err != nil {
+		t.Fatalf("customize.sh: %v\n%s", err, out)
+	}
+	return out
+}
+
+// mustFail runs customize.sh, which must exit 1 with an error line
+// containing every one of wants, and must leave the image as it was.
+func mustFail(t *testing.T, im *image, wants ...string) string {
+	t.Helper()
+	before := im.snapshot()
+	out, err := customize(t, im)
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("customize.sh: want exit status 1, got %v\n%s", err, out)
+	}
+	var line string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "customize: error: ") {
+			line = l
+		}
+	}
+	if line == "" {
+		t.Fatalf("no \"customize: error: \" line in the output:\n%s", out)
+	}
+	for _, w := range wants {
+		if !strings.Contains(line, w) {
+			t.Errorf("error line lacks %q:\n%s", w, line)
+		}
+	}
+	sameSnapshot(t, before, im.snapshot())
+	return line
+}
+
+// agentEnv makes a fake agent binary, kernel modules folder and key for the
+// script's environment.
+func agentEnv(t *testing.T) []string {
+	dir := t.TempDir()
+	agent := filepath.Join(dir, "banger-vsock-pingd")
+	if err := os.WriteFile(agent, []byte("not really the agent\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mods := filepath.Join(dir, "modules", "lib", "modules", "6.1.0-test", "kernel")
+	if err := os.MkdirAll(mods, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(mods, "virtio_test.ko"), []byte("module\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return []string{
+		"BANGER_AGENT_BIN=" + agent,
+		"BANGER_MODULES_DIR=" + filepath.Join(dir, "modules"),
+		"BANGER_SSH_PUBKEY=ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBanger test@banger",
+	}
+}
+
+func contains(t *testing.T, what, s string, wants ...string) {
+	t.Helper()
+	for _, w := range wants {
+		if !strings.Contains(s, w) {
+			t.Errorf("%s lacks %q:\n%s", what, w, s)
+		}
+	}
+}
+
+// --- images it must refuse ------------------------------------------------------
+
+// elfHeader is a 64-byte little-endian ELF64 executable header for machine.
+func elfHeader(machine uint16) string {
+	h := make([]byte, 64)
+	copy(h, "\x7fELF")
+	h[4] = 2  // ELFCLASS64
+	h[5] = 1  // ELFDATA2LSB
+	h[6] = 1  // EV_CURRENT
+	h[16] = 2 // ET_EXEC
+	h[18], h[19] = byte(machine), byte(machine>>8)
+	h[20] = 1 // e_version
+	h[52] = 64
+	return string(h)
+}
+
+func TestCustomizeWrongArchitecture(t *testing.T) {
+	var machine uint16
+	var image, platform string
+	switch runtime.GOARCH {
+	case "amd64":
+		machine, image, platform = 183, "aarch64", "linux/amd64"
+	case "arm64":
+		machine, image, platform = 62, "x86_64", "linux/arm64"
+	default:
+		t.Skipf("no foreign architecture chosen for a %s host", runtime.GOARCH)
+	}
+	host, err := exec.Command("uname", "-m").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	im := newImage(t, false)
+	// Alpine's layout: /bin/sh -> /bin/busybox, an absolute link that must
+	// be followed inside the image (the host's /bin/busybox is the host's
+	// architecture), to a program for another machine.
+	im.write("/bin/busybox", 0o755, elfHeader(machine))
+	mustFail(t, im, fmt.Sprintf("the image is built for %s but this host is %s: build from an image for %s",
+		image, strings.TrimSpace(string(host)), platform))
+}
+
+func TestCustomizeNoShell(t *testing.T) {
+	im := newImage(t, false)
+	if err := os.Remove(im.path("/bin/sh")); err != nil {
+		t.Fatal(err)
+	}
+	mustFail(t, im, "the image has no shell (/bin/sh) and cannot be customized")
+
+	// A link to nothing is no shell either.
+	im.link("/bin/sh", "/bin/dash")
+	mustFail(t, im, "the image has no shell (/bin/sh) and cannot be customized")
+}
