@@ -2,9 +2,9 @@
 # customize.sh ROOTFS_DIR
 #
 # Turns a freshly bootstrapped root filesystem into a banger guest. It runs on
-# the host (for example as mmdebstrap's --customize-hook, where
-# `chroot ROOTFS_DIR ...` works) and is idempotent: running it twice is
-# harmless.
+# the host as (possibly user-namespace) root, for example as mmdebstrap's
+# --customize-hook or on a flattened OCI image, where `chroot ROOTFS_DIR ...`
+# works; it is idempotent: running it twice changes nothing the second time.
 #
 # Environment:
 #   BANGER_MODULES_DIR  the runtime's kernel/modules folder; its lib/modules/*
@@ -17,8 +17,10 @@
 # host's architecture.
 #
 # What the image gets:
-#   - openssh-server, systemd, iproute2 (installed with the image's own package
-#     manager only when missing)
+#   - sshd, systemd, ip, D-Bus, kmod and udev, installed with the image's own
+#     package manager only when missing: apt (Debian, Ubuntu) or
+#     dnf/microdnf/yum (Fedora, RHEL family). An image without one of those
+#     must already have them.
 #   - sshd: root by key only; NO host keys (each VM's disk gets its own
 #     /etc/ssh/ssh_host_ed25519_key from the daemon; banger-ssh-keygen.service
 #     runs `ssh-keygen -A` as a fallback when it is missing)
@@ -164,23 +166,131 @@ fi
 
 # --- packages ---------------------------------------------------------------
 
-missing=""
-has /usr/sbin/sshd || missing="$missing openssh-server"
-has /lib/systemd/systemd /usr/lib/systemd/systemd || missing="$missing systemd"
-has /sbin/init /usr/sbin/init || missing="$missing systemd-sysv"
-has /sbin/ip /bin/ip /usr/sbin/ip /usr/bin/ip || missing="$missing iproute2"
-# systemd-logind needs D-Bus; without logind the ACPI power button that
-# `banger vm stop` presses is ignored and every stop waits for its timeout.
-has /usr/bin/dbus-daemon /usr/bin/dbus-broker || missing="$missing dbus"
-if [ -n "$missing" ]; then
-	if has /usr/bin/apt-get; then
-		log "installing with apt:$missing"
-		# shellcheck disable=SC2086 # a list of package names
-		in_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing
+# The image's own package manager, found by its files in the image.
+pm="" pm_bin=""
+if has /usr/bin/apt-get; then
+	pm=apt pm_bin=apt-get
+else
+	for p in /usr/bin/dnf /usr/bin/dnf5 /usr/bin/microdnf /usr/bin/yum; do
+		if has "$p"; then
+			pm=dnf pm_bin=$p
+			break
+		fi
+	done
+fi
+
+has_systemd() { has /lib/systemd/systemd /usr/lib/systemd/systemd; }
+
+# lacking: what the image still needs, as words for package_names and
+# describe.
+lacking() {
+	l=""
+	has /usr/sbin/sshd || l="$l sshd"
+	has_systemd || l="$l systemd"
+	has /sbin/init /usr/sbin/init || l="$l init"
+	# busybox's ip applet does what banger-net needs.
+	has /sbin/ip /bin/ip /usr/sbin/ip /usr/bin/ip || l="$l ip"
+	# systemd-logind needs D-Bus; without logind the ACPI power button that
+	# `banger vm stop` presses is ignored and every stop waits for its timeout.
+	has /usr/bin/dbus-daemon /usr/bin/dbus-broker || l="$l dbus"
+	# The runtime's modules may be compressed: busybox modprobe is not enough.
+	has /bin/kmod /sbin/kmod /usr/bin/kmod /usr/sbin/kmod || l="$l kmod"
+	# Without udev no .device unit ever starts, and fstab's waits time out.
+	has /lib/systemd/systemd-udevd /usr/lib/systemd/systemd-udevd || l="$l udev"
+	echo "${l# }"
+}
+
+describe() { # describe "WORD...": the words as a reader's list
+	d=""
+	for w in $1; do
+		case $w in
+		sshd) w="sshd (OpenSSH server)" ;;
+		init) w="/sbin/init" ;;
+		ip) w="ip (iproute2)" ;;
+		dbus) w="D-Bus (dbus-daemon or dbus-broker)" ;;
+		udev) w="udev (systemd-udevd)" ;;
+		esac
+		d="$d${d:+, }$w"
+	done
+	echo "$d"
+}
+
+# dnf images: dbus-broker since Fedora and RHEL 9 (and Amazon Linux 2023);
+# older releases (RHEL/CentOS 7 and 8, Amazon Linux 2) have only dbus.
+dnf_dbus() {
+	id=$(sed -n 's/^ID=//p' "$ROOT/etc/os-release" 2>/dev/null | tr -d '"'"'") || true
+	ver=$(sed -n 's/^VERSION_ID=//p' "$ROOT/etc/os-release" 2>/dev/null | tr -d '"'"'") || true
+	major=${ver%%.*}
+	case $major in '' | *[!0-9]*) major=0 ;; esac
+	if [ "$id" != fedora ] && [ "$major" -gt 0 ] && [ "$major" -lt 9 ]; then
+		echo dbus
 	else
-		# dnf and apk images come later.
-		die "image lacks$missing and has no package manager this script knows (apt)"
+		echo dbus-broker
 	fi
+}
+
+package_names() { # package_names "WORD...": the image's package names, once each
+	names=""
+	for w in $1; do
+		case $pm:$w in
+		apt:sshd | dnf:sshd) n=openssh-server ;;
+		*:systemd | dnf:init) n=systemd ;;
+		apt:init) n=systemd-sysv ;;
+		apt:ip) n=iproute2 ;;
+		dnf:ip) n=iproute ;;
+		apt:dbus) n=dbus ;;
+		dnf:dbus) n=$(dnf_dbus) ;;
+		apt:udev) n=udev ;;
+		dnf:udev) n=systemd-udev ;;
+		*) n=$w ;; # kmod
+		esac
+		case " $names " in *" $n "*) ;; *) names="$names $n" ;; esac
+	done
+	echo "${names# }"
+}
+
+# The image's own resolv.conf may be empty (an OCI image's is bind-mounted at
+# run time): the install then uses the host's. It is replaced further down.
+resolv_for_install() {
+	if [ -L "$ROOT/etc/resolv.conf" ] || ! grep -qs '^nameserver' "$ROOT/etc/resolv.conf"; then
+		if [ -r /etc/resolv.conf ]; then
+			log "using the host's resolv.conf for the install"
+			rm -f "$ROOT/etc/resolv.conf"
+			cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
+		fi
+	fi
+}
+
+missing=$(lacking)
+if [ -n "$missing" ]; then
+	[ -n "$pm" ] ||
+		die "the image lacks $(describe "$missing") and has no package manager this script knows (apt or dnf): the image must include them, or use a base image with apt or dnf"
+	pkgs=$(package_names "$missing")
+	log "installing with $pm: $pkgs"
+	resolv_for_install
+	case $pm in
+	apt)
+		lists_empty=yes
+		for f in "$ROOT"/var/lib/apt/lists/*_Packages*; do
+			if [ -e "$f" ]; then lists_empty=""; fi
+		done
+		if [ -n "$lists_empty" ]; then
+			in_root env DEBIAN_FRONTEND=noninteractive apt-get update
+		fi
+		# shellcheck disable=SC2086 # a list of package names
+		in_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $pkgs
+		in_root apt-get clean
+		rm -rf "$ROOT"/var/lib/apt/lists/*
+		;;
+	dnf)
+		# shellcheck disable=SC2086 # a list of package names
+		in_root "$pm_bin" install -y --setopt=install_weak_deps=False $pkgs
+		in_root "$pm_bin" clean all
+		;;
+	esac
+	still=$(lacking)
+	[ -z "$still" ] ||
+		die "after installing $pkgs with $pm the image still lacks $(describe "$still"): check the image's package repositories"
 fi
 
 # --- kernel modules -----------------------------------------------------------
@@ -221,7 +331,9 @@ KbdInteractiveAuthentication no
 UseDNS no
 HostKey /etc/ssh/ssh_host_ed25519_key
 EOF
-if ! grep -Eq '^[[:space:]]*Include[[:space:]]+/etc/ssh/sshd_config\.d/\*\.conf' "$ROOT/etc/ssh/sshd_config"; then
+if [ ! -e "$ROOT/etc/ssh/sshd_config" ]; then
+	echo 'Include /etc/ssh/sshd_config.d/*.conf' | write /etc/ssh/sshd_config 0644
+elif ! grep -Eq '^[[:space:]]*Include[[:space:]]+/etc/ssh/sshd_config\.d/\*\.conf' "$ROOT/etc/ssh/sshd_config"; then
 	sed -i '1i Include /etc/ssh/sshd_config.d/*.conf' "$ROOT/etc/ssh/sshd_config"
 fi
 rm -f "$ROOT"/etc/ssh/ssh_host_*
@@ -336,6 +448,12 @@ mask systemd-firstboot.service systemd-udev-settle.service getty@tty1.service ge
 mask modprobe@dm_mod.service modprobe@efi_pstore.service modprobe@drm.service \
 	modprobe@loop.service modprobe@fuse.service systemd-update-utmp.service \
 	systemd-update-utmp-runlevel.service
+if [ "$pm" = dnf ]; then
+	# Fedora's: a periodic metadata download, and RSA/ECDSA host keys made at
+	# every first boot (slow under TCG; banger-ssh-keygen covers a missing
+	# ed25519 key).
+	mask dnf-makecache.timer sshd-keygen@.service
+fi
 
 # The journal stays in memory: flushing it to /var/log/journal is on the
 # critical path to sshd, and a disposable VM's log is read while it runs (or

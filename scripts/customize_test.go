@@ -5,6 +5,13 @@ package scripts
 // Tests of customize.sh against small synthetic root filesystems whose
 // programs are a static busybox copied from the host. They run the embedded
 // script (WriteTo) as root, because it chroots into the image.
+//
+// Fedora's repositories cannot be reached from the machines this runs on, so
+// dnf, apt-get and the tools their packages bring (systemctl) are TEST
+// DOUBLES here: small shell scripts, run by busybox inside
+// the image, that record their arguments under /fake/calls and create the
+// files the real packages would. They check what customize.sh asks of the
+// image, not that a real Fedora image then boots.
 
 import (
 	"crypto/sha256"
@@ -310,6 +317,30 @@ func contains(t *testing.T, what, s string, wants ...string) {
 
 // --- images it must refuse ------------------------------------------------------
 
+func TestCustomizeNoPackageManager(t *testing.T) {
+	// busybox only: no sshd, no systemd, no apt or dnf.
+	im := newImage(t, false)
+	mustFail(t, im,
+		"the image lacks sshd (OpenSSH server), systemd, /sbin/init, ip (iproute2), D-Bus (dbus-daemon or dbus-broker), kmod, udev (systemd-udevd) and",
+		"no package manager this script knows (apt or dnf)",
+		"the image must include them, or use a base image with apt or dnf")
+}
+
+func TestCustomizeNoPackageManagerNamesOnlyWhatIsMissing(t *testing.T) {
+	im := newImage(t, true)
+	// Everything a systemd guest needs but sshd and udev.
+	for _, p := range []string{"/usr/lib/systemd/systemd", "/usr/sbin/ip", "/usr/bin/kmod", "/usr/bin/dbus-daemon"} {
+		im.write(p, 0o755, "#!/bin/sh\n")
+	}
+	im.link("/usr/sbin/init", "../lib/systemd/systemd")
+	line := mustFail(t, im, "the image lacks sshd (OpenSSH server), udev (systemd-udevd) and has no package manager")
+	for _, present := range []string{"systemd,", "iproute2", "kmod", "D-Bus", "/sbin/init"} {
+		if strings.Contains(line, present) {
+			t.Errorf("error line names %q, which the image has:\n%s", present, line)
+		}
+	}
+}
+
 // elfHeader is a 64-byte little-endian ELF64 executable header for machine.
 func elfHeader(machine uint16) string {
 	h := make([]byte, 64)
@@ -358,4 +389,219 @@ func TestCustomizeNoShell(t *testing.T) {
 	// A link to nothing is no shell either.
 	im.link("/bin/sh", "/bin/dash")
 	mustFail(t, im, "the image has no shell (/bin/sh) and cannot be customized")
+}
+
+// --- dnf (Fedora) -----------------------------------------------------------------
+
+// fakeSystemctl is a TEST DOUBLE for systemctl: it records its arguments and
+// makes the links that set-default, enable and disable would.
+const fakeSystemctl = `#!/bin/sh
+# TEST DOUBLE for systemctl (customize_test.go).
+echo "systemctl $*" >>/fake/calls/systemctl.log
+cmd=$1
+shift
+case $cmd in
+set-default)
+	ln -sfn "/usr/lib/systemd/system/$1" /etc/systemd/system/default.target ;;
+enable)
+	for u in "$@"; do
+		if [ -e "/etc/systemd/system/$u" ]; then src=/etc/systemd/system/$u
+		elif [ -e "/usr/lib/systemd/system/$u" ]; then src=/usr/lib/systemd/system/$u
+		else echo "Failed to enable unit: Unit file $u does not exist." >&2; exit 1
+		fi
+		mkdir -p /etc/systemd/system/multi-user.target.wants
+		ln -sfn "$src" "/etc/systemd/system/multi-user.target.wants/$u"
+	done ;;
+disable)
+	for u in "$@"; do rm -f "/etc/systemd/system/multi-user.target.wants/$u"; done ;;
+*)
+	echo "fake systemctl: unexpected command $cmd" >&2; exit 1 ;;
+esac
+`
+
+// fakeDnf is a TEST DOUBLE for dnf: it records its arguments and, for each
+// package of an install, creates the files customize.sh looks for. An
+// unknown package name fails, as with the real dnf.
+const fakeDnf = `#!/bin/sh
+# TEST DOUBLE for dnf (customize_test.go).
+echo "dnf $*" >>/fake/calls/dnf.log
+[ "$1" = install ] || exit 0
+prog() { mkdir -p "${1%/*}"; echo '#!/bin/sh' >"$1"; chmod 755 "$1"; }
+for a in "$@"; do
+	case $a in
+	install | -y | --setopt=install_weak_deps=False) ;;
+	openssh-server)
+		prog /usr/sbin/sshd
+		mkdir -p /etc/ssh /usr/lib/systemd/system
+		echo '#PermitRootLogin prohibit-password' >/etc/ssh/sshd_config
+		echo '[Service]' >/usr/lib/systemd/system/sshd.service ;;
+	systemd)
+		prog /usr/lib/systemd/systemd
+		ln -s ../lib/systemd/systemd /usr/sbin/init
+		mkdir -p /etc/systemd/system
+		cp /fake/systemctl /usr/bin/systemctl ;;
+	iproute) prog /usr/sbin/ip ;;
+	kmod) prog /usr/bin/kmod ;;
+	dbus-broker) prog /usr/bin/dbus-broker ;;
+	dbus) prog /usr/bin/dbus-daemon ;;
+	systemd-udev) prog /usr/lib/systemd/systemd-udevd ;;
+	*) echo "No match for argument: $a" >&2; exit 1 ;;
+	esac
+done
+`
+
+// newDnfImage is a Fedora-like image (merged /usr) with a fake dnf and
+// nothing a banger guest needs.
+func newDnfImage(t *testing.T, osRelease string) *image {
+	im := newImage(t, true)
+	im.write("/etc/os-release", 0o644, osRelease)
+	im.write("/usr/bin/dnf", 0o755, fakeDnf)
+	im.write("/fake/systemctl", 0o755, fakeSystemctl)
+	return im
+}
+
+const fedora = "NAME=\"Fedora Linux\"\nID=fedora\nVERSION_ID=40\n"
+
+func TestCustomizeDnf(t *testing.T) {
+	im := newDnfImage(t, fedora)
+	mustCustomize(t, im, agentEnv(t)...)
+
+	want := []string{
+		"dnf install -y --setopt=install_weak_deps=False openssh-server systemd iproute dbus-broker kmod systemd-udev",
+		"dnf clean all",
+	}
+	if got := im.calls("dnf"); !slices.Equal(got, want) {
+		t.Errorf("dnf calls:\n got %q\nwant %q", got, want)
+	}
+	sc := strings.Join(im.calls("systemctl"), "\n")
+	contains(t, "systemctl calls", sc,
+		"systemctl set-default multi-user.target",
+		"systemctl enable banger-net.service banger-ssh-keygen.service banger-vsock-pingd.service",
+		"systemctl enable sshd.service")
+	for _, u := range []string{"banger-net.service", "banger-ssh-keygen.service", "banger-vsock-pingd.service", "sshd.service"} {
+		if !im.exists("/etc/systemd/system/multi-user.target.wants/" + u) {
+			t.Errorf("%s is not enabled", u)
+		}
+	}
+	for _, u := range []string{"dnf-makecache.timer", "sshd-keygen@.service", "systemd-networkd.service", "getty@tty1.service"} {
+		if got := im.readlink("/etc/systemd/system/" + u); got != "/dev/null" {
+			t.Errorf("%s is not masked (link to %q)", u, got)
+		}
+	}
+	contains(t, "sshd_config", im.read("/etc/ssh/sshd_config"), "Include /etc/ssh/sshd_config.d/*.conf\n#PermitRootLogin")
+	contains(t, "banger.conf", im.read("/etc/ssh/sshd_config.d/banger.conf"), "PermitRootLogin prohibit-password")
+	contains(t, "authorized_keys", im.read("/root/.ssh/authorized_keys"), "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBanger")
+	contains(t, "the agent", im.read("/usr/local/bin/banger-vsock-pingd"), "not really the agent")
+	contains(t, "kernel modules", im.read("/usr/lib/modules/6.1.0-test/kernel/virtio_test.ko"), "module")
+	contains(t, "fstab", im.read("/etc/fstab"), "/dev/vda\t/\text4")
+	// A systemd image gets no OpenRC services.
+	if im.exists("/etc/init.d/banger-net") || im.exists("/etc/inittab") {
+		t.Error("a systemd image got OpenRC files")
+	}
+}
+
+func TestCustomizeDnfOlderRHELGetsDbus(t *testing.T) {
+	im := newDnfImage(t, "NAME=\"Red Hat Enterprise Linux\"\nID=\"rhel\"\nVERSION_ID=\"8.9\"\n")
+	mustCustomize(t, im)
+	want := "dnf install -y --setopt=install_weak_deps=False openssh-server systemd iproute dbus kmod systemd-udev"
+	if got := im.calls("dnf"); len(got) == 0 || got[0] != want {
+		t.Errorf("dnf calls:\n got %q\nwant %q first", got, want)
+	}
+}
+
+func TestCustomizeDnfIdempotent(t *testing.T) {
+	im := newDnfImage(t, fedora)
+	env := agentEnv(t)
+	mustCustomize(t, im, env...)
+	before := im.snapshot()
+	mustCustomize(t, im, env...)
+	sameSnapshot(t, before, im.snapshot())
+	if got := im.calls("dnf"); len(got) != 2 {
+		t.Errorf("dnf was called again on the second run: %q", got)
+	}
+}
+
+func TestCustomizeDnfStillMissing(t *testing.T) {
+	// A dnf that "installs" nothing: the script must say so, not go on.
+	im := newDnfImage(t, fedora)
+	im.write("/usr/bin/dnf", 0o755, "#!/bin/sh\n# TEST DOUBLE for a dnf that installs nothing.\necho \"dnf $*\" >>/fake/calls/dnf.log\n")
+	out, err := customize(t, im)
+	if err == nil {
+		t.Fatalf("customize.sh succeeded:\n%s", out)
+	}
+	contains(t, "output", out, "customize: error: after installing openssh-server systemd iproute dbus-broker kmod systemd-udev with dnf the image still lacks sshd (OpenSSH server), systemd,")
+}
+
+// --- apt (Debian, Ubuntu) ---------------------------------------------------------
+
+// fakeAptGet is a TEST DOUBLE for apt-get, for a Debian container image that
+// lacks what a banger guest needs and has no package lists yet. (The real apt
+// path, a Debian image built by mmdebstrap, is booted by the e2e tests.)
+const fakeAptGet = `#!/bin/sh
+# TEST DOUBLE for apt-get (customize_test.go).
+echo "apt-get $*" >>/fake/calls/apt-get.log
+prog() { mkdir -p "${1%/*}"; echo '#!/bin/sh' >"$1"; chmod 755 "$1"; }
+case $1 in
+update)
+	echo list >/var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages
+	exit 0 ;;
+install) ;;
+*) exit 0 ;;
+esac
+[ -e /var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages ] || {
+	echo "E: Unable to locate package $4" >&2; exit 100; }
+for a in "$@"; do
+	case $a in
+	install | -y | --no-install-recommends) ;;
+	openssh-server)
+		prog /usr/sbin/sshd
+		mkdir -p /etc/ssh /usr/lib/systemd/system
+		echo '#PermitRootLogin prohibit-password' >/etc/ssh/sshd_config
+		echo '[Service]' >/usr/lib/systemd/system/ssh.service
+		echo '[Socket]' >/usr/lib/systemd/system/ssh.socket ;;
+	systemd)
+		prog /usr/lib/systemd/systemd
+		mkdir -p /etc/systemd/system
+		cp /fake/systemctl /usr/bin/systemctl ;;
+	systemd-sysv) ln -s ../lib/systemd/systemd /usr/sbin/init ;;
+	iproute2) prog /usr/bin/ip ;;
+	kmod) prog /usr/bin/kmod ;;
+	dbus) prog /usr/bin/dbus-daemon ;;
+	udev) prog /usr/lib/systemd/systemd-udevd ;;
+	*) echo "E: Unable to locate package $a" >&2; exit 100 ;;
+	esac
+done
+`
+
+func TestCustomizeApt(t *testing.T) {
+	im := newImage(t, true, "env")
+	im.write("/usr/bin/apt-get", 0o755, fakeAptGet)
+	im.write("/fake/systemctl", 0o755, fakeSystemctl)
+	im.mkdir("/var/lib/apt/lists/partial")
+	mustCustomize(t, im)
+
+	want := []string{
+		"apt-get update",
+		"apt-get install -y --no-install-recommends openssh-server systemd systemd-sysv iproute2 dbus kmod udev",
+		"apt-get clean",
+	}
+	if got := im.calls("apt-get"); !slices.Equal(got, want) {
+		t.Errorf("apt-get calls:\n got %q\nwant %q", got, want)
+	}
+	if entries, err := os.ReadDir(im.path("/var/lib/apt/lists")); err != nil || len(entries) != 0 {
+		t.Errorf("apt lists left after the install: %v %v", entries, err)
+	}
+	sc := strings.Join(im.calls("systemctl"), "\n")
+	contains(t, "systemctl calls", sc, "systemctl enable ssh.service", "systemctl disable ssh.socket")
+
+	// Now complete, like a Debian image from mmdebstrap: nothing installed,
+	// nothing cleaned, the package lists it has are kept.
+	im.write("/var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages", 0o644, "list\n")
+	mustCustomize(t, im)
+	if got := im.calls("apt-get"); len(got) != len(want) {
+		t.Errorf("apt-get was called again: %q", got[len(want):])
+	}
+	if !im.exists("/var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages") {
+		t.Error("the second run removed the image's package lists")
+	}
 }
