@@ -17,18 +17,23 @@
 # host's architecture.
 #
 # What the image gets:
-#   - sshd, systemd, ip, D-Bus, kmod and udev, installed with the image's own
-#     package manager only when missing: apt (Debian, Ubuntu) or
-#     dnf/microdnf/yum (Fedora, RHEL family). An image without one of those
-#     must already have them.
+#   - sshd, an init system, ip, kmod (and for systemd: D-Bus and udev),
+#     installed with the image's own package manager only when missing:
+#     apt (Debian, Ubuntu), dnf/microdnf/yum (Fedora, RHEL family) or apk
+#     (Alpine). An image without one of those must already have them.
+#   - systemd images: banger's units (banger-net, banger-ssh-keygen, the agent)
+#     enabled, and the units that make a microVM wait at boot masked;
+#     Alpine (apk) images: OpenRC services (banger-net, the agent, sshd) in
+#     the runlevels, and busybox init's /etc/inittab
 #   - sshd: root by key only; NO host keys (each VM's disk gets its own
-#     /etc/ssh/ssh_host_ed25519_key from the daemon; banger-ssh-keygen.service
-#     runs `ssh-keygen -A` as a fallback when it is missing)
+#     /etc/ssh/ssh_host_ed25519_key from the daemon; as a fallback
+#     banger-ssh-keygen.service runs `ssh-keygen -A`, and Alpine's sshd
+#     service makes missing keys itself)
 #   - an empty /etc/machine-id, so systemd makes one per VM at first boot
-#   - banger-net(.service): address, route, hostname and DNS from banger.ip=,
+#   - banger-net: address, route, hostname and DNS from banger.ip=,
 #     banger.gw=, banger.hostname=, banger.dns= on the kernel command line
-#   - fstab with /dev/vda as / (ext4), and none of the units that make a
-#     microVM wait at boot (DHCP clients, wait-online, udev-settle, ...)
+#   - fstab with /dev/vda as / (ext4), and (systemd) none of the units that
+#     make a microVM wait at boot (DHCP clients, wait-online, udev-settle, ...)
 set -eu
 
 ROOT=${1:?usage: customize.sh ROOTFS_DIR}
@@ -177,26 +182,50 @@ else
 			break
 		fi
 	done
+	if [ -z "$pm" ]; then
+		for p in /sbin/apk /usr/sbin/apk /bin/apk /usr/bin/apk; do
+			if has "$p"; then
+				pm=apk pm_bin=$p
+				break
+			fi
+		done
+	fi
 fi
 
+# Alpine has no systemd: apk images boot busybox init and OpenRC. So does an
+# image without a package manager that has OpenRC and no systemd.
 has_systemd() { has /lib/systemd/systemd /usr/lib/systemd/systemd; }
+init=systemd
+if [ "$pm" = apk ]; then
+	init=openrc
+elif [ -z "$pm" ] && ! has_systemd && has /sbin/openrc /usr/sbin/openrc; then
+	init=openrc
+fi
 
 # lacking: what the image still needs, as words for package_names and
-# describe.
+# describe. With OpenRC, /sbin/init is busybox (linked below when missing).
 lacking() {
 	l=""
 	has /usr/sbin/sshd || l="$l sshd"
-	has_systemd || l="$l systemd"
-	has /sbin/init /usr/sbin/init || l="$l init"
+	if [ "$init" = systemd ]; then
+		has_systemd || l="$l systemd"
+		has /sbin/init /usr/sbin/init || l="$l init"
+	else
+		has /sbin/openrc /usr/sbin/openrc || l="$l openrc"
+	fi
 	# busybox's ip applet does what banger-net needs.
 	has /sbin/ip /bin/ip /usr/sbin/ip /usr/bin/ip || l="$l ip"
 	# systemd-logind needs D-Bus; without logind the ACPI power button that
 	# `banger vm stop` presses is ignored and every stop waits for its timeout.
-	has /usr/bin/dbus-daemon /usr/bin/dbus-broker || l="$l dbus"
+	if [ "$init" = systemd ]; then
+		has /usr/bin/dbus-daemon /usr/bin/dbus-broker || l="$l dbus"
+	fi
 	# The runtime's modules may be compressed: busybox modprobe is not enough.
 	has /bin/kmod /sbin/kmod /usr/bin/kmod /usr/sbin/kmod || l="$l kmod"
-	# Without udev no .device unit ever starts, and fstab's waits time out.
-	has /lib/systemd/systemd-udevd /usr/lib/systemd/systemd-udevd || l="$l udev"
+	if [ "$init" = systemd ]; then
+		# Without udev no .device unit ever starts, and fstab's waits time out.
+		has /lib/systemd/systemd-udevd /usr/lib/systemd/systemd-udevd || l="$l udev"
+	fi
 	echo "${l# }"
 }
 
@@ -209,6 +238,7 @@ describe() { # describe "WORD...": the words as a reader's list
 		ip) w="ip (iproute2)" ;;
 		dbus) w="D-Bus (dbus-daemon or dbus-broker)" ;;
 		udev) w="udev (systemd-udevd)" ;;
+		openrc) w="OpenRC" ;;
 		esac
 		d="$d${d:+, }$w"
 	done
@@ -234,15 +264,16 @@ package_names() { # package_names "WORD...": the image's package names, once eac
 	for w in $1; do
 		case $pm:$w in
 		apt:sshd | dnf:sshd) n=openssh-server ;;
+		apk:sshd) n=openssh ;;
 		*:systemd | dnf:init) n=systemd ;;
 		apt:init) n=systemd-sysv ;;
-		apt:ip) n=iproute2 ;;
+		apt:ip | apk:ip) n=iproute2 ;;
 		dnf:ip) n=iproute ;;
 		apt:dbus) n=dbus ;;
 		dnf:dbus) n=$(dnf_dbus) ;;
 		apt:udev) n=udev ;;
 		dnf:udev) n=systemd-udev ;;
-		*) n=$w ;; # kmod
+		*) n=$w ;; # kmod, openrc
 		esac
 		case " $names " in *" $n "*) ;; *) names="$names $n" ;; esac
 	done
@@ -264,7 +295,7 @@ resolv_for_install() {
 missing=$(lacking)
 if [ -n "$missing" ]; then
 	[ -n "$pm" ] ||
-		die "the image lacks $(describe "$missing") and has no package manager this script knows (apt or dnf): the image must include them, or use a base image with apt or dnf"
+		die "the image lacks $(describe "$missing") and has no package manager this script knows (apt, dnf or apk): the image must include them, or use a base image with apt, dnf or apk"
 	pkgs=$(package_names "$missing")
 	log "installing with $pm: $pkgs"
 	resolv_for_install
@@ -287,10 +318,29 @@ if [ -n "$missing" ]; then
 		in_root "$pm_bin" install -y --setopt=install_weak_deps=False $pkgs
 		in_root "$pm_bin" clean all
 		;;
+	apk)
+		# --no-cache: fetch the index for this install, keep nothing.
+		# shellcheck disable=SC2086 # a list of package names
+		in_root "$pm_bin" add --no-cache $pkgs
+		;;
 	esac
 	still=$(lacking)
 	[ -z "$still" ] ||
 		die "after installing $pkgs with $pm the image still lacks $(describe "$still"): check the image's package repositories"
+fi
+
+# OpenRC images boot busybox init (/etc/inittab below).
+if [ "$init" = openrc ] && ! has /sbin/init; then
+	has /bin/busybox || die "the image has no /sbin/init and no /bin/busybox to be it: add busybox to the image"
+	sbin=$(resolve /sbin) || die "the image's /sbin is a symlink loop"
+	log "/sbin/init: busybox init"
+	mkdir -p "$ROOT$sbin"
+	ln -s /bin/busybox "$ROOT$sbin/init"
+fi
+
+if [ "$init" = openrc ]; then
+	has /etc/init.d/sshd ||
+		die "the image has sshd but no OpenRC service for it (/etc/init.d/sshd): add openssh-server-openrc to the image"
 fi
 
 # --- kernel modules -----------------------------------------------------------
@@ -338,7 +388,8 @@ elif ! grep -Eq '^[[:space:]]*Include[[:space:]]+/etc/ssh/sshd_config\.d/\*\.con
 fi
 rm -f "$ROOT"/etc/ssh/ssh_host_*
 
-write /etc/systemd/system/banger-ssh-keygen.service 0644 <<'EOF'
+if [ "$init" = systemd ]; then
+	write /etc/systemd/system/banger-ssh-keygen.service 0644 <<'EOF'
 # Installed by banger. Images ship without SSH host keys: the daemon writes a
 # per-VM /etc/ssh/ssh_host_ed25519_key into each VM's disk before boot. This is
 # the fallback for a disk that did not get one.
@@ -355,6 +406,7 @@ ExecStart=/usr/bin/ssh-keygen -A
 [Install]
 WantedBy=multi-user.target
 EOF
+fi
 
 if [ -n "${BANGER_SSH_PUBKEY:-}" ]; then
 	log "authorized_keys: adding ${BANGER_SSH_PUBKEY%% *} key"
@@ -366,6 +418,13 @@ if [ -n "${BANGER_SSH_PUBKEY:-}" ]; then
 	chown 0:0 "$ROOT/root/.ssh" "$ROOT/root/.ssh/authorized_keys"
 	chmod 0700 "$ROOT/root/.ssh"
 	chmod 0600 "$ROOT/root/.ssh/authorized_keys"
+fi
+
+# Alpine's sshd has no PAM, and refuses even key logins to an account whose
+# password is locked ("!..."); "*" still allows no password login.
+if [ "$init" = openrc ] && grep -qs '^root:!' "$ROOT/etc/shadow"; then
+	log "root account: no password, but not locked (sshd without PAM)"
+	sed -i 's/^root:![^:]*:/root:*:/' "$ROOT/etc/shadow"
 fi
 
 # --- identity: one per VM, made at boot -------------------------------------
@@ -397,11 +456,31 @@ if [ ! -e "$ROOT/etc/default/locale" ]; then
 	: >"$ROOT/etc/default/locale"
 fi
 
-# --- network ----------------------------------------------------------------
+write /etc/fstab 0644 <<'EOF'
+# Installed by banger: the root disk is virtio-blk /dev/vda. The initramfs
+# mounts it read-write; the daemon checks it (e2fsck) when it clones an image.
+/dev/vda	/	ext4	defaults,noatime,errors=remount-ro	0	0
+EOF
 
-log "banger-net.service"
+# --- network and guest agent: the programs ------------------------------------
+
+log "banger-net"
 write /usr/local/sbin/banger-net 0755 <"$GUEST/banger-net"
-write /etc/systemd/system/banger-net.service 0644 <<'EOF'
+
+# banger-vsock-pingd answers the daemon's pings over vsock (Firecracker) or a
+# virtio-serial port (QEMU); it comes from the runtime bundle.
+agent=""
+if [ -n "${BANGER_AGENT_BIN:-}" ]; then
+	[ -f "$BANGER_AGENT_BIN" ] || die "BANGER_AGENT_BIN=$BANGER_AGENT_BIN does not exist (make runtime builds it)"
+	log "guest agent banger-vsock-pingd"
+	write /usr/local/bin/banger-vsock-pingd 0755 <"$BANGER_AGENT_BIN"
+	agent=banger-vsock-pingd
+fi
+
+if [ "$init" = systemd ]; then
+	# --- systemd: network -----------------------------------------------------
+
+	write /etc/systemd/system/banger-net.service 0644 <<'EOF'
 # Installed by banger: address, default route, hostname and DNS from
 # banger.ip=, banger.gw=, banger.hostname=, banger.dns= on the kernel command line.
 [Unit]
@@ -422,83 +501,172 @@ ExecStart=/usr/local/sbin/banger-net
 [Install]
 WantedBy=multi-user.target network-online.target
 EOF
-# Keep the kernel's interface names (eth0): nothing to gain from renaming a
-# virtio-mmio NIC, and a rename racing banger-net would fail.
-mkdir -p "$ROOT/etc/systemd/network"
-ln -sfn /dev/null "$ROOT/etc/systemd/network/99-default.link"
+	# Keep the kernel's interface names (eth0): nothing to gain from renaming a
+	# virtio-mmio NIC, and a rename racing banger-net would fail.
+	mkdir -p "$ROOT/etc/systemd/network"
+	ln -sfn /dev/null "$ROOT/etc/systemd/network/99-default.link"
 
-# Other network managers would wait for DHCP or carrier.
-mask networking.service ifup@.service ifupdown-pre.service ifupdown-wait-online.service \
-	systemd-networkd.service systemd-networkd.socket systemd-networkd-wait-online.service \
-	NetworkManager-wait-online.service
+	# Other network managers would wait for DHCP or carrier.
+	mask networking.service ifup@.service ifupdown-pre.service ifupdown-wait-online.service \
+		systemd-networkd.service systemd-networkd.socket systemd-networkd-wait-online.service \
+		NetworkManager-wait-online.service
 
-# --- boot speed ---------------------------------------------------------------
+	# --- systemd: boot speed --------------------------------------------------
 
-# Nothing here exists in a microVM (no VGA console, no TPM, no hardware clock
-# worth waiting for, no need for periodic maintenance in a disposable VM), and
-# systemd-firstboot would prompt on the console because machine-id is empty.
-mask systemd-firstboot.service systemd-udev-settle.service getty@tty1.service getty-static.service \
-	apt-daily.timer apt-daily-upgrade.timer apt-daily.service apt-daily-upgrade.service \
-	man-db.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer \
-	systemd-pcrphase.service systemd-pcrphase-initrd.service \
-	systemd-pcrphase-sysinit.service systemd-pcrmachine.service
-# Under TCG every unit costs CPU the boot is short of. These load modules
-# whose device nodes kmod-static-nodes already provides (loaded on first
-# open), or record the boot in utmp; none is needed to reach SSH.
-mask modprobe@dm_mod.service modprobe@efi_pstore.service modprobe@drm.service \
-	modprobe@loop.service modprobe@fuse.service systemd-update-utmp.service \
-	systemd-update-utmp-runlevel.service
-if [ "$pm" = dnf ]; then
-	# Fedora's: a periodic metadata download, and RSA/ECDSA host keys made at
-	# every first boot (slow under TCG; banger-ssh-keygen covers a missing
-	# ed25519 key).
-	mask dnf-makecache.timer sshd-keygen@.service
-fi
+	# Nothing here exists in a microVM (no VGA console, no TPM, no hardware clock
+	# worth waiting for, no need for periodic maintenance in a disposable VM), and
+	# systemd-firstboot would prompt on the console because machine-id is empty.
+	mask systemd-firstboot.service systemd-udev-settle.service getty@tty1.service getty-static.service \
+		apt-daily.timer apt-daily-upgrade.timer apt-daily.service apt-daily-upgrade.service \
+		man-db.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer \
+		systemd-pcrphase.service systemd-pcrphase-initrd.service \
+		systemd-pcrphase-sysinit.service systemd-pcrmachine.service
+	# Under TCG every unit costs CPU the boot is short of. These load modules
+	# whose device nodes kmod-static-nodes already provides (loaded on first
+	# open), or record the boot in utmp; none is needed to reach SSH.
+	mask modprobe@dm_mod.service modprobe@efi_pstore.service modprobe@drm.service \
+		modprobe@loop.service modprobe@fuse.service systemd-update-utmp.service \
+		systemd-update-utmp-runlevel.service
+	if [ "$pm" = dnf ]; then
+		# Fedora's: a periodic metadata download, and RSA/ECDSA host keys made
+		# at every first boot (slow under TCG; banger-ssh-keygen covers a
+		# missing ed25519 key).
+		mask dnf-makecache.timer sshd-keygen@.service
+	fi
 
-# The journal stays in memory: flushing it to /var/log/journal is on the
-# critical path to sshd, and a disposable VM's log is read while it runs (or
-# on its serial console).
-write /etc/systemd/journald.conf.d/banger.conf 0644 <<'EOF'
+	# The journal stays in memory: flushing it to /var/log/journal is on the
+	# critical path to sshd, and a disposable VM's log is read while it runs (or
+	# on its serial console).
+	write /etc/systemd/journald.conf.d/banger.conf 0644 <<'EOF'
 # Installed by banger: keep the journal in memory (faster boot, fewer writes).
 [Journal]
 Storage=volatile
 EOF
 
-write /etc/fstab 0644 <<'EOF'
-# Installed by banger: the root disk is virtio-blk /dev/vda. The initramfs
-# mounts it read-write; the daemon checks it (e2fsck) when it clones an image.
-/dev/vda	/	ext4	defaults,noatime,errors=remount-ro	0	0
+	# --- systemd: guest agent and enabling ------------------------------------
+
+	agent_unit=""
+	if [ -n "$agent" ]; then
+		[ -r "$GUEST/banger-vsock-pingd.service" ] || die "missing $GUEST/banger-vsock-pingd.service"
+		write /etc/systemd/system/banger-vsock-pingd.service 0644 <"$GUEST/banger-vsock-pingd.service"
+		agent_unit=banger-vsock-pingd.service
+	fi
+
+	log "enabling units"
+	in_root systemctl set-default multi-user.target >/dev/null
+	# shellcheck disable=SC2086 # agent_unit is empty or one unit name
+	in_root systemctl enable banger-net.service banger-ssh-keygen.service $agent_unit >/dev/null 2>&1 ||
+		in_root systemctl enable banger-net.service banger-ssh-keygen.service $agent_unit
+	if has /lib/systemd/system/ssh.service /usr/lib/systemd/system/ssh.service; then
+		in_root systemctl enable ssh.service >/dev/null 2>&1 || in_root systemctl enable ssh.service
+	else
+		in_root systemctl enable sshd.service >/dev/null 2>&1 || in_root systemctl enable sshd.service
+	fi
+	# Debian's socket-activated alternative would bypass the keygen ordering.
+	if has /lib/systemd/system/ssh.socket /usr/lib/systemd/system/ssh.socket; then
+		in_root systemctl disable ssh.socket >/dev/null 2>&1 || true
+	fi
+else
+	# --- OpenRC: services -----------------------------------------------------
+
+	log "OpenRC services"
+	write /etc/init.d/banger-net 0755 <<'EOF'
+#!/sbin/openrc-run
+# Installed by banger: address, default route, hostname and DNS from
+# banger.ip=, banger.gw=, banger.hostname=, banger.dns= on the kernel command line.
+description="banger: network from the kernel command line"
+
+depend() {
+	# In place of the networking service (sshd needs net).
+	provide net
+	before sshd
+}
+
+start() {
+	ebegin "banger-net: network from the kernel command line"
+	/usr/local/sbin/banger-net
+	eend $?
+}
+EOF
+	if [ -n "$agent" ]; then
+		write /etc/init.d/banger-vsock-pingd 0755 <<'EOF'
+#!/sbin/openrc-run
+# Installed by banger: banger's guest agent. It answers the host's pings on
+# AF_VSOCK port 1024 (Firecracker) and on the virtio-serial port
+# org.banger.agent (QEMU), whichever the VM has, and does nothing else.
+description="banger guest agent (answers pings from the host)"
+command=/usr/local/bin/banger-vsock-pingd
+command_background=yes
+pidfile=/run/banger-vsock-pingd.pid
+
+depend() {
+	after modules mdev udev hwdrivers
+}
+EOF
+	fi
+
+	# busybox init starts OpenRC; a login prompt on the serial console, as
+	# systemd gives on console=ttyS0; none on VGA consoles a microVM lacks.
+	getty_line=""
+	if has /sbin/getty; then
+		getty_line="ttyS0::respawn:/sbin/getty -L 115200 ttyS0 vt100"
+	fi
+	write /etc/inittab 0644 <<EOF
+# Installed by banger: busybox init runs OpenRC.
+::sysinit:/sbin/openrc sysinit
+::sysinit:/sbin/openrc boot
+::wait:/sbin/openrc default
+$getty_line
+# Firecracker's SendCtrlAltDel stops the VM this way (reboot=k).
+::ctrlaltdel:/sbin/reboot
+::shutdown:/sbin/openrc shutdown
 EOF
 
-# --- guest agent --------------------------------------------------------------
+	# QEMU's stop presses the ACPI power button; busybox acpid runs this.
+	if has /etc/init.d/acpid; then
+		write /etc/acpi/PWRF/00000080 0755 <<'EOF'
+#!/bin/sh
+# Installed by banger: the ACPI power button powers the VM off.
+exec /sbin/poweroff
+EOF
+	else
+		log "no /etc/init.d/acpid: the ACPI power button is ignored (stopping under QEMU waits for its timeout)"
+	fi
 
-# banger-vsock-pingd answers the daemon's pings over vsock (Firecracker) or a
-# virtio-serial port (QEMU); it comes from the runtime bundle.
-agent_unit=""
-if [ -n "${BANGER_AGENT_BIN:-}" ]; then
-	[ -f "$BANGER_AGENT_BIN" ] || die "BANGER_AGENT_BIN=$BANGER_AGENT_BIN does not exist (make runtime builds it)"
-	[ -r "$GUEST/banger-vsock-pingd.service" ] || die "missing $GUEST/banger-vsock-pingd.service"
-	log "guest agent banger-vsock-pingd"
-	write /usr/local/bin/banger-vsock-pingd 0755 <"$BANGER_AGENT_BIN"
-	write /etc/systemd/system/banger-vsock-pingd.service 0644 <"$GUEST/banger-vsock-pingd.service"
-	agent_unit=banger-vsock-pingd.service
-fi
-
-# --- enable -------------------------------------------------------------------
-
-log "enabling units"
-in_root systemctl set-default multi-user.target >/dev/null
-# shellcheck disable=SC2086 # agent_unit is empty or one unit name
-in_root systemctl enable banger-net.service banger-ssh-keygen.service $agent_unit >/dev/null 2>&1 ||
-	in_root systemctl enable banger-net.service banger-ssh-keygen.service $agent_unit
-if has /lib/systemd/system/ssh.service /usr/lib/systemd/system/ssh.service; then
-	in_root systemctl enable ssh.service >/dev/null 2>&1 || in_root systemctl enable ssh.service
-else
-	in_root systemctl enable sshd.service >/dev/null 2>&1 || in_root systemctl enable sshd.service
-fi
-# Debian's socket-activated alternative would bypass the keygen ordering.
-if has /lib/systemd/system/ssh.socket /usr/lib/systemd/system/ssh.socket; then
-	in_root systemctl disable ssh.socket >/dev/null 2>&1 || true
+	# rc_add SERVICE RUNLEVEL: add a service the image has, when not there yet.
+	rc_add() {
+		if has "/etc/init.d/$1" && ! has "/etc/runlevels/$2/$1"; then
+			in_root rc-update add "$1" "$2"
+		fi
+	}
+	# rc_del SERVICE RUNLEVEL: take a service out of a runlevel.
+	rc_del() {
+		if has "/etc/runlevels/$2/$1"; then
+			in_root rc-update del "$1" "$2"
+		fi
+	}
+	log "runlevels"
+	rc_add devfs sysinit
+	rc_add dmesg sysinit
+	if has /etc/init.d/udev; then
+		rc_add udev sysinit
+		rc_add udev-trigger sysinit
+	elif has /etc/init.d/mdev; then
+		rc_add mdev sysinit
+		rc_add hwdrivers sysinit
+	else
+		log "neither mdev nor udev OpenRC service: no device manager (modules for devices are not loaded)"
+	fi
+	rc_add killprocs shutdown
+	rc_add mount-ro shutdown
+	rc_add banger-net default
+	rc_add sshd default
+	if [ -n "$agent" ]; then rc_add banger-vsock-pingd default; fi
+	rc_add acpid default
+	# banger-net sets the hostname and the network.
+	rc_del hostname boot
+	rc_del networking boot
+	rc_del networking default
 fi
 
 log "done"

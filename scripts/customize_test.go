@@ -6,12 +6,12 @@ package scripts
 // programs are a static busybox copied from the host. They run the embedded
 // script (WriteTo) as root, because it chroots into the image.
 //
-// Fedora's repositories cannot be reached from the machines this runs on, so
-// dnf, apt-get and the tools their packages bring (systemctl) are TEST
-// DOUBLES here: small shell scripts, run by busybox inside
+// Fedora's and Alpine's repositories cannot be reached from the machines this
+// runs on, so dnf, apk, apt-get and the tools their packages bring (systemctl,
+// rc-update) are TEST DOUBLES here: small shell scripts, run by busybox inside
 // the image, that record their arguments under /fake/calls and create the
 // files the real packages would. They check what customize.sh asks of the
-// image, not that a real Fedora image then boots.
+// image, not that a real Fedora or Alpine image then boots.
 
 import (
 	"crypto/sha256"
@@ -318,12 +318,12 @@ func contains(t *testing.T, what, s string, wants ...string) {
 // --- images it must refuse ------------------------------------------------------
 
 func TestCustomizeNoPackageManager(t *testing.T) {
-	// busybox only: no sshd, no systemd, no apt or dnf.
+	// busybox only: no sshd, no systemd, no apt, dnf or apk.
 	im := newImage(t, false)
 	mustFail(t, im,
 		"the image lacks sshd (OpenSSH server), systemd, /sbin/init, ip (iproute2), D-Bus (dbus-daemon or dbus-broker), kmod, udev (systemd-udevd) and",
-		"no package manager this script knows (apt or dnf)",
-		"the image must include them, or use a base image with apt or dnf")
+		"no package manager this script knows (apt, dnf or apk)",
+		"the image must include them, or use a base image with apt, dnf or apk")
 }
 
 func TestCustomizeNoPackageManagerNamesOnlyWhatIsMissing(t *testing.T) {
@@ -338,6 +338,16 @@ func TestCustomizeNoPackageManagerNamesOnlyWhatIsMissing(t *testing.T) {
 		if strings.Contains(line, present) {
 			t.Errorf("error line names %q, which the image has:\n%s", present, line)
 		}
+	}
+}
+
+func TestCustomizeNoPackageManagerOpenRC(t *testing.T) {
+	// OpenRC and no systemd: what an OpenRC guest needs is asked for.
+	im := newImage(t, false)
+	im.write("/sbin/openrc", 0o755, "#!/bin/sh\n")
+	line := mustFail(t, im, "the image lacks sshd (OpenSSH server), ip (iproute2), kmod and has no package manager")
+	if strings.Contains(line, "systemd") || strings.Contains(line, "D-Bus") {
+		t.Errorf("an OpenRC image is asked for systemd parts:\n%s", line)
 	}
 }
 
@@ -532,6 +542,147 @@ func TestCustomizeDnfStillMissing(t *testing.T) {
 	contains(t, "output", out, "customize: error: after installing openssh-server systemd iproute dbus-broker kmod systemd-udev with dnf the image still lacks sshd (OpenSSH server), systemd,")
 }
 
+// --- apk (Alpine) -----------------------------------------------------------------
+
+// fakeRcUpdate is a TEST DOUBLE for OpenRC's rc-update: it records its
+// arguments and adds or removes the runlevel link. Like the real one it
+// refuses a service the image does not have; unlike it, it also refuses to
+// add a service twice, so a test sees a needless call.
+const fakeRcUpdate = `#!/bin/sh
+# TEST DOUBLE for rc-update (customize_test.go).
+echo "rc-update $*" >>/fake/calls/rc-update.log
+case $1 in
+add)
+	[ -e "/etc/init.d/$2" ] || { echo "rc-update: service $2 does not exist" >&2; exit 1; }
+	mkdir -p "/etc/runlevels/$3"
+	ln -s "/etc/init.d/$2" "/etc/runlevels/$3/$2" ;;
+del)
+	rm "/etc/runlevels/$3/$2" ;;
+*)
+	echo "fake rc-update: unexpected $1" >&2; exit 1 ;;
+esac
+`
+
+// fakeApk is a TEST DOUBLE for apk. "openrc" also brings the services of
+// busybox-openrc (mdev, hwdrivers, acpid) and openssh-server-openrc (sshd),
+// as Alpine's install_if does, and enables hostname in the boot runlevel.
+const fakeApk = `#!/bin/sh
+# TEST DOUBLE for apk (customize_test.go).
+echo "apk $*" >>/fake/calls/apk.log
+[ "$1" = add ] || exit 0
+prog() { mkdir -p "${1%/*}"; echo '#!/bin/sh' >"$1"; chmod 755 "$1"; }
+for a in "$@"; do
+	case $a in
+	add | --no-cache) ;;
+	openrc)
+		prog /sbin/openrc
+		prog /sbin/openrc-run
+		cp /fake/rc-update /sbin/rc-update
+		for s in devfs dmesg hostname networking killprocs mount-ro mdev hwdrivers acpid sshd; do
+			prog /etc/init.d/$s
+		done
+		mkdir -p /etc/runlevels/sysinit /etc/runlevels/boot /etc/runlevels/default /etc/runlevels/shutdown
+		ln -s /etc/init.d/hostname /etc/runlevels/boot/hostname ;;
+	openssh)
+		prog /usr/sbin/sshd
+		mkdir -p /etc/ssh
+		echo '#PermitRootLogin prohibit-password' >/etc/ssh/sshd_config ;;
+	iproute2) prog /sbin/ip ;;
+	kmod) prog /bin/kmod ;;
+	*) echo "ERROR: unable to select packages: $a" >&2; exit 1 ;;
+	esac
+done
+`
+
+// newApkImage is an Alpine-like image (no merged /usr, /bin/sh an absolute
+// link) with a fake apk, a locked root account and no /sbin/init.
+func newApkImage(t *testing.T) *image {
+	im := newImage(t, false)
+	im.link("/sbin/getty", "/bin/busybox")
+	im.write("/etc/os-release", 0o644, "NAME=\"Alpine Linux\"\nID=alpine\nVERSION_ID=3.20.0\n")
+	im.write("/etc/shadow", 0o640, "root:!::0:::::\nbin:!::0:::::\n")
+	im.write("/sbin/apk", 0o755, fakeApk)
+	im.write("/fake/rc-update", 0o755, fakeRcUpdate)
+	return im
+}
+
+func TestCustomizeApk(t *testing.T) {
+	im := newApkImage(t)
+	mustCustomize(t, im, agentEnv(t)...)
+
+	want := []string{"apk add --no-cache openssh openrc iproute2 kmod"}
+	if got := im.calls("apk"); !slices.Equal(got, want) {
+		t.Errorf("apk calls:\n got %q\nwant %q", got, want)
+	}
+	rc := im.calls("rc-update")
+	for _, c := range []string{
+		"rc-update add devfs sysinit", "rc-update add dmesg sysinit",
+		"rc-update add mdev sysinit", "rc-update add hwdrivers sysinit",
+		"rc-update add killprocs shutdown", "rc-update add mount-ro shutdown",
+		"rc-update add banger-net default", "rc-update add sshd default",
+		"rc-update add banger-vsock-pingd default", "rc-update add acpid default",
+		"rc-update del hostname boot",
+	} {
+		if !slices.Contains(rc, c) {
+			t.Errorf("no %q in the rc-update calls %q", c, rc)
+		}
+	}
+	for _, c := range rc {
+		if strings.Contains(c, "add hostname") || strings.Contains(c, "add networking") {
+			t.Errorf("unwanted call %q", c)
+		}
+	}
+	for _, l := range []string{"default/banger-net", "default/sshd", "default/banger-vsock-pingd", "sysinit/devfs", "sysinit/mdev"} {
+		if !im.exists("/etc/runlevels/" + l) {
+			t.Errorf("no /etc/runlevels/%s", l)
+		}
+	}
+	if im.exists("/etc/runlevels/boot/hostname") {
+		t.Error("hostname is still in the boot runlevel")
+	}
+
+	net := im.read("/etc/init.d/banger-net")
+	if !strings.HasPrefix(net, "#!/sbin/openrc-run\n") {
+		t.Errorf("banger-net service is no openrc-run script:\n%s", net)
+	}
+	contains(t, "banger-net service", net, "provide net", "/usr/local/sbin/banger-net")
+	contains(t, "banger-vsock-pingd service", im.read("/etc/init.d/banger-vsock-pingd"),
+		"#!/sbin/openrc-run\n", "command=/usr/local/bin/banger-vsock-pingd", "command_background=yes", "pidfile=")
+	if fi, err := os.Stat(im.path("/etc/init.d/banger-net")); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("banger-net service mode: %v %v", fi.Mode(), err)
+	}
+	contains(t, "banger-net", im.read("/usr/local/sbin/banger-net"), "banger.ip=")
+	contains(t, "inittab", im.read("/etc/inittab"),
+		"::sysinit:/sbin/openrc sysinit\n", "::wait:/sbin/openrc default\n",
+		"ttyS0::respawn:/sbin/getty -L 115200 ttyS0 vt100\n", "::shutdown:/sbin/openrc shutdown\n")
+	contains(t, "acpi power button handler", im.read("/etc/acpi/PWRF/00000080"), "poweroff")
+	if got := im.readlink("/sbin/init"); got != "/bin/busybox" {
+		t.Errorf("/sbin/init links to %q, want /bin/busybox", got)
+	}
+	contains(t, "shadow", im.read("/etc/shadow"), "root:*::0:::::\n", "bin:!::0:::::\n")
+	contains(t, "sshd_config", im.read("/etc/ssh/sshd_config"), "Include /etc/ssh/sshd_config.d/*.conf\n")
+	// An OpenRC image gets no systemd units.
+	if im.exists("/etc/systemd") {
+		t.Error("an OpenRC image got /etc/systemd")
+	}
+}
+
+func TestCustomizeApkIdempotent(t *testing.T) {
+	im := newApkImage(t)
+	env := agentEnv(t)
+	mustCustomize(t, im, env...)
+	calls := len(im.calls("rc-update"))
+	before := im.snapshot()
+	mustCustomize(t, im, env...)
+	sameSnapshot(t, before, im.snapshot())
+	if got := im.calls("apk"); len(got) != 1 {
+		t.Errorf("apk was called again on the second run: %q", got)
+	}
+	if got := im.calls("rc-update"); len(got) != calls {
+		t.Errorf("rc-update was called again on the second run: %q", got[calls:])
+	}
+}
+
 // --- apt (Debian, Ubuntu) ---------------------------------------------------------
 
 // fakeAptGet is a TEST DOUBLE for apt-get, for a Debian container image that
@@ -604,4 +755,59 @@ func TestCustomizeApt(t *testing.T) {
 	if !im.exists("/var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages") {
 		t.Error("the second run removed the image's package lists")
 	}
+}
+
+// --- banger-net under busybox ---------------------------------------------------------
+
+// banger-net is the same script for systemd and OpenRC images, and on Alpine
+// its shell, ip, grep and sed are busybox's. Run it that way in a network and
+// UTS namespace, with a made-up /proc/cmdline and /sys/class/net.
+func TestBangerNetBusybox(t *testing.T) {
+	im := newImage(t, false, "hostname", "ip", "sleep")
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("needs unshare (util-linux)")
+	}
+	hostIP, err := exec.LookPath("ip")
+	if err != nil {
+		t.Skip("needs ip (iproute2) on the host to make the test's interface")
+	}
+	b, err := os.ReadFile("guest/banger-net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	im.write("/usr/local/sbin/banger-net", 0o755, string(b))
+	im.write("/proc/cmdline", 0o444, "console=ttyS0 root=/dev/vda banger.ip=10.11.12.13/24 banger.gw=10.11.12.1 banger.hostname=bb-guest banger.dns=10.11.12.1\n")
+	im.mkdir("/sys/class/net/lo")
+	im.mkdir("/sys/class/net/eth0/device")
+	im.write("/etc/hosts", 0o644, "127.0.0.1\tlocalhost\n")
+
+	script := `set -e
+"$IP" link add eth0 type veth peer name eth1
+chroot "$ROOT" /usr/local/sbin/banger-net
+echo "--- addr"
+"$IP" -o -4 addr show dev eth0
+echo "--- route"
+"$IP" route show default
+echo "--- hostname"
+hostname
+`
+	cmd := exec.Command("unshare", "--net", "--uts", "sh", "-c", script)
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "IP=" + hostIP, "ROOT=" + im.dir}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		if strings.Contains(string(out), "Operation not permitted") || strings.Contains(string(out), "unshare failed") {
+			t.Skipf("cannot make namespaces here: %s", out)
+		}
+		t.Fatalf("banger-net under busybox: %v\n%s", err, out)
+	}
+	contains(t, "output", string(out),
+		"banger-net: hostname bb-guest",
+		"banger-net: eth0: address 10.11.12.13/24",
+		"banger-net: eth0: default route via 10.11.12.1",
+		"inet 10.11.12.13/24",
+		"default via 10.11.12.1 dev eth0",
+		"--- hostname\nbb-guest\n")
+	contains(t, "/etc/hostname", im.read("/etc/hostname"), "bb-guest\n")
+	contains(t, "/etc/hosts", im.read("/etc/hosts"), "127.0.1.1\tbb-guest\n")
+	contains(t, "/etc/resolv.conf", im.read("/etc/resolv.conf"), "nameserver 10.11.12.1\n")
 }
