@@ -36,6 +36,11 @@ type imageService struct {
 
 func (s *imageService) view(ctx context.Context, im store.Image) api.Image {
 	users, _ := store.ImageUsers(ctx, s.d.store.DB, im.ID)
+	return imageView(im, users)
+}
+
+// imageView is what users see of image row im used by VMs users.
+func imageView(im store.Image, users []string) api.Image {
 	out := api.Image{ID: im.ID, Name: im.Name, Source: im.Source, Path: im.Path, SizeBytes: im.SizeBytes,
 		KernelRelease: im.KernelRelease, CreatedAt: im.CreatedAt, UsedBy: users,
 		Digest: im.Digest, BuildSeconds: im.BuildSeconds, Cached: im.Cached, CacheKey: im.CacheKey}
@@ -107,9 +112,7 @@ func (s *imageService) Delete(ctx context.Context, p api.ImageDeleteParams) (api
 	if err != nil {
 		return api.Image{}, err
 	}
-	out := api.Image{ID: im.ID, Name: im.Name, Source: im.Source, Path: im.Path, SizeBytes: im.SizeBytes,
-		KernelRelease: im.KernelRelease, CreatedAt: im.CreatedAt, UsedBy: users,
-		Digest: im.Digest, BuildSeconds: im.BuildSeconds, Cached: im.Cached, CacheKey: im.CacheKey}
+	out := imageView(im, users)
 	s.log.Info("image deleted", "image", im.Name, "id", im.ID, "kept_for_vms", strings.Join(users, ","))
 	return out, s.removeFiles(im)
 }
@@ -257,15 +260,15 @@ func (s *imageService) Import(ctx context.Context, p api.ImageImportParams) (api
 	return s.importExt4(ctx, p.Name, p.File)
 }
 
-// importTarball makes an image from a root file system tarball.
+// importTarball makes an image from a root file system tarball (plain or
+// compressed), built like an OCI image; its digest is the file's SHA-256.
 func (s *imageService) importTarball(ctx context.Context, name, file string) (api.Image, error) {
-	// Once image_build.go has buildFromRootfsTar, this becomes:
-	//	digest, err := fileDigest(ctx, file)
-	//	if err != nil {
-	//		return api.Image{}, err
-	//	}
-	//	return s.buildFromRootfsTar(ctx, name, file, digest)
-	return api.Image{}, api.Errorf(api.ErrInvalid, "importing a root file system tarball is not supported yet")
+	s.progress(ctx, api.Progress{Phase: "digest", Message: "hashing " + file})
+	digest, err := fileDigest(ctx, file)
+	if err != nil {
+		return api.Image{}, fmt.Errorf("import %s: %w", file, err)
+	}
+	return s.buildFromRootfsTar(ctx, name, file, digest)
 }
 
 // Paths whose absence an imported image is warned about.
@@ -299,9 +302,11 @@ func (s *imageService) importExt4(ctx context.Context, name, file string) (api.I
 	if err != nil {
 		return fail(err)
 	}
+	s.progress(ctx, api.Progress{Phase: "copy", Message: "copying " + file})
 	if err := image.CloneDisk(ctx, file, out, st.Size()); err != nil {
 		return fail(fmt.Errorf("import %s: %w", file, err))
 	}
+	s.progress(ctx, api.Progress{Phase: "check", Message: "checking the file system (e2fsck -fn)"})
 	if err := image.CheckExt4(ctx, out); err != nil {
 		switch {
 		case errors.Is(err, image.ErrMissingTool):
@@ -312,6 +317,7 @@ func (s *imageService) importExt4(ctx context.Context, name, file string) (api.I
 		}
 		return fail(err)
 	}
+	s.progress(ctx, api.Progress{Phase: "digest", Message: "hashing the image"})
 	digest, err := fileDigest(ctx, out)
 	if err != nil {
 		return fail(err)

@@ -293,7 +293,7 @@ func TestImageRemoveWithUsersNeedsForceAndLeavesATombstone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if removed.ID != im.ID || strings.Join(removed.UsedBy, ",") != "dev,web" {
+	if removed.ID != im.ID || strings.Join(removed.UsedBy, ",") != "dev,web" || removed.AllocatedBytes == 0 {
 		t.Fatalf("rm --force result: %+v", removed)
 	}
 	if _, err := os.Stat(filepath.Dir(im.Path)); !errors.Is(err, os.ErrNotExist) {
@@ -381,5 +381,32 @@ func TestSweepRemovesOnlyOrphanImageFolders(t *testing.T) {
 	folders, rows := imagesLeft(t, d)
 	if strings.Join(folders, ",") != "0123456789ab,not-an-image" || rows != 1 {
 		t.Fatalf("after the sweep: folders %v, %d rows; want the live image's folder and the unknown one, 1 row", folders, rows)
+	}
+}
+
+// A tarball goes to the rootfs-tar build; when that fails (here: the test
+// daemon has no runtime bundle, or the stream is not gzip at all) nothing
+// is left.
+func TestImageImportTarballFailureLeavesNothing(t *testing.T) {
+	ctx := context.Background()
+	d, c := newImageTestDaemon(t)
+	dir := t.TempDir()
+	tarball := filepath.Join(dir, "rootfs.tar")
+	hdr := make([]byte, 10240)
+	copy(hdr[257:], "ustar\x0000")
+	os.WriteFile(tarball, hdr, 0o644)
+	badGzip := filepath.Join(dir, "rootfs.tgz")
+	os.WriteFile(badGzip, []byte{0x1f, 0x8b, 'n', 'o', 'p', 'e'}, 0o644)
+	for _, f := range []string{tarball, badGzip} {
+		_, err := importImage(ctx, c, "fromtar", f)
+		if err == nil {
+			t.Fatalf("import of %s without a runtime bundle succeeded", f)
+		}
+		if strings.Contains(err.Error(), "neither an ext4 image") {
+			t.Fatalf("%s was not taken for a tarball: %v", f, err)
+		}
+		if folders, rows := imagesLeft(t, d); len(folders) != 0 || rows != 0 {
+			t.Fatalf("a failed tarball import left folders %v and %d rows", folders, rows)
+		}
 	}
 }
