@@ -35,6 +35,13 @@ func TestVMLifecycle(t *testing.T) {
 		t.Fatalf("image ls does not list the image:\n%s", out)
 	}
 	checkDoctor(ctx, t, e)
+	// OCI builds need no internet: the registry is on the host's loopback.
+	var oci ociSources
+	t.Run("OCI images build from a registry, a layout and an archive", func(t *testing.T) {
+		oci = makeOCISources(t, e.imageShow(ctx, "default").Path)
+		buildOCIImages(ctx, t, e, &oci)
+		ociBadBuilds(ctx, t, e, oci.layout)
+	})
 	e.must(ctx, "daemon", "stop")
 	e.enterNetns()
 
@@ -153,6 +160,13 @@ func TestVMLifecycle(t *testing.T) {
 
 	assertNoLeaks(ctx, t, e)
 
+	t.Run("OCI-built images boot and show both layers", func(t *testing.T) {
+		if len(oci.images) == 0 {
+			t.Skip("no OCI image was built")
+		}
+		bootOCIImages(ctx, t, e, &oci)
+		assertNoLeaks(ctx, t, e)
+	})
 	t.Run("a guest that hangs under KVM fails with the console tail and a hint", func(t *testing.T) {
 		kvmHang(ctx, t, e, v.Accel)
 	})
