@@ -19,7 +19,8 @@ RUNTIME_TARBALL := bin/banger-runtime-$(BUNDLE_VERSION).tar.gz
 export CGO_ENABLED = 0
 
 APT_PACKAGES := qemu-system-x86 qemu-utils mmdebstrap uidmap fakeroot e2fsprogs \
-	busybox-static cpio lz4 openssh-client iproute2 nftables ca-certificates git make tmux kmod
+	busybox-static cpio lz4 openssh-client iproute2 nftables ca-certificates git make tmux kmod \
+	xz-utils shellcheck
 
 .PHONY: all build agent deps runtime test unit-test e2e-test bench clean vet package-runtime install uninstall
 
