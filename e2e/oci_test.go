@@ -49,6 +49,8 @@ const (
 	// /opt/app holds old-file in layer one; layer two makes it opaque and
 	// adds new-file.
 	opaqueOld, opaqueNew = "/opt/app/old-file", "/opt/app/new-file"
+	// A setuid file owned by 1000:1000 keeps its bits and owner.
+	setuidFile = "/opt/app/setuid-tool"
 )
 
 // imageShow returns `banger image show --json NAME`.
@@ -95,6 +97,7 @@ func makeOCISources(t *testing.T, base string) ociSources {
 		{name: "opt/app/.wh..wh..opq"},
 		{name: strings.TrimPrefix(opaqueNew, "/"), body: "new\n"},
 		{name: strings.TrimPrefix(layerTwoFile, "/"), body: layerTwoContent + "\n"},
+		{name: strings.TrimPrefix(setuidFile, "/"), body: "#!/bin/sh\n", mode: 0o4755, uid: 1000, gid: 1000},
 	})
 	img := withPlatform(t, appendLayers(t, l1, l2), "amd64")
 	h, err := img.Digest()
@@ -142,6 +145,8 @@ func makeOCISources(t *testing.T, base string) ociSources {
 type tarEntry struct {
 	name, body string
 	dir        bool
+	mode       int64 // 0644 (files) or 0755 (dirs) when 0
+	uid, gid   int
 }
 
 func tarLayer(t *testing.T, entries []tarEntry) v1.Layer {
@@ -153,6 +158,10 @@ func tarLayer(t *testing.T, entries []tarEntry) v1.Layer {
 		if e.dir {
 			h.Typeflag, h.Mode, h.Size = tar.TypeDir, 0o755, 0
 		}
+		if e.mode != 0 {
+			h.Mode = e.mode
+		}
+		h.Uid, h.Gid = e.uid, e.gid
 		if err := tw.WriteHeader(h); err != nil {
 			t.Fatal(err)
 		}
@@ -357,7 +366,7 @@ func strayImageFolders(ctx context.Context, t *testing.T, e *env) []string {
 // additions are there.
 func bootOCIImages(ctx context.Context, t *testing.T, e *env, src *ociSources) {
 	check := "set -e; test ! -e " + layerTwoDeleted + "; test ! -e " + opaqueOld + "; cat " + layerTwoFile + " " + opaqueNew +
-		"; test -x /usr/local/bin/banger-vsock-pingd; ls /lib/modules"
+		"; test -x /usr/local/bin/banger-vsock-pingd; ls /lib/modules; stat -c 'mode=%a owner=%u:%g' " + setuidFile
 	for i, imName := range src.images {
 		vmName := "ocivm" + string(rune('a'+i))
 		start := time.Now()
@@ -368,7 +377,7 @@ func bootOCIImages(ctx context.Context, t *testing.T, e *env, src *ociSources) {
 			e.must(ctx, "vm", "ssh", "--no-remind", vmName, "--", "sh", "-c", "set -e; test -e "+layerTwoDeleted+"; test -e "+opaqueOld+"; test ! -e "+layerTwoFile)
 		} else {
 			out := e.must(ctx, "vm", "ssh", "--no-remind", vmName, "--", "sh", "-c", check)
-			if !strings.Contains(out, layerTwoContent) || !strings.Contains(out, "new") {
+			if !strings.Contains(out, layerTwoContent) || !strings.Contains(out, "new") || !strings.Contains(out, "mode=4755 owner=1000:1000") {
 				t.Errorf("guest from %s does not show layer two:\n%s", imName, out)
 			}
 		}
