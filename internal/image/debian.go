@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/bangerhq/banger/internal/image/oci"
 	"github.com/bangerhq/banger/internal/units"
 )
 
@@ -73,7 +74,7 @@ func CheckDebianTools() error {
 }
 
 func debianTools() (map[string]string, error) {
-	ts := []tool{toolMmdebstrap, toolFakeroot, toolMkfs, toolTar}
+	ts := []tool{toolMmdebstrap, toolFakeroot, toolMkfs, toolTar, toolDebugfs, toolE2fsck}
 	if os.Geteuid() != 0 {
 		// Rootless mmdebstrap maps the subordinate ids with newuidmap.
 		ts = append(ts, toolNewuidmap)
@@ -183,6 +184,24 @@ exec "$@"`
 		logf("fakeroot: %s", lastLines(out, 10))
 	}
 	logf("extract + mkfs.ext4 done in %s", since(phase))
+
+	// Extended attributes (file capabilities) do not survive fakeroot's
+	// extraction (see oci.ReadXattrs): set them on the image itself.
+	f, err := os.Open(tarball)
+	if err != nil {
+		return err
+	}
+	xattrs, err := oci.ReadXattrs(bufio.NewReaderSize(f, 1<<20))
+	f.Close()
+	if err != nil {
+		return err
+	}
+	if err := applyHeldBack(ctx, tools, work, imgPath, &heldBack{xattrs: xattrs}); err != nil {
+		return err
+	}
+	for _, x := range xattrs {
+		logf("extended attribute %s on /%s", x.Name, x.Path)
+	}
 
 	if err := syncFile(imgPath); err != nil {
 		return err

@@ -163,6 +163,11 @@ func TestBuildDebian(t *testing.T) {
 	if strings.Contains(ls, "ssh_host_") {
 		t.Errorf("image has SSH host keys:\n%s", ls)
 	}
+	// Extended attributes survive (fakeroot drops them; debugfs sets them):
+	// systemd gives the journal folder POSIX ACLs.
+	if got := mustRun(t, "debugfs", "-R", "ea_list /var/log/journal", out); !strings.Contains(got, "system.posix_acl_access") {
+		t.Errorf("/var/log/journal lost its ACL:\n%s", got)
+	}
 	// Units that would make a microVM wait at boot are masked.
 	for _, u := range []string{"systemd-networkd-wait-online.service", "systemd-firstboot.service", "networking.service"} {
 		if got := string(debugfsCat(t, out, "/etc/systemd/system/"+u)); got != "" {
