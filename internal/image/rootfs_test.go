@@ -8,8 +8,11 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -62,11 +65,14 @@ func rootfsTar(t *testing.T) func(context.Context, io.Writer) error {
 
 func needRootfsTools(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("BuildRootfs tests run as root (rootless needs /etc/subuid ranges, which this test does not set up)")
-	}
 	if err := CheckRootfsTools(); err != nil {
 		t.Skipf("missing tools: %v", err)
+	}
+	if os.Geteuid() != 0 {
+		// Rootless builds map the user's subordinate ids.
+		if out, err := exec.Command("unshare", "--user", "--map-root-user", "--map-auto", "true").CombinedOutput(); err != nil {
+			t.Skipf("rootless BuildRootfs needs /etc/subuid and /etc/subgid ranges for this user: unshare --map-auto: %v: %s", err, out)
+		}
 	}
 }
 
@@ -192,5 +198,68 @@ func assertOnly(t *testing.T, dir string, names ...string) {
 	}
 	if strings.Join(got, ",") != strings.Join(names, ",") {
 		t.Errorf("%s holds %v, want %v", dir, got, names)
+	}
+}
+
+// TestBuildRootfsRootless runs the BuildRootfs tests again as an ordinary
+// user with subordinate ids (a per-user daemon builds images that way): the
+// user namespace path, not only the root one. Run as root, it picks the user
+// named by BANGER_TEST_ROOTLESS_USER, or the first one /etc/subuid lists
+// (.ci/run makes one).
+func TestBuildRootfsRootless(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("already rootless: the other BuildRootfs tests cover this user")
+	}
+	needRootfsTools(t)
+	name := os.Getenv("BANGER_TEST_ROOTLESS_USER")
+	if name == "" {
+		b, _ := os.ReadFile("/etc/subuid")
+		for _, l := range strings.Split(string(b), "\n") {
+			if n, _, ok := strings.Cut(l, ":"); ok && n != "root" && n != "" {
+				if _, err := user.Lookup(n); err == nil {
+					name = n
+					break
+				}
+			}
+		}
+	}
+	if name == "" {
+		t.Skip("no ordinary user with /etc/subuid ranges to build as (useradd -m banger-ci makes one; or set BANGER_TEST_ROOTLESS_USER)")
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		t.Fatalf("user %s: %v", name, err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	// The test binary must be readable by the user.
+	dir, err := os.MkdirTemp("", "banger-rootless-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755)
+	self, _ := os.Executable()
+	bin := filepath.Join(dir, "image.test")
+	if out, err := exec.Command("cp", self, bin).CombinedOutput(); err != nil {
+		t.Fatalf("copy test binary: %v: %s", err, out)
+	}
+	os.Chmod(bin, 0o755)
+	work := filepath.Join(dir, "work")
+	os.Mkdir(work, 0o755)
+	os.Chown(work, uid, gid)
+	cmd := exec.Command(bin, "-test.run", "^TestBuildRootfs(KeepsOwnersDevicesAndXattrs|FailureLeavesNothing)$", "-test.v", "-test.count=1")
+	cmd.Dir = work
+	cmd.Env = []string{"HOME=" + u.HomeDir, "USER=" + name, "TMPDIR=" + work, "PATH=" + os.Getenv("PATH") + ":/usr/sbin:/sbin"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+	out, err := cmd.CombinedOutput()
+	t.Logf("as %s (uid %d):\n%s", name, uid, out)
+	if err != nil {
+		t.Fatalf("rootless BuildRootfs tests failed: %v", err)
+	}
+	for _, want := range []string{"--- PASS: TestBuildRootfsKeepsOwnersDevicesAndXattrs", "--- PASS: TestBuildRootfsFailureLeavesNothing"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("rootless run lacks %q (skipped?)", want)
+		}
 	}
 }
