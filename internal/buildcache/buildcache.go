@@ -9,17 +9,19 @@
 package buildcache
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"syscall"
 	"time"
+
+	"github.com/bangerhq/banger/internal/image"
 )
 
 // formatVersion is part of every key: bump it when what a build produces
@@ -182,62 +184,15 @@ func (c Cache) Prune(keep int) (int, error) {
 }
 
 // linkOrCopy makes dst hold src's content: a hard link, or, across file
-// systems, a copy that keeps holes.
+// systems, a reflink or hole-preserving copy (image.CloneDisk).
 func linkOrCopy(src, dst string) error {
 	err := os.Link(src, dst)
 	if err == nil || !errors.Is(err, syscall.EXDEV) && !errors.Is(err, syscall.EPERM) {
 		return err
 	}
-	return sparseCopy(src, dst)
-}
-
-// sparseCopy copies src to dst, seeking over the holes of src.
-func sparseCopy(src, dst string) (err error) {
-	in, err := os.Open(src)
+	st, err := os.Stat(src)
 	if err != nil {
 		return err
 	}
-	defer in.Close()
-	st, err := in.Stat()
-	if err != nil {
-		return err
-	}
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if cerr := out.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			os.Remove(dst)
-		}
-	}()
-	const seekData, seekHole = 3, 4
-	size := st.Size()
-	for off := int64(0); off < size; {
-		data, err := in.Seek(off, seekData)
-		if err != nil { // ENXIO: only a hole remains
-			break
-		}
-		hole, err := in.Seek(data, seekHole)
-		if err != nil {
-			return err
-		}
-		if _, err := in.Seek(data, io.SeekStart); err != nil {
-			return err
-		}
-		if _, err := out.Seek(data, io.SeekStart); err != nil {
-			return err
-		}
-		if _, err := io.CopyN(out, in, hole-data); err != nil {
-			return err
-		}
-		off = hole
-	}
-	if err := out.Truncate(size); err != nil {
-		return err
-	}
-	return out.Sync()
+	return image.CloneDisk(context.Background(), src, dst, st.Size())
 }

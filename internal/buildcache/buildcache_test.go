@@ -107,30 +107,6 @@ func TestPutGetSharesTheInode(t *testing.T) {
 	}
 }
 
-func TestSparseCopyKeepsHoles(t *testing.T) {
-	dir := t.TempDir()
-	src, dst := filepath.Join(dir, "a"), filepath.Join(dir, "b")
-	writeSparse(t, src)
-	if err := sparseCopy(src, dst); err != nil {
-		t.Fatal(err)
-	}
-	var st syscall.Stat_t
-	syscall.Stat(dst, &st)
-	if st.Size != 128<<20 {
-		t.Errorf("size %d", st.Size)
-	}
-	if st.Blocks*512 > 1<<20 {
-		t.Errorf("copy allocated %d bytes: holes were filled", st.Blocks*512)
-	}
-	f, _ := os.Open(dst)
-	defer f.Close()
-	buf := make([]byte, 6)
-	f.ReadAt(buf, 64<<20)
-	if string(buf) != "middle" {
-		t.Errorf("data after the hole = %q", buf)
-	}
-}
-
 func TestPruneKeepsLinkedAndRecent(t *testing.T) {
 	dir := t.TempDir()
 	c := Cache{Dir: dir + "/cache"}
@@ -162,5 +138,40 @@ func TestPruneKeepsLinkedAndRecent(t *testing.T) {
 		if (err == nil) != want {
 			t.Errorf("entry %d kept=%v, want %v", i, err == nil, want)
 		}
+	}
+}
+
+func TestPutAcrossFileSystemsCopies(t *testing.T) {
+	shm, err := os.MkdirTemp("/dev/shm", "buildcache-")
+	if err != nil {
+		t.Skipf("no /dev/shm to put a second file system beside the cache: %v", err)
+	}
+	defer os.RemoveAll(shm)
+	dir := t.TempDir()
+	var a, b syscall.Stat_t
+	syscall.Stat(shm, &a)
+	syscall.Stat(dir, &b)
+	if a.Dev == b.Dev {
+		t.Skip("/dev/shm and the test's temporary folder are one file system here")
+	}
+	src := filepath.Join(shm, "built.ext4")
+	writeSparse(t, src)
+	c := Cache{Dir: filepath.Join(dir, "cache")}
+	key := base().Key()
+	if err := c.Put(src, Meta{Key: key}); err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(shm, "again.ext4")
+	if _, ok, err := c.Get(key, dst); !ok || err != nil {
+		t.Fatalf("get across file systems: ok=%v err=%v", ok, err)
+	}
+	f, _ := os.Open(dst)
+	defer f.Close()
+	buf := make([]byte, 6)
+	f.ReadAt(buf, 64<<20)
+	var st syscall.Stat_t
+	syscall.Stat(dst, &st)
+	if string(buf) != "middle" || st.Size != 128<<20 || st.Blocks*512 > 8<<20 {
+		t.Errorf("copy: %q, size %d, %d bytes allocated", buf, st.Size, st.Blocks*512)
 	}
 }
