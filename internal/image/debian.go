@@ -149,12 +149,10 @@ func BuildDebian(ctx context.Context, opts DebianOptions) (err error) {
 	size := imageSize(used)
 	logf("content %s in %d inodes: image size %s", units.IEC(used), inodes, units.IEC(size))
 
-	img, err := os.CreateTemp(filepath.Dir(opts.Output), "."+filepath.Base(opts.Output)+".*.tmp")
+	imgPath, err := tempImage(opts.Output)
 	if err != nil {
 		return err
 	}
-	imgPath := img.Name()
-	img.Close()
 	defer func() {
 		if err != nil {
 			os.Remove(imgPath)
@@ -203,17 +201,7 @@ exec "$@"`
 		logf("extended attribute %s on /%s", x.Name, x.Path)
 	}
 
-	if err := syncFile(imgPath); err != nil {
-		return err
-	}
-	// A base image holds no secrets (host keys come per VM); CreateTemp made it 0600.
-	if err := os.Chmod(imgPath, 0o644); err != nil {
-		return err
-	}
-	if err := os.Rename(imgPath, opts.Output); err != nil {
-		return err
-	}
-	if err := syncDir(filepath.Dir(opts.Output)); err != nil {
+	if err := publish(imgPath, opts.Output); err != nil {
 		return err
 	}
 	_, alloc, _ := Size(opts.Output)
@@ -381,6 +369,31 @@ func imageSize(used int64) int64 {
 	const mib = 1 << 20
 	size := used + used/4 + 256*mib
 	return (size + 64*mib - 1) / (64 * mib) * (64 * mib)
+}
+
+// tempImage creates an empty file beside output, under a hidden temporary
+// name, for an image being built; publish moves it into place.
+func tempImage(output string) (string, error) {
+	f, err := os.CreateTemp(filepath.Dir(output), "."+filepath.Base(output)+".*.tmp")
+	if err != nil {
+		return "", err
+	}
+	return f.Name(), f.Close()
+}
+
+// publish makes the finished image tmp durable and readable (a base image
+// holds no secrets: host keys come per VM) and renames it to output.
+func publish(tmp, output string) error {
+	if err := syncFile(tmp); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp, 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, output); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(output))
 }
 
 func syncFile(path string) error {

@@ -178,12 +178,10 @@ func BuildRootfs(ctx context.Context, opts RootfsOptions) (err error) {
 
 	// 3. mkfs.ext4 -d inside the namespace, where owners read as the image's.
 	phase("mkfs", "making the ext4 file system ("+units.IEC(size)+")")
-	img, err := os.CreateTemp(filepath.Dir(opts.Output), "."+filepath.Base(opts.Output)+".*.tmp")
+	imgPath, err := tempImage(opts.Output)
 	if err != nil {
 		return err
 	}
-	imgPath := img.Name()
-	img.Close()
 	defer func() {
 		if err != nil {
 			os.Remove(imgPath)
@@ -203,16 +201,7 @@ func BuildRootfs(ctx context.Context, opts RootfsOptions) (err error) {
 	if err := applyHeldBack(ctx, tools, work, imgPath, held); err != nil {
 		return err
 	}
-	if err := syncFile(imgPath); err != nil {
-		return err
-	}
-	if err := os.Chmod(imgPath, 0o644); err != nil {
-		return err
-	}
-	if err := os.Rename(imgPath, opts.Output); err != nil {
-		return err
-	}
-	if err := syncDir(filepath.Dir(opts.Output)); err != nil {
+	if err := publish(imgPath, opts.Output); err != nil {
 		return err
 	}
 	_, alloc, _ := Size(opts.Output)
