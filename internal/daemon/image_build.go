@@ -79,12 +79,9 @@ func (s *imageService) Build(ctx context.Context, p api.ImageBuildParams) (api.I
 	if err := doctor.Preflight(ctx, s.d.doctorEnv(), doctor.PurposeImageBuild); err != nil {
 		return api.Image{}, api.Errorf(api.ErrPrecondition, "%w", err)
 	}
-	if err := s.d.runtime.CheckAgent(); err != nil {
-		return api.Image{}, api.Errorf(api.ErrPrecondition, "%w", err)
-	}
-	kernelRelease, err := s.d.runtime.KernelRelease()
+	kernelRelease, err := s.runtimeReady()
 	if err != nil {
-		return api.Image{}, api.Errorf(api.ErrPrecondition, "read the runtime kernel release: %w", err)
+		return api.Image{}, err
 	}
 	unlock, err := s.claim(p.Name)
 	if err != nil {
@@ -124,12 +121,9 @@ func (s *imageService) buildFromRootfsTar(ctx context.Context, name, file, diges
 	if err := image.CheckRootfsTools(); err != nil {
 		return api.Image{}, api.Errorf(api.ErrPrecondition, "%w", err)
 	}
-	if err := s.d.runtime.CheckAgent(); err != nil {
-		return api.Image{}, api.Errorf(api.ErrPrecondition, "%w", err)
-	}
-	kernelRelease, err := s.d.runtime.KernelRelease()
+	kernelRelease, err := s.runtimeReady()
 	if err != nil {
-		return api.Image{}, api.Errorf(api.ErrPrecondition, "read the runtime kernel release: %w", err)
+		return api.Image{}, err
 	}
 	inputs, err := s.inputs(kernelRelease)
 	if err != nil {
@@ -282,6 +276,19 @@ func (r readerCtx) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	return r.r.Read(p)
+}
+
+// runtimeReady checks that the runtime bundle has the guest agent every
+// image gets, and returns the release of its kernel (whose modules too).
+func (s *imageService) runtimeReady() (string, error) {
+	if err := s.d.runtime.CheckAgent(); err != nil {
+		return "", api.Errorf(api.ErrPrecondition, "%w", err)
+	}
+	release, err := s.d.runtime.KernelRelease()
+	if err != nil {
+		return "", api.Errorf(api.ErrPrecondition, "read the runtime kernel release: %w", err)
+	}
+	return release, nil
 }
 
 func newImageID() string {
