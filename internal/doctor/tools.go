@@ -57,7 +57,7 @@ func checkImageTools(_ context.Context, env *Env) Result {
 		who = "$USER"
 	}
 	fix := fmt.Sprintf("sudo usermod --add-subuids 100000-%d --add-subgids 100000-%d %s", 100000+subIDRange-1, 100000+subIDRange-1, who)
-	detail := strings.Join(problems, "; ") + ": rootless mmdebstrap cannot map the image's users"
+	detail := strings.Join(problems, "; ") + ": rootless image builds (mmdebstrap, unshare --map-auto) cannot map the image's users"
 	if r.Status == StatusFail {
 		r.Detail += "; " + detail
 		r.Fix += "\n" + fix
