@@ -6,6 +6,9 @@
 #   clone  `banger vm create --no-start` from a 1 GiB vs an 8 GiB image
 #   ping   vm.ping round trip over 100 pings, and the delay the "still
 #          running" reminder adds after ssh exits (ssh vs ssh --no-remind)
+#   paths  time-to-SSH of a VM from the Debian-built image vs one from the
+#          same tree built by the rootfs/OCI path (`image import` of its
+#          tarball), interleaved, RUNS times each: both paths must behave alike
 # Needs root, QEMU, python3, a built runtime (make runtime) and bin/ (make build).
 # The daemon and VMs run in a network namespace this script creates.
 # Usage: bench/run.sh [boot] [ls] [clone]   (default: all)
@@ -41,6 +44,15 @@ trap cleanup EXIT
 # The image build needs Debian's mirror, so it runs outside the namespace.
 if ! "$B" image ls --json | grep -q '"name": "default"'; then
 	"$B" image build default --from debian:bookworm
+fi
+# The paths part's second image: the default image's tree as a tarball,
+# built again by the path OCI images take (BuildRootfs).
+if [[ " ${parts[*]} " == *" paths "* ]] && ! "$B" image ls --json | grep -q '"name": "default-rootfs"'; then
+	mnt=$(mktemp -d) && mount -o loop,ro "$("$B" image show --json default | jsonget path)" "$mnt"
+	tar --numeric-owner --xattrs --xattrs-include='*' -C "$mnt" -cf "$ROOT/default-rootfs.tar" .
+	umount "$mnt" && rmdir "$mnt"
+	"$B" image import default-rootfs "$ROOT/default-rootfs.tar" --quiet
+	rm -f "$ROOT/default-rootfs.tar"
 fi
 "$B" daemon stop >/dev/null
 ip netns add "$NS"
@@ -179,6 +191,28 @@ bench_ping() {
 	done
 	echo "ping: the reminder adds a median $(printf '%s\n' "${costs[@]}" | median) ms after ssh exits, over 20 sessions (goal < 100 ms on top of the ping)"
 	N "$B" vm rm --force pinger >/dev/null
+}
+
+bench_paths() {
+	echo "== paths: time to SSH + agent from the Debian-built image vs the same tree built by the rootfs/OCI path ($RUNS runs each, interleaved)"
+	local deb=() oci=() t0 t1
+	for i in $(seq "$RUNS"); do
+		t0=$(now)
+		N "$B" vm create "pd-$i" --image default --cpus 1 --memory 512 >/dev/null
+		t1=$(now)
+		deb+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')")
+		N "$B" vm rm --force "pd-$i" >/dev/null
+		t0=$(now)
+		N "$B" vm create "po-$i" --image default-rootfs --cpus 1 --memory 512 >/dev/null
+		t1=$(now)
+		oci+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')")
+		N "$B" vm rm --force "po-$i" >/dev/null
+		echo "run $i: debian ${deb[-1]} s, rootfs/OCI path ${oci[-1]} s"
+	done
+	local md mo
+	md=$(printf '%s\n' "${deb[@]}" | median)
+	mo=$(printf '%s\n' "${oci[@]}" | median)
+	echo "paths: median vm create (to SSH + agent) debian-built ${md} s, rootfs/OCI-built ${mo} s, ratio $(ratio "$mo" "$md")"
 }
 
 for p in "${parts[@]}"; do "bench_$p"; done
