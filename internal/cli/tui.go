@@ -9,8 +9,8 @@ import (
 )
 
 // newTUICmd is `banger tui`: the terminal UI over the same daemon calls as
-// the vm commands. SSH runs the exact `banger vm ssh` invocation (SSHArgs)
-// and shows the same reminder (Reminder) in the status line.
+// the vm commands. SSH runs the exact `banger vm ssh` invocation and shows
+// the same reminder in the status line (both from internal/guestssh).
 func newTUICmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "tui",
@@ -32,8 +32,6 @@ func newTUICmd() *cobra.Command {
 					}
 					return c, nil
 				},
-				SSHArgs:   SSHArgs,
-				Reminder:  Reminder,
 				NoRemind:  !remindEnabled(),
 				ParseSize: ParseSize,
 			})

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bangerhq/banger/internal/api"
+	"github.com/bangerhq/banger/internal/units"
 )
 
 func newVMListCmd() *cobra.Command {
@@ -75,7 +76,7 @@ func printVMTable(out io.Writer, vms []api.VM) error {
 	for _, v := range vms {
 		up := "-"
 		if v.StartedAt != nil {
-			up = humanDuration(time.Since(*v.StartedAt))
+			up = units.Duration(time.Since(*v.StartedAt))
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%dM\t%s\t%s\t%s\t%s\n",
 			v.Name, v.State, v.IP, v.CPUs, v.MemoryMiB, humanBytes(v.DiskBytes), v.Image, v.VMM, up)

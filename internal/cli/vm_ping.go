@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bangerhq/banger/internal/api"
+	"github.com/bangerhq/banger/internal/units"
 )
 
 func newVMPingCmd() *cobra.Command {
@@ -48,7 +49,7 @@ func describePing(r api.PingResult) string {
 	switch {
 	case r.Alive:
 		return fmt.Sprintf("%s is alive: %s, up %s, rtt %.1f ms (via %s)", r.Name, r.Hostname,
-			humanDuration(time.Duration(r.UptimeSeconds*float64(time.Second))), r.RTTMillis, r.Channel)
+			units.Duration(time.Duration(r.UptimeSeconds*float64(time.Second))), r.RTTMillis, r.Channel)
 	case r.State != api.StateRunning:
 		return fmt.Sprintf("%s is %s", r.Name, r.State)
 	default:

@@ -6,6 +6,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/bangerhq/banger/internal/units"
 	"github.com/spf13/cobra"
 )
 
@@ -37,7 +38,7 @@ func newVMShowCmd() *cobra.Command {
 			row("id", v.ID)
 			row("state", v.State)
 			if v.StartedAt != nil {
-				row("uptime", humanDuration(time.Since(*v.StartedAt)))
+				row("uptime", units.Duration(time.Since(*v.StartedAt)))
 			}
 			row("ip", v.IP)
 			row("mac", v.MAC)

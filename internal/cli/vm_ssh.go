@@ -6,15 +6,13 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/bangerhq/banger/internal/api"
 	"github.com/bangerhq/banger/internal/client"
 	"github.com/bangerhq/banger/internal/config"
+	"github.com/bangerhq/banger/internal/guestssh"
 	"github.com/bangerhq/banger/internal/paths"
 )
 
@@ -35,7 +33,7 @@ func newVMSSHCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ssh := exec.CommandContext(cmd.Context(), "ssh", SSHArgs(info, args[1:])...)
+			ssh := exec.CommandContext(cmd.Context(), "ssh", guestssh.Args(info, args[1:])...)
 			ssh.Stdin, ssh.Stdout, ssh.Stderr = os.Stdin, os.Stdout, os.Stderr
 			err = ssh.Run()
 			if !noRemind && remindEnabled() {
@@ -80,49 +78,5 @@ func remind(cmd *cobra.Command, c *client.Client, name string) {
 	if err != nil || !r.Alive {
 		return
 	}
-	fmt.Fprintln(cmd.ErrOrStderr(), Reminder(r))
-}
-
-// Reminder is the message printed when a VM is still running after SSH.
-func Reminder(r api.PingResult) string {
-	up := time.Duration(r.UptimeSeconds * float64(time.Second))
-	return fmt.Sprintf("VM %q is still running (up %s). Stop it with: banger vm stop %s", r.Name, humanDuration(up), r.Name)
-}
-
-// SSHArgs is the OpenSSH argument list for info, followed by the remote
-// command. Host keys are checked strictly against the VM's pinned key.
-func SSHArgs(info api.SSHInfo, command []string) []string {
-	args := []string{
-		"-i", info.IdentityFile,
-		"-p", strconv.Itoa(info.Port),
-		"-o", "IdentitiesOnly=yes",
-		"-o", "UserKnownHostsFile=" + info.KnownHostsFile,
-		"-o", "StrictHostKeyChecking=yes",
-		"-o", "HostKeyAlias=" + info.HostKeyAlias,
-		"-o", "GlobalKnownHostsFile=/dev/null",
-		"-o", "ConnectTimeout=10",
-		"-o", "LogLevel=ERROR",
-	}
-	if len(command) == 0 {
-		args = append(args, "-t")
-	}
-	args = append(args, info.User+"@"+info.Host)
-	if len(command) > 0 {
-		// ssh joins its arguments with spaces into one string for the
-		// remote shell; quote each so `-- sh -c 'exit 3'` means what it says.
-		quoted := make([]string, len(command))
-		for i, a := range command {
-			quoted[i] = shellQuote(a)
-		}
-		args = append(args, "--", strings.Join(quoted, " "))
-	}
-	return args
-}
-
-// shellQuote quotes s for a POSIX shell; plain words are left as they are.
-func shellQuote(s string) string {
-	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,+@%") == "" {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+	fmt.Fprintln(cmd.ErrOrStderr(), guestssh.Reminder(r))
 }

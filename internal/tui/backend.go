@@ -13,6 +13,7 @@ import (
 
 	"github.com/bangerhq/banger/internal/api"
 	"github.com/bangerhq/banger/internal/client"
+	"github.com/bangerhq/banger/internal/guestssh"
 	"github.com/bangerhq/banger/internal/units"
 )
 
@@ -41,13 +42,13 @@ type Options struct {
 	// Reconnect, when set, is called while the daemon is unreachable to
 	// get a working Backend again (the CLI's version starts bangerd).
 	Reconnect func(ctx context.Context) (Backend, error)
-	// SSHArgs builds the ssh argument list, as `banger vm ssh` does.
-	// Default: plain "user@host" with -p and -i.
+	// SSHArgs builds the ssh argument list; default guestssh.Args, what
+	// `banger vm ssh` runs.
 	SSHArgs func(info api.SSHInfo, command []string) []string
 	// SSHCommand is the program run for SSH; default "ssh".
 	SSHCommand string
 	// Reminder is the status line shown when a VM is still running after
-	// SSH. Default: a short built-in text.
+	// SSH; default guestssh.Reminder, what `banger vm ssh` prints.
 	Reminder func(api.PingResult) string
 	// NoRemind disables the post-SSH ping and reminder (config ssh.remind).
 	NoRemind bool
@@ -65,15 +66,13 @@ type Options struct {
 
 func (o *Options) defaults() {
 	if o.SSHArgs == nil {
-		o.SSHArgs = defaultSSHArgs
+		o.SSHArgs = guestssh.Args
 	}
 	if o.SSHCommand == "" {
 		o.SSHCommand = "ssh"
 	}
 	if o.Reminder == nil {
-		o.Reminder = func(r api.PingResult) string {
-			return "VM " + r.Name + " is still running"
-		}
+		o.Reminder = guestssh.Reminder
 	}
 	if o.ParseSize == nil {
 		o.ParseSize = units.ParseSize

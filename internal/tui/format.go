@@ -4,19 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/bangerhq/banger/internal/api"
 )
-
-// defaultSSHArgs is used when Options.SSHArgs is unset (tests); the CLI
-// passes cli.SSHArgs so the TUI runs exactly what `banger vm ssh` runs.
-func defaultSSHArgs(info api.SSHInfo, command []string) []string {
-	args := []string{"-i", info.IdentityFile, "-p", strconv.Itoa(info.Port), "-t", info.User + "@" + info.Host}
-	return append(args, command...)
-}
 
 func humanBytes(n int64) string {
 	switch {

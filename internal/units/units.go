@@ -1,11 +1,12 @@
-// Package units parses and formats sizes the way banger's commands and
-// messages show them (binary units: K = 1024).
+// Package units parses and formats sizes (binary units: K = 1024) and
+// durations the way banger's commands and messages show them.
 package units
 
 import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // ParseSize parses a size such as "4G", "512M", "8GiB", "1.5g" or a plain
@@ -53,4 +54,19 @@ func IEC(n int64) string {
 		return fmt.Sprintf("%d %ciB", int64(v), "KMGTPE"[exp])
 	}
 	return fmt.Sprintf("%.1f %ciB", v, "KMGTPE"[exp])
+}
+
+// Duration formats d compactly for tables and messages: "42s", "14m",
+// "3h12m", "4d".
+func Duration(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh%dm", int(d.Hours()), int(d.Minutes())%60)
+	default:
+		return fmt.Sprintf("%dd", int(d.Hours()/24))
+	}
 }

@@ -1,4 +1,4 @@
-package cli
+package guestssh
 
 import (
 	"os/exec"
@@ -20,14 +20,14 @@ func TestShellQuoteRoundTripsThroughSh(t *testing.T) {
 	}
 }
 
-func TestSSHArgs(t *testing.T) {
+func TestArgs(t *testing.T) {
 	info := api.SSHInfo{User: "root", Host: "172.30.0.2", Port: 22, IdentityFile: "/k", KnownHostsFile: "/kh", HostKeyAlias: "172.30.0.2"}
-	got := SSHArgs(info, []string{"sh", "-c", "exit 3"})
+	got := Args(info, []string{"sh", "-c", "exit 3"})
 	want := "-i /k -p 22 -o IdentitiesOnly=yes -o UserKnownHostsFile=/kh -o StrictHostKeyChecking=yes -o HostKeyAlias=172.30.0.2 -o GlobalKnownHostsFile=/dev/null -o ConnectTimeout=10 -o LogLevel=ERROR root@172.30.0.2 -- sh -c 'exit 3'"
 	if strings.Join(got, " ") != want {
 		t.Fatalf("got  %s\nwant %s", strings.Join(got, " "), want)
 	}
-	if inter := SSHArgs(info, nil); inter[len(inter)-2] != "-t" {
+	if inter := Args(info, nil); inter[len(inter)-2] != "-t" {
 		t.Fatalf("interactive ssh lacks -t: %v", inter)
 	}
 }
