@@ -10,19 +10,6 @@ import (
 	"time"
 )
 
-// MaxSocketPath is the longest Unix socket path the kernel accepts
-// (sizeof(sun_path) - 1).
-const MaxSocketPath = 107
-
-// CheckSocketPath reports a Unix socket path the kernel would refuse, saying
-// how to get a shorter one.
-func CheckSocketPath(p string) error {
-	if len(p) > MaxSocketPath {
-		return fmt.Errorf("unix socket path %s is %d bytes, over the %d-byte limit of the kernel: use a shorter XDG_RUNTIME_DIR/XDG_STATE_HOME (or a shorter VM folder)", p, len(p), MaxSocketPath)
-	}
-	return nil
-}
-
 // ClearStaleSocket removes a leftover socket at p, but only when nothing
 // answers on it: a socket that accepts a connection belongs to a running
 // process (owner names it in the error, e.g. "qemu"). A missing file is

@@ -34,6 +34,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/bangerhq/banger/internal/paths"
 	"github.com/bangerhq/banger/internal/vmm"
 	"github.com/bangerhq/banger/internal/vmm/firecracker/fcapi"
 	"github.com/bangerhq/banger/internal/vmm/proc"
@@ -49,7 +50,7 @@ const DefaultBinary = "firecracker"
 const BundlePath = "firecracker/firecracker"
 
 // MaxSocketPath is the longest Unix socket path the kernel accepts.
-const MaxSocketPath = vmm.MaxSocketPath
+const MaxSocketPath = paths.MaxSocketPath
 
 // Timeouts used by Start and Stop.
 const (
@@ -219,7 +220,7 @@ func checkSpec(spec vmm.Spec) error {
 		socks = append(socks, spec.AgentSocket)
 	}
 	for _, s := range socks {
-		if err := vmm.CheckSocketPath(s); err != nil {
+		if err := paths.CheckSocketPath(s); err != nil {
 			errs = append(errs, err)
 		}
 	}

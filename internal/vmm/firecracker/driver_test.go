@@ -502,7 +502,7 @@ func TestStartErrors(t *testing.T) {
 		}
 		spec.Dir = long
 		_, err := d.Start(ctx, spec)
-		if err == nil || !strings.Contains(err.Error(), APISocket(long)) || !strings.Contains(err.Error(), "108") && !strings.Contains(err.Error(), "107-byte limit") {
+		if err == nil || !strings.Contains(err.Error(), APISocket(long)) || !strings.Contains(err.Error(), "limit of 107") {
 			t.Fatalf("err = %v, want one naming the socket path and the limit", err)
 		}
 	})

@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/bangerhq/banger/internal/paths"
 	"github.com/bangerhq/banger/internal/vmm"
 	"github.com/bangerhq/banger/internal/vmm/proc"
 	"golang.org/x/sys/unix"
@@ -32,7 +33,7 @@ import (
 const DefaultBinary = "qemu-system-x86_64"
 
 // MaxSocketPath is the longest Unix socket path the kernel accepts.
-const MaxSocketPath = vmm.MaxSocketPath
+const MaxSocketPath = paths.MaxSocketPath
 
 // Timeouts used by Start and Stop.
 const (
@@ -157,7 +158,7 @@ func checkSpec(spec vmm.Spec) error {
 		socks = append(socks, spec.AgentSocket)
 	}
 	for _, s := range socks {
-		if err := vmm.CheckSocketPath(s); err != nil {
+		if err := paths.CheckSocketPath(s); err != nil {
 			errs = append(errs, err)
 		}
 	}
