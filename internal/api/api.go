@@ -213,6 +213,10 @@ type Image struct {
 	BuildSeconds float64 `json:"build_seconds"`
 	Cached       bool    `json:"cached"`
 	CacheKey     string  `json:"cache_key,omitempty"`
+	// Warnings are problems found while importing the image that do not
+	// stop it (no SSH server, no guest agent). Only image.import sets them;
+	// they are not stored.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // ImageBuildParams are the parameters of image.build.

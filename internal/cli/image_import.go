@@ -57,6 +57,9 @@ The image's digest is the SHA-256 of the file.`,
 			if err != nil {
 				return err
 			}
+			for _, w := range im.Warnings {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s\n", w)
+			}
 			if asJSON {
 				return printJSON(cmd.OutOrStdout(), im)
 			}

@@ -329,11 +329,15 @@ func (s *imageService) importExt4(ctx context.Context, name, file string) (api.I
 		}
 		return fail(api.Errorf(api.ErrInvalid, "read %s: %w", file, err))
 	}
+	var warnings []string
 	if !info.Present[sshdImagePath] {
-		s.log.Warn("imported image has no SSH server: `banger vm create` waits for SSH and will time out", "image", name, "missing", sshdImagePath)
+		warnings = append(warnings, "the image has no SSH server ("+sshdImagePath+"): `banger vm create` waits for SSH and will time out; import it as a rootfs tarball instead, and customize.sh will install one")
 	}
 	if !info.Present[doctor.AgentImagePath] {
-		s.log.Warn("imported image has no guest agent: `banger vm ping` will not answer", "image", name, "missing", doctor.AgentImagePath)
+		warnings = append(warnings, "the image has no guest agent ("+doctor.AgentImagePath+"): `banger vm create` waits for it and `banger vm ping` will not answer; import it as a rootfs tarball instead, and customize.sh will install it")
+	}
+	for _, w := range warnings {
+		s.log.Warn("imported image: "+w, "image", name)
 	}
 	release := ""
 	if len(info.KernelModules) == 1 {
@@ -352,7 +356,9 @@ func (s *imageService) importExt4(ctx context.Context, name, file string) (api.I
 	}
 	s.log.Info("image imported", "image", name, "digest", digest, "kernel_release", release,
 		"took", time.Since(start).Round(time.Millisecond))
-	return s.view(ctx, row), nil
+	im := s.view(ctx, row)
+	im.Warnings = warnings
+	return im, nil
 }
 
 // fileDigest returns "sha256:HEX" of the file at path; ctx stops it.

@@ -148,6 +148,9 @@ func TestImageImportExt4(t *testing.T) {
 		im.KernelRelease != "6.1.0-test" || im.CreatedAt.IsZero() || im.Cached {
 		t.Fatalf("imported image: %+v (want digest %s, size %d)", im, want, st.Size())
 	}
+	if len(im.Warnings) != 0 {
+		t.Errorf("an image with sshd and the agent got warnings: %v", im.Warnings)
+	}
 	if im.AllocatedBytes <= 0 || im.AllocatedBytes > im.SizeBytes {
 		t.Fatalf("allocated bytes %d for a %d-byte sparse image", im.AllocatedBytes, im.SizeBytes)
 	}
@@ -165,6 +168,24 @@ func TestImageImportExt4(t *testing.T) {
 	var l api.ImageList
 	if err := c.Call(ctx, api.MethodImageList, nil, &l); err != nil || len(l.Images) != 1 || l.Images[0].Digest != want {
 		t.Fatalf("image.list: %+v, %v", l, err)
+	}
+
+	// An image without sshd or the agent imports, with a warning for each.
+	bare := filepath.Join(t.TempDir(), "bare")
+	os.MkdirAll(filepath.Join(bare, "etc"), 0o755)
+	bareImg := filepath.Join(t.TempDir(), "bare.img")
+	if out, err := exec.Command("/usr/sbin/mkfs.ext4", "-q", "-F", "-d", bare, bareImg, "8M").CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v: %s", err, out)
+	}
+	b, err := importImage(ctx, c, "bare", bareImg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := strings.Join(b.Warnings, "\n"); len(b.Warnings) != 2 || !strings.Contains(w, "no SSH server") || !strings.Contains(w, "no guest agent") {
+		t.Errorf("warnings for a bare image: %v", b.Warnings)
+	}
+	if _, err := deleteImage(ctx, c, "bare", false); err != nil {
+		t.Fatal(err)
 	}
 
 	// The name is taken now.
