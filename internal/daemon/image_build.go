@@ -409,12 +409,21 @@ func (s *imageService) build(ctx context.Context, src buildSource, img ociImage,
 		})
 	}
 	flatten := func(ctx context.Context, w io.Writer) error {
+		// The first pass (pulling, for a registry) learns each layer's
+		// uncompressed size: the second pass's totals.
+		sizes := map[int]int64{}
 		return oci.FlattenContext(ctx, img.img, w, func(e oci.Event) {
 			phase := "pull"
+			if e.Phase == oci.PhaseScan && e.Done {
+				sizes[e.Layer] = e.Bytes
+			}
 			if e.Phase == oci.PhaseWrite {
 				phase = "flatten"
 			}
-			p := api.Progress{Phase: phase, Layer: e.Layer, Layers: e.Layers, Done: e.Bytes}
+			p := api.Progress{Phase: phase, Layer: e.Layer, Layers: e.Layers, Done: e.Bytes, Total: sizes[e.Layer]}
+			if e.Phase == oci.PhaseScan {
+				p.Total = 0
+			}
 			if e.Done {
 				p.Message = fmt.Sprintf("layer %d/%d: %s", e.Layer, e.Layers, units.IEC(e.Bytes))
 			}
