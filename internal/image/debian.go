@@ -162,10 +162,8 @@ func BuildDebian(ctx context.Context, opts DebianOptions) (err error) {
 	phase = time.Now()
 	tree := filepath.Join(work, "rootfs")
 	mkfsArgs := []string{"-q", "-F", "-L", "banger-root", "-d", tree}
-	// mkfs.ext4's default of one inode per 16 KiB may not cover a tree of
-	// many small files.
-	if defaultInodes := size / 16384; defaultInodes < inodes*3/2 {
-		mkfsArgs = append(mkfsArgs, "-N", fmt.Sprint(inodes*2))
+	if n := inodeCount(size, inodes); n > 0 {
+		mkfsArgs = append(mkfsArgs, "-N", fmt.Sprint(n))
 	}
 	mkfsArgs = append(mkfsArgs, imgPath)
 	script := `set -e
@@ -360,6 +358,16 @@ func tarUsage(tarball string) (used, inodes int64, err error) {
 		inodes++
 	}
 	return used, inodes, nil
+}
+
+// inodeCount is the -N to give mkfs.ext4 for an image of size bytes holding
+// inodes inodes, or 0 when its default (one inode per 16 KiB) leaves enough
+// room: a tree of many small files may need more.
+func inodeCount(size, inodes int64) int64 {
+	if size/16384 < inodes*3/2 {
+		return inodes * 2
+	}
+	return 0
 }
 
 // imageSize is the image file size for content of used bytes: 25% plus

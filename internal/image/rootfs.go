@@ -187,12 +187,8 @@ func BuildRootfs(ctx context.Context, opts RootfsOptions) (err error) {
 			os.Remove(imgPath)
 		}
 	}()
-	nInodes := "0"
-	if size/16384 < inodes*3/2 {
-		nInodes = fmt.Sprint(inodes * 2)
-	}
 	if err := ns.run(ctx, nil, io.Discard, func(l string) { logf("mkfs: %s", l) }, nil, mkfsInNamespace,
-		tools["mkfs.ext4"], tree, imgPath, fmt.Sprint(size), nInodes); err != nil {
+		tools["mkfs.ext4"], tree, imgPath, fmt.Sprint(size), fmt.Sprint(inodeCount(size, inodes))); err != nil {
 		return fmt.Errorf("mkfs.ext4: %w", err)
 	}
 
