@@ -34,7 +34,7 @@ import (
 // second layer, offered three ways.
 type ociSources struct {
 	registry, layout, archive string // --from values
-	digest                        string // manifest digest
+	digest                    string // manifest digest
 	// rootfsTarball is layer one alone, gzip-compressed, for image import.
 	rootfsTarball string
 	images        []string
