@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -109,7 +110,7 @@ func (s *imageService) Build(ctx context.Context, p api.ImageBuildParams) (api.I
 	return s.produce(ctx, production{
 		name: p.Name, source: p.From, digest: img.digest, kernelRelease: kernelRelease,
 		key: inputs.Key(), noCache: p.NoCache, start: start,
-		build: func(ctx context.Context, dir, out string) error { return s.build(ctx, src, img, dir, out) },
+		build: func(ctx context.Context, dir, out string) error { return s.build(ctx, p.Name, src, img, dir, out) },
 	})
 }
 
@@ -135,17 +136,7 @@ func (s *imageService) buildFromRootfsTar(ctx context.Context, name, file, diges
 		name: name, source: "import:" + filepath.Base(file), digest: digest, kernelRelease: kernelRelease,
 		key: inputs.Key(), start: start,
 		build: func(ctx context.Context, dir, out string) error {
-			scriptDir, err := scripts.WriteTo(dir)
-			if err != nil {
-				return err
-			}
-			defer os.RemoveAll(scriptDir)
-			phase := "extract"
-			logw := &slogWriter{log: s.log, image: name, onLine: func(l string) {
-				reportProgress(ctx, api.Progress{Phase: phase, Message: l})
-			}}
-			return s.buildFromTar(ctx, func(ctx context.Context, w io.Writer) error { return decompressTo(ctx, file, w) },
-				dir, out, filepath.Join(scriptDir, "customize.sh"), logw, &phase)
+			return s.buildFromTar(ctx, name, func(ctx context.Context, w io.Writer) error { return decompressTo(ctx, file, w) }, dir, out)
 		},
 	})
 }
@@ -388,24 +379,19 @@ func (s *imageService) openOCI(ctx context.Context, src oci.Source) (ociImage, e
 }
 
 // build runs the build for src into out, with temporary files in dir.
-func (s *imageService) build(ctx context.Context, src buildSource, img ociImage, dir, out string) error {
-	scriptDir, err := scripts.WriteTo(dir)
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(scriptDir)
-	phase := "bootstrap"
-	logw := &slogWriter{log: s.log, image: filepath.Base(dir), onLine: func(l string) {
-		// The build's own lines (mmdebstrap, customize.sh) as progress
-		// messages of the current phase.
-		reportProgress(ctx, api.Progress{Phase: phase, Message: l})
-	}}
+func (s *imageService) build(ctx context.Context, name string, src buildSource, img ociImage, dir, out string) error {
 	if src.release != "" {
+		scriptDir, err := scripts.WriteTo(dir)
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(scriptDir)
 		s.progress(ctx, api.Progress{Phase: "bootstrap", Message: "mmdebstrap " + src.release + " (customize.sh runs inside)"})
+		phase := newPhase("bootstrap")
 		return image.BuildDebian(ctx, image.DebianOptions{
 			Release: src.release, Output: out, CustomizeScript: filepath.Join(scriptDir, "customize.sh"),
 			ModulesDir: s.d.runtime.ModulesDir(), SSHPubKey: s.sshPub, TempDir: dir,
-			AgentBinary: s.d.runtime.Agent(), Log: logw,
+			AgentBinary: s.d.runtime.Agent(), Log: s.buildLog(ctx, name, phase),
 		})
 	}
 	flatten := func(ctx context.Context, w io.Writer) error {
@@ -413,16 +399,12 @@ func (s *imageService) build(ctx context.Context, src buildSource, img ociImage,
 		// uncompressed size: the second pass's totals.
 		sizes := map[int]int64{}
 		return oci.FlattenContext(ctx, img.img, w, func(e oci.Event) {
-			phase := "pull"
-			if e.Phase == oci.PhaseScan && e.Done {
+			p := api.Progress{Phase: "pull", Layer: e.Layer, Layers: e.Layers, Done: e.Bytes}
+			switch {
+			case e.Phase == oci.PhaseScan && e.Done:
 				sizes[e.Layer] = e.Bytes
-			}
-			if e.Phase == oci.PhaseWrite {
-				phase = "flatten"
-			}
-			p := api.Progress{Phase: phase, Layer: e.Layer, Layers: e.Layers, Done: e.Bytes, Total: sizes[e.Layer]}
-			if e.Phase == oci.PhaseScan {
-				p.Total = 0
+			case e.Phase == oci.PhaseWrite:
+				p.Phase, p.Total = "flatten", sizes[e.Layer]
 			}
 			if e.Done {
 				p.Message = fmt.Sprintf("layer %d/%d: %s", e.Layer, e.Layers, units.IEC(e.Bytes))
@@ -430,19 +412,39 @@ func (s *imageService) build(ctx context.Context, src buildSource, img ociImage,
 			s.progress(ctx, p)
 		})
 	}
-	phase = "extract"
-	return s.buildFromTar(ctx, flatten, dir, out, filepath.Join(scriptDir, "customize.sh"), logw, &phase)
+	return s.buildFromTar(ctx, name, flatten, dir, out)
 }
 
-// buildFromTar builds out from a root file system tar stream.
-func (s *imageService) buildFromTar(ctx context.Context, tarStream func(context.Context, io.Writer) error,
-	dir, out, script string, logw io.Writer, phase *string) error {
+// buildFromTar builds out from a root file system tar stream with
+// image.BuildRootfs and the embedded customize script.
+func (s *imageService) buildFromTar(ctx context.Context, name string, tarStream func(context.Context, io.Writer) error, dir, out string) error {
+	scriptDir, err := scripts.WriteTo(dir)
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(scriptDir)
+	phase := newPhase("extract")
 	return image.BuildRootfs(ctx, image.RootfsOptions{
-		Tar: tarStream, Output: out, CustomizeScript: script,
+		Tar: tarStream, Output: out, CustomizeScript: filepath.Join(scriptDir, "customize.sh"),
 		ModulesDir: s.d.runtime.ModulesDir(), SSHPubKey: s.sshPub, AgentBinary: s.d.runtime.Agent(),
-		TempDir: dir, Log: logw,
-		Phase: func(p, msg string) { *phase = p; s.progress(ctx, api.Progress{Phase: p, Message: msg}) },
+		TempDir: dir, Log: s.buildLog(ctx, name, phase),
+		Phase: func(p, msg string) { phase.Store(&p); s.progress(ctx, api.Progress{Phase: p, Message: msg}) },
 	})
+}
+
+// buildLog is the Log of a build: every line goes to the daemon log, and to
+// the client as a progress message of the current phase (set by the build
+// while its output is read on another goroutine).
+func (s *imageService) buildLog(ctx context.Context, name string, phase *atomic.Pointer[string]) io.Writer {
+	return &slogWriter{log: s.log, image: name, onLine: func(l string) {
+		reportProgress(ctx, api.Progress{Phase: *phase.Load(), Message: l})
+	}}
+}
+
+func newPhase(p string) *atomic.Pointer[string] {
+	var ph atomic.Pointer[string]
+	ph.Store(&p)
+	return &ph
 }
 
 // claim reserves name for one build or import at a time; release frees it.
