@@ -146,8 +146,11 @@ func BuildRootfs(ctx context.Context, opts RootfsOptions) (err error) {
 	phase("extract", "unpacking the root file system")
 	held := &heldBack{}
 	pr, pw := io.Pipe()
+	filterErr := make(chan error, 1)
 	go func() {
-		pw.CloseWithError(filterTar(ctx, opts.Tar, pw, held))
+		err := filterTar(ctx, opts.Tar, pw, held)
+		pw.CloseWithError(err)
+		filterErr <- err
 	}()
 	env := []string{
 		"BANGER_MODULES_DIR=" + opts.ModulesDir,
@@ -163,9 +166,17 @@ func BuildRootfs(ctx context.Context, opts RootfsOptions) (err error) {
 		}
 		fmt.Fprintf(opts.Log, "customize: %s\n", strings.TrimPrefix(line, "customize: "))
 	}
-	if err := ns.run(ctx, pr, &stdout, onLine, env, customizeInNamespace,
-		tools["tar"], tree, opts.CustomizeScript, tools["du"]); err != nil {
-		pr.CloseWithError(err)
+	err = ns.run(ctx, pr, &stdout, onLine, env, customizeInNamespace,
+		tools["tar"], tree, opts.CustomizeScript, tools["du"])
+	// tar may stop reading at the end-of-archive marker: unblock the filter,
+	// and wait for it so held is complete and nothing is left running.
+	pr.Close()
+	if ferr := <-filterErr; ferr != nil && !errors.Is(ferr, io.ErrClosedPipe) {
+		// The stream's own failure (a registry gone, a corrupt layer) is
+		// the cause of tar's.
+		return fmt.Errorf("read the root file system: %w", ferr)
+	}
+	if err != nil {
 		return fmt.Errorf("extract and customize: %w", err)
 	}
 	used, inodes, err := parseUsage(stdout.String())
@@ -395,6 +406,11 @@ func filterTar(ctx context.Context, produce func(context.Context, io.Writer) err
 		if _, err := io.Copy(tw, tr); err != nil {
 			return fmt.Errorf("copy %s: %w", hdr.Name, err)
 		}
+	}
+	// The end-of-archive marker may come before the producer is done: its
+	// error (if any) is only seen by reading on.
+	if _, err := io.Copy(io.Discard, pr); err != nil {
+		return err
 	}
 	return tw.Close()
 }

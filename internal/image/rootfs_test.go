@@ -165,8 +165,8 @@ func TestBuildRootfsFailureLeavesNothing(t *testing.T) {
 		return boom
 	}
 	os.WriteFile(script, []byte("true\n"), 0o755)
-	if err := BuildRootfs(context.Background(), RootfsOptions{Tar: bad, Output: out, CustomizeScript: script, TempDir: dir}); err == nil {
-		t.Fatal("a failing stream built an image")
+	if err := BuildRootfs(context.Background(), RootfsOptions{Tar: bad, Output: out, CustomizeScript: script, TempDir: dir}); !errors.Is(err, boom) {
+		t.Fatalf("a failing stream: err = %v, want the stream's error", err)
 	}
 	assertOnly(t, dir, "customize.sh", "images")
 	assertOnly(t, filepath.Dir(out))
