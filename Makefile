@@ -17,6 +17,8 @@ DESTDIR  ?=
 BUNDLE_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' runtime-bundle.toml | head -n1)
 RUNTIME_TARBALL := bin/banger-runtime-$(BUNDLE_VERSION).tar.gz
 export CGO_ENABLED = 0
+# internal/subid: RootRangeStart, SandboxSize + VMMSlots ids.
+ROOT_SUBIDS := 2147483648-2147614719
 
 APT_PACKAGES := qemu-system-x86 qemu-utils mmdebstrap uidmap fakeroot e2fsprogs \
 	busybox-static cpio lz4 openssh-client iproute2 nftables ca-certificates git make tmux kmod \
@@ -33,6 +35,10 @@ build:
 deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES)
+	@# A root bangerd maps build sandboxes and runs VMMs as subordinate ids
+	@# of root (internal/subid): give root its range once.
+	grep -q '^root:' /etc/subuid 2>/dev/null || usermod --add-subuids $(ROOT_SUBIDS) root
+	grep -q '^root:' /etc/subgid 2>/dev/null || usermod --add-subgids $(ROOT_SUBIDS) root
 
 runtime: $(RUNTIME)/kernel/vmlinux agent
 	$(GO) run ./internal/bundle/lockgen -dir $(RUNTIME) -manifest runtime-bundle.toml

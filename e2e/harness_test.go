@@ -87,7 +87,26 @@ func newEnv(t *testing.T) *env {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("make runtime: %v\n%s", err, out)
 	}
+	// A bridge of its own: a daemon that runs outside the test's network
+	// namespace (image builds) must not share one with another test run.
+	envCount++
+	e.writeConfig(fmt.Sprintf("[network]\nbridge = \"bgr%d-%d\"\n", os.Getpid()%100000, envCount))
 	return e
+}
+
+// envCount numbers the envs of this test process (for unique bridge names).
+var envCount int
+
+// writeConfig replaces the env's config.toml with toml.
+func (e *env) writeConfig(toml string) {
+	e.t.Helper()
+	dir := filepath.Join(e.root, "config", "banger")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(toml), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
 }
 
 func (e *env) environ() []string {
