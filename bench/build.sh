@@ -3,7 +3,9 @@
 #   debian   `banger image build --from debian:RELEASE --no-cache` vs the same
 #            tools run by hand doing the same work (mmdebstrap with banger's
 #            arguments and customize.sh hook, then tar -x + truncate +
-#            mkfs.ext4 -d under one fakeroot), interleaved, RUNS times each
+#            mkfs.ext4 -d under one fakeroot, then removing its tree and
+#            tarball: each side's cleanup is in its timer), interleaved with
+#            the first side alternating, RUNS times each
 #   rebuild  a first build (--no-cache) vs unchanged rebuilds, which must come
 #            from the build cache (a hard link of the cached ext4)
 #   oci      for context: one --no-cache build from a docker-archive holding
@@ -105,10 +107,12 @@ left=$(bench_images)
 # shellcheck disable=SC2086 # a list of image names
 [ -z "$left" ] || "$B" image rm --force $left >/dev/null
 
-# hand_build SIZE: the by-hand build into $HAND/img, SIZE bytes; prints its
-# wall time in seconds, then the time `rm -rf` of the tree took (not counted).
+# hand_build SIZE [keep]: the by-hand build into $HAND/img, SIZE bytes, and
+# its cleanup (the unpacked tree and the tarball, as banger's build removes
+# its own), all timed; prints the wall time in seconds. With keep, the
+# tarball is moved to $OCI/rootfs.tar for the oci part instead of removed.
 hand_build() {
-	local size=$1 t0 t1 t2
+	local size=$1 keep=${2:-} t0 t1
 	rm -rf "$HAND"
 	mkdir -m 755 "$HAND"
 	t0=$(now)
@@ -123,10 +127,14 @@ hand_build() {
 	# shellcheck disable=SC2016 # expanded by the inner sh
 	fakeroot sh -c 'set -e; cd "$1"; mkdir tree; tar -xpf rootfs.tar -C tree --numeric-owner; truncate -s "$2" img; mkfs.ext4 -q -F -L banger-root -d tree img' \
 		fakeroot-build "$HAND" "$size" || die "by-hand fakeroot tar -x + mkfs.ext4 failed"
-	t1=$(now)
 	rm -rf "$HAND/tree"
-	t2=$(now)
-	echo "$(elapsed "$t0" "$t1") $(elapsed "$t1" "$t2")"
+	if [ -n "$keep" ]; then
+		mkdir -p "$OCI" && mv "$HAND/rootfs.tar" "$OCI/rootfs.tar"
+	else
+		rm -f "$HAND/rootfs.tar"
+	fi
+	t1=$(now)
+	elapsed "$t0" "$t1"
 }
 
 # build NAME ARGS...: `banger image build NAME ARGS... --quiet`; prints its wall time.
@@ -140,22 +148,31 @@ build() {
 }
 
 bench_debian() {
-	echo "== debian: banger image build --from debian:$RELEASE --no-cache vs mmdebstrap + fakeroot (tar -x, truncate, mkfs.ext4 -d) by hand ($RUNS runs each, interleaved)"
-	echo "by hand: mmdebstrap --mode=unshare --variant=minbase --include=$PKGS --customize-hook=\"sh customize.sh \\\"\$1\\\"\" $RELEASE rootfs.tar $MIRROR; image size: the one banger chose in the same run"
-	local bt=() ht=() i t size out rmt
+	echo "== debian: banger image build --from debian:$RELEASE --no-cache vs mmdebstrap + fakeroot (tar -x, truncate, mkfs.ext4 -d) by hand ($RUNS runs each, interleaved, the side that goes first alternating)"
+	echo "by hand: mmdebstrap --mode=unshare --variant=minbase --include=$PKGS --customize-hook=\"sh customize.sh \\\"\$1\\\"\" $RELEASE rootfs.tar $MIRROR; then its tree and tarball removed, in its timer; image size: the one banger chose (in run 1, then the previous run)"
+	local bt=() ht=() i t th size="" keep order
 	for i in $(seq "$RUNS"); do
-		t=$(build "bench-$i" --from "debian:$RELEASE" --no-cache)
-		bt+=("$t")
-		size=$("$B" image show --json "bench-$i" | jsonget size_bytes)
-		"$B" image rm "bench-$i" >/dev/null
-		out=$(hand_build "$size")
-		ht+=("${out% *}")
-		rmt=${out#* }
-		echo "run $i: banger $(round "$t" 1) s, by hand $(round "${ht[-1]}" 1) s (+$(round "$rmt" 1) s to remove its tree, not counted); image $(mib "$size") MiB"
-		if [ "$i" = "$RUNS" ]; then
-			mkdir -p "$OCI" && mv "$HAND/rootfs.tar" "$OCI/rootfs.tar" # for the oci part
+		keep=""
+		[ "$i" != "$RUNS" ] || keep=keep # the last tarball feeds the oci part
+		# Run 1 needs banger's image size first; after that the order alternates
+		# so neither side always meets a warm (or a cold) page cache and mirror.
+		if [ -z "$size" ] || [ $((i % 2)) = 1 ]; then
+			t=$(build "bench-$i" --from "debian:$RELEASE" --no-cache)
+			size=$("$B" image show --json "bench-$i" | jsonget size_bytes)
+			"$B" image rm "bench-$i" >/dev/null
+			th=$(hand_build "$size" $keep)
+			order="banger first"
+		else
+			th=$(hand_build "$size" $keep)
+			t=$(build "bench-$i" --from "debian:$RELEASE" --no-cache)
+			size=$("$B" image show --json "bench-$i" | jsonget size_bytes)
+			"$B" image rm "bench-$i" >/dev/null
+			order="by hand first"
 		fi
+		bt+=("$t")
+		ht+=("$th")
 		rm -rf "$HAND"
+		echo "run $i ($order): banger $(round "$t" 1) s, by hand $(round "$th" 1) s; image $(mib "$size") MiB"
 	done
 	local mb mh
 	mb=$(printf '%s\n' "${bt[@]}" | median)
@@ -189,8 +206,7 @@ bench_oci() {
 	echo "== oci (context): one banger image build --from docker-archive: --no-cache of a Debian $RELEASE tree"
 	if [ ! -f "$OCI/rootfs.tar" ]; then
 		echo "(no by-hand tarball from the debian part: making one with mmdebstrap, not timed)"
-		hand_build $((1 << 30)) >/dev/null
-		mkdir -p "$OCI" && mv "$HAND/rootfs.tar" "$OCI/rootfs.tar"
+		hand_build $((1 << 30)) keep >/dev/null
 		rm -rf "$HAND"
 	fi
 	# A one-layer docker archive of the tarball (already customized once;
