@@ -32,7 +32,7 @@ import (
 // Port is the AF_VSOCK port the guest agent listens on. Ports below 1024 need
 // CAP_NET_BIND_SERVICE in the guest; 1024 is the first one that does not, so
 // the agent can run without capabilities. The host reaches it with
-// DialHybridVsock(ctx, udsPath, Port) under Firecracker.
+// the Firecracker driver's DialAgent (a hybrid vsock connection).
 const Port uint32 = 1024
 
 // SerialPortName is the name of the virtio-serial port the agent serves under

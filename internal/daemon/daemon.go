@@ -307,12 +307,10 @@ func (d *Daemon) doctorEnv() *doctor.Env {
 	return env
 }
 
-// preflight runs the host checks a VM start under vmmName needs.
-func (d *Daemon) preflight(ctx context.Context, vmmName string) error {
-	purpose := doctor.PurposeVMStart
-	if vmmName == "firecracker" {
-		purpose = doctor.PurposeFirecracker
-	}
+// preflight runs the host checks a VM start under drv needs: those of
+// every VM start, or those of the purpose the driver names.
+func (d *Daemon) preflight(ctx context.Context, drv vmm.Driver) error {
+	purpose := doctor.Purpose(vmm.PreflightPurpose(drv, string(doctor.PurposeVMStart)))
 	if err := doctor.Preflight(ctx, d.doctorEnv(), purpose); err != nil {
 		return api.Errorf(api.ErrPrecondition, "%w", err)
 	}

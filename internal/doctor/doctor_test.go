@@ -13,6 +13,9 @@ import (
 	"github.com/bangerhq/banger/internal/bundle"
 	"github.com/bangerhq/banger/internal/config"
 	"github.com/bangerhq/banger/internal/paths"
+	"github.com/bangerhq/banger/internal/vmm"
+	"github.com/bangerhq/banger/internal/vmm/firecracker"
+	"github.com/bangerhq/banger/internal/vmm/qemu"
 )
 
 // fixture is a private host for the checks: a runtime bundle, XDG dirs, a
@@ -345,5 +348,20 @@ func TestPreflightNeverProbes(t *testing.T) {
 	rep := Run(context.Background(), f.env, Filter{IDs: []string{IDKVMGuest}})
 	if _, err := os.ReadFile(calls); err != nil {
 		t.Fatalf("Run with ProbeKVM did not probe: %+v", rep.Checks)
+	}
+}
+
+// TestDriverPurposes: the purpose a driver names for its preflight
+// (vmm.Preflighter) must be one this package knows, or its VMs would be
+// started without the checks they need.
+func TestDriverPurposes(t *testing.T) {
+	for _, d := range []vmm.Driver{qemu.New("", nil), firecracker.New("", nil)} {
+		p := Purpose(vmm.PreflightPurpose(d, string(PurposeVMStart)))
+		if !slices.Contains(Purposes(), p) {
+			t.Errorf("driver %s names preflight purpose %q, which doctor does not know", d.Name(), p)
+		}
+	}
+	if p := vmm.PreflightPurpose(firecracker.New("", nil), ""); p != string(PurposeFirecracker) {
+		t.Errorf("firecracker's purpose = %q, want %q", p, PurposeFirecracker)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/bangerhq/banger/internal/network"
 	"github.com/bangerhq/banger/internal/store"
 	"github.com/bangerhq/banger/internal/units"
+	"github.com/bangerhq/banger/internal/vmm"
 )
 
 // Resource limits for one VM.
@@ -38,7 +39,7 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (api.VM, err
 		return api.VM{}, err
 	}
 	if !p.NoStart {
-		if err := s.preflightStart(ctx, row.VMM); err != nil {
+		if err := s.preflightStart(ctx, s.drivers[row.VMM]); err != nil {
 			return api.VM{}, err
 		}
 	}
@@ -191,8 +192,8 @@ func (s *Service) insertWithLease(ctx context.Context, row *store.VM) error {
 		}
 		row.IP = ip.String()
 		row.KernelArgs = s.kernelArgs(row.Name, ip)
-		if row.VMM == "firecracker" {
-			// Every Firecracker VM gets a vsock device with its own CID.
+		if vmm.UsesVsock(s.drivers[row.VMM]) {
+			// A vsock device needs a context id no other VM has.
 			used, err := store.UsedVsockCIDs(ctx, tx)
 			if err != nil {
 				return err

@@ -20,9 +20,9 @@ import (
 // preflightStart checks what booting needs before anything is changed: the
 // host checks shared with `banger doctor` (runtime bundle, the VMM binary,
 // TUN, privileges, disk tools). Without them (tests) it checks the kernel.
-func (s *Service) preflightStart(ctx context.Context, vmmName string) error {
+func (s *Service) preflightStart(ctx context.Context, drv vmm.Driver) error {
 	if s.cfg.Preflight != nil {
-		return s.cfg.Preflight(ctx, vmmName)
+		return s.cfg.Preflight(ctx, drv)
 	}
 	if err := s.cfg.Runtime.CheckKernel(); err != nil {
 		return api.Errorf(api.ErrPrecondition, "%w", err)
@@ -45,11 +45,14 @@ func (s *Service) Start(ctx context.Context, ref string) (api.VM, error) {
 	if row.DesiredState == store.DesiredCreating {
 		return api.VM{}, api.Errorf(api.ErrPrecondition, "VM %q is still being created", row.Name)
 	}
+	if _, _, err := driverState(row); err != nil {
+		return api.VM{}, untouchable(row.Name, err)
+	}
 	if f, _ := s.facts(row); f.ProcessAlive {
 		unlock()
 		return s.view(row), nil
 	}
-	if err := s.preflightStart(ctx, row.VMM); err != nil {
+	if err := s.preflightStart(ctx, s.drivers[row.VMM]); err != nil {
 		return api.VM{}, err
 	}
 	if err := s.startLocked(ctx, &row); err != nil {
@@ -213,9 +216,13 @@ func (s *Service) Stop(ctx context.Context, ref string, force bool) (api.VM, err
 // stopLocked stops the VMM (if any), removes the TAP and records the VM as
 // stopped. The caller holds the VM's lock.
 func (s *Service) stopLocked(ctx context.Context, row *store.VM, force bool) error {
+	st, ok, err := driverState(*row)
+	if err != nil {
+		return untouchable(row.Name, err)
+	}
 	s.unwatch(row.ID)
 	var errs []error
-	if st, ok := driverState(*row); ok {
+	if ok {
 		s.dropAgentConn(st.AgentSocket)
 		drv, known := s.drivers[row.VMM]
 		if !known {
@@ -257,7 +264,7 @@ func (s *Service) Restart(ctx context.Context, ref string) (api.VM, error) {
 	if row, err = s.get(ctx, row.ID); err != nil {
 		return api.VM{}, err
 	}
-	if err := s.preflightStart(ctx, row.VMM); err != nil {
+	if err := s.preflightStart(ctx, s.drivers[row.VMM]); err != nil {
 		return api.VM{}, err
 	}
 	if err := s.stopLocked(ctx, &row, false); err != nil {
@@ -281,6 +288,9 @@ func (s *Service) Delete(ctx context.Context, ref string, force bool) error {
 	defer unlock()
 	if row, err = s.get(ctx, row.ID); err != nil {
 		return err
+	}
+	if _, _, err := driverState(row); err != nil {
+		return untouchable(row.Name, err)
 	}
 	if f, _ := s.facts(row); f.ProcessAlive {
 		if !force {
@@ -373,8 +383,8 @@ func (s *Service) reapDead(ctx context.Context, id, why string) {
 	if err != nil {
 		return
 	}
-	st, ok := driverState(row)
-	if !ok || s.drivers[row.VMM] == nil || s.drivers[row.VMM].Alive(st) {
+	st, ok, err := driverState(row)
+	if err != nil || !ok || s.drivers[row.VMM] == nil || s.drivers[row.VMM].Alive(st) {
 		return
 	}
 	// Let the driver remove its sockets and pid file.
@@ -410,7 +420,13 @@ func (s *Service) Recover(ctx context.Context) error {
 			s.dropRemovedImages(ctx)
 			continue
 		}
-		st, ok := driverState(row)
+		st, ok, err := driverState(row)
+		if err != nil {
+			// Perhaps written by a newer daemon for a VM that runs: its
+			// process, TAP and lease are left exactly as they are.
+			s.log.Warn("leaving vm alone: its driver state is unreadable", "vm", row.Name, "err", err)
+			continue
+		}
 		if !ok {
 			// Stopped: a TAP left by a crash is released.
 			if s.net.TAPExists(network.TAPName(row.ID)) {

@@ -29,7 +29,7 @@ func (s *Service) Ping(ctx context.Context, p api.VMPingParams) (api.PingResult,
 		res.Error = "vm is " + v.State
 		return res, nil
 	}
-	st, _ := driverState(row)
+	st, _, _ := driverState(row) // running, so it decoded
 	timeout := time.Duration(p.TimeoutMS) * time.Millisecond
 	if timeout <= 0 {
 		timeout = DefaultPingTimeout
@@ -46,39 +46,32 @@ func (s *Service) Ping(ctx context.Context, p api.VMPingParams) (api.PingResult,
 	return res, nil
 }
 
-// pingAgent pings the agent on the channel recorded in st. Pings to one VM
-// are serialised: QEMU's chardev serves one client at a time.
+// pingAgent pings the agent of the VM in st through its driver's agent
+// channel (vmm.AgentDialer). Pings to one VM are serialised: QEMU's
+// chardev serves one client at a time.
 //
-// The virtio-serial connection is kept open between pings: while no host
-// client is connected the guest's port reads end at once, so the agent can
-// only poll for a host (it backs off 200 ms); with the host side held open
-// it blocks in read and answers in about a millisecond. Firecracker's vsock
-// makes a fresh stream per ping, which is cheap.
+// The connection is kept open between pings: over virtio-serial, while no
+// host client is connected the guest's port reads end at once, so the agent
+// can only poll for a host (it backs off 200 ms); with the host side held
+// open it blocks in read and answers in about a millisecond. A vsock stream
+// is kept the same way, which saves its handshake.
 func (s *Service) pingAgent(ctx context.Context, st vmm.State, timeout time.Duration) (agent.Reply, time.Duration, string, error) {
 	mu := s.pingLock(st.AgentSocket)
 	mu.Lock()
 	defer mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if st.AgentSocket == "" {
-		return agent.Reply{}, 0, "", fmt.Errorf("the VM has no agent channel")
+	drv := s.drivers[st.Driver]
+	if drv == nil {
+		return agent.Reply{}, 0, "", fmt.Errorf("the VM runs under %q, which this daemon does not know", st.Driver)
 	}
-	if st.Driver == "firecracker" {
-		conn, err := agent.DialHybridVsock(ctx, st.AgentSocket, agent.Port)
-		if err != nil {
-			return agent.Reply{}, 0, "vsock", fmt.Errorf("guest agent unreachable: %w", err)
-		}
-		defer conn.Close()
-		reply, rtt, err := agent.Ping(ctx, conn)
-		if err != nil {
-			return agent.Reply{}, 0, "vsock", fmt.Errorf("guest agent did not answer within %s: %w", timeout, err)
-		}
-		return reply, rtt, "vsock", nil
+	channel := vmm.AgentChannel(drv)
+	if st.AgentSocket == "" || channel == "" {
+		return agent.Reply{}, 0, channel, fmt.Errorf("the VM has no agent channel")
 	}
-	const channel = "virtio-serial"
 	conn := s.agentConn(st.AgentSocket)
 	if conn == nil {
-		c, err := agent.DialVirtioSerial(ctx, st.AgentSocket)
+		c, err := vmm.DialAgent(ctx, drv, st)
 		if err != nil {
 			return agent.Reply{}, 0, channel, fmt.Errorf("guest agent unreachable: %w", err)
 		}

@@ -9,7 +9,6 @@ package vm
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -54,9 +53,9 @@ type Config struct {
 	AgentTimeout time.Duration
 	// SSHPublicKey is the daemon's public key, installed in every VM.
 	SSHPublicKey string
-	// Preflight runs the host checks a start under the named VMM needs
-	// (`banger doctor`'s, shared); nil skips them.
-	Preflight func(ctx context.Context, vmm string) error
+	// Preflight runs the host checks a start under drv needs (`banger
+	// doctor`'s, shared; see vmm.Preflighter); nil skips them.
+	Preflight func(ctx context.Context, drv vmm.Driver) error
 }
 
 // Network is the host networking the service needs. The daemon passes the
@@ -151,22 +150,31 @@ func (s *Service) currentOp(id string) string {
 	return ""
 }
 
-// driverState decodes the row's driver state; ok is false when none.
-func driverState(vm store.VM) (vmm.State, bool) {
+// driverState decodes the row's driver state: ok is false when the row
+// records no launched VMM. A state that does not decode, or that a newer
+// daemon wrote (see vmm.DecodeState), is an error: the VM must then be left
+// alone, since its VMM may well be running.
+func driverState(vm store.VM) (st vmm.State, ok bool, err error) {
 	if vm.DriverState == "" {
-		return vmm.State{}, false
+		return vmm.State{}, false, nil
 	}
-	var st vmm.State
-	if err := json.Unmarshal([]byte(vm.DriverState), &st); err != nil {
-		return vmm.State{}, false
+	st, err = vmm.DecodeState([]byte(vm.DriverState))
+	if err != nil {
+		return vmm.State{}, false, err
 	}
-	return st, st.PID > 0
+	return st, st.PID > 0, nil
+}
+
+// untouchable is the error of an operation refused because the VM's driver
+// state cannot be read.
+func untouchable(name string, err error) error {
+	return api.Errorf(api.ErrPrecondition, "VM %q: %v: banger leaves it alone (its VMM may be running); use the bangerd that started it", name, err)
 }
 
 // facts observes one VM.
 func (s *Service) facts(vm store.VM) (Facts, vmm.State) {
-	st, has := driverState(vm)
-	f := Facts{Desired: vm.DesiredState, Op: s.currentOp(vm.ID), HasDriverState: has}
+	st, has, err := driverState(vm)
+	f := Facts{Desired: vm.DesiredState, Op: s.currentOp(vm.ID), HasDriverState: has, StateUnreadable: err != nil}
 	if d, ok := s.drivers[vm.VMM]; ok {
 		f.DriverKnown = true
 		if has {
@@ -200,6 +208,9 @@ func (s *Service) view(vm store.VM) api.VM {
 	if f.HasDriverState {
 		out.PID, out.TAP, out.Accel, out.Argv = st.PID, st.TAP, st.Accel, st.Argv
 		out.AgentSocket, out.Notes = st.AgentSocket, st.Notes
+	}
+	if _, _, err := driverState(vm); err != nil {
+		out.Notes = append(out.Notes, untouchable(vm.Name, err).Error())
 	}
 	if out.State == api.StateRunning && !vm.StartedAt.IsZero() {
 		t := vm.StartedAt

@@ -13,6 +13,9 @@ type Facts struct {
 	Op string
 	// HasDriverState reports whether the row records a launched VMM.
 	HasDriverState bool
+	// StateUnreadable: the row's driver state does not decode or has a
+	// version this daemon does not know, so nothing can be observed.
+	StateUnreadable bool
 	// DriverKnown is false when no driver for the VM's VMM is available, so
 	// nothing can be observed.
 	DriverKnown bool
@@ -31,6 +34,8 @@ func DeriveState(f Facts) string {
 		return api.StateStarting
 	case f.Op == api.StateStopping:
 		return api.StateStopping
+	case f.StateUnreadable:
+		return api.StateUnknown
 	case !f.HasDriverState:
 		return api.StateStopped
 	case !f.DriverKnown:

@@ -21,6 +21,7 @@ func TestDeriveState(t *testing.T) {
 		{"alive although desired stopped: facts win", Facts{Desired: store.DesiredStopped, HasDriverState: true, ProcessAlive: true, DriverKnown: true}, api.StateRunning},
 		{"process vanished", Facts{Desired: store.DesiredRunning, HasDriverState: true, DriverKnown: true}, api.StateBroken},
 		{"driver unavailable", Facts{Desired: store.DesiredRunning, HasDriverState: true}, api.StateUnknown},
+		{"state from a newer daemon", Facts{Desired: store.DesiredRunning, StateUnreadable: true, DriverKnown: true}, api.StateUnknown},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := DeriveState(tc.f); got != tc.want {

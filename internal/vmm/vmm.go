@@ -8,7 +8,10 @@ package vmm
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
 	"time"
 )
 
@@ -56,8 +59,30 @@ type Spec struct {
 	OwnerUID, OwnerGID int
 }
 
-// StateVersion is the version of the persisted State layout.
+// StateVersion is the version of the persisted State layout. A daemon
+// reads the versions from 1 to StateVersion; a later one was written by a
+// newer daemon and may mean things this one does not know.
 const StateVersion = 1
+
+// ErrUnreadableState is wrapped by DecodeState's error: the persisted state
+// does not decode, or has a version this daemon does not know.
+var ErrUnreadableState = errors.New("vmm state unreadable")
+
+// DecodeState decodes a persisted State. A blob that is not a State, or
+// whose Version is outside 1..StateVersion, is an error wrapping
+// ErrUnreadableState that says which: a caller must then leave the VM
+// alone (its VMM may well be running), not take it for stopped.
+func DecodeState(b []byte) (State, error) {
+	var st State
+	if err := json.Unmarshal(b, &st); err != nil {
+		return State{}, fmt.Errorf("%w: %v", ErrUnreadableState, err)
+	}
+	if st.Version < 1 || st.Version > StateVersion {
+		return State{}, fmt.Errorf("%w: version %d (driver %q), this bangerd reads versions 1 to %d: it was written by another (newer?) bangerd",
+			ErrUnreadableState, st.Version, st.Driver, StateVersion)
+	}
+	return st, nil
+}
 
 // State is what a driver needs to find and control a running VMM again after a
 // daemon restart. It is stored as JSON; fields are added, never renamed.
@@ -97,4 +122,70 @@ type Driver interface {
 	// Recover reattaches to a VMM after a daemon restart; it returns
 	// ErrNotRunning when the process is gone.
 	Recover(ctx context.Context, st State) error
+}
+
+// Optional abilities. A driver implements only the ones it has; callers
+// check with a type assertion (or the helpers below, which return an error
+// wrapping ErrUnsupported when the ability is absent) and never ask which
+// driver they hold.
+
+// AgentDialer is the ability to reach banger's guest agent (package agent)
+// over a channel that does not depend on the guest network: a virtio-serial
+// port under QEMU, the hybrid vsock socket under Firecracker.
+type AgentDialer interface {
+	// DialAgent connects to the guest agent of the running VM st. The
+	// connection carries the agent protocol and may be kept for further
+	// requests. The error wraps ErrUnsupported when st has no agent
+	// channel.
+	DialAgent(ctx context.Context, st State) (net.Conn, error)
+	// AgentChannel names the transport for users ("virtio-serial", "vsock").
+	AgentChannel() string
+}
+
+// DialAgent connects to the guest agent of st through d, or returns an
+// error wrapping ErrUnsupported when d cannot reach guest agents.
+func DialAgent(ctx context.Context, d Driver, st State) (net.Conn, error) {
+	a, ok := d.(AgentDialer)
+	if !ok {
+		return nil, fmt.Errorf("reach the guest agent: %s: %w", d.Name(), ErrUnsupported)
+	}
+	return a.DialAgent(ctx, st)
+}
+
+// AgentChannel is d's agent transport, or "" when d has none.
+func AgentChannel(d Driver) string {
+	if a, ok := d.(AgentDialer); ok {
+		return a.AgentChannel()
+	}
+	return ""
+}
+
+// VsockUser is the need for a vsock device: every VM of such a driver gets
+// a guest context id (Spec.VsockCID) that no other VM on the host uses.
+type VsockUser interface {
+	// UsesVsock reports whether VMs of this driver need Spec.VsockCID.
+	UsesVsock() bool
+}
+
+// UsesVsock reports whether VMs of d need a vsock context id.
+func UsesVsock(d Driver) bool {
+	v, ok := d.(VsockUser)
+	return ok && v.UsesVsock()
+}
+
+// Preflighter is the ability to name the host checks (the purpose of
+// package doctor, as a string so that this package does not depend on it)
+// that starting a VM under this driver needs beyond those of every VM start.
+type Preflighter interface {
+	// PreflightPurpose is the doctor purpose of a VM start under this
+	// driver, for example "firecracker".
+	PreflightPurpose() string
+}
+
+// PreflightPurpose is d's doctor purpose, or def when d names none.
+func PreflightPurpose(d Driver, def string) string {
+	if p, ok := d.(Preflighter); ok {
+		return p.PreflightPurpose()
+	}
+	return def
 }

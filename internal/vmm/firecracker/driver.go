@@ -49,9 +49,6 @@ const DefaultBinary = "firecracker"
 // bundle's folder.
 const BundlePath = "firecracker/firecracker"
 
-// MaxSocketPath is the longest Unix socket path the kernel accepts.
-const MaxSocketPath = paths.MaxSocketPath
-
 // Timeouts used by Start and Stop.
 const (
 	apiReadyTimeout = 10 * time.Second // launch until the API socket answers
@@ -60,7 +57,12 @@ const (
 	killWait        = 5 * time.Second  // after SIGKILL
 )
 
-var _ vmm.Driver = (*Driver)(nil)
+var (
+	_ vmm.Driver      = (*Driver)(nil)
+	_ vmm.AgentDialer = (*Driver)(nil)
+	_ vmm.VsockUser   = (*Driver)(nil)
+	_ vmm.Preflighter = (*Driver)(nil)
+)
 
 // Driver launches and controls Firecracker processes. It keeps no state of
 // its own between calls: everything it needs is in the vmm.State, so a

@@ -10,6 +10,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/bangerhq/banger/internal/agent"
+	"github.com/bangerhq/banger/internal/paths"
+	"github.com/bangerhq/banger/internal/vmm"
 )
 
 // DefaultVsockTimeout bounds DialVsock's connect and handshake when ctx has
@@ -46,8 +50,8 @@ func DialVsock(ctx context.Context, udsPath string, port uint32) (net.Conn, erro
 }
 
 func dialVsock(ctx context.Context, udsPath string, port uint32) (net.Conn, error) {
-	if len(udsPath) > MaxSocketPath {
-		return nil, fmt.Errorf("socket path is %d bytes, over the %d-byte limit of the kernel", len(udsPath), MaxSocketPath)
+	if err := paths.CheckSocketPath(udsPath); err != nil {
+		return nil, err
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -124,3 +128,26 @@ func handshake(ctx context.Context, c net.Conn, port uint32) error {
 	c.SetDeadline(time.Time{})
 	return nil
 }
+
+// AgentChannel returns "vsock": the guest agent is reached through the
+// VM's hybrid vsock socket.
+func (d *Driver) AgentChannel() string { return "vsock" }
+
+// DialAgent connects to the guest agent's vsock port (agent.Port) through
+// the hybrid vsock socket of st (see DialVsock). The error wraps
+// vmm.ErrUnsupported when the VM has no vsock device.
+func (d *Driver) DialAgent(ctx context.Context, st vmm.State) (net.Conn, error) {
+	if st.AgentSocket == "" {
+		return nil, fmt.Errorf("reach the guest agent: the VM has no vsock device: %w", vmm.ErrUnsupported)
+	}
+	return DialVsock(ctx, st.AgentSocket, agent.Port)
+}
+
+// UsesVsock returns true: every Firecracker VM gets a vsock device, the
+// guest agent's channel, and so a context id of its own.
+func (d *Driver) UsesVsock() bool { return true }
+
+// PreflightPurpose returns "firecracker", the doctor purpose that adds the
+// firecracker binary and a KVM that runs guests to what every VM start
+// needs.
+func (d *Driver) PreflightPurpose() string { return "firecracker" }

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/bangerhq/banger/internal/agent"
 	"github.com/bangerhq/banger/internal/vmm"
 )
 
@@ -15,10 +16,6 @@ const (
 	// PIDFileName is the pid file QEMU writes, <Dir>/qemu.pid.
 	PIDFileName = "qemu.pid"
 )
-
-// AgentPortName is the virtio-serial port name of the guest agent channel;
-// the guest sees it as /dev/virtio-ports/org.banger.agent.
-const AgentPortName = "org.banger.agent"
 
 // machine is the -M value. microvm has no PCI bus and no firmware: the
 // kernel is loaded directly (PVH entry of the uncompressed vmlinux).
@@ -77,7 +74,7 @@ func Argv(bin string, spec vmm.Spec) []string {
 		a = append(a,
 			"-device", "virtio-serial-device",
 			"-chardev", "socket,id=agent,path="+escape(spec.AgentSocket)+",server=on,wait=off",
-			"-device", "virtserialport,chardev=agent,name="+AgentPortName)
+			"-device", "virtserialport,chardev=agent,name="+agent.SerialPortName)
 	}
 	a = append(a,
 		"-chardev", "socket,id=qmp,path="+escape(QMPSocket(spec.Dir))+",server=on,wait=off",

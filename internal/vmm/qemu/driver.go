@@ -32,9 +32,6 @@ import (
 // DefaultBinary is the QEMU binary looked up in $PATH when none is given.
 const DefaultBinary = "qemu-system-x86_64"
 
-// MaxSocketPath is the longest Unix socket path the kernel accepts.
-const MaxSocketPath = paths.MaxSocketPath
-
 // Timeouts used by Start and Stop.
 const (
 	launchTimeout = 30 * time.Second // the launcher exits once the VM is set up
@@ -43,7 +40,10 @@ const (
 	killWait      = 5 * time.Second // after SIGKILL
 )
 
-var _ vmm.Driver = (*Driver)(nil)
+var (
+	_ vmm.Driver      = (*Driver)(nil)
+	_ vmm.AgentDialer = (*Driver)(nil)
+)
 
 // Driver launches and controls QEMU microvm processes. It keeps no state of
 // its own between calls: everything it needs is in the vmm.State, so a

@@ -1,0 +1,139 @@
+package firecracker
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bangerhq/banger/internal/agent"
+	"github.com/bangerhq/banger/internal/vmm"
+)
+
+// hybridSocket listens on a fresh Unix socket whose connections handle
+// serves, as Firecracker serves its hybrid vsock socket.
+func hybridSocket(t *testing.T, handle func(net.Conn)) string {
+	t.Helper()
+	path := filepath.Join(shortDir(t), "v.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	return path
+}
+
+// answer reads the CONNECT line and writes s.
+func answer(s string) func(net.Conn) {
+	return func(c net.Conn) {
+		bufio.NewReader(c).ReadString('\n')
+		io.WriteString(c, s)
+		time.Sleep(time.Second)
+	}
+}
+
+// TestDialVsockAnswers covers what Firecracker (or something posing as
+// it) may answer to CONNECT.
+func TestDialVsockAnswers(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		handle func(net.Conn)
+		want   string
+		wantIs error
+	}{
+		{name: "closed without OK", handle: func(c net.Conn) { bufio.NewReader(c).ReadString('\n') }, want: "nothing in the guest listens on port 1024", wantIs: ErrVsockRefused},
+		{name: "not OK", handle: answer("NOPE\n"), want: `unexpected answer to CONNECT: "NOPE"`},
+		{name: "bad host port", handle: answer("OK banana\n"), want: "bad host port"},
+		{name: "no newline", handle: func(c net.Conn) {
+			bufio.NewReader(c).ReadString('\n')
+			io.WriteString(c, "OK 10")
+		}, want: `connection closed after "OK 10"`, wantIs: ErrVsockRefused},
+		{name: "endless answer", handle: answer(strings.Repeat("O", 1000)), want: "longer than 32 bytes"},
+		{name: "never answers", handle: func(net.Conn) { time.Sleep(2 * time.Second) }, wantIs: context.DeadlineExceeded},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := hybridSocket(t, tc.handle)
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			c, err := DialVsock(ctx, path, agent.Port)
+			if err == nil {
+				c.Close()
+				t.Fatal("dial succeeded")
+			}
+			if tc.want != "" && !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %v, want it to contain %q", err, tc.want)
+			}
+			if tc.wantIs != nil && !errors.Is(err, tc.wantIs) {
+				t.Errorf("err = %v, want %v", err, tc.wantIs)
+			}
+			if !strings.Contains(err.Error(), path) {
+				t.Errorf("err = %v does not name the socket", err)
+			}
+		})
+	}
+}
+
+// TestDialAgent reaches an agent behind the hybrid vsock handshake, with
+// the guest's first bytes in the same write as OK, and refuses a state
+// without a vsock socket or with one too long for the kernel.
+func TestDialAgent(t *testing.T) {
+	gotCmd := make(chan string, 1)
+	path := hybridSocket(t, func(c net.Conn) {
+		var cmd []byte
+		b := make([]byte, 1) // byte by byte, as Firecracker reads
+		for {
+			if _, err := c.Read(b); err != nil {
+				return
+			}
+			if b[0] == '\n' {
+				break
+			}
+			cmd = append(cmd, b[0])
+		}
+		gotCmd <- string(cmd)
+		io.WriteString(c, "OK 1073741824\nhello from the guest\n")
+		agent.Serve(context.Background(), c, func() (agent.Info, error) { return agent.Info{Hostname: "dev"}, nil })
+	})
+	d := New("", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := vmm.DialAgent(ctx, d, vmm.State{Driver: "firecracker", AgentSocket: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if cmd := <-gotCmd; cmd != "CONNECT 1024" {
+		t.Fatalf("sent %q", cmd)
+	}
+	r, _, err := agent.Ping(ctx, c)
+	if err != nil || !r.OK || r.Hostname != "dev" {
+		t.Fatalf("ping = %+v, %v", r, err)
+	}
+	if ch := vmm.AgentChannel(d); ch != "vsock" {
+		t.Errorf("channel %q", ch)
+	}
+	if _, err := d.DialAgent(ctx, vmm.State{}); !errors.Is(err, vmm.ErrUnsupported) {
+		t.Errorf("no vsock: %v, want ErrUnsupported", err)
+	}
+	long := "/" + strings.Repeat("d", 120) + "/v.sock"
+	if _, err := d.DialAgent(ctx, vmm.State{AgentSocket: long}); err == nil || !strings.Contains(err.Error(), "longer than the kernel's limit of 107") {
+		t.Errorf("long path: %v", err)
+	}
+}
