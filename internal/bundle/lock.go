@@ -15,6 +15,8 @@ import (
 	"strings"
 
 	toml "github.com/pelletier/go-toml/v2"
+
+	"github.com/bangerhq/banger/internal/atomicfile"
 )
 
 // LockName is the lock file inside a bundle directory: the SHA-256, size
@@ -118,37 +120,7 @@ func WriteLock(dir string, l *Lock) error {
 	if err := enc.Encode(l); err != nil {
 		return fmt.Errorf("encode bundle lock: %w", err)
 	}
-	return writeFileAtomic(filepath.Join(dir, LockName), buf.Bytes(), 0o644)
-}
-
-// writeFileAtomic writes p through a temporary file in the same directory,
-// fsyncs it and renames it into place.
-func writeFileAtomic(p string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(p), "."+filepath.Base(p)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", p, err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", p, err)
-	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", p, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", p, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", p, err)
-	}
-	if err := os.Rename(tmp, p); err != nil {
-		return fmt.Errorf("write %s: %w", p, err)
-	}
-	return nil
+	return atomicfile.WriteFile(filepath.Join(dir, LockName), buf.Bytes(), 0o644)
 }
 
 // LockOptions tunes GenerateLock.
@@ -387,5 +359,5 @@ func CopyManifest(mpath, dir string) error {
 	if err != nil {
 		return fmt.Errorf("copy manifest: %w", err)
 	}
-	return writeFileAtomic(dst, data, 0o644)
+	return atomicfile.WriteFile(dst, data, 0o644)
 }

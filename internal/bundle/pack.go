@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/bangerhq/banger/internal/atomicfile"
 )
 
 // Package writes the verified bundle in d as a gzip'd tar to out (the lock,
@@ -68,7 +70,7 @@ func Package(ctx context.Context, d Dir, out string) (string, error) {
 		return "", fmt.Errorf("package runtime bundle: %w", err)
 	}
 	line := sum + "  " + filepath.Base(out) + "\n"
-	if err := writeFileAtomic(out+".sha256", []byte(line), 0o644); err != nil {
+	if err := atomicfile.WriteFile(out+".sha256", []byte(line), 0o644); err != nil {
 		return "", fmt.Errorf("package runtime bundle: %w", err)
 	}
 	return sum, nil

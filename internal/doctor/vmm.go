@@ -212,38 +212,16 @@ func computeKVM(ctx context.Context, e *Env) kvmState {
 		k.notProbed = "QEMU, needed for the boot probe, is missing (see the qemu check)"
 		return k
 	}
-	key, keyErr := qemu.CurrentProbeKey(bin, kernel, initrd, "kvm")
-	var cache *qemu.ProbeCache
-	if keyErr == nil && e.AccelCache != "" {
-		cache = qemu.NewProbeCache(e.AccelCache)
-		if r, hit := cache.Get(key); hit {
-			k.probed, k.ok, k.cached, k.probedAt = true, r.OK, true, r.ProbedAt
-			k.why = probeFailure(r.ConsoleTail, r.Duration)
-			return k
-		}
-	}
-	if !e.ProbeKVM {
+	a := qemu.KVMProbe{Binary: bin, Kernel: kernel, Initrd: initrd, Cache: e.AccelCache,
+		Timeout: e.probeTimeout(), Boot: e.ProbeKVM, Notify: e.Notify}.Run(ctx)
+	switch {
+	case a.Err != nil:
+		k.notProbed = fmt.Sprintf("the boot probe could not run: %v", a.Err)
+	case !a.Known:
 		k.notProbed = "no current boot probe result in " + e.AccelCache + " (the daemon probes at start; `banger doctor` probes, up to " + e.probeTimeout().String() + ")"
-		return k
-	}
-	if e.Notify != nil {
-		e.Notify(fmt.Sprintf("booting a probe VM to learn whether KVM can run guests (up to %s; the result is cached)", e.probeTimeout()))
-	}
-	t0 := time.Now()
-	ok, tail, err := qemu.ProbeAccel(ctx, bin, "kvm", kernel, initrd, e.probeTimeout())
-	took := time.Since(t0)
-	if err != nil {
-		k.notProbed = fmt.Sprintf("the boot probe could not run: %v", err)
-		return k
-	}
-	k.probed, k.ok = true, ok
-	if !ok {
-		k.why = probeFailure(tail, took)
-	}
-	if cache != nil && ctx.Err() == nil {
-		// The daemon reads this cache at start, so it need not probe again.
-		_ = cache.Put(qemu.ProbeResult{Key: key, OK: ok, ConsoleTail: tailBytes(tail, 1024),
-			Duration: took, ProbedAt: time.Now().UTC()})
+	default:
+		k.probed, k.ok, k.cached, k.probedAt = true, a.Result.OK, a.Cached, a.Result.ProbedAt
+		k.why = a.Result.Why()
 	}
 	return k
 }
@@ -253,31 +231,6 @@ func (e *Env) probeTimeout() time.Duration {
 		return e.ProbeTimeout
 	}
 	return qemu.DefaultProbeTimeout
-}
-
-// probeFailure says why a probe that ran for took with this console tail
-// failed: QEMU's own error when it printed one, else a guest that never
-// printed the marker.
-func probeFailure(tail string, took time.Duration) string {
-	const sep = "--- qemu stderr ---\n"
-	if i := strings.Index(tail, sep); i >= 0 {
-		if msg := firstLine(tail[i+len(sep):]); msg != "" {
-			return "qemu failed: " + msg
-		}
-	}
-	return fmt.Sprintf("the probe guest did not boot to its marker in %s", took.Round(100*time.Millisecond))
-}
-
-// tailBytes cuts s to at most n bytes from its end, at a line boundary.
-func tailBytes(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	s = s[len(s)-n:]
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		s = s[i+1:]
-	}
-	return s
 }
 
 // openDevice opens a character device read-write and closes it again. It

@@ -213,8 +213,8 @@ func TestKVMGuestFromCache(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = qemu.NewProbeCache(f.env.AccelCache).Put(qemu.ProbeResult{Key: key, OK: ok,
-			ConsoleTail: "Linux version 6.1.0\n", Duration: 15 * time.Second, ProbedAt: time.Now().UTC()})
+		err = qemu.NewProbeCache(f.env.AccelCache).Put(qemu.ProbeResult{Key: key,
+			ProbeOutcome: qemu.ProbeOutcome{OK: ok, ConsoleTail: "Linux version 6.1.0\n", Took: 15 * time.Second}, ProbedAt: time.Now().UTC()})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/bangerhq/banger/internal/atomicfile"
 )
 
 // ProbeMarker is the console line the runtime initramfs prints when booted
@@ -32,6 +34,32 @@ const DefaultProbeTimeout = 15 * time.Second
 // consoleTailBytes is how much of the console a probe reports.
 const consoleTailBytes = 4096
 
+// ProbeOutcome is the answer of one probe boot.
+type ProbeOutcome struct {
+	// OK is true when the probe marker appeared on the console.
+	OK bool `json:"ok"`
+	// ConsoleTail is the end of the console output.
+	ConsoleTail string `json:"console_tail,omitempty"`
+	// QEMUError is QEMU's own error output when it exited on its own
+	// (for example because it could not initialize KVM).
+	QEMUError string `json:"qemu_error,omitempty"`
+	// Took is how long the probe ran.
+	Took time.Duration `json:"duration_ns"`
+}
+
+// Why says why a failed probe failed, in words fit for `banger doctor`
+// and logs: QEMU's own error when it printed one, else a guest that never
+// printed the marker.
+func (o ProbeOutcome) Why() string {
+	if o.OK {
+		return ""
+	}
+	if msg, _, _ := strings.Cut(strings.TrimSpace(o.QEMUError), "\n"); msg != "" {
+		return "qemu failed: " + msg
+	}
+	return fmt.Sprintf("the probe guest did not boot to its marker in %s", o.Took.Round(100*time.Millisecond))
+}
+
 // ProbeAccel boots kernel and initrd with QEMU binary bin (a path, or a
 // name looked up in $PATH; "" = DefaultBinary) under accel ("kvm" or
 // "tcg") with no disk and no network, the console in a temporary file, and
@@ -39,43 +67,42 @@ const consoleTailBytes = 4096
 // ProbeMarker appeared on the console within timeout. QEMU is killed as soon
 // as the marker appears or the timeout passes.
 //
-// ok is true only when the marker appeared. consoleTail is the end of the
-// console output; when QEMU itself failed (for example it could not
-// initialize KVM) its error output follows, after a "--- qemu stderr ---"
-// line. A guest that hangs or a QEMU that fails gives ok=false with a nil
-// error: that is an answer about accel. err is non-nil only when the probe
+// A guest that hangs or a QEMU that fails gives OK false with a nil error:
+// that is an answer about accel. The error is non-nil only when the probe
 // could not be run (bad arguments, missing files, QEMU not executable, ctx
 // ended), in which case the probe says nothing about accel.
-func ProbeAccel(ctx context.Context, bin, accel, kernel, initrd string, timeout time.Duration) (ok bool, consoleTail string, err error) {
-	ok, tail, err := probeAccel(ctx, bin, accel, kernel, initrd, timeout)
+func ProbeAccel(ctx context.Context, bin, accel, kernel, initrd string, timeout time.Duration) (ProbeOutcome, error) {
+	t0 := time.Now()
+	o, err := probeAccel(ctx, bin, accel, kernel, initrd, timeout)
+	o.Took = time.Since(t0)
 	if err != nil {
-		return false, tail, fmt.Errorf("probe %s: %w", accel, err)
+		return o, fmt.Errorf("probe %s: %w", accel, err)
 	}
-	return ok, tail, nil
+	return o, nil
 }
 
-func probeAccel(ctx context.Context, bin, accel, kernel, initrd string, timeout time.Duration) (bool, string, error) {
+func probeAccel(ctx context.Context, bin, accel, kernel, initrd string, timeout time.Duration) (ProbeOutcome, error) {
 	if accel != "kvm" && accel != "tcg" {
-		return false, "", fmt.Errorf("accel %q: want \"kvm\" or \"tcg\"", accel)
+		return ProbeOutcome{}, fmt.Errorf("accel %q: want \"kvm\" or \"tcg\"", accel)
 	}
 	if timeout <= 0 {
 		timeout = DefaultProbeTimeout
 	}
 	bin, err := resolveBinary(bin)
 	if err != nil {
-		return false, "", err
+		return ProbeOutcome{}, err
 	}
 	for what, p := range map[string]string{"kernel": kernel, "initrd": initrd} {
 		if p == "" && what == "initrd" {
 			continue
 		}
 		if _, err := os.Stat(p); err != nil {
-			return false, "", fmt.Errorf("%s: %w", what, err)
+			return ProbeOutcome{}, fmt.Errorf("%s: %w", what, err)
 		}
 	}
 	dir, err := os.MkdirTemp("", "banger-probe-")
 	if err != nil {
-		return false, "", err
+		return ProbeOutcome{}, err
 	}
 	defer os.RemoveAll(dir)
 	console := filepath.Join(dir, "console.log")
@@ -100,7 +127,7 @@ func probeAccel(ctx context.Context, bin, accel, kernel, initrd string, timeout 
 	// Unlike a VM, a probe is our child and must die with us.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		return false, "", fmt.Errorf("run %s: %w", bin, err)
+		return ProbeOutcome{}, fmt.Errorf("run %s: %w", bin, err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -112,6 +139,9 @@ func probeAccel(ctx context.Context, bin, accel, kernel, initrd string, timeout 
 		b, _ := os.ReadFile(console)
 		return bytes.Contains(b, []byte(ProbeMarker))
 	}
+	answer := func(ok bool) ProbeOutcome {
+		return ProbeOutcome{OK: ok, ConsoleTail: tail(console)}
+	}
 
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
@@ -121,49 +151,114 @@ func probeAccel(ctx context.Context, bin, accel, kernel, initrd string, timeout 
 		select {
 		case <-ctx.Done():
 			stop()
-			return false, tail(console, ""), ctx.Err()
+			return answer(false), ctx.Err()
 		case <-deadline.C:
 			stop()
-			if seen() { // printed just before the deadline
-				return true, tail(console, ""), nil
-			}
-			return false, tail(console, ""), nil
+			return answer(seen()), nil // the marker may have come just before the deadline
 		case werr := <-done:
 			if seen() {
-				return true, tail(console, ""), nil
+				return answer(true), nil
 			}
+			o := answer(false)
+			o.QEMUError = strings.TrimSpace(stderr.String())
 			if werr != nil {
-				msg := strings.TrimSpace(stderr.String())
-				return false, tail(console, fmt.Sprintf("%v: %s", werr, msg)), nil
+				o.QEMUError = strings.TrimSpace(fmt.Sprintf("%v: %s", werr, o.QEMUError))
 			}
-			return false, tail(console, strings.TrimSpace(stderr.String())), nil
+			return o, nil
 		case <-tick.C:
 			if seen() {
 				stop()
-				return true, tail(console, ""), nil
+				return answer(true), nil
 			}
 		}
 	}
 }
 
 // tail returns the last consoleTailBytes of the console file, starting at a
-// line boundary, followed by QEMU's error output when there is some.
-func tail(console, qemuErr string) string {
+// line boundary.
+func tail(console string) string {
 	b, _ := os.ReadFile(console)
-	if len(b) > consoleTailBytes {
-		b = b[len(b)-consoleTailBytes:]
-		if i := bytes.IndexByte(b, '\n'); i >= 0 {
-			b = b[i+1:]
+	return lastLines(string(b), consoleTailBytes)
+}
+
+// KVMProbe answers whether KVM runs guests on this host: from the probe
+// cache when it holds a current answer, else (when Boot allows) by a probe
+// boot under KVM whose answer it stores in the cache. The daemon (which
+// boots at start) and `banger doctor` (which boots unless told not to, and
+// whose preflight never does) share it and its cache file.
+type KVMProbe struct {
+	// Binary is the QEMU binary: a path or a name looked up in $PATH; ""
+	// means DefaultBinary.
+	Binary string
+	// Kernel and Initrd are the runtime kernel and initramfs; the
+	// initramfs must print ProbeMarker under ProbeKernelArg.
+	Kernel, Initrd string
+	// Cache is the probe cache file (see ProbeCache); "" disables caching.
+	Cache string
+	// Timeout bounds the probe boot; 0 means DefaultProbeTimeout.
+	Timeout time.Duration
+	// Boot allows a probe boot when the cache has no current answer.
+	Boot bool
+	// Notify, when set, is told before a probe boot starts.
+	Notify func(msg string)
+	// Log receives cache problems; nil discards them.
+	Log *slog.Logger
+}
+
+// KVMAnswer is what a KVMProbe learned.
+type KVMAnswer struct {
+	// Known is true when a probe answered, fresh or from the cache; the
+	// answer is then in Result.
+	Known  bool
+	Result ProbeResult
+	// Cached is true when Result came from the cache.
+	Cached bool
+	// Err says why the probe could not run, when it was allowed to and
+	// did not; with Known false and Err nil, the cache had no current
+	// answer and Boot was false.
+	Err error
+}
+
+// Run answers. It boots at most once, and only when p.Boot.
+func (p KVMProbe) Run(ctx context.Context) KVMAnswer {
+	log := p.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	var cache *ProbeCache
+	key, keyErr := CurrentProbeKey(p.Binary, p.Kernel, p.Initrd, "kvm")
+	if p.Cache != "" {
+		if keyErr != nil {
+			log.Warn("probe cache unusable", "err", keyErr)
+		} else {
+			cache = NewProbeCache(p.Cache)
+			if r, ok := cache.Get(key); ok {
+				return KVMAnswer{Known: true, Result: r, Cached: true}
+			}
 		}
 	}
-	s := string(b)
-	if qemuErr != "" {
-		if s != "" && !strings.HasSuffix(s, "\n") {
-			s += "\n"
-		}
-		s += "--- qemu stderr ---\n" + qemuErr + "\n"
+	if !p.Boot {
+		return KVMAnswer{}
 	}
-	return s
+	timeout := p.Timeout
+	if timeout <= 0 {
+		timeout = DefaultProbeTimeout
+	}
+	if p.Notify != nil {
+		p.Notify(fmt.Sprintf("booting a probe VM to learn whether KVM can run guests (up to %s; the result is cached)", timeout))
+	}
+	o, err := ProbeAccel(ctx, p.Binary, "kvm", p.Kernel, p.Initrd, timeout)
+	if err != nil {
+		return KVMAnswer{Err: err}
+	}
+	r := ProbeResult{Key: key, ProbeOutcome: o, ProbedAt: time.Now().UTC()}
+	r.ConsoleTail = lastLines(r.ConsoleTail, 1024)
+	if cache != nil {
+		if err := cache.Put(r); err != nil {
+			log.Warn("store probe result", "err", err)
+		}
+	}
+	return KVMAnswer{Known: true, Result: r}
 }
 
 // AccelOptions are the inputs of ResolveAccel.
@@ -242,48 +337,19 @@ func ResolveAccel(ctx context.Context, opts AccelOptions) (AccelChoice, error) {
 	if opts.Kernel == "" {
 		return choice(AccelChoice{Accel: "tcg", Reason: "no runtime kernel to probe KVM with"})
 	}
-	var cache *ProbeCache
-	var key ProbeKey
-	var keyErr error
-	if opts.Cache != "" {
-		cache = NewProbeCache(opts.Cache)
-		key, keyErr = CurrentProbeKey(opts.Binary, opts.Kernel, opts.Initrd, "kvm")
-		if keyErr == nil {
-			if r, ok := cache.Get(key); ok {
-				return choice(resultChoice(r.OK, r.ConsoleTail, true))
-			}
-		} else {
-			log.Warn("probe cache unusable", "err", keyErr)
-		}
-	}
-	t0 := time.Now()
-	ok, tailText, err := ProbeAccel(ctx, opts.Binary, "kvm", opts.Kernel, opts.Initrd, opts.ProbeTimeout)
-	took := time.Since(t0)
-	if err != nil {
+	a := KVMProbe{Binary: opts.Binary, Kernel: opts.Kernel, Initrd: opts.Initrd, Cache: opts.Cache,
+		Timeout: opts.ProbeTimeout, Boot: true, Log: log}.Run(ctx)
+	if a.Err != nil {
 		if ctx.Err() != nil {
-			return AccelChoice{}, fmt.Errorf("resolve accelerator: %w", err)
+			return AccelChoice{}, fmt.Errorf("resolve accelerator: %w", a.Err)
 		}
-		return choice(AccelChoice{Accel: "tcg", Reason: fmt.Sprintf("could not probe kvm: %v", err)})
+		return choice(AccelChoice{Accel: "tcg", Reason: fmt.Sprintf("could not probe kvm: %v", a.Err)})
 	}
-	log.Debug("kvm probe finished", "ok", ok, "took", took.Round(time.Millisecond))
-	if cache != nil && keyErr == nil {
-		r := ProbeResult{Key: key, OK: ok, ConsoleTail: lastLines(tailText, 1024), Duration: took, ProbedAt: time.Now().UTC()}
-		if err := cache.Put(r); err != nil {
-			log.Warn("store probe result", "err", err)
-		}
+	log.Debug("kvm probe", "ok", a.Result.OK, "took", a.Result.Took.Round(time.Millisecond), "cached", a.Cached)
+	if a.Result.OK {
+		return choice(AccelChoice{Accel: "kvm", Reason: "kvm boot probe succeeded", Probed: true, Cached: a.Cached})
 	}
-	return choice(resultChoice(ok, tailText, false))
-}
-
-func resultChoice(ok bool, tailText string, cached bool) AccelChoice {
-	if ok {
-		return AccelChoice{Accel: "kvm", Reason: "kvm boot probe succeeded", Probed: true, Cached: cached}
-	}
-	why := "the guest did not reach the probe marker in time"
-	if i := strings.Index(tailText, "--- qemu stderr ---\n"); i >= 0 {
-		why = "qemu failed: " + strings.TrimSpace(tailText[i+len("--- qemu stderr ---\n"):])
-	}
-	return AccelChoice{Accel: "tcg", Reason: "/dev/kvm is usable but a kvm boot probe failed (" + why + ")", Probed: true, Cached: cached}
+	return choice(AccelChoice{Accel: "tcg", Reason: "/dev/kvm is usable but a kvm boot probe failed (" + a.Result.Why() + ")", Probed: true, Cached: a.Cached})
 }
 
 // lastLines cuts s to at most n bytes from its end, at a line boundary.
@@ -370,11 +436,9 @@ func CurrentProbeKey(bin, kernel, initrd, accel string) (ProbeKey, error) {
 
 // ProbeResult is one cached probe outcome.
 type ProbeResult struct {
-	Key         ProbeKey      `json:"key"`
-	OK          bool          `json:"ok"`
-	ConsoleTail string        `json:"console_tail,omitempty"`
-	Duration    time.Duration `json:"duration_ns"`
-	ProbedAt    time.Time     `json:"probed_at"`
+	Key ProbeKey `json:"key"`
+	ProbeOutcome
+	ProbedAt time.Time `json:"probed_at"`
 }
 
 // probeCacheFile is the on-disk layout: one result per accelerator.
@@ -383,7 +447,7 @@ type probeCacheFile struct {
 	Results []ProbeResult `json:"results"`
 }
 
-const probeCacheVersion = 1
+const probeCacheVersion = 2 // 2: QEMU's error apart from the console
 
 // ProbeCache stores probe results as JSON in one file, so a daemon restart
 // does not pay for another probe boot. It is safe for use by one process;
@@ -450,36 +514,11 @@ func (c *ProbeCache) Put(r ProbeResult) error {
 	if err != nil {
 		return fmt.Errorf("encode probe cache: %w", err)
 	}
-	if err := writeFileAtomic(c.path, append(b, '\n')); err != nil {
+	if err := os.MkdirAll(filepath.Dir(c.path), 0o700); err != nil {
+		return fmt.Errorf("write probe cache: %w", err)
+	}
+	if err := atomicfile.WriteFile(c.path, append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("write probe cache: %w", err)
 	}
 	return nil
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // no-op after a successful rename
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

@@ -14,17 +14,17 @@ func TestProbeAccelTCG(t *testing.T) {
 	kernel, initrd := runtimeKernel(t)
 	const timeout = 60 * time.Second
 	t0 := time.Now()
-	ok, tail, err := ProbeAccel(context.Background(), bin, "tcg", kernel, initrd, timeout)
+	o, err := ProbeAccel(context.Background(), bin, "tcg", kernel, initrd, timeout)
 	took := time.Since(t0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("tcg probe: ok=%v in %v", ok, took.Round(time.Millisecond))
-	if !ok {
-		t.Fatalf("tcg probe failed; console tail:\n%s", tail)
+	t.Logf("tcg probe: ok=%v in %v (took %v)", o.OK, took.Round(time.Millisecond), o.Took.Round(time.Millisecond))
+	if !o.OK || o.Why() != "" || o.QEMUError != "" {
+		t.Fatalf("tcg probe failed (%s); console tail:\n%s", o.Why(), o.ConsoleTail)
 	}
-	if !strings.Contains(tail, ProbeMarker) {
-		t.Errorf("ok but the console tail lacks the marker:\n%s", tail)
+	if !strings.Contains(o.ConsoleTail, ProbeMarker) {
+		t.Errorf("ok but the console tail lacks the marker:\n%s", o.ConsoleTail)
 	}
 }
 
@@ -38,41 +38,41 @@ func TestProbeAccelKVM(t *testing.T) {
 	// machines KVM guests hang, and the probe must give up on time.
 	const timeout = 5 * time.Second
 	t0 := time.Now()
-	ok, tail, err := ProbeAccel(context.Background(), bin, "kvm", kernel, initrd, timeout)
+	o, err := ProbeAccel(context.Background(), bin, "kvm", kernel, initrd, timeout)
 	took := time.Since(t0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("kvm probe: ok=%v in %v; console tail:\n%s", ok, took.Round(time.Millisecond), lastLines(tail, 600))
+	t.Logf("kvm probe: ok=%v in %v (%s); console tail:\n%s", o.OK, took.Round(time.Millisecond), o.Why(), lastLines(o.ConsoleTail, 600))
 	if took > timeout+3*time.Second {
 		t.Errorf("probe took %v, timeout %v", took, timeout)
 	}
-	if ok != strings.Contains(tail, ProbeMarker) {
-		t.Errorf("ok=%v inconsistent with the console tail:\n%s", ok, tail)
+	if o.OK != strings.Contains(o.ConsoleTail, ProbeMarker) {
+		t.Errorf("ok=%v inconsistent with the console tail:\n%s", o.OK, o.ConsoleTail)
 	}
 }
 
 func TestProbeAccelErrors(t *testing.T) {
 	ctx := context.Background()
-	if _, _, err := ProbeAccel(ctx, "", "hvf", "/k", "", time.Second); err == nil || !strings.Contains(err.Error(), "hvf") {
+	if _, err := ProbeAccel(ctx, "", "hvf", "/k", "", time.Second); err == nil || !strings.Contains(err.Error(), "hvf") {
 		t.Errorf("bad accel: %v", err)
 	}
 	bin := qemuBinary(t)
-	if _, _, err := ProbeAccel(ctx, bin, "tcg", "/nonexistent/vmlinux", "", time.Second); err == nil || !strings.Contains(err.Error(), "/nonexistent/vmlinux") {
+	if _, err := ProbeAccel(ctx, bin, "tcg", "/nonexistent/vmlinux", "", time.Second); err == nil || !strings.Contains(err.Error(), "/nonexistent/vmlinux") {
 		t.Errorf("missing kernel: %v", err)
 	}
-	// A kernel QEMU cannot load: QEMU fails, which is an answer (ok=false),
-	// with its error after the console.
+	// A kernel QEMU cannot load: QEMU fails, which is an answer (OK
+	// false), with QEMU's own error.
 	junk := filepath.Join(t.TempDir(), "junk")
 	os.WriteFile(junk, []byte("not a kernel"), 0o644)
-	ok, tail, err := ProbeAccel(ctx, bin, "tcg", junk, "", 10*time.Second)
-	if err != nil || ok || !strings.Contains(tail, "--- qemu stderr ---") {
-		t.Errorf("junk kernel: ok=%v err=%v tail=%q", ok, err, tail)
+	o, err := ProbeAccel(ctx, bin, "tcg", junk, "", 10*time.Second)
+	if err != nil || o.OK || o.QEMUError == "" || !strings.HasPrefix(o.Why(), "qemu failed: ") {
+		t.Errorf("junk kernel: %+v, %v (why %q)", o, err, o.Why())
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
 	kernel, initrd := runtimeKernel(t)
-	if _, _, err := ProbeAccel(cctx, bin, "tcg", kernel, initrd, 10*time.Second); err == nil {
+	if _, err := ProbeAccel(cctx, bin, "tcg", kernel, initrd, 10*time.Second); err == nil {
 		t.Error("canceled context: no error")
 	}
 }
@@ -144,7 +144,7 @@ func TestResolveAccelAuto(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, ok := range []bool{true, false} {
-		if err := cache.Put(ProbeResult{Key: key, OK: ok, ProbedAt: time.Now()}); err != nil {
+		if err := cache.Put(ProbeResult{Key: key, ProbeOutcome: ProbeOutcome{OK: ok}, ProbedAt: time.Now()}); err != nil {
 			t.Fatal(err)
 		}
 		c, err := ResolveAccel(ctx, AccelOptions{Binary: bin, Kernel: kernel, KVMDevice: dev, Cache: cache.Path()})
@@ -213,13 +213,13 @@ func TestProbeCache(t *testing.T) {
 	if _, ok := c.Get(kvm); ok {
 		t.Fatal("hit in a missing file")
 	}
-	if err := c.Put(ProbeResult{Key: kvm, OK: false, ConsoleTail: "hang", Duration: time.Second}); err != nil {
+	if err := c.Put(ProbeResult{Key: kvm, ProbeOutcome: ProbeOutcome{OK: false, ConsoleTail: "hang", Took: time.Second}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Put(ProbeResult{Key: tcg, OK: true}); err != nil {
+	if err := c.Put(ProbeResult{Key: tcg, ProbeOutcome: ProbeOutcome{OK: true}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Put(ProbeResult{Key: kvm, OK: true}); err != nil { // replaces
+	if err := c.Put(ProbeResult{Key: kvm, ProbeOutcome: ProbeOutcome{OK: true}}); err != nil { // replaces
 		t.Fatal(err)
 	}
 	if r, ok := c.Get(kvm); !ok || !r.OK {
@@ -258,7 +258,7 @@ func TestProbeCache(t *testing.T) {
 	if _, ok := c.Get(kvm); ok {
 		t.Error("hit in a corrupt file")
 	}
-	if err := c.Put(ProbeResult{Key: kvm, OK: true}); err != nil {
+	if err := c.Put(ProbeResult{Key: kvm, ProbeOutcome: ProbeOutcome{OK: true}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := c.Get(kvm); !ok {
