@@ -78,7 +78,9 @@ func urlBase(rawURL string) string {
 // complete .part file that does not match is deleted and downloaded once
 // more from scratch; a second mismatch is an error wrapping ErrChecksum.
 // The .part file is renamed over PATH only after it verified, so a good
-// cached file is never replaced by a partial or corrupt one.
+// cached file is never replaced by a partial or corrupt one; what is renamed
+// is checked to be the very file that was hashed. Whoever uses the returned
+// path verifies the file it opens again (Install, FetchComponent).
 func (f *Fetcher) Download(ctx context.Context, rawURL, want string) (string, error) {
 	if err := checkHex(want); err != nil || want == "" {
 		return "", fmt.Errorf("download %s: expected SHA-256 %q: need 64 lower-case hex digits", rawURL, want)
@@ -97,14 +99,11 @@ func (f *Fetcher) Download(ctx context.Context, rawURL, want string) (string, er
 		if err != nil {
 			return "", fmt.Errorf("download %s: %w (the partial download %s is resumed by the next fetch)", rawURL, err, part)
 		}
-		sum, err := hashPath(part)
+		sum, err := renameIfVerified(part, final, want)
 		if err != nil {
 			return "", fmt.Errorf("download %s: %w", rawURL, err)
 		}
 		if sum == want {
-			if err := os.Rename(part, final); err != nil {
-				return "", fmt.Errorf("download %s: %w", rawURL, err)
-			}
 			return final, nil
 		}
 		os.Remove(part)
@@ -118,6 +117,33 @@ func (f *Fetcher) Download(ctx context.Context, rawURL, want string) (string, er
 		}
 		return "", fmt.Errorf("download %s: %w: got SHA-256 %s, expected %s (the file was deleted)", rawURL, ErrChecksum, sum, want)
 	}
+}
+
+// renameIfVerified hashes the file at from through one open descriptor and,
+// when its SHA-256 is want, renames it to to, then checks that what arrived
+// at to is that same file (not one put at from in between). It returns the
+// SHA-256 it found; a mismatch is not an error (the caller decides).
+func renameIfVerified(from, to, want string) (string, error) {
+	fh, st, err := openRegular(from)
+	if err != nil {
+		return "", err
+	}
+	defer fh.Close()
+	sum, err := hashOpen(fh)
+	if err != nil || sum != want {
+		return sum, err
+	}
+	if testHookAfterHash != nil {
+		testHookAfterHash(from)
+	}
+	if err := os.Rename(from, to); err != nil {
+		return "", err
+	}
+	if now, err := os.Lstat(to); err != nil || !os.SameFile(st, now) {
+		os.Remove(to)
+		return "", fmt.Errorf("%s was replaced while it was verified: removed %s", from, to)
+	}
+	return sum, nil
 }
 
 // get appends the rest of rawURL to part (or rewrites it when the server
@@ -348,7 +374,7 @@ func (f *Fetcher) FetchComponent(ctx context.Context, dir string, m *Manifest, n
 		return nil, fmt.Errorf("fetch %s: %w", name, err)
 	}
 	defer os.RemoveAll(stage)
-	if err := extractMembers(archive, stage, c.Files); err != nil {
+	if err := extractMembers(archive, want, stage, c.Files); err != nil {
 		return nil, fmt.Errorf("fetch %s: %w", name, err)
 	}
 	lc := &LockComponent{Kind: c.Kind, Version: c.Version, Optional: c.Optional, Fix: c.FixCommand(),
@@ -384,9 +410,11 @@ func (f *Fetcher) FetchComponent(ctx context.Context, dir string, m *Manifest, n
 }
 
 // extractMembers copies the archive members named by files' From into
-// stage at their Path, with their manifest mode.
-func extractMembers(archive, stage string, files []ManifestFile) error {
-	fh, err := os.Open(archive)
+// stage at their Path, with their manifest mode. The archive is opened once,
+// its descriptor checked against SHA-256 want and then read: the members
+// come from the verified bytes.
+func extractMembers(archive, sum, stage string, files []ManifestFile) error {
+	fh, err := openVerified(archive, sum)
 	if err != nil {
 		return err
 	}

@@ -340,3 +340,98 @@ func TestPackageRefusesTampered(t *testing.T) {
 		t.Error("tarball written for a tampered bundle")
 	}
 }
+
+// TestInstallUsesWhatItVerified replaces the tarball at its path right
+// after Install hashed it: what gets installed must still be the verified
+// tarball, read through the descriptor that was hashed, although the
+// replacement is a bundle that verifies against its own lock.
+func TestInstallUsesWhatItVerified(t *testing.T) {
+	srcA, m := makeBundle(t)
+	tarA := filepath.Join(t.TempDir(), "a.tar.gz")
+	sumA, err := Package(context.Background(), Dir{Path: srcA}, tarA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srcB, _ := makeBundle(t)
+	os.WriteFile(filepath.Join(srcB, "kernel", "vmlinux"), []byte("another kernel"), 0o644)
+	if _, err := GenerateLock(srcB, m, LockOptions{DebCacheDir: t.TempDir()}); err != nil {
+		t.Fatal(err)
+	}
+	tarB := filepath.Join(t.TempDir(), "b.tar.gz")
+	if _, err := Package(context.Background(), Dir{Path: srcB}, tarB); err != nil {
+		t.Fatal(err)
+	}
+	swapped := false
+	testHookAfterHash = func(p string) {
+		if p == tarA && !swapped {
+			swapped = true
+			if err := os.Rename(tarB, tarA); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	t.Cleanup(func() { testHookAfterHash = nil })
+	target := filepath.Join(t.TempDir(), "banger")
+	if err := Install(context.Background(), tarA, target, sumA); err != nil {
+		t.Fatal(err)
+	}
+	if !swapped {
+		t.Fatal("the hook never ran")
+	}
+	got, _ := os.ReadFile(filepath.Join(target, "kernel", "vmlinux"))
+	want, _ := os.ReadFile(filepath.Join(srcA, "kernel", "vmlinux"))
+	if !bytes.Equal(got, want) {
+		t.Fatalf("installed the tarball put at the path after verification (kernel %q)", got)
+	}
+}
+
+// TestDownloadRenamesWhatItVerified replaces the finished .part file after
+// it was hashed: the swapped-in file must not end up in the cache.
+func TestDownloadRenamesWhatItVerified(t *testing.T) {
+	body := []byte("the real archive")
+	s := newServer(t)
+	s.put("/a.tgz", body)
+	f, _ := s.fetcher(t)
+	url := s.URL + "/a.tgz"
+	part := f.CachePath(url) + ".part"
+	testHookAfterHash = func(p string) {
+		if p == part {
+			os.Remove(p)
+			os.WriteFile(p, []byte("evil"), 0o644)
+		}
+	}
+	t.Cleanup(func() { testHookAfterHash = nil })
+	_, err := f.Download(context.Background(), url, sum(body))
+	if err == nil || !strings.Contains(err.Error(), "replaced while it was verified") {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := os.Stat(f.CachePath(url)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the swapped file is in the cache: %v", err)
+	}
+}
+
+// TestInstallRefusesUnsafeFolder: as root, a bundle is not installed where
+// another user could swap it after it was verified.
+func TestInstallRefusesUnsafeFolder(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the folder check applies to root only")
+	}
+	src, _ := makeBundle(t)
+	tarball := filepath.Join(t.TempDir(), "b.tar.gz")
+	want, err := Package(context.Background(), Dir{Path: src}, tarball)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent := filepath.Join(t.TempDir(), "lib")
+	os.Mkdir(parent, 0o755)
+	if err := os.Chown(parent, 1000, 1000); err != nil {
+		t.Fatal(err)
+	}
+	err = Install(context.Background(), tarball, filepath.Join(parent, "banger"), want)
+	if err == nil || !strings.Contains(err.Error(), parent+" is owned by uid 1000") || !strings.Contains(err.Error(), "chown root "+parent) {
+		t.Fatalf("err = %v", err)
+	}
+	if entries, _ := os.ReadDir(parent); len(entries) != 0 {
+		t.Errorf("left in %s: %v", parent, entries)
+	}
+}

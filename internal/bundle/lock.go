@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 
 	toml "github.com/pelletier/go-toml/v2"
 
@@ -281,17 +282,16 @@ func cacheHome() string {
 	return filepath.Join(os.TempDir(), "banger-cache")
 }
 
-// hashFile records the regular file rel (slash-separated) under dir.
+// hashFile records the regular file rel (slash-separated) under dir. The
+// size, mode and hash all come from one open descriptor.
 func hashFile(dir, rel string) (LockFile, error) {
 	p := filepath.Join(dir, filepath.FromSlash(rel))
-	st, err := os.Lstat(p)
+	f, st, err := openRegular(p)
 	if err != nil {
 		return LockFile{}, err
 	}
-	if !st.Mode().IsRegular() {
-		return LockFile{}, fmt.Errorf("%s is not a regular file (%s)", p, st.Mode().Type())
-	}
-	sum, err := hashPath(p)
+	defer f.Close()
+	sum, err := hashOpen(f)
 	if err != nil {
 		return LockFile{}, err
 	}
@@ -331,18 +331,83 @@ func hashTree(dir, rel string) ([]LockFile, error) {
 	return out, err
 }
 
-// hashPath returns the hex SHA-256 of the file at p.
+// hashPath returns the hex SHA-256 of the regular file at p.
 func hashPath(p string) (string, error) {
-	f, err := os.Open(p)
+	f, _, err := openRegular(p)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
+	return hashOpen(f)
+}
+
+// openRegular opens the regular file p for reading without following a
+// symbolic link at p, and returns it with its own (fstat) information:
+// whatever the caller then checks and reads is that one file, even if p is
+// replaced meanwhile.
+func openRegular(p string) (*os.File, os.FileInfo, error) {
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		if errors.Is(err, syscall.ELOOP) {
+			return nil, nil, fmt.Errorf("%s is a symbolic link, not a regular file", p)
+		}
+		return nil, nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return nil, nil, fmt.Errorf("%s is not a regular file (%s)", p, st.Mode().Type())
+	}
+	return f, st, nil
+}
+
+// hashOpen returns the hex SHA-256 of f from its start, and leaves f at
+// its start again so the caller reads what was hashed.
+func hashOpen(f *os.File) (string, error) {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return "", fmt.Errorf("hash %s: %w", f.Name(), err)
+	}
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("hash %s: %w", p, err)
+		return "", fmt.Errorf("hash %s: %w", f.Name(), err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return "", fmt.Errorf("hash %s: %w", f.Name(), err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// testHookAfterHash, when set by a test, runs right after a file was
+// hashed through its descriptor and before that descriptor is used, so the
+// test can replace the file at its path.
+var testHookAfterHash func(path string)
+
+// openVerified opens the regular file p and checks that its content has
+// SHA-256 want, hashing the open descriptor. The returned file is at its
+// start: reading it gives exactly the bytes that were verified, never those
+// of a file put at p later. The error wraps ErrChecksum on a mismatch.
+func openVerified(p, want string) (*os.File, error) {
+	f, _, err := openRegular(p)
+	if err != nil {
+		return nil, err
+	}
+	got, err := hashOpen(f)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if testHookAfterHash != nil {
+		testHookAfterHash(p)
+	}
+	if got != want {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w: SHA-256 %s, expected %s", p, ErrChecksum, got, want)
+	}
+	return f, nil
 }
 
 // CopyManifest copies the manifest at mpath into dir as ManifestName

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bangerhq/banger/internal/atomicfile"
+	"github.com/bangerhq/banger/internal/strictmodes"
 )
 
 // Package writes the verified bundle in d as a gzip'd tar to out (the lock,
@@ -140,14 +141,19 @@ func ReadSHA256File(p string) (string, error) {
 
 // Install unpacks the bundle tarball into target atomically. The tarball
 // must have SHA-256 want; when want is "", it is read from tarball+".sha256"
-// (its absence is an error). The tarball is unpacked into a temporary
-// directory beside target (same filesystem), verified against the lock it
-// carries, and only then swapped with target (renameat2 RENAME_EXCHANGE,
-// or two renames where the filesystem lacks it), after which the old bundle
-// is removed. Until the swap, target is untouched: an interrupted or failed
-// install leaves the old bundle intact and removes its temporary directory
-// (a killed process may leave a .banger-install-* directory beside target,
-// which the next install does not reuse).
+// (its absence is an error). The tarball is opened once: that descriptor is
+// hashed and then unpacked, so what is installed is exactly what was
+// verified, whatever happens at the tarball's path meanwhile. It is
+// unpacked into a temporary directory beside target (same filesystem),
+// verified against the lock it carries, and only then swapped with target
+// (renameat2 RENAME_EXCHANGE, or two renames where the filesystem lacks
+// it), after which the old bundle is removed. Until the swap, target is
+// untouched: an interrupted or failed install leaves the old bundle intact
+// and removes its temporary directory (a killed process may leave a
+// .banger-install-* directory beside target, which the next install does
+// not reuse). As root, Install refuses a target whose folder a user other
+// than root can change (see package strictmodes): such a user could swap
+// the verified bundle for another before it is used.
 func Install(ctx context.Context, tarball, target, want string) error {
 	if want == "" {
 		sum, err := ReadSHA256File(tarball + ".sha256")
@@ -156,13 +162,11 @@ func Install(ctx context.Context, tarball, target, want string) error {
 		}
 		want = sum
 	}
-	got, err := hashPath(tarball)
+	fh, err := openVerified(tarball, want)
 	if err != nil {
 		return fmt.Errorf("install runtime bundle: %w", err)
 	}
-	if got != want {
-		return fmt.Errorf("install runtime bundle %s: %w: SHA-256 %s, expected %s", tarball, ErrChecksum, got, want)
-	}
+	defer fh.Close()
 	target, err = filepath.Abs(target)
 	if err != nil {
 		return fmt.Errorf("install runtime bundle: %w", err)
@@ -171,12 +175,17 @@ func Install(ctx context.Context, tarball, target, want string) error {
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return fmt.Errorf("install runtime bundle: %w", err)
 	}
+	if os.Geteuid() == 0 {
+		if err := strictmodes.Check("runtime bundle folder", parent, 0); err != nil {
+			return fmt.Errorf("install runtime bundle into %s: %w", target, err)
+		}
+	}
 	tmp, err := os.MkdirTemp(parent, ".banger-install-"+filepath.Base(target)+"-*")
 	if err != nil {
 		return fmt.Errorf("install runtime bundle: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	if err := unpack(ctx, tarball, tmp); err != nil {
+	if err := unpack(ctx, fh, tmp); err != nil {
 		return fmt.Errorf("install runtime bundle %s: %w", tarball, err)
 	}
 	if err := os.Chmod(tmp, 0o755); err != nil {
@@ -232,15 +241,11 @@ func swapDir(src, dst string) error {
 	return os.RemoveAll(src)
 }
 
-// unpack extracts a bundle tarball into dir: regular files and directories
-// only, every name a clean relative path, modes limited to 0777.
-func unpack(ctx context.Context, tarball, dir string) error {
-	fh, err := os.Open(tarball)
-	if err != nil {
-		return err
-	}
-	defer fh.Close()
-	gz, err := gzip.NewReader(fh)
+// unpack extracts the bundle tarball read from r into dir: regular files
+// and directories only, every name a clean relative path, modes limited to
+// 0777.
+func unpack(ctx context.Context, r io.Reader, dir string) error {
+	gz, err := gzip.NewReader(r)
 	if err != nil {
 		return err
 	}

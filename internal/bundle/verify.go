@@ -291,27 +291,29 @@ feed:
 	return r, nil
 }
 
-// checkFile returns nil when f verifies, otherwise the problem.
+// checkFile returns nil when f verifies, otherwise the problem. The stamp,
+// mode and hash all come from one descriptor opened without following a
+// symbolic link.
 func checkFile(dir string, f LockFile, noCache bool) *Problem {
 	p := filepath.Join(dir, filepath.FromSlash(f.Path))
-	st, err := os.Lstat(p)
+	fh, st, err := openRegular(p)
 	if err != nil {
-		reason := "missing"
-		if !errors.Is(err, fs.ErrNotExist) {
-			reason = err.Error()
+		if errors.Is(err, fs.ErrNotExist) {
+			return &Problem{File: f.Path, Reason: "missing", Expected: f.SHA256, missing: true}
 		}
-		return &Problem{File: f.Path, Reason: reason, Expected: f.SHA256, missing: errors.Is(err, fs.ErrNotExist)}
+		if lst, lerr := os.Lstat(p); lerr == nil && !lst.Mode().IsRegular() {
+			return &Problem{File: f.Path, Reason: "not a regular file (" + lst.Mode().Type().String() + ")", Expected: f.SHA256}
+		}
+		return &Problem{File: f.Path, Reason: err.Error(), Expected: f.SHA256}
 	}
-	if !st.Mode().IsRegular() {
-		return &Problem{File: f.Path, Reason: "not a regular file (" + st.Mode().Type().String() + ")", Expected: f.SHA256}
-	}
+	defer fh.Close()
 	key, stamp := stampOf(p, st)
 	if !noCache {
 		if v, ok := stampCache.Load(key); ok && v.(stampEntry) == (stampEntry{stamp, f.SHA256}) {
 			return checkMode(f, st)
 		}
 	}
-	sum, err := hashPath(p)
+	sum, err := hashOpen(fh)
 	if err != nil {
 		return &Problem{File: f.Path, Reason: err.Error(), Expected: f.SHA256}
 	}

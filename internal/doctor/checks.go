@@ -7,6 +7,7 @@ const (
 	IDSocketPath   = "socket-path"
 	IDRuntime      = "runtime"
 	IDRuntimeAgent = "runtime-agent"
+	IDRuntimeOwner = "runtime-owner"
 	IDQEMU         = "qemu"
 	IDFirecracker  = "firecracker"
 	IDKVM          = "kvm"
@@ -32,6 +33,8 @@ func Checks() []Check {
 		{ID: IDSocketPath, Title: "socket path length", Run: checkSocketPath},
 		{ID: IDRuntime, Title: "runtime bundle",
 			Concerns: []Purpose{PurposeVMStart, PurposeImageBuild, PurposeFirecracker}, Run: checkRuntime},
+		{ID: IDRuntimeOwner, Title: "runtime bundle and VMM binaries safe from other users",
+			Concerns: []Purpose{PurposeVMStart, PurposeImageBuild, PurposeFirecracker}, Run: checkRuntimeOwner},
 		{ID: IDRuntimeAgent, Title: "guest agent in bundle",
 			Concerns: []Purpose{PurposeImageBuild}, Run: checkRuntimeAgent},
 		{ID: IDQEMU, Title: "QEMU", Concerns: []Purpose{PurposeVMStart}, Run: checkQEMU},

@@ -54,6 +54,7 @@ func newFixture(t *testing.T) *fixture {
 	e.SubUID = filepath.Join(root, "subuid")
 	e.SubGID = filepath.Join(root, "subgid")
 	e.EUID, e.User = 0, "root"
+	e.TrustedUID = os.Getuid() // the owner of the fixture's files
 	e.Bangerd, e.InDaemon = "", false
 	e.AccelOverride = ""
 	e.ProbeKVM = false

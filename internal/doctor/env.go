@@ -66,6 +66,9 @@ type Env struct {
 	// User is that user's login name ("" when unknown).
 	EUID int
 	User string
+	// TrustedUID is the owner a root daemon accepts for the runtime bundle
+	// and the VMM binaries it runs: 0 (tests use their own uid).
+	TrustedUID int
 
 	// Bangerd is the daemon binary whose file capabilities are checked
 	// when the user is not root; "" when it was not found. InDaemon is true

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/bangerhq/banger/internal/paths"
+	"github.com/bangerhq/banger/internal/strictmodes"
 )
 
 // AgentBundlePath is where the runtime bundle keeps the guest agent,
@@ -100,6 +101,41 @@ func checkRuntime(ctx context.Context, env *Env) Result {
 		}
 	}
 	return Result{Status: StatusOK, Detail: fmt.Sprintf("%s: guest kernel %s", where(env), release)}
+}
+
+func checkRuntimeOwner(_ context.Context, env *Env) Result {
+	if env.EUID != 0 {
+		return Result{Status: StatusOK, Detail: fmt.Sprintf("bangerd runs as uid %d, not root: the bundle and the VMMs it runs have that user's rights only", env.EUID)}
+	}
+	if !isDir(env.Runtime.Path) {
+		return Result{Status: StatusSkip, Detail: "no runtime bundle (see the runtime check)"}
+	}
+	var probs []strictmodes.Problem
+	add := func(err error) {
+		var se *strictmodes.Error
+		if errors.As(err, &se) {
+			probs = append(probs, se.Problems...)
+		}
+	}
+	add(strictmodes.CheckTree("runtime bundle", env.Runtime.Path, env.TrustedUID))
+	checked := []string{env.Runtime.Path}
+	qemuBin, qemuOK := lookPath(env.qemuBinary(), env.PATH)
+	fcBin, fcOK := findFirecracker(env)
+	for _, bin := range []struct {
+		what, path string
+		ok         bool
+	}{{"qemu", qemuBin, qemuOK}, {"firecracker", fcBin, fcOK}} {
+		if !bin.ok || strings.HasPrefix(bin.path, env.Runtime.Path+string(filepath.Separator)) {
+			continue
+		}
+		add(strictmodes.Check(bin.what, bin.path, env.TrustedUID))
+		checked = append(checked, bin.path)
+	}
+	if len(probs) > 0 {
+		e := &strictmodes.Error{What: "runtime", Problems: probs}
+		return Result{Status: StatusFail, Detail: e.Detail(), Fix: e.Fix()}
+	}
+	return Result{Status: StatusOK, Detail: fmt.Sprintf("only root can change %s (and the folders above)", strings.Join(checked, ", "))}
 }
 
 func checkRuntimeAgent(_ context.Context, env *Env) Result {

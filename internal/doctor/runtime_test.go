@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/bangerhq/banger/internal/bundle"
@@ -99,4 +100,73 @@ func TestConfigAndSocketPath(t *testing.T) {
 	r = f.run(t, IDSocketPath)
 	wantStatus(t, r, StatusFail)
 	wantContains(t, "detail", r.Detail, "longer than the kernel's limit")
+}
+
+func TestRuntimeOwner(t *testing.T) {
+	setup := func(t *testing.T) *fixture {
+		f := newFixture(t)
+		f.writeRuntime(t)
+		writeFile(t, filepath.Join(f.rt, bundle.LockName), "schema = 1\n", 0o644)
+		fakeQEMU(t, f.bin, filepath.Join(f.root, "calls"))
+		fakeFirecracker(t, filepath.Join(f.rt, FirecrackerBundlePath))
+		return f
+	}
+	t.Run("safe", func(t *testing.T) {
+		f := setup(t)
+		r := f.run(t, IDRuntimeOwner)
+		wantStatus(t, r, StatusOK)
+		wantContains(t, "detail", r.Detail, f.rt, filepath.Join(f.bin, "qemu-system-x86_64"))
+	})
+	t.Run("not root", func(t *testing.T) {
+		f := setup(t)
+		os.Chmod(filepath.Join(f.rt, bundle.LockName), 0o666)
+		f.env.EUID = 1000
+		r := f.run(t, IDRuntimeOwner)
+		wantStatus(t, r, StatusOK)
+		wantContains(t, "detail", r.Detail, "not root")
+	})
+	t.Run("no bundle", func(t *testing.T) {
+		f := newFixture(t)
+		f.env.Runtime.Path = filepath.Join(f.root, "none")
+		wantStatus(t, f.run(t, IDRuntimeOwner), StatusSkip)
+	})
+	for _, tc := range []struct {
+		name  string
+		path  func(f *fixture) string
+		mode  os.FileMode
+		want  []string
+		fixes []string
+	}{
+		{"writable lock", func(f *fixture) string { return filepath.Join(f.rt, bundle.LockName) }, 0o664,
+			[]string{"bundle.lock.toml is group-writable (mode 0664)", "StrictModes"}, []string{"chmod -R go-w"}},
+		{"writable bundled firecracker", func(f *fixture) string { return filepath.Join(f.rt, FirecrackerBundlePath) }, 0o777,
+			[]string{"firecracker/firecracker is group- and world-writable"}, []string{"chmod -R go-w"}},
+		{"writable bundle folder", func(f *fixture) string { return f.rt }, 0o757,
+			[]string{"is world-writable (mode 0757)"}, []string{"chown -R"}},
+		{"writable qemu in $PATH", func(f *fixture) string { return filepath.Join(f.bin, "qemu-system-x86_64") }, 0o775,
+			[]string{"qemu-system-x86_64 is group-writable (mode 0775)"}, []string{"chmod go-w " + "QEMU"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := setup(t)
+			p := tc.path(f)
+			if err := os.Chmod(p, tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			r := f.run(t, IDRuntimeOwner)
+			wantStatus(t, r, StatusFail)
+			wantContains(t, "detail", r.Detail, append(tc.want, p)...)
+			for _, fix := range tc.fixes {
+				fix = strings.ReplaceAll(fix, "QEMU", p)
+				wantContains(t, "fix", r.Fix, fix)
+			}
+			// vm create/start and image build stop on it.
+			for _, purpose := range []Purpose{PurposeVMStart, PurposeImageBuild, PurposeFirecracker} {
+				err := Preflight(context.Background(), f.env, purpose)
+				var pe *PreflightError
+				if !errors.As(err, &pe) || !strings.Contains(err.Error(), IDRuntimeOwner) || !strings.Contains(err.Error(), p) {
+					t.Errorf("preflight %s: %v, want it blocked by %s naming %s", purpose, err, IDRuntimeOwner, p)
+				}
+			}
+		})
+	}
 }
