@@ -10,10 +10,13 @@ import (
 	"syscall"
 
 	"github.com/bangerhq/banger/internal/daemon"
+	"github.com/bangerhq/banger/internal/sandbox"
 	"github.com/bangerhq/banger/internal/version"
 )
 
 func main() {
+	// A sandbox stage (image builds) runs here and exits; see package sandbox.
+	sandbox.Main()
 	if len(os.Args) > 1 && (os.Args[1] == "--version" || os.Args[1] == "version") {
 		fmt.Println("bangerd", version.String())
 		return

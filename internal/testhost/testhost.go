@@ -1,0 +1,106 @@
+// Package testhost holds what tests share about the host they run on: a
+// skip that CI does not accept, and a way to run a package's tests again
+// as an ordinary user with subordinate ids (the rootless paths).
+package testhost
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// Skip skips t, saying what is missing; under CI=true it fails t instead:
+// CI provides every host requirement, so a skip there would hide a test
+// that did not run.
+func Skip(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("cannot run under CI=true: %s", msg)
+	}
+	t.Skip(msg)
+}
+
+// RootlessUser returns the ordinary user to run rootless tests as: the one
+// BANGER_TEST_ROOTLESS_USER names, else the first user other than root
+// that /etc/subuid lists (CI makes banger-ci). It skips (Skip) when there
+// is none.
+func RootlessUser(t testing.TB) *user.User {
+	t.Helper()
+	name := os.Getenv("BANGER_TEST_ROOTLESS_USER")
+	if name == "" {
+		b, _ := os.ReadFile("/etc/subuid")
+		for _, l := range strings.Split(string(b), "\n") {
+			if n, _, ok := strings.Cut(l, ":"); ok && n != "root" && n != "" {
+				if _, err := user.Lookup(n); err == nil {
+					name = n
+					break
+				}
+			}
+		}
+	}
+	if name == "" {
+		Skip(t, "no ordinary user with /etc/subuid ranges to run as (useradd -m banger-ci makes one; or set BANGER_TEST_ROOTLESS_USER)")
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		t.Fatalf("user %s: %v", name, err)
+	}
+	return u
+}
+
+// RunAsRootless runs the tests named in tests (exact names) of the current
+// test binary again, as RootlessUser, in a working folder of that user's,
+// and fails t unless each passed there. It must be called as root. It
+// returns the working folder (removed when t ends; files the rootless run
+// left to subordinate ids are removed as root).
+func RunAsRootless(t *testing.T, tests ...string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("already rootless: the tests themselves cover this user")
+	}
+	u := RootlessUser(t)
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	dir, err := os.MkdirTemp("", "banger-rootless-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	// The test binary must be readable by the user.
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, filepath.Base(self))
+	if out, err := exec.Command("cp", self, bin).CombinedOutput(); err != nil {
+		t.Fatalf("copy test binary: %v: %s", err, out)
+	}
+	os.Chmod(bin, 0o755)
+	work := filepath.Join(dir, "work")
+	os.Mkdir(work, 0o755)
+	os.Chown(work, uid, gid)
+	cmd := exec.Command(bin, "-test.run", "^("+strings.Join(tests, "|")+")$", "-test.v", "-test.count=1")
+	cmd.Dir = work
+	cmd.Env = []string{"HOME=" + u.HomeDir, "USER=" + u.Username, "TMPDIR=" + work,
+		"PATH=" + os.Getenv("PATH") + ":/usr/sbin:/sbin", "CI=" + os.Getenv("CI")}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+	out, err := cmd.CombinedOutput()
+	t.Logf("as %s (uid %d):\n%s", u.Username, uid, out)
+	if err != nil {
+		t.Fatalf("rootless run failed: %v", err)
+	}
+	for _, name := range tests {
+		if !strings.Contains(string(out), "--- PASS: "+name+" ") {
+			t.Errorf("rootless run: %s did not pass (skipped?)", name)
+		}
+	}
+	return work
+}
