@@ -362,7 +362,7 @@ func (h *hostNet) EnsureBridge(ctx context.Context) error {
 	if err := network.EnsureBridge(h.bridge, network.GatewayPrefix(h.subnet)); err != nil {
 		return err
 	}
-	if err := network.EnsureNAT(h.subnet, h.bridge); err != nil {
+	if err := network.EnsurePolicy(network.Policy{Bridge: h.bridge, Subnet: h.subnet}, nil); err != nil {
 		return err
 	}
 	h.ready = true

@@ -1,6 +1,9 @@
 // Package network gives banger's VMs their network: a Linux bridge holding the
 // gateway address, one persistent TAP device per VM enslaved to it, IPv4 and
-// MAC allocation, and masquerading NAT in an nftables table of banger's own.
+// MAC allocation, and the guest network policy (masquerading NAT, what guests
+// may reach, and a per-port guard against spoofed MAC and IP addresses) in
+// nftables tables of banger's own (see [Policy], [Host.EnsurePolicy] and
+// [Host.GuardPort]).
 //
 // The package has two halves. The pure half (subnets, addresses, MACs, TAP
 // names) works anywhere and has no side effects. The host half (files ending

@@ -18,6 +18,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/bangerhq/banger/internal/testhost"
 )
 
 // testLinkPrefix starts the name of every device the tests create, so that
@@ -29,7 +31,8 @@ const testLinkPrefix = "bgrt"
 type rootState struct {
 	ipForward string
 	testLinks []string
-	natTable  bool
+	// tables are banger's nftables tables ("family name").
+	tables []string
 }
 
 func snapshotRoot() (rootState, error) {
@@ -52,12 +55,14 @@ func snapshotRoot() (rootState, error) {
 	if err != nil {
 		return s, err
 	}
-	tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	tables, err := c.ListTables()
 	if err != nil {
 		return s, err
 	}
 	for _, t := range tables {
-		s.natTable = s.natTable || t.Name == NATTable
+		if strings.HasPrefix(t.Name, legacyNATTable) {
+			s.tables = append(s.tables, fmt.Sprintf("%d %s", t.Family, t.Name))
+		}
 	}
 	return s, nil
 }
@@ -87,7 +92,7 @@ func TestMain(m *testing.M) {
 func requireRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("skipping: this test needs root to create a network namespace and devices in it; run `sudo go test ./internal/network/`")
+		testhost.Skip(t, "this test needs root to create a network namespace and devices in it; run `sudo go test ./internal/network/`")
 	}
 }
 
@@ -157,7 +162,7 @@ func nsCommand(t *testing.T, ns netns.NsHandle, args ...string) (string, error) 
 	t.Helper()
 	nsenter, err := exec.LookPath("nsenter")
 	if err != nil {
-		t.Skip("skipping: nsenter (util-linux) is not installed")
+		testhost.Skip(t, "nsenter (util-linux) is not installed")
 	}
 	fd, err := unix.FcntlInt(uintptr(ns), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
