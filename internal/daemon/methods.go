@@ -60,7 +60,7 @@ func (d *Daemon) status(ctx context.Context, _ empty) (api.DaemonStatus, error) 
 	return api.DaemonStatus{
 		DaemonInfo: d.info, StartedAt: d.started, Socket: d.dirs.Socket(),
 		StateDir: d.dirs.State, RuntimeDir: d.runtime.Path,
-		Bridge: d.net.bridge, Subnet: d.net.subnet.String(),
+		Bridge: d.net.policy.Bridge, Subnet: d.net.policy.Subnet.String(),
 		VMs: total, Running: running,
 	}, nil
 }

@@ -72,7 +72,7 @@ func (s *Service) startLocked(ctx context.Context, row *store.VM) (err error) {
 		return fmt.Errorf("start vm %q: %w", row.Name, err)
 	}
 	tap := network.TAPName(row.ID)
-	if err := s.net.CreateTAP(tap); err != nil {
+	if err := s.net.CreateTAP(tap, row.MAC, row.IP); err != nil {
 		return fmt.Errorf("start vm %q: %w", row.Name, err)
 	}
 	spec := vmm.Spec{
@@ -444,6 +444,7 @@ func (s *Service) Recover(ctx context.Context) error {
 				// Alive but its control socket did not answer (busy, or
 				// hung): keep watching it rather than leaking a live VMM.
 				s.log.Warn("adopted vm whose vmm does not answer", "vm", row.Name, "err", err)
+				s.adoptTAP(row)
 				s.watch(row.ID, st)
 				continue
 			}
@@ -452,9 +453,17 @@ func (s *Service) Recover(ctx context.Context) error {
 			continue
 		}
 		s.log.Info("re-adopted running vm", "vm", row.Name, "pid", st.PID)
+		s.adoptTAP(row)
 		s.watch(row.ID, st)
 	}
 	return nil
+}
+
+// adoptTAP keeps the network guard of a re-adopted VM's TAP.
+func (s *Service) adoptTAP(row store.VM) {
+	if err := s.net.AdoptTAP(network.TAPName(row.ID), row.MAC, row.IP); err != nil {
+		s.log.Warn("keep the network guard of an adopted vm", "vm", row.Name, "err", err)
+	}
 }
 
 // Shutdown stops the monitors; VMs keep running.

@@ -62,10 +62,17 @@ type Config struct {
 // real implementation (package network); it is an interface only so the
 // create/delete paths that need no privilege can be tested without root.
 type Network interface {
+	// EnsureBridge makes the bridge, NAT and guest network policy current.
 	EnsureBridge(ctx context.Context) error
-	CreateTAP(name string) error
+	// CreateTAP creates a VM's TAP device and guards it: the VM may send
+	// only from mac and ip (its lease). On error nothing is left.
+	CreateTAP(name, mac, ip string) error
+	// DeleteTAP deletes the TAP device and its guard.
 	DeleteTAP(name string) error
 	TAPExists(name string) bool
+	// AdoptTAP keeps the guard of a running VM's TAP across a daemon
+	// restart (the policy is rebuilt after Recover).
+	AdoptTAP(name, mac, ip string) error
 }
 
 // Service implements the VM methods of the daemon.

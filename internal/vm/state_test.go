@@ -27,12 +27,13 @@ type fakeNet struct {
 }
 
 func (n *fakeNet) EnsureBridge(context.Context) error { return nil }
-func (n *fakeNet) CreateTAP(name string) error {
+func (n *fakeNet) CreateTAP(name, mac, ip string) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.taps[name] = true
 	return nil
 }
+func (n *fakeNet) AdoptTAP(name, mac, ip string) error { return nil }
 func (n *fakeNet) DeleteTAP(name string) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
