@@ -12,6 +12,7 @@ import (
 
 	"github.com/bangerhq/banger/internal/api"
 	"github.com/bangerhq/banger/internal/client"
+	"github.com/bangerhq/banger/internal/config"
 	"github.com/bangerhq/banger/internal/paths"
 	"github.com/bangerhq/banger/internal/version"
 )
@@ -90,6 +91,11 @@ func startDaemon(dirs paths.Dirs) error {
 		return err
 	}
 	if err := dirs.Ensure(); err != nil {
+		return err
+	}
+	// A config the daemon would refuse is reported here, at once, rather
+	// than as a daemon that never answers.
+	if _, err := config.Load(dirs.ConfigFile()); err != nil {
 		return err
 	}
 	logf, err := os.OpenFile(dirs.DaemonLog(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)

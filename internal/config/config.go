@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 
 	toml "github.com/pelletier/go-toml/v2"
@@ -43,11 +45,77 @@ type VMM struct {
 	QEMU string `toml:"qemu"`
 }
 
-// Network configures the bridge VMs attach to.
+// Network configures the bridge VMs attach to and what guests may reach
+// (see README.md, "Guest network policy").
 type Network struct {
 	Bridge string `toml:"bridge"` // default "banger0"
 	Subnet string `toml:"subnet"` // e.g. "172.30.0.0/24"; default: first free candidate
 	DNS    string `toml:"dns"`    // nameserver given to guests; default: none
+	// HostPorts are the host ports guests may reach, each a port number
+	// (TCP) or a string "PORT/tcp" or "PORT/udp". Load checks them; read
+	// them with Network.GuestHostPorts.
+	HostPorts []any `toml:"host_ports"`
+	// IsolateVMs, when true, stops all traffic between VMs.
+	IsolateVMs bool `toml:"isolate_vms"`
+	// Private, when false, stops guests from reaching private addresses
+	// (RFC 1918 and 100.64.0.0/10) beyond the VM subnet. Default true.
+	Private *bool `toml:"private"`
+}
+
+// HostPort is one host port open to guests.
+type HostPort struct {
+	Port  uint16
+	Proto string // "tcp" or "udp"
+}
+
+func (p HostPort) String() string { return fmt.Sprintf("%d/%s", p.Port, p.Proto) }
+
+// AllowPrivate reports whether guests may reach private addresses beyond
+// the VM subnet (network.private, default true).
+func (n Network) AllowPrivate() bool { return n.Private == nil || *n.Private }
+
+// GuestHostPorts returns network.host_ports, without duplicates, or an
+// error naming the first entry that is not a port number (TCP) or a string
+// "PORT", "PORT/tcp" or "PORT/udp" with PORT from 1 to 65535.
+func (n Network) GuestHostPorts() ([]HostPort, error) {
+	var out []HostPort
+	for i, v := range n.HostPorts {
+		p, ok := parseHostPort(v)
+		if !ok {
+			shown := fmt.Sprintf("%v", v)
+			if s, isString := v.(string); isString {
+				shown = strconv.Quote(s)
+			}
+			return nil, fmt.Errorf("network.host_ports[%d] = %s: want a port number such as 22 (TCP), "+
+				`or a string "PORT/tcp" or "PORT/udp" such as "8080/udp", with PORT from 1 to 65535`, i, shown)
+		}
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+func parseHostPort(v any) (HostPort, bool) {
+	p := HostPort{Proto: "tcp"}
+	var num string
+	switch v := v.(type) {
+	case int64:
+		num = strconv.FormatInt(v, 10)
+	case string:
+		num = v
+		if n, proto, ok := strings.Cut(v, "/"); ok {
+			num, p.Proto = n, proto
+		}
+	default:
+		return p, false
+	}
+	port, err := strconv.ParseUint(num, 10, 16)
+	if err != nil || port == 0 || (p.Proto != "tcp" && p.Proto != "udp") {
+		return p, false
+	}
+	p.Port = uint16(port)
+	return p, true
 }
 
 // VM holds defaults for new VMs.
@@ -85,6 +153,9 @@ func Load(path string) (Config, error) {
 			}
 			return c, fmt.Errorf("config %s: unknown key %s: see README.md for the keys banger reads", path, strings.Join(keys, ", "))
 		}
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	if _, err := c.Network.GuestHostPorts(); err != nil {
 		return c, fmt.Errorf("config %s: %w", path, err)
 	}
 	switch c.VMM.Accel {

@@ -1,0 +1,154 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+
+	"github.com/bangerhq/banger/internal/config"
+	"github.com/bangerhq/banger/internal/network"
+)
+
+// hostNet adapts package network to vm.Network for one bridge and subnet.
+// It owns the guest network policy of that bridge: it rebuilds the policy
+// tables from policy and the ports it guards, so every bridge port guarded
+// in this daemon (VM TAPs, and any other device attached to the bridge) is
+// guarded through it, never with package network directly.
+type hostNet struct {
+	policy   network.Policy
+	uid, gid int
+	log      *slog.Logger
+
+	mu    sync.Mutex
+	ports map[string]network.Port // guarded bridge ports, by device name
+}
+
+// guestPolicy is the guest network policy the config asks for (config.Load
+// has checked network.host_ports).
+func guestPolicy(cfg config.Network, bridge string, subnet netip.Prefix) network.Policy {
+	p := network.Policy{Bridge: bridge, Subnet: subnet, IsolateVMs: cfg.IsolateVMs, DenyPrivate: !cfg.AllowPrivate()}
+	ports, _ := cfg.GuestHostPorts()
+	for _, hp := range ports {
+		if hp.Proto == "udp" {
+			p.HostUDPPorts = append(p.HostUDPPorts, hp.Port)
+		} else {
+			p.HostTCPPorts = append(p.HostTCPPorts, hp.Port)
+		}
+	}
+	return p
+}
+
+func newHostNet(policy network.Policy, uid, gid int, log *slog.Logger) *hostNet {
+	return &hostNet{policy: policy, uid: uid, gid: gid, log: log, ports: map[string]network.Port{}}
+}
+
+// EnsureBridge makes the bridge, NAT and guest policy current, guarding
+// every port recorded so far. It is cheap and idempotent, so it runs before
+// every VM start and so repairs rules or a bridge removed by hand.
+func (h *hostNet) EnsureBridge(ctx context.Context) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.ensureLocked()
+}
+
+func (h *hostNet) ensureLocked() error {
+	if err := network.EnsureBridge(h.policy.Bridge, network.GatewayPrefix(h.policy.Subnet)); err != nil {
+		return err
+	}
+	ports := make([]network.Port, 0, len(h.ports))
+	for _, p := range h.ports {
+		ports = append(ports, p)
+	}
+	return network.EnsurePolicy(h.policy, ports)
+}
+
+// restore runs once at daemon start, after the VMs were re-adopted (see
+// AdoptTAP): when the bridge exists it rebuilds the policy, so running VMs
+// keep their guard under the current config and the guards of VMs that died
+// while no daemon ran are dropped. Without a bridge no VM runs, and nothing
+// needs privilege yet.
+func (h *hostNet) restore() error {
+	if ok, err := network.LinkExists(h.policy.Bridge); err != nil || !ok {
+		return err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.ensureLocked(); err != nil {
+		return fmt.Errorf("rebuild the guest network policy of bridge %q: %w", h.policy.Bridge, err)
+	}
+	h.log.Info("guest network policy installed", "bridge", h.policy.Bridge, "guarded_ports", len(h.ports),
+		"host_tcp_ports", h.policy.HostTCPPorts, "host_udp_ports", h.policy.HostUDPPorts,
+		"isolate_vms", h.policy.IsolateVMs, "private", !h.policy.DenyPrivate)
+	return nil
+}
+
+// GuardPort guards a device attached to the bridge (see
+// network.Host.GuardPort) and records it, so that later rebuilds keep the
+// guard. Call it before anything behind the device sends, and UnguardPort
+// when the device goes away.
+func (h *hostNet) GuardPort(p network.Port) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := network.GuardPort(h.policy.Bridge, p); err != nil {
+		return err
+	}
+	h.ports[p.Name] = p
+	return nil
+}
+
+// UnguardPort drops the guard of the device called name; nil when it has
+// none. Every guard in the kernel is one recorded here (restore rebuilds the
+// tables from the record at daemon start), so a device never guarded needs
+// no nftables call, and no privilege.
+func (h *hostNet) UnguardPort(name string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.ports[name]; !ok {
+		return nil
+	}
+	delete(h.ports, name)
+	return network.UnguardPort(h.policy.Bridge, name)
+}
+
+// CreateTAP creates the TAP device of a VM, owned by the daemon's user and
+// attached to the bridge, and guards it with the VM's MAC and IP; on error
+// nothing is left.
+func (h *hostNet) CreateTAP(name, mac, ip string) error {
+	port, err := network.ParsePort(name, mac, ip)
+	if err != nil {
+		return err
+	}
+	if err := network.CreateTAP(name, h.policy.Bridge, h.uid, h.gid); err != nil {
+		return err
+	}
+	if err := h.GuardPort(port); err != nil {
+		return errors.Join(err, network.DeleteLink(name))
+	}
+	return nil
+}
+
+// AdoptTAP records the TAP of a VM re-adopted at daemon start, so that the
+// policy restore rebuilds keeps its guard. It changes nothing on the host.
+func (h *hostNet) AdoptTAP(name, mac, ip string) error {
+	port, err := network.ParsePort(name, mac, ip)
+	if err != nil {
+		return err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.ports[name] = port
+	return nil
+}
+
+// DeleteTAP deletes the TAP device and its guard.
+func (h *hostNet) DeleteTAP(name string) error {
+	return errors.Join(network.DeleteLink(name), h.UnguardPort(name))
+}
+
+func (h *hostNet) TAPExists(name string) bool {
+	ok, _ := network.LinkExists(name)
+	return ok
+}
