@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -29,6 +30,7 @@ type env struct {
 	root    string // XDG dirs live under here
 	runtime string
 	netns   string
+	bridge  string // network.bridge in its config.toml
 	// extraEnv is added to every CLI run (and so to a daemon it starts).
 	extraEnv []string
 	// cli, when set, is the banger binary to run instead of bin/banger.
@@ -90,8 +92,55 @@ func newEnv(t *testing.T) *env {
 	// A bridge of its own: a daemon that runs outside the test's network
 	// namespace (image builds) must not share one with another test run.
 	envCount++
-	e.writeConfig(fmt.Sprintf("[network]\nbridge = \"bgr%d-%d\"\n", os.Getpid()%100000, envCount))
+	e.bridge = fmt.Sprintf("bgr%d-%d", os.Getpid()%100000, envCount)
+	e.writeConfig(fmt.Sprintf("[network]\nbridge = %q\n", e.bridge))
 	return e
+}
+
+// shared holds what the tests of this binary share, removed by TestMain.
+var shared struct {
+	mu sync.Mutex
+	// debian is a hard link to the first Debian image built, for later
+	// tests to import.
+	debian string
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if shared.debian != "" {
+		os.RemoveAll(filepath.Dir(shared.debian))
+	}
+	os.Exit(code)
+}
+
+// debianImage gives e an image called "default" built from
+// debian:bookworm. The first call in a test binary builds it (this
+// downloads packages, so call it before enterNetns) and keeps a hard link
+// to the image file; later calls import that file instead (`banger image
+// import`, seconds instead of a minute or more).
+func (e *env) debianImage(ctx context.Context) {
+	e.t.Helper()
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	start := time.Now()
+	if shared.debian != "" {
+		e.must(ctx, "image", "import", "default", shared.debian, "--quiet")
+		e.t.Logf("image import of the Debian image built earlier: %s", time.Since(start).Round(time.Second))
+		return
+	}
+	e.must(ctx, "image", "build", "default", "--from", "debian:bookworm")
+	e.t.Logf("image build: %s", time.Since(start).Round(time.Second))
+	dir, err := os.MkdirTemp("", "bgr-e2e-shared-")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	link := filepath.Join(dir, "debian.ext4")
+	if err := os.Link(e.imageShow(ctx, "default").Path, link); err != nil {
+		os.RemoveAll(dir)
+		e.t.Logf("later tests build their own Debian image: %v", err)
+		return
+	}
+	shared.debian = link
 }
 
 // envCount numbers the envs of this test process (for unique bridge names).
