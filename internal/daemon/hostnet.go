@@ -86,9 +86,11 @@ func (h *hostNet) restore() error {
 }
 
 // GuardPort guards a device attached to the bridge (see
-// network.Host.GuardPort) and records it, so that later rebuilds keep the
-// guard. Call it before anything behind the device sends, and UnguardPort
-// when the device goes away.
+// network.Host.GuardPort): it may send only from p.MAC and p.IP, which
+// should be a lease of the subnet no VM can get. It records the port so that
+// later rebuilds keep the guard. Call it after EnsureBridge and before
+// anything behind the device sends, and UnguardPort when the device goes
+// away.
 func (h *hostNet) GuardPort(p network.Port) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -66,8 +66,9 @@ func (h *Host) nftConn() (*nftables.Conn, error) {
 	return c, nil
 }
 
-// nftModules are the kernel modules the policy uses, where they are modules.
-const nftModules = "nf_tables nft_chain_nat nft_masq nft_ct nf_tables_bridge nf_tables_netdev"
+// nftModules are the kernel modules the policy uses, where they are modules
+// (current kernels build the ip, bridge and netdev families into nf_tables).
+const nftModules = "nf_tables nft_chain_nat nft_masq nft_ct"
 
 // nftError turns the kernel's answers for "no nftables here" and "no
 // privilege" into errors that say what to do.
