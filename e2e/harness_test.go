@@ -54,7 +54,7 @@ func requireHost(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("end-to-end tests need root (network namespaces, bridges, TAP devices)")
 	}
-	for _, tool := range []string{"qemu-system-x86_64", "mmdebstrap", "fakeroot", "mkfs.ext4", "debugfs", "ssh", "ssh-keygen", "ip"} {
+	for _, tool := range []string{"qemu-system-x86_64", "mmdebstrap", "mkfs.ext4", "debugfs", "ssh", "ssh-keygen", "ip"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("end-to-end tests need %s in $PATH (see README: make deps)", tool)
 		}

@@ -1,20 +1,28 @@
 #!/bin/sh
-# customize.sh ROOTFS_DIR
+# customize.sh
 #
-# Turns a freshly bootstrapped root filesystem into a banger guest. It runs on
-# the host as (possibly user-namespace) root, for example as mmdebstrap's
-# --customize-hook or on a flattened OCI image, where `chroot ROOTFS_DIR ...`
-# works; it is idempotent: running it twice changes nothing the second time.
+# Turns a freshly extracted root file system into a banger guest. banger runs
+# it inside its build sandbox (package sandbox), where / is the image's root:
+# it runs with the image's own /bin/sh and tools, as root of a user namespace
+# without host privilege, and every path (symlinks included) resolves inside
+# the image. It is idempotent: running it twice changes nothing the second
+# time. It changes the root file system it runs in, so it refuses to run
+# anywhere else (BANGER_IN_SANDBOX=1 is set by the sandbox).
+#
+# It is POSIX sh and runs under busybox: it needs no tool an image may lack
+# beyond sh, cat, chmod, chown, cp, grep, ln, mkdir, mv, rm, sed, tr.
 #
 # Environment:
-#   BANGER_MODULES_DIR  the runtime's kernel/modules folder; its lib/modules/*
-#                       is copied into the image (so udev and modprobe work)
+#   BANGER_MODULES_DIR  the runtime's kernel/modules folder (read-only); its
+#                       lib/modules/* is copied into the image (so udev and
+#                       modprobe work)
 #   BANGER_SSH_PUBKEY   optional public key line for /root/.ssh/authorized_keys
 #   BANGER_AGENT_BIN    optional guest agent binary (banger-vsock-pingd)
+#   BANGER_DNS          name server for a package install, when the image
+#                       has none
 #
-# Before anything else it checks that the image's programs run on this host
-# (the ELF machine of its /bin/sh against `uname -m`): the VM's kernel is the
-# host's architecture.
+# banger has already checked that the image is a root file system whose
+# /bin/sh runs on this host's architecture.
 #
 # What the image gets:
 #   - sshd, an init system, ip, kmod (and for systemd: D-Bus and udev),
@@ -36,7 +44,6 @@
 #     make a microVM wait at boot (DHCP clients, wait-online, udev-settle, ...)
 set -eu
 
-ROOT=${1:?usage: customize.sh ROOTFS_DIR}
 HERE=$(cd "$(dirname "$0")" && pwd)
 GUEST=$HERE/guest
 
@@ -46,62 +53,27 @@ die() {
 	exit 1
 }
 
-[ -d "$ROOT/etc" ] || die "$ROOT does not look like a root filesystem (no etc/)"
-[ "$(cd "$ROOT" && pwd -P)" != / ] || die "refusing to customize the host's own root"
+[ "${BANGER_IN_SANDBOX:-}" = 1 ] ||
+	die "customize.sh changes the root file system it runs in: banger runs it inside its build sandbox; never run it on a host"
+[ -d /etc ] || die "the image has no /etc: it is not a root file system"
 [ -r "$GUEST/banger-net" ] || die "missing $GUEST/banger-net"
 
-in_root() { chroot "$ROOT" "$@"; }
-
-# A path inside the image. /lib and friends may be symlinks; an absolute link
-# target must not send us to the host's own /usr.
 has() { # has PATH... : true when any of the image paths exists
 	for p in "$@"; do
-		if [ -e "$ROOT$p" ] || [ -L "$ROOT$p" ]; then return 0; fi
+		if [ -e "$p" ] || [ -L "$p" ]; then return 0; fi
 	done
 	return 1
 }
 
-# resolve PATH: prints the image path PATH with every symlink in it followed
-# inside the image (an absolute target starts again at the image's root, never
-# the host's). Fails after 40 links (a loop).
-resolve() {
-	todo=${1#/} done="" links=0
-	while [ -n "$todo" ]; do
-		comp=${todo%%/*}
-		case $todo in
-		*/*) todo=${todo#*/} ;;
-		*) todo="" ;;
-		esac
-		case $comp in
-		'' | .) continue ;;
-		..)
-			done=${done%/*}
-			continue
-			;;
-		esac
-		if [ -L "$ROOT$done/$comp" ]; then
-			links=$((links + 1))
-			[ "$links" -le 40 ] || return 1
-			target=$(readlink "$ROOT$done/$comp")
-			case $target in
-			/*) done="" todo=${target#/}${todo:+/$todo} ;;
-			*) todo=$target${todo:+/$todo} ;;
-			esac
-		else
-			done=$done/$comp
-		fi
-	done
-	echo "${done:-/}"
-}
-
-# write FILE MODE: stdin to an image file, replacing it only when it changed.
+# write FILE MODE: stdin to an image file, replacing it only when it changed
+# (where the image has cmp to tell).
 write() {
-	dst=$ROOT$1
+	dst=$1
 	mkdir -p "$(dirname "$dst")"
 	tmp=$dst.banger-tmp
 	cat >"$tmp"
 	chmod "$2" "$tmp"
-	if [ -f "$dst" ] && [ ! -L "$dst" ] && cmp -s "$tmp" "$dst"; then
+	if [ -f "$dst" ] && [ ! -L "$dst" ] && command -v cmp >/dev/null 2>&1 && cmp -s "$tmp" "$dst"; then
 		rm -f "$tmp"
 	else
 		mv -f "$tmp" "$dst"
@@ -111,63 +83,11 @@ write() {
 # mask UNIT...: link to /dev/null, the way `systemctl mask` does, so it also
 # works for units the image does not have (yet).
 mask() {
-	mkdir -p "$ROOT/etc/systemd/system"
+	mkdir -p /etc/systemd/system
 	for u in "$@"; do
-		ln -sfn /dev/null "$ROOT/etc/systemd/system/$u"
+		ln -sfn /dev/null "/etc/systemd/system/$u"
 	done
 }
-
-# --- architecture -------------------------------------------------------------
-
-# elf_machine FILE: prints the ELF e_machine of FILE (the header's 2 bytes at
-# offset 18, in the byte order EI_DATA gives), or nothing for a non-ELF file.
-elf_machine() {
-	# shellcheck disable=SC2046 # the header's first 20 bytes, as numbers
-	set -- $(od -An -tu1 -N20 "$1")
-	[ "$#" -eq 20 ] && [ "$1 $2 $3 $4" = "127 69 76 70" ] || return 0
-	if [ "$6" = 2 ]; then # big-endian
-		echo $((${19} * 256 + ${20}))
-	else
-		echo $((${19} + ${20} * 256))
-	fi
-}
-
-# arch_name E_MACHINE: the `uname -m` name of an ELF machine.
-arch_name() {
-	case $1 in
-	3) echo i386 ;;
-	8) echo mips ;;
-	21) echo ppc64 ;;
-	22) echo s390x ;;
-	40) echo arm ;;
-	62) echo x86_64 ;;
-	183) echo aarch64 ;;
-	243) echo riscv64 ;;
-	258) echo loongarch64 ;;
-	*) echo "an unknown architecture (ELF machine $1)" ;;
-	esac
-}
-
-sh_path=$(resolve /bin/sh) || die "the image's /bin/sh is a symlink loop: the image has no shell (/bin/sh) and cannot be customized"
-[ -f "$ROOT$sh_path" ] ||
-	die "the image has no shell (/bin/sh) and cannot be customized: build from an image that has one (any Debian, Fedora or Alpine base image)"
-host_arch=$(uname -m)
-case $host_arch in
-x86_64 | amd64) host_machine=62 platform=linux/amd64 ;;
-aarch64 | arm64) host_machine=183 platform=linux/arm64 ;;
-riscv64) host_machine=243 platform=linux/riscv64 ;;
-s390x) host_machine=22 platform=linux/s390x ;;
-ppc64le) host_machine=21 platform=linux/ppc64le ;;
-*) host_machine="" platform="" ;;
-esac
-image_machine=$(elf_machine "$ROOT$sh_path")
-if [ -z "$image_machine" ]; then
-	log "the image's /bin/sh ($sh_path) is not an ELF program: architecture not checked"
-elif [ -z "$host_machine" ]; then
-	log "host architecture $host_arch unknown to this script: image architecture not checked"
-elif [ "$image_machine" != "$host_machine" ]; then
-	die "the image is built for $(arch_name "$image_machine") but this host is $host_arch: build from an image for $platform"
-fi
 
 # --- packages ---------------------------------------------------------------
 
@@ -248,8 +168,8 @@ describe() { # describe "WORD...": the words as a reader's list
 # dnf images: dbus-broker since Fedora and RHEL 9 (and Amazon Linux 2023);
 # older releases (RHEL/CentOS 7 and 8, Amazon Linux 2) have only dbus.
 dnf_dbus() {
-	id=$(sed -n 's/^ID=//p' "$ROOT/etc/os-release" 2>/dev/null | tr -d '"'"'") || true
-	ver=$(sed -n 's/^VERSION_ID=//p' "$ROOT/etc/os-release" 2>/dev/null | tr -d '"'"'") || true
+	id=$(sed -n 's/^ID=//p' /etc/os-release 2>/dev/null | tr -d '"'"'") || true
+	ver=$(sed -n 's/^VERSION_ID=//p' /etc/os-release 2>/dev/null | tr -d '"'"'") || true
 	major=${ver%%.*}
 	case $major in '' | *[!0-9]*) major=0 ;; esac
 	if [ "$id" != fedora ] && [ "$major" -gt 0 ] && [ "$major" -lt 9 ]; then
@@ -281,13 +201,16 @@ package_names() { # package_names "WORD...": the image's package names, once eac
 }
 
 # The image's own resolv.conf may be empty (an OCI image's is bind-mounted at
-# run time): the install then uses the host's. It is replaced further down.
+# run time): the install then uses the name server banger gives. It is
+# replaced further down.
 resolv_for_install() {
-	if [ -L "$ROOT/etc/resolv.conf" ] || ! grep -qs '^nameserver' "$ROOT/etc/resolv.conf"; then
-		if [ -r /etc/resolv.conf ]; then
-			log "using the host's resolv.conf for the install"
-			rm -f "$ROOT/etc/resolv.conf"
-			cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
+	if [ -L /etc/resolv.conf ] || ! grep -qs '^nameserver' /etc/resolv.conf; then
+		if [ -n "${BANGER_DNS:-}" ]; then
+			log "name server for the install: $BANGER_DNS"
+			rm -f /etc/resolv.conf
+			echo "nameserver $BANGER_DNS" >/etc/resolv.conf
+		else
+			log "no name server for the install (set network.dns in banger's config)"
 		fi
 	fi
 }
@@ -302,26 +225,26 @@ if [ -n "$missing" ]; then
 	case $pm in
 	apt)
 		lists_empty=yes
-		for f in "$ROOT"/var/lib/apt/lists/*_Packages*; do
+		for f in /var/lib/apt/lists/*_Packages*; do
 			if [ -e "$f" ]; then lists_empty=""; fi
 		done
 		if [ -n "$lists_empty" ]; then
-			in_root env DEBIAN_FRONTEND=noninteractive apt-get update
+			DEBIAN_FRONTEND=noninteractive apt-get update
 		fi
 		# shellcheck disable=SC2086 # a list of package names
-		in_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $pkgs
-		in_root apt-get clean
-		rm -rf "$ROOT"/var/lib/apt/lists/*
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $pkgs
+		apt-get clean
+		rm -rf /var/lib/apt/lists/*
 		;;
 	dnf)
 		# shellcheck disable=SC2086 # a list of package names
-		in_root "$pm_bin" install -y --setopt=install_weak_deps=False $pkgs
-		in_root "$pm_bin" clean all
+		"$pm_bin" install -y --setopt=install_weak_deps=False $pkgs
+		"$pm_bin" clean all
 		;;
 	apk)
 		# --no-cache: fetch the index for this install, keep nothing.
 		# shellcheck disable=SC2086 # a list of package names
-		in_root "$pm_bin" add --no-cache $pkgs
+		"$pm_bin" add --no-cache $pkgs
 		;;
 	esac
 	still=$(lacking)
@@ -332,10 +255,9 @@ fi
 # OpenRC images boot busybox init (/etc/inittab below).
 if [ "$init" = openrc ] && ! has /sbin/init; then
 	has /bin/busybox || die "the image has no /sbin/init and no /bin/busybox to be it: add busybox to the image"
-	sbin=$(resolve /sbin) || die "the image's /sbin is a symlink loop"
 	log "/sbin/init: busybox init"
-	mkdir -p "$ROOT$sbin"
-	ln -s /bin/busybox "$ROOT$sbin/init"
+	mkdir -p /sbin
+	ln -s /bin/busybox /sbin/init
 fi
 
 if [ "$init" = openrc ]; then
@@ -348,21 +270,21 @@ fi
 if [ -n "${BANGER_MODULES_DIR:-}" ]; then
 	[ -d "$BANGER_MODULES_DIR/lib/modules" ] ||
 		die "BANGER_MODULES_DIR=$BANGER_MODULES_DIR has no lib/modules (make-runtime.sh builds it)"
-	moddir=$ROOT/lib/modules
-	[ -L "$ROOT/lib" ] && moddir=$ROOT/usr/lib/modules # merged /usr
+	moddir=/lib/modules
+	[ -L /lib ] && moddir=/usr/lib/modules # merged /usr
 	mkdir -p "$moddir"
 	for src in "$BANGER_MODULES_DIR"/lib/modules/*; do
 		[ -d "$src" ] || continue
 		release=${src##*/}
 		log "kernel modules $release"
 		rm -rf "${moddir:?}/${release:?}"
-		# Not -a: the files belong to root inside the image, whoever owns
-		# them on the host (in a user namespace that owner may be unmapped).
-		cp -R --preserve=mode,timestamps "$src" "$moddir/$release"
+		# Not -p or -a: the copies belong to the image's root, whoever owns
+		# the runtime's files on the host (here they show as nobody).
+		cp -R "$src" "$moddir/$release"
 		# The image's own depmod: the runtime's indexes may be text-only
 		# (made with busybox depmod on a host without kmod).
 		if has /sbin/depmod /usr/sbin/depmod; then
-			in_root depmod -a "$release"
+			depmod -a "$release"
 		fi
 	done
 else
@@ -381,12 +303,12 @@ KbdInteractiveAuthentication no
 UseDNS no
 HostKey /etc/ssh/ssh_host_ed25519_key
 EOF
-if [ ! -e "$ROOT/etc/ssh/sshd_config" ]; then
+if [ ! -e /etc/ssh/sshd_config ]; then
 	echo 'Include /etc/ssh/sshd_config.d/*.conf' | write /etc/ssh/sshd_config 0644
-elif ! grep -Eq '^[[:space:]]*Include[[:space:]]+/etc/ssh/sshd_config\.d/\*\.conf' "$ROOT/etc/ssh/sshd_config"; then
-	sed -i '1i Include /etc/ssh/sshd_config.d/*.conf' "$ROOT/etc/ssh/sshd_config"
+elif ! grep -Eq '^[[:space:]]*Include[[:space:]]+/etc/ssh/sshd_config\.d/\*\.conf' /etc/ssh/sshd_config; then
+	sed -i '1i Include /etc/ssh/sshd_config.d/*.conf' /etc/ssh/sshd_config
 fi
-rm -f "$ROOT"/etc/ssh/ssh_host_*
+rm -f /etc/ssh/ssh_host_*
 
 if [ "$init" = systemd ]; then
 	write /etc/systemd/system/banger-ssh-keygen.service 0644 <<'EOF'
@@ -410,38 +332,38 @@ fi
 
 if [ -n "${BANGER_SSH_PUBKEY:-}" ]; then
 	log "authorized_keys: adding ${BANGER_SSH_PUBKEY%% *} key"
-	mkdir -p "$ROOT/root/.ssh"
-	touch "$ROOT/root/.ssh/authorized_keys"
-	if ! grep -qxF -- "$BANGER_SSH_PUBKEY" "$ROOT/root/.ssh/authorized_keys"; then
-		printf '%s\n' "$BANGER_SSH_PUBKEY" >>"$ROOT/root/.ssh/authorized_keys"
+	mkdir -p /root/.ssh
+	touch /root/.ssh/authorized_keys
+	if ! grep -qxF -- "$BANGER_SSH_PUBKEY" /root/.ssh/authorized_keys; then
+		printf '%s\n' "$BANGER_SSH_PUBKEY" >>/root/.ssh/authorized_keys
 	fi
-	chown 0:0 "$ROOT/root/.ssh" "$ROOT/root/.ssh/authorized_keys"
-	chmod 0700 "$ROOT/root/.ssh"
-	chmod 0600 "$ROOT/root/.ssh/authorized_keys"
+	chown 0:0 /root/.ssh /root/.ssh/authorized_keys
+	chmod 0700 /root/.ssh
+	chmod 0600 /root/.ssh/authorized_keys
 fi
 
 # Alpine's sshd has no PAM, and refuses even key logins to an account whose
 # password is locked ("!..."); "*" still allows no password login.
-if [ "$init" = openrc ] && grep -qs '^root:!' "$ROOT/etc/shadow"; then
+if [ "$init" = openrc ] && grep -qs '^root:!' /etc/shadow; then
 	log "root account: no password, but not locked (sshd without PAM)"
-	sed -i 's/^root:![^:]*:/root:*:/' "$ROOT/etc/shadow"
+	sed -i 's/^root:![^:]*:/root:*:/' /etc/shadow
 fi
 
 # --- identity: one per VM, made at boot -------------------------------------
 
 log "empty machine-id; no random seed or hostname baked in"
-: >"$ROOT/etc/machine-id"
-rm -f "$ROOT/var/lib/dbus/machine-id" "$ROOT/var/lib/systemd/random-seed" \
-	"$ROOT/var/lib/systemd/credential.secret"
-if has /var/lib/dbus; then ln -sfn /etc/machine-id "$ROOT/var/lib/dbus/machine-id"; fi
+: >/etc/machine-id
+rm -f /var/lib/dbus/machine-id /var/lib/systemd/random-seed \
+	/var/lib/systemd/credential.secret
+if has /var/lib/dbus; then ln -sfn /etc/machine-id /var/lib/dbus/machine-id; fi
 echo localhost | write /etc/hostname 0644
 # mmdebstrap leaves the build host's resolv.conf behind; the guest's comes
 # from banger.dns= (banger-net) or stays empty.
-rm -f "$ROOT/etc/resolv.conf"
+rm -f /etc/resolv.conf
 write /etc/resolv.conf 0644 <<'EOF'
 # banger: banger-net writes the nameserver given as banger.dns= here at boot.
 EOF
-if ! grep -qs '^127\.0\.0\.1[[:space:]].*localhost' "$ROOT/etc/hosts"; then
+if ! grep -qs '^127\.0\.0\.1[[:space:]].*localhost' /etc/hosts; then
 	write /etc/hosts 0644 <<'EOF'
 127.0.0.1	localhost
 ::1		localhost ip6-localhost ip6-loopback
@@ -451,9 +373,9 @@ EOF
 fi
 
 # pam_env complains at every SSH login when the file is missing.
-if [ ! -e "$ROOT/etc/default/locale" ]; then
-	mkdir -p "$ROOT/etc/default"
-	: >"$ROOT/etc/default/locale"
+if [ ! -e /etc/default/locale ]; then
+	mkdir -p /etc/default
+	: >/etc/default/locale
 fi
 
 write /etc/fstab 0644 <<'EOF'
@@ -503,8 +425,8 @@ WantedBy=multi-user.target network-online.target
 EOF
 	# Keep the kernel's interface names (eth0): nothing to gain from renaming a
 	# virtio-mmio NIC, and a rename racing banger-net would fail.
-	mkdir -p "$ROOT/etc/systemd/network"
-	ln -sfn /dev/null "$ROOT/etc/systemd/network/99-default.link"
+	mkdir -p /etc/systemd/network
+	ln -sfn /dev/null /etc/systemd/network/99-default.link
 
 	# Other network managers would wait for DHCP or carrier.
 	mask networking.service ifup@.service ifupdown-pre.service ifupdown-wait-online.service \
@@ -553,18 +475,18 @@ EOF
 	fi
 
 	log "enabling units"
-	in_root systemctl set-default multi-user.target >/dev/null
+	systemctl set-default multi-user.target >/dev/null
 	# shellcheck disable=SC2086 # agent_unit is empty or one unit name
-	in_root systemctl enable banger-net.service banger-ssh-keygen.service $agent_unit >/dev/null 2>&1 ||
-		in_root systemctl enable banger-net.service banger-ssh-keygen.service $agent_unit
+	systemctl enable banger-net.service banger-ssh-keygen.service $agent_unit >/dev/null 2>&1 ||
+		systemctl enable banger-net.service banger-ssh-keygen.service $agent_unit
 	if has /lib/systemd/system/ssh.service /usr/lib/systemd/system/ssh.service; then
-		in_root systemctl enable ssh.service >/dev/null 2>&1 || in_root systemctl enable ssh.service
+		systemctl enable ssh.service >/dev/null 2>&1 || systemctl enable ssh.service
 	else
-		in_root systemctl enable sshd.service >/dev/null 2>&1 || in_root systemctl enable sshd.service
+		systemctl enable sshd.service >/dev/null 2>&1 || systemctl enable sshd.service
 	fi
 	# Debian's socket-activated alternative would bypass the keygen ordering.
 	if has /lib/systemd/system/ssh.socket /usr/lib/systemd/system/ssh.socket; then
-		in_root systemctl disable ssh.socket >/dev/null 2>&1 || true
+		systemctl disable ssh.socket >/dev/null 2>&1 || true
 	fi
 else
 	# --- OpenRC: services -----------------------------------------------------
@@ -636,13 +558,13 @@ EOF
 	# rc_add SERVICE RUNLEVEL: add a service the image has, when not there yet.
 	rc_add() {
 		if has "/etc/init.d/$1" && ! has "/etc/runlevels/$2/$1"; then
-			in_root rc-update add "$1" "$2"
+			rc-update add "$1" "$2"
 		fi
 	}
 	# rc_del SERVICE RUNLEVEL: take a service out of a runlevel.
 	rc_del() {
 		if has "/etc/runlevels/$2/$1"; then
-			in_root rc-update del "$1" "$2"
+			rc-update del "$1" "$2"
 		fi
 	}
 	log "runlevels"

@@ -4,7 +4,9 @@ package scripts
 
 // Tests of customize.sh against small synthetic root filesystems whose
 // programs are a static busybox copied from the host. They run the embedded
-// script (WriteTo) as root, because it chroots into the image.
+// script (WriteTo) the way builds do: in a build sandbox, with the image as
+// its root (image.CustomizeTree). They run as root, to hand the test trees
+// to the sandbox's subordinate ids.
 //
 // Fedora's and Alpine's repositories cannot be reached from the machines this
 // runs on, so dnf, apk, apt-get and the tools their packages bring (systemctl,
@@ -14,6 +16,7 @@ package scripts
 // image, not that a real Fedora or Alpine image then boots.
 
 import (
+	"context"
 	"crypto/sha256"
 	"debug/elf"
 	"errors"
@@ -27,33 +30,50 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	bimage "github.com/bangerhq/banger/internal/image"
+	"github.com/bangerhq/banger/internal/sandbox"
+	"github.com/bangerhq/banger/internal/subid"
+	"github.com/bangerhq/banger/internal/testhost"
 )
 
-// needRoot skips the test unless it runs as root with chroot and a static
-// busybox on the host; it returns busybox's path.
+func TestMain(m *testing.M) {
+	sandbox.Main()
+	os.Exit(m.Run())
+}
+
+// needRoot skips the test unless it runs as root with a static busybox
+// and subordinate ids on the host; it returns busybox's path.
 func needRoot(t *testing.T) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("customize.sh tests need root: the script chroots into the image (run go test ./scripts/ as root)")
-	}
-	if _, err := exec.LookPath("chroot"); err != nil {
-		t.Skip("customize.sh tests need chroot on the host")
+		testhost.Skip(t, "customize.sh tests need root: they hand test trees to the build sandbox's ids (run go test ./scripts/ as root)")
 	}
 	bb, err := exec.LookPath("busybox")
 	if err != nil {
-		t.Skip("customize.sh tests need a static busybox (apt-get install busybox-static)")
+		testhost.Skip(t, "customize.sh tests need a static busybox (apt-get install busybox-static)")
 	}
 	f, err := elf.Open(bb)
 	if err != nil {
-		t.Skipf("customize.sh tests need a static busybox: %s: %v", bb, err)
+		testhost.Skip(t, "customize.sh tests need a static busybox: %s: %v", bb, err)
 	}
 	defer f.Close()
 	for _, p := range f.Progs {
 		if p.Type == elf.PT_INTERP {
-			t.Skipf("customize.sh tests need a static busybox, and %s is dynamically linked (apt-get install busybox-static)", bb)
+			testhost.Skip(t, "customize.sh tests need a static busybox, and %s is dynamically linked (apt-get install busybox-static)", bb)
 		}
 	}
 	return bb
+}
+
+// sandboxIDs are root's subordinate ids (make deps gives them).
+func sandboxIDs(t *testing.T) subid.IDs {
+	t.Helper()
+	ids, err := subid.Lookup(subid.System, "root", 0)
+	if err != nil {
+		testhost.Skip(t, "the build sandbox needs root's subordinate ids: %v", err)
+	}
+	return ids
 }
 
 // applets are the busybox links every test image has: enough for the test
@@ -99,6 +119,23 @@ func newImage(t *testing.T, merged bool, extra ...string) *image {
 }
 
 func (im *image) path(p string) string { return filepath.Join(im.dir, p) }
+
+// handOver gives the tree to the build sandbox's ids (its root is the first
+// subordinate id), as a build's own tree is, and returns them.
+func (im *image) handOver() subid.IDs {
+	im.t.Helper()
+	ids := sandboxIDs(im.t)
+	err := filepath.WalkDir(im.dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, int(ids.SandboxUID()), int(ids.SandboxGID()))
+	})
+	if err != nil {
+		im.t.Fatal(err)
+	}
+	return ids
+}
 
 func (im *image) mkdir(p string) {
 	im.t.Helper()
@@ -170,6 +207,10 @@ func (im *image) snapshot() map[string]string {
 		if rel == "fake/calls" {
 			return filepath.SkipDir
 		}
+		// The sandbox's mount points, made when missing.
+		if rel == "dev" || rel == "proc" || rel == "run" {
+			return filepath.SkipDir
+		}
 		fi, err := d.Info()
 		if err != nil {
 			return err
@@ -232,18 +273,33 @@ func sameSnapshot(t *testing.T, before, after map[string]string) {
 	}
 }
 
-// customize runs the embedded customize.sh on im with env added to a plain
-// environment, and returns its combined output.
+// customize runs the embedded customize.sh on im in a build sandbox with
+// the BANGER_* settings in env, and returns its output and error.
 func customize(t *testing.T, im *image, env ...string) (string, error) {
 	t.Helper()
 	dir, err := WriteTo(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("sh", filepath.Join(dir, "customize.sh"), im.dir)
-	cmd.Env = append([]string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}, env...)
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	ids := im.handOver()
+	opts := bimage.CustomizeOptions{Scripts: dir, IDs: ids}
+	for _, e := range env {
+		k, v, _ := strings.Cut(e, "=")
+		switch k {
+		case "BANGER_AGENT_BIN":
+			opts.AgentBinary = v
+		case "BANGER_MODULES_DIR":
+			opts.ModulesDir = v
+		case "BANGER_SSH_PUBKEY":
+			opts.SSHPubKey = v
+		default:
+			t.Fatalf("customize: unknown setting %s", e)
+		}
+	}
+	var out strings.Builder
+	opts.Log = &out
+	err = bimage.CustomizeTree(context.Background(), im.dir, opts)
+	return out.String(), err
 }
 
 // mustCustomize runs customize.sh and fails the test unless it succeeds.
@@ -256,28 +312,20 @@ func mustCustomize(t *testing.T, im *image, env ...string) string {
 	return out
 }
 
-// mustFail runs customize.sh, which must exit 1 with an error line
-// containing every one of wants, and must leave the image as it was.
+// mustFail runs customize.sh, which must fail with an error containing
+// every one of wants, and must leave the image as it was.
 func mustFail(t *testing.T, im *image, wants ...string) string {
 	t.Helper()
+	im.handOver()
 	before := im.snapshot()
 	out, err := customize(t, im)
-	var exit *exec.ExitError
-	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
-		t.Fatalf("customize.sh: want exit status 1, got %v\n%s", err, out)
+	if err == nil {
+		t.Fatalf("customize.sh succeeded\n%s", out)
 	}
-	var line string
-	for _, l := range strings.Split(out, "\n") {
-		if strings.HasPrefix(l, "customize: error: ") {
-			line = l
-		}
-	}
-	if line == "" {
-		t.Fatalf("no \"customize: error: \" line in the output:\n%s", out)
-	}
+	line := err.Error()
 	for _, w := range wants {
 		if !strings.Contains(line, w) {
-			t.Errorf("error line lacks %q:\n%s", w, line)
+			t.Errorf("error lacks %q:\n%s\noutput:\n%s", w, line, out)
 		}
 	}
 	sameSnapshot(t, before, im.snapshot())

@@ -15,10 +15,15 @@ import (
 var files embed.FS
 
 // WriteTo writes customize.sh and guest/ into a new folder under parent and
-// returns that folder; the caller removes it when done.
+// returns that folder; the caller removes it when done. Everyone may read
+// it: the build sandbox, whose ids are not the daemon's, runs the script.
 func WriteTo(parent string) (string, error) {
 	dir, err := os.MkdirTemp(parent, "scripts-")
 	if err != nil {
+		return "", fmt.Errorf("write scripts: %w", err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		os.RemoveAll(dir)
 		return "", fmt.Errorf("write scripts: %w", err)
 	}
 	err = fs.WalkDir(files, ".", func(p string, d fs.DirEntry, err error) error {

@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	toml "github.com/pelletier/go-toml/v2"
+
+	"github.com/bangerhq/banger/internal/units"
 )
 
 // Config mirrors config.toml.
@@ -22,6 +24,17 @@ type Config struct {
 	VM      VM      `toml:"vm"`
 	Runtime Runtime `toml:"runtime"`
 	SSH     SSH     `toml:"ssh"`
+	Image   Image   `toml:"image"`
+}
+
+// Image configures image builds.
+type Image struct {
+	// MaxSize caps what a build may expand to (file contents, sparse
+	// files at their full size), e.g. "32G"; default 32G. A build never
+	// uses more than half the free space of its folder either.
+	MaxSize string `toml:"max_size"`
+	// MaxFiles caps the files and folders of a build; default 2000000.
+	MaxFiles int64 `toml:"max_files"`
 }
 
 // SSH configures `banger vm ssh`.
@@ -157,6 +170,14 @@ func Load(path string) (Config, error) {
 	}
 	if _, err := c.Network.GuestHostPorts(); err != nil {
 		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	if c.Image.MaxSize != "" {
+		if _, err := units.ParseSize(c.Image.MaxSize); err != nil {
+			return c, fmt.Errorf("config %s: image.max_size: %w", path, err)
+		}
+	}
+	if c.Image.MaxFiles < 0 {
+		return c, fmt.Errorf("config %s: image.max_files = %d: use a positive number", path, c.Image.MaxFiles)
 	}
 	switch c.VMM.Accel {
 	case "", "kvm", "tcg":

@@ -14,15 +14,18 @@ func TestLoad(t *testing.T) {
 		t.Fatalf("missing file: %+v, %v", c, err)
 	}
 	p := filepath.Join(dir, "config.toml")
-	os.WriteFile(p, []byte("[vmm]\naccel = \"tcg\"\n[ssh]\nremind = false\n[network]\nsubnet = \"10.9.0.0/24\"\n"), 0o600)
+	os.WriteFile(p, []byte("[vmm]\naccel = \"tcg\"\n[ssh]\nremind = false\n[network]\nsubnet = \"10.9.0.0/24\"\n[image]\nmax_size = \"8G\"\nmax_files = 1000\n"), 0o600)
 	c, err := Load(p)
-	if err != nil || c.VMM.Accel != "tcg" || c.RemindAfterSSH() || c.Network.Subnet != "10.9.0.0/24" {
+	if err != nil || c.VMM.Accel != "tcg" || c.RemindAfterSSH() || c.Network.Subnet != "10.9.0.0/24" ||
+		c.Image.MaxSize != "8G" || c.Image.MaxFiles != 1000 {
 		t.Fatalf("got %+v, %v", c, err)
 	}
 	for body, want := range map[string]string{
-		"[vmm]\naccel = \"fast\"\n": `vmm.accel = "fast"`,
-		"[vmm]\nacel = \"tcg\"\n":   "acel",
-		"not toml at all = = \n":    "config.toml",
+		"[vmm]\naccel = \"fast\"\n":      `vmm.accel = "fast"`,
+		"[vmm]\nacel = \"tcg\"\n":        "acel",
+		"not toml at all = = \n":         "config.toml",
+		"[image]\nmax_size = \"lots\"\n": "image.max_size",
+		"[image]\nmax_files = -1\n":      "image.max_files",
 	} {
 		os.WriteFile(p, []byte(body), 0o600)
 		if _, err := Load(p); err == nil || !strings.Contains(err.Error(), want) {

@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -27,7 +28,9 @@ import (
 	"github.com/bangerhq/banger/internal/doctor"
 	"github.com/bangerhq/banger/internal/image"
 	"github.com/bangerhq/banger/internal/image/oci"
+	"github.com/bangerhq/banger/internal/image/tarlimit"
 	"github.com/bangerhq/banger/internal/store"
+	"github.com/bangerhq/banger/internal/subid"
 	"github.com/bangerhq/banger/internal/units"
 	"github.com/bangerhq/banger/internal/vm"
 	"github.com/bangerhq/banger/scripts"
@@ -381,24 +384,23 @@ func (s *imageService) openOCI(ctx context.Context, src oci.Source) (ociImage, e
 // build runs the build for src into out, with temporary files in dir.
 func (s *imageService) build(ctx context.Context, name string, src buildSource, img ociImage, dir, out string) error {
 	if src.release != "" {
-		scriptDir, err := scripts.WriteTo(dir)
+		o, done, err := s.buildOptions(ctx, name, dir, out, "bootstrap")
 		if err != nil {
 			return err
 		}
-		defer os.RemoveAll(scriptDir)
-		s.progress(ctx, api.Progress{Phase: "bootstrap", Message: "mmdebstrap " + src.release + " (customize.sh runs inside)"})
-		phase := newPhase("bootstrap")
+		defer done()
 		return image.BuildDebian(ctx, image.DebianOptions{
-			Release: src.release, Output: out, CustomizeScript: filepath.Join(scriptDir, "customize.sh"),
-			ModulesDir: s.d.runtime.ModulesDir(), SSHPubKey: s.sshPub, TempDir: dir,
-			AgentBinary: s.d.runtime.Agent(), Log: s.buildLog(ctx, name, phase),
+			Release: src.release, Output: out, Scripts: o.Scripts, ModulesDir: o.ModulesDir, SSHPubKey: o.SSHPubKey,
+			AgentBinary: o.AgentBinary, IDs: o.IDs, Limits: o.Limits, Net: o.Net, DNS: o.DNS,
+			TempDir: dir, Log: o.Log, Phase: o.Phase,
 		})
 	}
+	limits := s.limits()
 	flatten := func(ctx context.Context, w io.Writer) error {
 		// The first pass (pulling, for a registry) learns each layer's
 		// uncompressed size: the second pass's totals.
 		sizes := map[int]int64{}
-		return oci.FlattenContext(ctx, img.img, w, func(e oci.Event) {
+		return oci.FlattenContext(ctx, img.img, w, limits, func(e oci.Event) {
 			p := api.Progress{Phase: "pull", Layer: e.Layer, Layers: e.Layers, Done: e.Bytes}
 			switch {
 			case e.Phase == oci.PhaseScan && e.Done:
@@ -418,18 +420,60 @@ func (s *imageService) build(ctx context.Context, name string, src buildSource, 
 // buildFromTar builds out from a root file system tar stream with
 // image.BuildRootfs and the embedded customize script.
 func (s *imageService) buildFromTar(ctx context.Context, name string, tarStream func(context.Context, io.Writer) error, dir, out string) error {
-	scriptDir, err := scripts.WriteTo(dir)
+	o, done, err := s.buildOptions(ctx, name, dir, out, "extract")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(scriptDir)
-	phase := newPhase("extract")
-	return image.BuildRootfs(ctx, image.RootfsOptions{
-		Tar: tarStream, Output: out, CustomizeScript: filepath.Join(scriptDir, "customize.sh"),
-		ModulesDir: s.d.runtime.ModulesDir(), SSHPubKey: s.sshPub, AgentBinary: s.d.runtime.Agent(),
-		TempDir: dir, Log: s.buildLog(ctx, name, phase),
+	defer done()
+	o.Tar = tarStream
+	return image.BuildRootfs(ctx, o)
+}
+
+// buildOptions are the settings every build of this daemon shares: the
+// embedded scripts (written into dir; done removes them), the runtime's
+// modules and agent, the SSH key, the sandbox's ids, the limits, the log
+// and the progress phases (starting with firstPhase).
+func (s *imageService) buildOptions(ctx context.Context, name, dir, out, firstPhase string) (image.RootfsOptions, func(), error) {
+	ids, err := s.sandboxIDs()
+	if err != nil {
+		return image.RootfsOptions{}, nil, err
+	}
+	scriptDir, err := scripts.WriteTo(dir)
+	if err != nil {
+		return image.RootfsOptions{}, nil, err
+	}
+	phase := newPhase(firstPhase)
+	return image.RootfsOptions{
+		Output: out, Scripts: scriptDir, ModulesDir: s.d.runtime.ModulesDir(), SSHPubKey: s.sshPub,
+		AgentBinary: s.d.runtime.Agent(), IDs: ids, Limits: s.limits(), TempDir: dir,
+		Log:   s.buildLog(ctx, name, phase),
 		Phase: func(p, msg string) { phase.Store(&p); s.progress(ctx, api.Progress{Phase: p, Message: msg}) },
-	})
+	}, func() { os.RemoveAll(scriptDir) }, nil
+}
+
+// sandboxIDs are the subordinate ids of the daemon's user, which build
+// sandboxes map (also when the daemon is root).
+func (s *imageService) sandboxIDs() (subid.IDs, error) {
+	name := ""
+	if u, err := user.Current(); err == nil {
+		name = u.Username
+	}
+	ids, err := subid.Lookup(subid.System, name, os.Getuid())
+	if err != nil {
+		return subid.IDs{}, api.Errorf(api.ErrPrecondition, "image builds run in a sandbox of subordinate ids: %v", err)
+	}
+	return ids, nil
+}
+
+// limits are the build limits from the config ([image] max_size,
+// max_files; image's defaults when unset).
+func (s *imageService) limits() tarlimit.Limits {
+	l := tarlimit.Limits{MaxFiles: s.d.cfg.Image.MaxFiles}
+	if v := s.d.cfg.Image.MaxSize; v != "" {
+		// Checked when the config was loaded.
+		l.MaxBytes, _ = units.ParseSize(v)
+	}
+	return l
 }
 
 // buildLog is the Log of a build: every line goes to the daemon log, and to

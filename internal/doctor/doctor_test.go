@@ -12,6 +12,7 @@ import (
 
 	"github.com/bangerhq/banger/internal/bundle"
 	"github.com/bangerhq/banger/internal/config"
+	"github.com/bangerhq/banger/internal/subid"
 	"github.com/bangerhq/banger/internal/paths"
 	"github.com/bangerhq/banger/internal/vmm"
 	"github.com/bangerhq/banger/internal/vmm/firecracker"
@@ -51,8 +52,13 @@ func newFixture(t *testing.T) *fixture {
 	e.DevTUN = filepath.Join(root, "dev", "tun")
 	e.DevVhostVsock = filepath.Join(root, "dev", "vhost-vsock")
 	e.ProcStatus = filepath.Join(root, "status")
-	e.SubUID = filepath.Join(root, "subuid")
-	e.SubGID = filepath.Join(root, "subgid")
+	e.SubIDs = subid.Files{SubUID: filepath.Join(root, "subuid"), SubGID: filepath.Join(root, "subgid"),
+		Passwd: filepath.Join(root, "passwd"), Group: filepath.Join(root, "group")}
+	// Root's range, as make deps gives it.
+	writeFile(t, e.SubIDs.SubUID, "root:2147483648:131072\n", 0o644)
+	writeFile(t, e.SubIDs.SubGID, "root:2147483648:131072\n", 0o644)
+	writeFile(t, e.SubIDs.Passwd, "root:x:0:0::/root:/bin/sh\ndev:x:1000:1000::/home/dev:/bin/sh\n", 0o644)
+	writeFile(t, e.SubIDs.Group, "root:x:0:\ndev:x:1000:\n", 0o644)
 	e.EUID, e.User = 0, "root"
 	e.TrustedUID = os.Getuid() // the owner of the fixture's files
 	e.Bangerd, e.InDaemon = "", false
@@ -322,8 +328,8 @@ func TestPreflight(t *testing.T) {
 		t.Fatal("image-build preflight passed without mmdebstrap")
 	}
 	wantContains(t, "image-build preflight", err.Error(), "cannot build an image", "(image-tools)", "mmdebstrap (package mmdebstrap)",
-		"sudo apt-get install mmdebstrap fakeroot e2fsprogs tar util-linux")
-	f.addTools(t, "mmdebstrap", "fakeroot", "mkfs.ext4", "tar", "unshare")
+		"sudo apt-get install mmdebstrap e2fsprogs")
+	f.addTools(t, "mmdebstrap", "mkfs.ext4")
 	if err := Preflight(ctx, f.env, PurposeImageBuild); err != nil {
 		t.Errorf("image-build preflight with every tool: %v", err)
 	}

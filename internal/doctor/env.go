@@ -16,6 +16,7 @@ import (
 	"github.com/bangerhq/banger/internal/bundle"
 	"github.com/bangerhq/banger/internal/config"
 	"github.com/bangerhq/banger/internal/paths"
+	"github.com/bangerhq/banger/internal/subid"
 	"github.com/bangerhq/banger/internal/vmm/qemu"
 )
 
@@ -59,9 +60,10 @@ type Env struct {
 	DevKVM, DevTUN, DevVhostVsock string
 	// ProcStatus is read for the effective capability set (CapEff).
 	ProcStatus string
-	// SubUID and SubGID are the subordinate id files rootless image
-	// builds need an entry in.
-	SubUID, SubGID string
+	// SubIDs are the subordinate id files (and the account files their
+	// ranges must not overlap) the daemon's build sandboxes take their ids
+	// from (package subid).
+	SubIDs subid.Files
 	// EUID is the effective user id the checks judge privileges for;
 	// User is that user's login name ("" when unknown).
 	EUID int
@@ -116,8 +118,7 @@ func NewEnv(dirs paths.Dirs, cfg config.Config) *Env {
 		DevTUN:        "/dev/net/tun",
 		DevVhostVsock: "/dev/vhost-vsock",
 		ProcStatus:    "/proc/self/status",
-		SubUID:        "/etc/subuid",
-		SubGID:        "/etc/subgid",
+		SubIDs:        subid.System,
 		EUID:          os.Geteuid(),
 		AccelOverride: os.Getenv("BANGER_ACCEL"),
 		AccelCache:    filepath.Join(dirs.State, "accel-probe.json"),

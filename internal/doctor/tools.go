@@ -1,21 +1,17 @@
 package doctor
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/bangerhq/banger/internal/subid"
 )
 
 // hostTool is a program banger runs and the Debian package providing it.
 type hostTool struct{ name, pkg string }
-
-// subIDRange is the fewest subordinate ids a rootless mmdebstrap needs: a
-// whole 16-bit id space for the guest's users and groups.
-const subIDRange = 65536
 
 func checkSSH(_ context.Context, env *Env) Result {
 	return checkTools(env, "VM access", []hostTool{{"ssh", "openssh-client"}, {"ssh-keygen", "openssh-client"}})
@@ -28,36 +24,24 @@ func checkDiskTools(_ context.Context, env *Env) Result {
 }
 
 func checkImageTools(_ context.Context, env *Env) Result {
-	ts := []hostTool{{"mmdebstrap", "mmdebstrap"}, {"fakeroot", "fakeroot"}, {"mkfs.ext4", "e2fsprogs"},
-		{"debugfs", "e2fsprogs"}, {"tar", "tar"},
-		{"unshare", "util-linux"}}
+	// Builds stream mmdebstrap's output (Debian) or a flattened OCI image
+	// into a sandbox that runs mkfs.ext4, debugfs and e2fsck.
+	ts := []hostTool{{"mmdebstrap", "mmdebstrap"}, {"mkfs.ext4", "e2fsprogs"}, {"debugfs", "e2fsprogs"}, {"e2fsck", "e2fsprogs"}}
 	if env.EUID != 0 {
-		// Rootless builds (mmdebstrap --mode=unshare, unshare --map-auto for
-		// OCI images) map subordinate ids.
+		// An ordinary user's sandbox ids are mapped with these.
 		ts = append(ts, hostTool{"newuidmap", "uidmap"}, hostTool{"newgidmap", "uidmap"})
 	}
 	r := checkTools(env, "image builds", ts)
-	if env.EUID == 0 {
-		return r
-	}
-	var problems []string
-	for _, f := range []string{env.SubUID, env.SubGID} {
-		if err := hasSubIDs(f, env.User, env.EUID); err != nil {
-			problems = append(problems, err.Error())
-		}
-	}
-	if len(problems) == 0 {
+	// The build sandbox maps subordinate ids, also for root.
+	ids, err := subid.Lookup(env.SubIDs, env.User, env.EUID)
+	if err == nil {
 		if r.Status == StatusOK {
-			r.Detail += fmt.Sprintf("; subordinate ids for %s in %s and %s", userLabel(env), env.SubUID, env.SubGID)
+			r.Detail += fmt.Sprintf("; build sandboxes run as subordinate ids %s (uids) and %s (gids) of %s", ids.UIDs, ids.GIDs, userLabel(env))
 		}
 		return r
 	}
-	who := env.User
-	if who == "" {
-		who = "$USER"
-	}
-	fix := fmt.Sprintf("sudo usermod --add-subuids 100000-%d --add-subgids 100000-%d %s", 100000+subIDRange-1, 100000+subIDRange-1, who)
-	detail := strings.Join(problems, "; ") + ": rootless image builds (mmdebstrap, unshare --map-auto) cannot map the image's users"
+	detail := fmt.Sprintf("image builds run in a sandbox of subordinate ids, and %s has none fit: %v", userLabel(env), err)
+	fix := "sudo " + subid.FixCommand(env.User, env.EUID)
 	if r.Status == StatusFail {
 		r.Detail += "; " + detail
 		r.Fix += "\n" + fix
@@ -91,37 +75,6 @@ func checkTools(env *Env, what string, ts []hostTool) Result {
 			Fix:    "sudo apt-get install " + strings.Join(pkgs, " ")}
 	}
 	return Result{Status: StatusOK, Detail: strings.Join(found, ", ")}
-}
-
-// hasSubIDs reports, as an error, why file grants user (or uid) no
-// subordinate range of at least subIDRange ids.
-func hasSubIDs(file, user string, uid int) error {
-	f, err := os.Open(file)
-	if err != nil {
-		return fmt.Errorf("no subordinate ids for %s: %w", userLabelOf(user, uid), err)
-	}
-	defer f.Close()
-	best := -1
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Split(strings.TrimSpace(sc.Text()), ":")
-		if len(fields) != 3 || (fields[0] != user && fields[0] != strconv.Itoa(uid)) {
-			continue
-		}
-		if n, err := strconv.Atoi(fields[2]); err == nil && n > best {
-			best = n
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("read %s: %w", file, err)
-	}
-	switch {
-	case best < 0:
-		return fmt.Errorf("%s has no entry for %s", file, userLabelOf(user, uid))
-	case best < subIDRange:
-		return fmt.Errorf("%s gives %s only %d ids (want %d)", file, userLabelOf(user, uid), best, subIDRange)
-	}
-	return nil
 }
 
 func userLabel(env *Env) string { return userLabelOf(env.User, env.EUID) }

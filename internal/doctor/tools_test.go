@@ -46,15 +46,15 @@ func TestImageTools(t *testing.T) {
 		f := newFixture(t)
 		r := f.run(t, IDImageTools)
 		wantStatus(t, r, StatusFail)
-		wantContains(t, "detail", r.Detail, "mmdebstrap (package mmdebstrap)", "fakeroot (package fakeroot)",
-			"mkfs.ext4 (package e2fsprogs)", "debugfs (package e2fsprogs)", "tar (package tar)")
-		if r.Fix != "sudo apt-get install mmdebstrap fakeroot e2fsprogs tar util-linux" {
+		wantContains(t, "detail", r.Detail, "mmdebstrap (package mmdebstrap)", "mkfs.ext4 (package e2fsprogs)",
+			"debugfs (package e2fsprogs)", "e2fsck (package e2fsprogs)")
+		if r.Fix != "sudo apt-get install mmdebstrap e2fsprogs" {
 			t.Errorf("fix %q", r.Fix)
 		}
 	})
 	t.Run("root, some missing", func(t *testing.T) {
 		f := newFixture(t)
-		f.addTools(t, "mmdebstrap", "fakeroot", "tar", "debugfs", "unshare")
+		f.addTools(t, "mmdebstrap", "debugfs")
 		r := f.run(t, IDImageTools)
 		wantStatus(t, r, StatusFail)
 		if r.Fix != "sudo apt-get install e2fsprogs" {
@@ -63,39 +63,50 @@ func TestImageTools(t *testing.T) {
 	})
 	t.Run("root, complete", func(t *testing.T) {
 		f := newFixture(t)
-		f.addTools(t, "mmdebstrap", "fakeroot", "mkfs.ext4", "debugfs", "tar", "unshare")
-		wantStatus(t, f.run(t, IDImageTools), StatusOK)
+		f.addTools(t, "mmdebstrap", "mkfs.ext4", "debugfs", "e2fsck")
+		r := f.run(t, IDImageTools)
+		wantStatus(t, r, StatusOK)
+		wantContains(t, "detail", r.Detail, "build sandboxes run as subordinate ids 2147483648-2147614719 (uids)")
+	})
+	t.Run("root without subordinate ids", func(t *testing.T) {
+		f := newFixture(t)
+		f.addTools(t, "mmdebstrap", "mkfs.ext4", "debugfs", "e2fsck")
+		writeFile(t, f.env.SubIDs.SubUID, "", 0o644)
+		r := f.run(t, IDImageTools)
+		wantStatus(t, r, StatusFail)
+		wantContains(t, "detail", r.Detail, "sandbox of subordinate ids", "has no entry for root")
+		wantContains(t, "fix", r.Fix, "sudo usermod --add-subuids 2147483648-2147614719 --add-subgids 2147483648-2147614719 root")
 	})
 	t.Run("user without uidmap or subordinate ids", func(t *testing.T) {
 		f := newFixture(t)
 		f.env.EUID, f.env.User = 1000, "dev"
-		f.addTools(t, "mmdebstrap", "fakeroot", "mkfs.ext4", "debugfs", "tar", "unshare")
-		writeFile(t, f.env.SubUID, "other:100000:65536\n", 0o644)
+		f.addTools(t, "mmdebstrap", "mkfs.ext4", "debugfs", "e2fsck")
+		writeFile(t, f.env.SubIDs.SubUID, "other:100000:65536\n", 0o644)
 		r := f.run(t, IDImageTools)
 		wantStatus(t, r, StatusFail)
 		wantContains(t, "detail", r.Detail, "newuidmap (package uidmap)", "newgidmap (package uidmap)",
-			f.env.SubUID+" has no entry for dev", "no subordinate ids for dev")
+			"has no entry for dev")
 		wantContains(t, "fix", r.Fix, "sudo apt-get install uidmap",
 			"sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 dev")
 	})
 	t.Run("user with a small range", func(t *testing.T) {
 		f := newFixture(t)
 		f.env.EUID, f.env.User = 1000, "dev"
-		f.addTools(t, "mmdebstrap", "fakeroot", "mkfs.ext4", "debugfs", "tar", "unshare", "newuidmap", "newgidmap")
-		writeFile(t, f.env.SubUID, "dev:100000:1000\n", 0o644)
-		writeFile(t, f.env.SubGID, "dev:100000:65536\n", 0o644)
+		f.addTools(t, "mmdebstrap", "mkfs.ext4", "debugfs", "e2fsck", "newuidmap", "newgidmap")
+		writeFile(t, f.env.SubIDs.SubUID, "dev:100000:1000\n", 0o644)
+		writeFile(t, f.env.SubIDs.SubGID, "dev:100000:65536\n", 0o644)
 		r := f.run(t, IDImageTools)
 		wantStatus(t, r, StatusFail)
-		wantContains(t, "detail", r.Detail, "only 1000 ids")
+		wantContains(t, "detail", r.Detail, "no range of 65536 ids")
 	})
 	t.Run("user, complete (entry by uid)", func(t *testing.T) {
 		f := newFixture(t)
 		f.env.EUID, f.env.User = 1000, "dev"
-		f.addTools(t, "mmdebstrap", "fakeroot", "mkfs.ext4", "debugfs", "tar", "unshare", "newuidmap", "newgidmap")
-		writeFile(t, f.env.SubUID, "# comment\nother:1:2\n1000:100000:65536\n", 0o644)
-		writeFile(t, f.env.SubGID, "dev:100000:65536\n", 0o644)
+		f.addTools(t, "mmdebstrap", "mkfs.ext4", "debugfs", "e2fsck", "newuidmap", "newgidmap")
+		writeFile(t, f.env.SubIDs.SubUID, "# comment\nother:1:2\n1000:100000:65536\n", 0o644)
+		writeFile(t, f.env.SubIDs.SubGID, "dev:100000:65536\n", 0o644)
 		r := f.run(t, IDImageTools)
 		wantStatus(t, r, StatusOK)
-		wantContains(t, "detail", r.Detail, "subordinate ids for dev")
+		wantContains(t, "detail", r.Detail, "subordinate ids 100000-165535 (uids) and 100000-165535 (gids) of dev")
 	})
 }

@@ -84,14 +84,15 @@ func TestBuildDebian(t *testing.T) {
 	var log bytes.Buffer
 	start := time.Now()
 	err := BuildDebian(context.Background(), DebianOptions{
-		Release:         "bookworm",
-		Mirror:          testMirror(),
-		Output:          out,
-		CustomizeScript: repoFile(t, "scripts/customize.sh"),
-		ModulesDir:      modules,
-		SSHPubKey:       pubkey,
-		Log:             &log,
-		TempDir:         tmpDir,
+		Release:    "bookworm",
+		Mirror:     testMirror(),
+		Output:     out,
+		Scripts:    repoFile(t, "scripts"),
+		IDs:        testIDs(t),
+		ModulesDir: modules,
+		SSHPubKey:  pubkey,
+		Log:        &log,
+		TempDir:    tmpDir,
 	})
 	if err != nil {
 		t.Fatalf("BuildDebian: %v\nlog:\n%s", err, log.String())
@@ -163,8 +164,8 @@ func TestBuildDebian(t *testing.T) {
 	if strings.Contains(ls, "ssh_host_") {
 		t.Errorf("image has SSH host keys:\n%s", ls)
 	}
-	// Extended attributes survive (fakeroot drops them; debugfs sets them):
-	// systemd gives the journal folder POSIX ACLs.
+	// Extended attributes survive (the sandbox sets them, mkfs.ext4 -d
+	// copies them): systemd gives the journal folder POSIX ACLs.
 	if got := mustRun(t, "debugfs", "-R", "ea_list /var/log/journal", out); !strings.Contains(got, "system.posix_acl_access") {
 		t.Errorf("/var/log/journal lost its ACL:\n%s", got)
 	}
@@ -190,11 +191,12 @@ func TestBuildDebianCancel(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	err := BuildDebian(ctx, DebianOptions{
-		Release:         "bookworm",
-		Mirror:          testMirror(),
-		Output:          filepath.Join(outDir, "x.ext4"),
-		CustomizeScript: repoFile(t, "scripts/customize.sh"),
-		TempDir:         tmpDir,
+		Release: "bookworm",
+		Mirror:  testMirror(),
+		Output:  filepath.Join(outDir, "x.ext4"),
+		Scripts: repoFile(t, "scripts"),
+		IDs:     testIDs(t),
+		TempDir: tmpDir,
 	})
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("BuildDebian = %v, want a deadline error", err)
@@ -213,9 +215,9 @@ func TestBuildDebianCancel(t *testing.T) {
 
 func TestBuildDebianMissingScript(t *testing.T) {
 	err := BuildDebian(context.Background(), DebianOptions{
-		Release:         "bookworm",
-		Output:          filepath.Join(t.TempDir(), "x.ext4"),
-		CustomizeScript: filepath.Join(t.TempDir(), "nope.sh"),
+		Release: "bookworm",
+		Output:  filepath.Join(t.TempDir(), "x.ext4"),
+		Scripts: t.TempDir(),
 	})
 	if err == nil || !strings.Contains(err.Error(), "customize script") {
 		t.Fatalf("BuildDebian with a missing script = %v", err)
@@ -223,23 +225,23 @@ func TestBuildDebianMissingScript(t *testing.T) {
 }
 
 func TestDebianOptionsValidation(t *testing.T) {
-	script := repoFile(t, "scripts/customize.sh")
+	script := repoFile(t, "scripts")
 	dir := t.TempDir()
 	tests := []struct {
 		name string
 		opts DebianOptions
 		want string
 	}{
-		{"no release", DebianOptions{Output: filepath.Join(dir, "x"), CustomizeScript: script}, "no release"},
-		{"no output", DebianOptions{Release: "bookworm", CustomizeScript: script}, "no output"},
-		{"no script", DebianOptions{Release: "bookworm", Output: filepath.Join(dir, "x")}, "no customize script"},
-		{"bad package", DebianOptions{Release: "bookworm", Output: filepath.Join(dir, "x"), CustomizeScript: script,
+		{"no release", DebianOptions{Output: filepath.Join(dir, "x"), Scripts: script}, "no release"},
+		{"no output", DebianOptions{Release: "bookworm", Scripts: script}, "no output"},
+		{"no script", DebianOptions{Release: "bookworm", Output: filepath.Join(dir, "x")}, "no scripts folder"},
+		{"bad package", DebianOptions{Release: "bookworm", Output: filepath.Join(dir, "x"), Scripts: script,
 			Packages: []string{"vim,curl"}}, "not a Debian package name"},
-		{"two-line key", DebianOptions{Release: "bookworm", Output: filepath.Join(dir, "x"), CustomizeScript: script,
+		{"two-line key", DebianOptions{Release: "bookworm", Output: filepath.Join(dir, "x"), Scripts: script,
 			SSHPubKey: "ssh-ed25519 AAAA a\nssh-ed25519 BBBB b"}, "single line"},
 		{"missing output folder", DebianOptions{Release: "bookworm", Output: filepath.Join(dir, "nope", "x"),
-			CustomizeScript: script}, "does not exist"},
-		{"bad modules dir", DebianOptions{Release: "bookworm", Output: filepath.Join(dir, "x"), CustomizeScript: script,
+			Scripts: script}, "does not exist"},
+		{"bad modules dir", DebianOptions{Release: "bookworm", Output: filepath.Join(dir, "x"), Scripts: script,
 			ModulesDir: dir}, "no lib/modules"},
 	}
 	for _, tt := range tests {

@@ -87,7 +87,7 @@ func InspectExt4(ctx context.Context, disk string, paths []string) (RootfsInfo, 
 		return info, err
 	}
 	for _, p := range paths {
-		if err := checkGuestPath(p); err != nil {
+		if err := checkDebugfsPath(p); err != nil {
 			return info, err
 		}
 		out, _, err := runDebugfs(ctx, debugfs, disk, "stat "+p)

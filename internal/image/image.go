@@ -1,10 +1,13 @@
 // Package image builds and prepares banger's root disk images: raw ext4 files
 // that a VM boots from as /dev/vda.
 //
-// BuildDebian makes an image from Debian packages with mmdebstrap, without
-// root and without mounting anything. CloneDisk makes a VM's private copy of
-// an image (copy-on-write or sparse) and grows it. InjectFiles writes per-VM
-// files, such as SSH host keys, into an unmounted image with debugfs.
+// Every build is one pipeline: a tar stream (a flattened OCI image, a rootfs
+// tarball, or Debian from mmdebstrap: BuildDebian) goes into a build sandbox
+// (package sandbox), which extracts it, runs scripts/customize.sh with the
+// image's own shell and makes the ext4 image (BuildRootfs). CloneDisk makes
+// a VM's private copy of an image (copy-on-write or sparse) and grows it.
+// InjectFiles writes per-VM files, such as SSH host keys, into an unmounted
+// image with debugfs.
 //
 // Everything here shells out to e2fsprogs and friends; the functions check for
 // the tools first and name the Debian package that provides a missing one
@@ -38,13 +41,12 @@ type tool struct {
 
 var (
 	toolMmdebstrap = tool{"mmdebstrap", "mmdebstrap"}
-	toolFakeroot   = tool{"fakeroot", "fakeroot"}
 	toolMkfs       = tool{"mkfs.ext4", "e2fsprogs"}
-	toolTar        = tool{"tar", "tar"}
 	toolE2fsck     = tool{"e2fsck", "e2fsprogs"}
 	toolResize2fs  = tool{"resize2fs", "e2fsprogs"}
 	toolDebugfs    = tool{"debugfs", "e2fsprogs"}
 	toolNewuidmap  = tool{"newuidmap", "uidmap"}
+	toolNewgidmap  = tool{"newgidmap", "uidmap"}
 )
 
 // sbinDirs are searched after PATH: e2fsprogs lives in /usr/sbin, which an
@@ -87,8 +89,7 @@ func run(ctx context.Context, name string, args ...string) ([]byte, error) {
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out
-	// Its own process group, so cancelling also ends helpers it started
-	// (fakeroot's faked, for one).
+	// Its own process group, so cancelling also ends helpers it started.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 10 * time.Second

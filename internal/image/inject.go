@@ -11,12 +11,14 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/bangerhq/banger/internal/image/tarlimit"
 )
 
 // File is one file (or directory) that InjectFiles writes into an image.
 type File struct {
 	// Path is the absolute, clean path inside the image. It must not contain
-	// white space or quotes (debugfs splits its commands on them).
+	// white space, quotes or control characters (see checkDebugfsPath).
 	Path string
 	// Mode holds the permission bits, plus os.ModeSetuid, os.ModeSetgid and
 	// os.ModeSticky when wanted. With os.ModeDir set, Path is made a
@@ -58,7 +60,7 @@ func InjectFiles(ctx context.Context, disk string, files []File) (err error) {
 		return fmt.Errorf("%s is not a regular file", disk)
 	}
 	for _, f := range files {
-		if err := checkGuestPath(f.Path); err != nil {
+		if err := checkDebugfsPath(f.Path); err != nil {
 			return err
 		}
 		if f.UID < 0 || f.GID < 0 {
@@ -71,6 +73,10 @@ func InjectFiles(ctx context.Context, disk string, files []File) (err error) {
 		return err
 	}
 	defer os.RemoveAll(tmp)
+	// Its files are named in the command file too.
+	if err := checkDebugfsPath(tmp); err != nil {
+		return fmt.Errorf("temporary folder: %w (set TMPDIR to a plain path)", err)
+	}
 
 	// What is there already. Only missing directories may be made: in
 	// e2fsprogs 1.47.0 a debugfs mkdir of an existing name leaves a stray
@@ -202,13 +208,29 @@ func debugfsStats(ctx context.Context, debugfs, tmp, disk string, paths []string
 	return parseStats(string(out)), out, nil
 }
 
-// checkGuestPath rejects paths that debugfs would misread.
-func checkGuestPath(p string) error {
+// checkDebugfsPath refuses a path that a debugfs command file could not
+// carry as exactly one argument of one command: debugfs reads its commands
+// a line at a time, splits them on white space and quotes, and runs a line
+// starting with "!" through the shell. So: absolute and clean, no control
+// character (a newline would start a new command), no white space, quote or
+// backslash, and within ext4's limits (255 bytes a name, 4000 in all).
+func checkDebugfsPath(p string) error {
+	q := tarlimit.Name(p)
 	if !path.IsAbs(p) || path.Clean(p) != p || p == "/" {
-		return fmt.Errorf("path %q must be absolute and clean, and not /", p)
+		return fmt.Errorf("path %s must be absolute and clean, and not /", q)
 	}
-	if strings.ContainsAny(p, " \t\n\r\"'\\") {
-		return fmt.Errorf("path %q must not contain white space, quotes or backslashes", p)
+	if len(p) > 4000 {
+		return fmt.Errorf("path %s is longer than 4000 bytes", q)
+	}
+	for _, c := range []byte(p) {
+		if c < 0x20 || c == 0x7f || strings.IndexByte(" \"'\\", c) >= 0 {
+			return fmt.Errorf("path %s holds a control character, white space, a quote or a backslash, which debugfs cannot be given safely", q)
+		}
+	}
+	for _, el := range strings.Split(p[1:], "/") {
+		if len(el) > 255 {
+			return fmt.Errorf("path %s has a name longer than 255 bytes", q)
+		}
 	}
 	return nil
 }
@@ -238,6 +260,8 @@ type inodeStat struct {
 	mode     uint32 // permission and special bits, without the type
 	uid, gid int
 	size     int64
+	// major and minor are a device node's numbers.
+	major, minor int64
 }
 
 func (s inodeStat) check(f File) error {
@@ -264,6 +288,7 @@ var (
 	statTypeMode = regexp.MustCompile(`Type:\s+(.+?)\s+Mode:\s+([0-7]+)`)
 	statOwner    = regexp.MustCompile(`User:\s+(\d+)\s+Group:\s+(\d+)`)
 	statSize     = regexp.MustCompile(`\bSize:\s+(\d+)`)
+	statDevice   = regexp.MustCompile(`Device major/minor number:\s+(\d+):(\d+)`)
 )
 
 // parseStats parses the output of `debugfs -f FILE` where FILE holds
@@ -283,7 +308,12 @@ func parseStats(out string) map[string]inodeStat {
 		uid, _ := strconv.Atoi(ow[1])
 		gid, _ := strconv.Atoi(ow[2])
 		size, _ := strconv.ParseInt(sz[1], 10, 64)
-		res[p] = inodeStat{typ: tm[1], mode: uint32(mode), uid: uid, gid: gid, size: size}
+		st := inodeStat{typ: tm[1], mode: uint32(mode), uid: uid, gid: gid, size: size}
+		if dm := statDevice.FindStringSubmatch(body); dm != nil {
+			st.major, _ = strconv.ParseInt(dm[1], 10, 64)
+			st.minor, _ = strconv.ParseInt(dm[2], 10, 64)
+		}
+		res[p] = st
 	}
 	return res
 }

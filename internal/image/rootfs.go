@@ -1,29 +1,36 @@
 package image
 
 import (
-	"archive/tar"
-	"bufio"
-	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
-	"path"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
-	"github.com/bangerhq/banger/internal/image/oci"
+	"github.com/bangerhq/banger/internal/image/tarlimit"
+	"github.com/bangerhq/banger/internal/sandbox"
+	"github.com/bangerhq/banger/internal/subid"
 	"github.com/bangerhq/banger/internal/units"
 )
 
+// Default build limits (config keys [image] max_size, max_files) and the
+// free space a build leaves on its folder's file system.
+const (
+	DefaultMaxSize  = 32 << 30
+	DefaultMaxFiles = 2_000_000
+	DefaultMinFree  = 1 << 30
+)
+
 // RootfsOptions describes a build from a root file system given as one tar
-// stream: a flattened OCI image, or an imported rootfs tarball.
+// stream: a flattened OCI image, an imported rootfs tarball, or Debian from
+// mmdebstrap (BuildDebian).
 type RootfsOptions struct {
 	// Tar writes the root file system to w as one uncompressed tar stream
 	// (entries relative to /). It is called once; its error fails the build.
@@ -31,64 +38,73 @@ type RootfsOptions struct {
 	// Output is the ext4 image to create; its folder must exist. It appears
 	// only when the build succeeds.
 	Output string
-	// CustomizeScript, ModulesDir, SSHPubKey and AgentBinary are as in
-	// DebianOptions: the same script, with the same environment.
-	CustomizeScript string
-	ModulesDir      string
-	SSHPubKey       string
-	AgentBinary     string
+	// Scripts is the folder holding customize.sh and its guest/ files
+	// (scripts.WriteTo); others must be able to read it (the sandbox's ids
+	// are not the daemon's).
+	Scripts string
+	// ModulesDir is the runtime's kernel/modules folder (holding
+	// lib/modules/<release>): the image gets those modules. Optional.
+	ModulesDir string
+	// SSHPubKey is one public key line for root's authorized_keys. Optional.
+	SSHPubKey string
+	// AgentBinary is the guest agent (banger-vsock-pingd); customize.sh
+	// installs it with its service. Optional.
+	AgentBinary string
+	// IDs are the daemon user's subordinate ids (subid.Lookup): the build
+	// sandbox's ids. Required.
+	IDs subid.IDs
+	// Limits cap the build (zero fields: DefaultMaxSize, DefaultMaxFiles);
+	// MaxBytes is lowered further to what the free space of TempDir holds.
+	Limits tarlimit.Limits
+	// MinFree is the free space the build leaves on TempDir's file system
+	// (DefaultMinFree when 0).
+	MinFree int64
+	// Net is the sandbox's network, for customize.sh's package installs;
+	// nil: none (an image missing packages then fails to install them).
+	Net *sandbox.Net
+	// DNS is the name server the image's package manager is given.
+	DNS string
 	// Log receives progress lines (the customize script's output among
-	// them). Nil discards them.
+	// them, control characters escaped). Nil discards them.
 	Log io.Writer
 	// Phase, when set, is told when a phase starts: "extract", "customize",
 	// "mkfs", "finish".
 	Phase func(phase, message string)
-	// TempDir holds the extracted tree during the build; os.TempDir() when
-	// empty. Rootless, it must be a folder the user's subordinate ids can
-	// enter (the build makes its own 0755 folder inside).
+	// TempDir holds the build folder (the tree, removed at the end);
+	// os.TempDir() when empty.
 	TempDir string
 }
 
 // CheckRootfsTools reports, in one error wrapping ErrMissingTool, every host
 // tool that BuildRootfs needs and cannot find.
 func CheckRootfsTools() error {
-	_, err := rootfsTools()
+	ts := []tool{toolMkfs, toolDebugfs, toolE2fsck}
+	if os.Geteuid() != 0 {
+		// The sandbox's ids are mapped with them.
+		ts = append(ts, toolNewuidmap, toolNewgidmap)
+	}
+	_, err := lookTools(ts...)
 	return err
 }
 
-var (
-	toolUnshare = tool{"unshare", "util-linux"}
-	toolDu      = tool{"du", "coreutils"}
-)
-
-func rootfsTools() (map[string]string, error) {
-	ts := []tool{toolUnshare, toolTar, toolMkfs, toolDebugfs, toolE2fsck, toolDu}
-	if os.Geteuid() != 0 {
-		ts = append(ts, toolNewuidmap)
-	}
-	return lookTools(ts...)
-}
-
 // BuildRootfs builds a bootable ext4 image at opts.Output from the root file
-// system that opts.Tar writes, running opts.CustomizeScript on it, as the
-// Debian path does. Everything that needs root runs in namespaces made with
-// unshare(1): as root a private mount and PID namespace; otherwise also a
-// user namespace mapping the user's subordinate ids (/etc/subuid), so owners
-// up to 65535 are kept without privileges.
+// system that opts.Tar writes. Everything that touches the image's content
+// runs in a build sandbox (package sandbox: user namespace of subordinate
+// ids, no host privilege, its own network):
 //
-//  1. extract: the stream is untarred in the namespace with owners and
-//     modes kept. Device nodes (which a user namespace cannot create) and
-//     extended attributes are held back and recorded.
-//  2. customize: /proc and /dev are mounted in the tree and the script runs
-//     with the tree as $1; the tree's size is measured.
-//  3. mkfs: mkfs.ext4 -d copies the tree (as the namespace sees it, so with
-//     the image's own owners) into a sparse image; the tree is removed.
-//  4. finish: debugfs creates the held-back device nodes and sets the
-//     extended attributes; e2fsck checks the result; the file is renamed to
-//     Output.
+//  1. extract: the stream is untarred inside the tree (pivot_root: every
+//     path resolves inside it) with owners, modes, times, hard links and
+//     the extended attributes a user namespace may set; device nodes are
+//     held back. The limits are enforced while streaming. The tree must
+//     have /etc and a /bin/sh for this machine.
+//  2. customize: customize.sh runs with the image's own /bin/sh, / being
+//     the tree, with a /dev and /proc of its own.
+//  3. mkfs: mkfs.ext4 -d copies the tree into a sparse image sized to the
+//     content plus headroom; the tree is removed.
+//  4. finish: debugfs adds the device nodes (each read back), e2fsck
+//     checks the image; the file is renamed to Output.
 //
-// A failure or a cancelled ctx removes the tree and the partial image; the
-// namespace's processes are killed with it.
+// A failure or a cancelled ctx leaves no file and no process behind.
 func BuildRootfs(ctx context.Context, opts RootfsOptions) (err error) {
 	start := time.Now()
 	defer func() {
@@ -96,8 +112,8 @@ func BuildRootfs(ctx context.Context, opts RootfsOptions) (err error) {
 			err = fmt.Errorf("build image from root file system: %w", err)
 		}
 	}()
-	if opts.Tar == nil || opts.Output == "" || opts.CustomizeScript == "" {
-		return errors.New("Tar, Output and CustomizeScript are required")
+	if opts.Tar == nil || opts.Output == "" || opts.Scripts == "" {
+		return errors.New("Tar, Output and Scripts are required")
 	}
 	if opts.Log == nil {
 		opts.Log = io.Discard
@@ -105,13 +121,13 @@ func BuildRootfs(ctx context.Context, opts RootfsOptions) (err error) {
 	if opts.TempDir == "" {
 		opts.TempDir = os.TempDir()
 	}
-	phase := func(p, msg string) {
-		fmt.Fprintf(opts.Log, "image: %s: %s\n", p, msg)
-		if opts.Phase != nil {
-			opts.Phase(p, msg)
-		}
+	if opts.MinFree == 0 {
+		opts.MinFree = DefaultMinFree
 	}
-	for _, p := range []*string{&opts.Output, &opts.CustomizeScript, &opts.TempDir} {
+	for _, p := range []*string{&opts.Output, &opts.Scripts, &opts.TempDir, &opts.ModulesDir, &opts.AgentBinary} {
+		if *p == "" {
+			continue
+		}
 		if *p, err = filepath.Abs(*p); err != nil {
 			return err
 		}
@@ -119,76 +135,23 @@ func BuildRootfs(ctx context.Context, opts RootfsOptions) (err error) {
 	if strings.ContainsAny(opts.SSHPubKey, "\n\r") {
 		return errors.New("SSH public key must be a single line")
 	}
-	tools, err := rootfsTools()
+	if err := CheckRootfsTools(); err != nil {
+		return err
+	}
+	limits, err := buildLimits(opts.Limits, opts.TempDir, opts.MinFree)
 	if err != nil {
 		return err
 	}
-	ns := namespace{unshare: tools["unshare"], rootless: os.Geteuid() != 0}
-
 	work, err := os.MkdirTemp(opts.TempDir, "banger-rootfs-*")
 	if err != nil {
 		return err
 	}
-	// Rootless, the namespace's root is the user's own uid, but the files it
-	// extracts belong to subordinate ids: only the namespace can remove them.
-	if err := os.Chmod(work, 0o755); err != nil {
-		os.Remove(work)
-		return err
-	}
-	tree := filepath.Join(work, "rootfs")
 	defer func() {
-		if rmErr := ns.removeAll(context.WithoutCancel(ctx), work); rmErr != nil {
-			err = errors.Join(err, fmt.Errorf("remove temporary tree: %w", rmErr))
+		// What the sandbox left belongs to its ids.
+		if rmErr := sandbox.RemoveAll(context.WithoutCancel(ctx), opts.IDs, work); rmErr != nil {
+			err = errors.Join(err, fmt.Errorf("remove the build folder: %w", rmErr))
 		}
 	}()
-
-	// 1 + 2. Extract from stdin, customize, measure.
-	phase("extract", "unpacking the root file system")
-	held := &heldBack{}
-	pr, pw := io.Pipe()
-	filterErr := make(chan error, 1)
-	go func() {
-		err := filterTar(ctx, opts.Tar, pw, held)
-		pw.CloseWithError(err)
-		filterErr <- err
-	}()
-	env := []string{
-		"BANGER_MODULES_DIR=" + opts.ModulesDir,
-		"BANGER_SSH_PUBKEY=" + opts.SSHPubKey,
-		"BANGER_AGENT_BIN=" + opts.AgentBinary,
-		"TMPDIR=/tmp",
-	}
-	var stdout bytes.Buffer
-	onLine := func(line string) {
-		if line == "banger: extracted" {
-			phase("customize", "running customize.sh")
-			return
-		}
-		fmt.Fprintf(opts.Log, "customize: %s\n", strings.TrimPrefix(line, "customize: "))
-	}
-	err = ns.run(ctx, pr, &stdout, onLine, env, customizeInNamespace,
-		tools["tar"], tree, opts.CustomizeScript, tools["du"])
-	// tar may stop reading at the end-of-archive marker: unblock the filter,
-	// and wait for it so held is complete and nothing is left running.
-	pr.Close()
-	if ferr := <-filterErr; ferr != nil && !errors.Is(ferr, io.ErrClosedPipe) {
-		// The stream's own failure (a registry gone, a corrupt layer) is
-		// the cause of tar's.
-		return fmt.Errorf("read the root file system: %w", ferr)
-	}
-	if err != nil {
-		return fmt.Errorf("extract and customize: %w", err)
-	}
-	used, inodes, err := parseUsage(stdout.String())
-	if err != nil {
-		return err
-	}
-	size := imageSize(used)
-	logf := func(format string, args ...any) { fmt.Fprintf(opts.Log, "image: "+format+"\n", args...) }
-	logf("content %s in %d inodes: image size %s", units.IEC(used), inodes, units.IEC(size))
-
-	// 3. mkfs.ext4 -d inside the namespace, where owners read as the image's.
-	phase("mkfs", "making the ext4 file system ("+units.IEC(size)+")")
 	imgPath, err := tempImage(opts.Output)
 	if err != nil {
 		return err
@@ -198,280 +161,279 @@ func BuildRootfs(ctx context.Context, opts RootfsOptions) (err error) {
 			os.Remove(imgPath)
 		}
 	}()
-	if err := ns.run(ctx, nil, io.Discard, func(l string) { logf("mkfs: %s", l) }, nil, mkfsInNamespace,
-		tools["mkfs.ext4"], tree, imgPath, fmt.Sprint(size), fmt.Sprint(inodeCount(size, inodes))); err != nil {
-		return fmt.Errorf("mkfs.ext4: %w", err)
+
+	binds := []sandbox.Bind{
+		{Source: work, At: sbWork, Writable: true, Give: true},
+		{Source: imgPath, At: sbOut, Writable: true, Give: true},
+		{Source: opts.Scripts, At: sbScripts},
+	}
+	env := customizeEnv{SSHPubKey: opts.SSHPubKey, DNS: opts.DNS}
+	if opts.ModulesDir != "" {
+		binds = append(binds, sandbox.Bind{Source: opts.ModulesDir, At: sbModules})
+		env.Modules = true
+	}
+	if opts.AgentBinary != "" {
+		binds = append(binds, sandbox.Bind{Source: opts.AgentBinary, At: sbAgent})
+		env.Agent = true
 	}
 
-	// 4. What the namespace could not create, then a check.
-	phase("finish", fmt.Sprintf("%d device nodes, %d extended attributes", len(held.devices), len(held.xattrs)))
-	if err := applyHeldBack(ctx, tools, work, imgPath, held); err != nil {
+	// The stream goes to the sandbox through a pipe of its own.
+	pr, pw, err := os.Pipe()
+	if err != nil {
 		return err
+	}
+	produced := make(chan error, 1)
+	go func() {
+		err := opts.Tar(ctx, pw)
+		pw.Close()
+		produced <- err
+	}()
+	log := &lineLog{w: opts.Log}
+	raw, err := sandbox.Run(ctx, sandbox.Spec{
+		IDs: opts.IDs, Binds: binds, Job: "image.build", Net: opts.Net, Stdin: pr, Log: log,
+		Arg: buildArg{Limits: limits, MinFree: opts.MinFree, Env: env},
+		OnEvent: func(e json.RawMessage) {
+			var pe phaseEvent
+			if json.Unmarshal(e, &pe) == nil && opts.Phase != nil {
+				opts.Phase(pe.Phase, pe.Message)
+			}
+		},
+	})
+	// The sandbox is gone: a producer still writing gets EPIPE now.
+	pr.Close()
+	perr := <-produced
+	log.flush()
+	if perr != nil && !brokenPipe(perr) {
+		// The stream's own failure (a registry gone, a corrupt layer) is
+		// the cause of the sandbox's.
+		return fmt.Errorf("read the root file system: %w", perr)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return err
+	}
+	var res buildResult
+	if err := json.Unmarshal(raw, &res); err != nil {
+		return fmt.Errorf("build result: %w", err)
 	}
 	if err := publish(imgPath, opts.Output); err != nil {
 		return err
 	}
 	_, alloc, _ := Size(opts.Output)
-	logf("built %s: %s, %s allocated, in %s", opts.Output, units.IEC(size), units.IEC(alloc), since(start))
+	fmt.Fprintf(opts.Log, "image: built %s: %s, %s allocated, in %s\n", opts.Output, units.IEC(res.Size), units.IEC(alloc), since(start))
 	return nil
 }
 
-// customizeInNamespace runs as root in the build's namespaces:
-// $1 tar, $2 tree, $3 customize.sh, $4 du. It extracts stdin into the tree,
-// mounts /proc and /dev there for the script (and the package manager it
-// may run), lends it the host's resolv.conf, runs the script, undoes the
-// mounts, and prints "USAGE <bytes> <inodes>" on its last line.
-const customizeInNamespace = `set -eu
-tar=$1 root=$2 script=$3 du=$4
-mkdir "$root"
-"$tar" -xpf - -C "$root" --numeric-owner --same-owner
-echo "banger: extracted" >&2
-[ -d "$root/etc" ] || { echo "customize: error: the image has no /etc: it is not a root file system" >&2; exit 1; }
-for d in proc dev tmp; do
-	if [ -L "$root/$d" ]; then rm -f "$root/$d"; fi
-	mkdir -p "$root/$d"
-done
-chmod 1777 "$root/tmp"
-mount -t proc proc "$root/proc"
-mount --rbind /dev "$root/dev"
-if [ -e /etc/resolv.conf ]; then
-	rm -f "$root/etc/resolv.conf"
-	cp /etc/resolv.conf "$root/etc/resolv.conf"
-fi
-status=0
-sh "$script" "$root" >&2 || status=$?
-umount -R "$root/dev" || umount -l "$root/dev"
-umount "$root/proc" || umount -l "$root/proc"
-[ "$status" -eq 0 ] || exit "$status"
-echo "USAGE $("$du" -sx -B1 "$root" | cut -f1) $(find "$root" -xdev | wc -l)"
-`
-
-// mkfsInNamespace: $1 mkfs.ext4, $2 tree, $3 image, $4 size, $5 inodes (0:
-// mkfs's default). The tree is removed once copied.
-const mkfsInNamespace = `set -eu
-mkfs=$1 root=$2 img=$3 size=$4 inodes=$5
-truncate -s "$size" "$img"
-if [ "$inodes" = 0 ]; then
-	"$mkfs" -q -F -L banger-root -d "$root" "$img"
-else
-	"$mkfs" -q -F -L banger-root -N "$inodes" -d "$root" "$img"
-fi
-rm -rf "$root"
-`
-
-func parseUsage(out string) (used, inodes int64, err error) {
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	f := strings.Fields(lines[len(lines)-1])
-	if len(f) == 3 && f[0] == "USAGE" {
-		used, err1 := strconv.ParseInt(f[1], 10, 64)
-		inodes, err2 := strconv.ParseInt(f[2], 10, 64)
-		if err1 == nil && err2 == nil {
-			return used, inodes, nil
-		}
+// buildLimits fills in the defaults of l and lowers MaxBytes to what the
+// free space of dir holds: the tree and the image each take about the
+// content's size, and minFree stays free.
+func buildLimits(l tarlimit.Limits, dir string, minFree int64) (tarlimit.Limits, error) {
+	if l.MaxBytes <= 0 {
+		l.MaxBytes = DefaultMaxSize
 	}
-	return 0, 0, fmt.Errorf("could not measure the customized tree (got %q)", out)
-}
-
-// namespace runs shell scripts as root in fresh mount and PID namespaces
-// (plus a user namespace when not root).
-type namespace struct {
-	unshare  string
-	rootless bool
-}
-
-func (n namespace) args(script string, args ...string) []string {
-	a := []string{"--mount", "--pid", "--fork", "--kill-child", "--propagation", "private"}
-	if n.rootless {
-		// util-linux >= 2.38: map root to the user and the rest of the
-		// container's ids to the user's /etc/subuid and /etc/subgid ranges.
-		a = append([]string{"--user", "--map-root-user", "--map-auto"}, a...)
+	if l.MaxFiles <= 0 {
+		l.MaxFiles = DefaultMaxFiles
 	}
-	return append(append(a, "sh", "-c", script, "banger-ns"), args...)
-}
-
-// run runs script with args in the namespaces. stdin may be nil. Each line
-// the script writes to stderr goes to onLine; a failure carries the last
-// lines. Cancelling ctx kills the namespace's processes (unshare
-// --kill-child, and the PID namespace dies with its first process).
-func (n namespace) run(ctx context.Context, stdin io.Reader, stdout io.Writer, onLine func(string),
-	env []string, script string, args ...string) error {
-	cmd := exec.CommandContext(ctx, n.unshare, n.args(script, args...)...)
-	cmd.Stdin = stdin
-	cmd.Stdout = stdout
-	cmd.Env = append(os.Environ(), env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 10 * time.Second
-	pr, pw := io.Pipe()
-	cmd.Stderr = pw
-	tail := &tailBuffer{max: 15}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			tail.add(sc.Text())
-			onLine(sc.Text())
-		}
-		_, _ = io.Copy(io.Discard, pr)
-	}()
-	err := cmd.Run()
-	pw.Close()
-	wg.Wait()
-	if err != nil {
-		if ctxErr := ctx.Err(); ctxErr != nil {
-			return ctxErr
-		}
-		if n.rootless && strings.Contains(tail.String(), "subuid") {
-			return fmt.Errorf("%w: %s (the user needs subordinate ids: add a range for it to /etc/subuid and /etc/subgid, e.g. `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 $USER`)", err, tail.String())
-		}
-		return fmt.Errorf("%w: %s", err, tail.String())
+	if l.Why == "" {
+		l.Why = "[image] max_size"
 	}
-	return nil
-}
-
-// removeAll removes dir, from inside the namespace when files there belong to
-// ids the user cannot remove.
-func (n namespace) removeAll(ctx context.Context, dir string) error {
-	if err := os.RemoveAll(dir); err == nil || !n.rootless {
-		return err
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return l, fmt.Errorf("free space of %s: %w", dir, err)
 	}
-	if err := n.run(ctx, nil, io.Discard, func(string) {}, nil, `rm -rf "$1"`, dir); err != nil {
-		return err
+	free := int64(st.Bavail) * st.Bsize
+	room := (free - minFree) / 2
+	if room < 64<<20 {
+		return l, fmt.Errorf("%w: %s has %s free; a build keeps %s free and needs room for the tree and the image: free some space",
+			tarlimit.ErrTooLarge, dir, units.IEC(free), units.IEC(minFree))
 	}
-	return os.RemoveAll(dir)
+	if room < l.MaxBytes {
+		l.MaxBytes = room
+		l.Why = fmt.Sprintf("half the free space of %s beyond the %s a build leaves free: the tree and the image each take that much", dir, units.IEC(minFree))
+	}
+	return l, nil
 }
 
-// heldBack is what the extraction leaves to debugfs.
-type heldBack struct {
-	devices []*tar.Header
-	xattrs  []oci.Xattr
+func brokenPipe(err error) bool {
+	return errors.Is(err, syscall.EPIPE) || errors.Is(err, io.ErrClosedPipe) || errors.Is(err, os.ErrClosed)
 }
 
-// filterTar runs produce into a pipe and copies its tar stream to w, minus
-// device nodes and FIFOs (recorded in held) and with extended attributes
-// stripped (recorded too). A hard link to a held-back node is held back as
-// another node with the same numbers.
-func filterTar(ctx context.Context, produce func(context.Context, io.Writer) error, w io.Writer, held *heldBack) error {
-	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(produce(ctx, pw)) }()
-	defer pr.Close()
-	tr := tar.NewReader(pr)
-	tw := tar.NewWriter(w)
-	special := map[string]*tar.Header{}
+// lineLog passes the sandbox's output on to w a line at a time, with
+// control characters escaped (the lines carry what an image's programs
+// print, which must not drive the user's terminal) and long lines cut.
+type lineLog struct {
+	mu   sync.Mutex
+	w    io.Writer
+	part []byte
+}
+
+func (l *lineLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.part = append(l.part, p...)
 	for {
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
+		i := strings.IndexByte(string(l.part), '\n')
+		if i < 0 {
+			if len(l.part) > 64<<10 {
+				l.line(l.part)
+				l.part = nil
+			}
 			break
 		}
-		if err != nil {
-			return fmt.Errorf("read root file system stream: %w", err)
-		}
-		xs, err := oci.HeaderXattrs(hdr)
-		if err != nil {
-			return err
-		}
-		held.xattrs = append(held.xattrs, xs...)
-		for k := range hdr.PAXRecords {
-			if strings.HasPrefix(k, "SCHILY.xattr.") || strings.HasPrefix(k, "LIBARCHIVE.xattr.") {
-				delete(hdr.PAXRecords, k)
-			}
-		}
-		hdr.Xattrs = nil //nolint:staticcheck // cleared so the writer does not re-add them
-		name := cleanTarPath(hdr.Name)
-		switch hdr.Typeflag {
-		case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
-			h := *hdr
-			h.Name = name
-			special[name] = &h
-			held.devices = append(held.devices, &h)
-			continue
-		case tar.TypeLink:
-			if t, ok := special[cleanTarPath(hdr.Linkname)]; ok {
-				h := *t
-				h.Name = name
-				held.devices = append(held.devices, &h)
-				continue
-			}
-		}
-		if len(hdr.PAXRecords) == 0 {
-			hdr.PAXRecords = nil
-		}
-		hdr.Format = tar.FormatPAX
-		if err := tw.WriteHeader(hdr); err != nil {
-			return fmt.Errorf("write %s: %w", hdr.Name, err)
-		}
-		if _, err := io.Copy(tw, tr); err != nil {
-			return fmt.Errorf("copy %s: %w", hdr.Name, err)
-		}
+		l.line(l.part[:i])
+		l.part = l.part[i+1:]
 	}
-	// The end-of-archive marker may come before the producer is done: its
-	// error (if any) is only seen by reading on.
-	if _, err := io.Copy(io.Discard, pr); err != nil {
-		return err
-	}
-	return tw.Close()
+	return len(p), nil
 }
 
-func cleanTarPath(p string) string {
-	p = path.Clean("/" + p)
-	if p == "/" {
-		return "."
+func (l *lineLog) line(b []byte) {
+	if len(b) > 4096 {
+		b = append(b[:4096:4096], "..."...)
 	}
-	return p[1:]
+	fmt.Fprintln(l.w, SanitizeLine(string(b)))
 }
 
-// applyHeldBack creates held's device nodes and sets its extended attributes
-// in the image with one debugfs run, then checks the file system. Nothing is
-// run when there is nothing held back.
-func applyHeldBack(ctx context.Context, tools map[string]string, work, img string, held *heldBack) error {
-	if len(held.devices) == 0 && len(held.xattrs) == 0 {
-		return nil
+func (l *lineLog) flush() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.part) > 0 {
+		l.line(l.part)
+		l.part = nil
 	}
-	var script bytes.Buffer
-	for _, h := range held.devices {
-		dir, base := path.Split("/" + h.Name)
-		if strings.ContainsAny(h.Name, "\"\n\r\x00") {
-			return fmt.Errorf("device node %q: its name cannot be written for debugfs", h.Name)
+}
+
+// SanitizeLine escapes control characters (but tab) and invalid UTF-8 in s,
+// so text an image chose can be printed to a terminal.
+func SanitizeLine(s string) string {
+	var sb strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&sb, `\x%02x`, s[i])
+		case r == '\t':
+			sb.WriteRune(r)
+		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0):
+			fmt.Fprintf(&sb, `\u%04x`, r)
+		default:
+			sb.WriteString(s[i : i+n])
 		}
-		kind, nums := "p", ""
-		switch h.Typeflag {
-		case tar.TypeChar:
-			kind, nums = "c", fmt.Sprintf(" %d %d", h.Devmajor, h.Devminor)
-		case tar.TypeBlock:
-			kind, nums = "b", fmt.Sprintf(" %d %d", h.Devmajor, h.Devminor)
-		}
-		typeBits := map[string]int64{"p": syscall.S_IFIFO, "c": syscall.S_IFCHR, "b": syscall.S_IFBLK}[kind]
-		p := "/" + h.Name
-		fmt.Fprintf(&script, "cd \"%s\"\nmknod \"%s\" %s%s\n", dir, base, kind, nums)
-		fmt.Fprintf(&script, "sif \"%s\" mode 0%o\nsif \"%s\" uid %d\nsif \"%s\" gid %d\nsif \"%s\" mtime %d\ncd /\n",
-			p, typeBits|(h.Mode&0o7777), p, h.Uid, p, h.Gid, p, h.ModTime.Unix())
+		i += n
 	}
-	valueDir := filepath.Join(work, "xattrs")
-	if err := os.MkdirAll(valueDir, 0o700); err != nil {
-		return err
+	return sb.String()
+}
+
+// CustomizeOptions describes a CustomizeTree run.
+type CustomizeOptions struct {
+	Scripts, ModulesDir, AgentBinary, SSHPubKey, DNS string
+	IDs                                              subid.IDs
+	Log                                              io.Writer
+}
+
+// CustomizeTree checks the root file system tree at dir and runs
+// customize.sh on it in a build sandbox, as a build does after extracting.
+// Its files must belong to the sandbox's ids (IDs.SandboxUID() and up). It
+// exists for the tests of customize.sh.
+func CustomizeTree(ctx context.Context, dir string, opts CustomizeOptions) error {
+	binds := []sandbox.Bind{{Source: dir, At: sbTree, Writable: true, Give: true}, {Source: opts.Scripts, At: sbScripts}}
+	env := customizeEnv{SSHPubKey: opts.SSHPubKey, DNS: opts.DNS}
+	if opts.ModulesDir != "" {
+		binds = append(binds, sandbox.Bind{Source: opts.ModulesDir, At: sbModules})
+		env.Modules = true
 	}
-	if err := oci.WriteDebugfsScript(&script, held.xattrs, valueDir); err != nil {
-		return err
+	if opts.AgentBinary != "" {
+		binds = append(binds, sandbox.Bind{Source: opts.AgentBinary, At: sbAgent})
+		env.Agent = true
 	}
-	cmdFile := filepath.Join(work, "debugfs.cmds")
-	if err := os.WriteFile(cmdFile, script.Bytes(), 0o600); err != nil {
-		return err
+	log := &lineLog{w: opts.Log}
+	if opts.Log == nil {
+		log.w = io.Discard
 	}
-	out, err := run(ctx, tools["debugfs"], "-w", "-f", cmdFile, img)
+	_, err := sandbox.Run(ctx, sandbox.Spec{IDs: opts.IDs, Binds: binds, Job: "image.customize", Arg: env, Log: log})
+	log.flush()
+	return err
+}
+
+// inodeCount is the -N to give mkfs.ext4 for an image of size bytes holding
+// inodes inodes, or 0 when its default (one inode per 16 KiB) leaves enough
+// room: a tree of many small files may need more.
+func inodeCount(size, inodes int64) int64 {
+	if size/16384 < inodes*3/2 {
+		return inodes * 2
+	}
+	return 0
+}
+
+// imageSize is the image file size for content of used bytes: 25% plus
+// 256 MiB of headroom (journal, metadata, room to install a few packages),
+// rounded up to 64 MiB.
+func imageSize(used int64) int64 {
+	const mib = 1 << 20
+	size := used + used/4 + 256*mib
+	return (size + 64*mib - 1) / (64 * mib) * (64 * mib)
+}
+
+// tempImage creates an empty file beside output, under a hidden temporary
+// name, for an image being built; publish moves it into place.
+func tempImage(output string) (string, error) {
+	f, err := os.CreateTemp(filepath.Dir(output), "."+filepath.Base(output)+".*.tmp")
 	if err != nil {
-		return fmt.Errorf("debugfs: %w", err)
+		return "", err
 	}
-	// debugfs reports a failed command on its output and still exits 0.
-	for _, l := range strings.Split(string(out), "\n") {
-		if strings.Contains(l, "not found by ext2_lookup") || strings.Contains(l, "Could not") || strings.HasPrefix(l, "mknod:") || strings.HasPrefix(l, "ea_set:") {
-			return fmt.Errorf("debugfs: %s", strings.TrimSpace(l))
-		}
+	return f.Name(), f.Close()
+}
+
+// publish makes the finished image tmp durable and readable (a base image
+// holds no secrets: host keys come per VM) and renames it to output.
+func publish(tmp, output string) error {
+	if err := syncFile(tmp); err != nil {
+		return err
 	}
-	if out, err := run(ctx, tools["e2fsck"], "-fn", img); err != nil {
-		return fmt.Errorf("check after adding device nodes and xattrs: %w: %s", err, lastLines(out, 10))
+	if err := os.Chmod(tmp, 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, output); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(output))
+}
+
+func syncFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", path, err)
 	}
 	return nil
+}
+
+func since(t time.Time) string {
+	return time.Since(t).Round(100 * time.Millisecond).String()
+}
+
+// tailBuffer keeps the last max lines written to it, for error messages.
+type tailBuffer struct {
+	mu    sync.Mutex
+	max   int
+	lines []string
+}
+
+func (t *tailBuffer) add(line string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.lines = append(t.lines, line)
+	if len(t.lines) > t.max {
+		t.lines = t.lines[len(t.lines)-t.max:]
+	}
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.Join(t.lines, " | ")
 }

@@ -7,10 +7,11 @@ import (
 	"path/filepath"
 
 	"github.com/bangerhq/banger/internal/image/oci"
+	"github.com/bangerhq/banger/internal/image/tarlimit"
 )
 
 // Example shows how an image build turns --from into the root file system
-// tarball that the Debian path's fakeroot extract + mkfs.ext4 -d consumes.
+// tarball that image.BuildRootfs consumes (one tar stream, as for Debian).
 func Example() {
 	build := func(ctx context.Context, from, work string) (tarball, digest string, err error) {
 		src, err := oci.ParseSource(from)
@@ -26,7 +27,7 @@ func Example() {
 		if err != nil {
 			return "", "", err
 		}
-		err = oci.FlattenContext(ctx, img, f, func(e oci.Event) {
+		err = oci.FlattenContext(ctx, img, f, tarlimit.Limits{}, func(e oci.Event) {
 			if e.Done {
 				fmt.Fprintf(os.Stderr, "%s layer %d/%d: %d bytes\n", e.Phase, e.Layer, e.Layers, e.Bytes)
 			}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/bangerhq/banger/internal/image/tarlimit"
 )
 
 // Whiteout names of the OCI image layer specification.
@@ -48,9 +50,9 @@ type Event struct {
 // progressEvery is how many bytes pass between two progress events.
 const progressEvery = 4 << 20
 
-// Flatten is FlattenContext without cancellation.
+// Flatten is FlattenContext without cancellation or limits.
 func Flatten(img v1.Image, w io.Writer, progress func(Event)) error {
-	return FlattenContext(context.Background(), img, w, progress)
+	return FlattenContext(context.Background(), img, w, tarlimit.Limits{}, progress)
 }
 
 // FlattenContext writes to w one tar stream holding img's final root file
@@ -87,7 +89,13 @@ func Flatten(img v1.Image, w io.Writer, progress func(Event)) error {
 // cached locally; a layer with nothing left to copy is not read again.
 // progress, when not nil, is called from this goroutine.
 // ctx is checked between entries.
-func FlattenContext(ctx context.Context, img v1.Image, w io.Writer, progress func(Event)) error {
+//
+// The first pass counts every layer's entries and content against lim
+// (sparse files at their full size) and the uncompressed bytes it reads:
+// a layer over them (a 1 TiB sparse file in a few hundred bytes, a
+// decompression bomb, a stream without end) fails before anything is
+// written to w.
+func FlattenContext(ctx context.Context, img v1.Image, w io.Writer, lim tarlimit.Limits, progress func(Event)) error {
 	if progress == nil {
 		progress = func(Event) {}
 	}
@@ -96,8 +104,12 @@ func FlattenContext(ctx context.Context, img v1.Image, w io.Writer, progress fun
 		return fmt.Errorf("flatten: list layers: %w", err)
 	}
 	t := newTree()
+	count := &tarlimit.Counter{Limits: lim}
 	for i, l := range layers {
-		if err := readLayer(ctx, l, PhaseScan, i, len(layers), progress, func(n int, hdr *tar.Header, _ io.Reader) error {
+		if err := readLayer(ctx, l, PhaseScan, i, len(layers), progress, count, func(n int, hdr *tar.Header, _ io.Reader) error {
+			if err := count.Add(hdr); err != nil {
+				return err
+			}
 			return t.add(i, n, hdr)
 		}, t.endLayer); err != nil {
 			return fmt.Errorf("flatten: layer %d of %d: %w", i+1, len(layers), err)
@@ -117,7 +129,7 @@ func FlattenContext(ctx context.Context, img v1.Image, w io.Writer, progress fun
 		}
 		want := plan.content[i]
 		left := len(want)
-		if err := readLayer(ctx, l, PhaseWrite, i, len(layers), progress, func(n int, hdr *tar.Header, r io.Reader) error {
+		if err := readLayer(ctx, l, PhaseWrite, i, len(layers), progress, nil, func(n int, hdr *tar.Header, r io.Reader) error {
 			if left == 0 {
 				return errStop // the rest of the layer was checked in the first pass
 			}
@@ -158,8 +170,8 @@ var errStop = errors.New("stop reading the layer")
 // readLayer calls each for every entry of l's uncompressed tar, then end
 // (when not nil), reporting progress. It reads the stream to its end so
 // that compressed readers verify their digests, unless each returns
-// errStop.
-func readLayer(ctx context.Context, l v1.Layer, phase Phase, i, n int, progress func(Event),
+// errStop. With count, the bytes read count against its limits.
+func readLayer(ctx context.Context, l v1.Layer, phase Phase, i, n int, progress func(Event), count *tarlimit.Counter,
 	each func(int, *tar.Header, io.Reader) error, end func() error) error {
 	size, _ := l.Size()
 	rc, err := l.Uncompressed()
@@ -171,7 +183,11 @@ func readLayer(ctx context.Context, l v1.Layer, phase Phase, i, n int, progress 
 		progress(Event{Phase: phase, Layer: i + 1, Layers: n, Bytes: b, Size: size, Done: done})
 	}}
 	cr.report(0, false)
-	tr := tar.NewReader(cr)
+	var r io.Reader = cr
+	if count != nil {
+		r = count.Reader(cr, fmt.Sprintf("layer %d", i+1))
+	}
+	tr := tar.NewReader(r)
 	for k := 0; ; k++ {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -190,7 +206,7 @@ func readLayer(ctx context.Context, l v1.Layer, phase Phase, i, n int, progress 
 			return err
 		}
 	}
-	if _, err := io.Copy(io.Discard, cr); err != nil {
+	if _, err := io.Copy(io.Discard, r); err != nil {
 		return fmt.Errorf("read to end: %w", err)
 	}
 	if err := rc.Close(); err != nil {

@@ -14,6 +14,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/bangerhq/banger/internal/image/tarlimit"
+	"github.com/bangerhq/banger/internal/testhost"
 )
 
 var mtime = time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
@@ -429,7 +432,7 @@ func TestFlattenContextCancelled(t *testing.T) {
 	img := imageOf(t, "amd64", layerOf(t, file("a", "a", 0o644)))
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := FlattenContext(ctx, img, io.Discard, nil); !errors.Is(err, context.Canceled) {
+	if err := FlattenContext(ctx, img, io.Discard, tarlimit.Limits{}, nil); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
 }
@@ -463,5 +466,49 @@ func TestFlattenHardLinksMore(t *testing.T) {
 	}
 	if pos["s2"] < pos["s1"] {
 		t.Error("s2 written before s1")
+	}
+}
+
+// rawLayer is a layer whose uncompressed tar is b, gzip-compressed.
+func rawLayer(t *testing.T, b []byte) v1.Layer {
+	t.Helper()
+	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// TestFlattenLimits: a layer over the limits fails in the first pass,
+// quickly, before anything is written.
+func TestFlattenLimits(t *testing.T) {
+	sparse := append(testhost.SparseTar("huge", 1<<40), make([]byte, 1024)...)
+	zeros := layerOf(t, file("zeros", strings.Repeat("\x00", 8<<20), 0o644))
+	for _, tc := range []struct {
+		name  string
+		layer v1.Layer
+		lim   tarlimit.Limits
+		want  string
+	}{
+		{"a 1 TiB sparse file in a small layer", rawLayer(t, sparse), tarlimit.Limits{MaxBytes: 32 << 30}, `"/huge" alone is 1 TiB`},
+		{"more content than max_size", zeros, tarlimit.Limits{MaxBytes: 1 << 20}, `"/zeros" alone is 8 MiB`},
+		{"more entries than max_files", layerOf(t, dir("a/", 0o755), dir("b/", 0o755), dir("c/", 0o755)), tarlimit.Limits{MaxFiles: 2}, "more than 2 files"},
+		// A stream longer than its entries say (a bomb of padding).
+		{"more bytes than max_size", rawLayer(t, append(sparse[:0:0], make([]byte, 4<<20)...)), tarlimit.Limits{MaxBytes: 1 << 20, MaxFiles: 1}, "gave more than 1 MiB"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			start := time.Now()
+			err := FlattenContext(context.Background(), imageOf(t, "amd64", tc.layer), &out, tc.lim, nil)
+			if !errors.Is(err, tarlimit.ErrTooLarge) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want ErrTooLarge saying %q", err, tc.want)
+			}
+			if out.Len() != 0 {
+				t.Errorf("%d bytes written before the refusal", out.Len())
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("took %s", d)
+			}
+		})
 	}
 }

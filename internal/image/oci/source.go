@@ -1,7 +1,7 @@
 // Package oci turns container images (from a registry, an OCI layout folder
 // or a `docker save` archive) into one tar stream of their root file system,
-// which the image build then extracts under fakeroot and copies into ext4
-// exactly as it does for the Debian path.
+// which the image build then extracts in its sandbox and copies into ext4
+// exactly as it does for the Debian path (image.BuildRootfs).
 package oci
 
 import (
