@@ -12,8 +12,8 @@ import (
 
 	"github.com/bangerhq/banger/internal/bundle"
 	"github.com/bangerhq/banger/internal/config"
-	"github.com/bangerhq/banger/internal/subid"
 	"github.com/bangerhq/banger/internal/paths"
+	"github.com/bangerhq/banger/internal/subid"
 	"github.com/bangerhq/banger/internal/vmm"
 	"github.com/bangerhq/banger/internal/vmm/firecracker"
 	"github.com/bangerhq/banger/internal/vmm/qemu"
