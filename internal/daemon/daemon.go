@@ -8,6 +8,8 @@ package daemon
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,6 +30,7 @@ import (
 	"github.com/bangerhq/banger/internal/doctor"
 	"github.com/bangerhq/banger/internal/network"
 	"github.com/bangerhq/banger/internal/paths"
+	"github.com/bangerhq/banger/internal/sandbox"
 	"github.com/bangerhq/banger/internal/store"
 	"github.com/bangerhq/banger/internal/version"
 	"github.com/bangerhq/banger/internal/vm"
@@ -128,6 +131,11 @@ func setup(ctx context.Context, log *slog.Logger) (*Daemon, *net.UnixListener, e
 		return nil, nil, err
 	}
 	os.WriteFile(dirs.PIDFile(), []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o600)
+	// The processes of this daemon's build sandboxes carry its token, so
+	// the next daemon finds what this one leaves running (sweep).
+	if err := sandbox.SetOwner(ownerToken(dirs)); err != nil {
+		return fail(err)
+	}
 
 	if d.store, err = store.Open(ctx, dirs.Database()); err != nil {
 		return fail(err)
@@ -186,6 +194,13 @@ func setup(ctx context.Context, log *slog.Logger) (*Daemon, *net.UnixListener, e
 	}
 	d.images.sweep(ctx)
 	return d, ln, nil
+}
+
+// ownerToken names this daemon's sandboxes: a hash of its state folder, so
+// a daemon of another user, or of another XDG state folder, has another.
+func ownerToken(dirs paths.Dirs) string {
+	sum := sha256.Sum256([]byte(dirs.State))
+	return "bgr-" + hex.EncodeToString(sum[:8])
 }
 
 // chooseDefaultVMM picks the VMM for VMs created without --vmm: the

@@ -164,7 +164,9 @@ func (s *imageService) produce(ctx context.Context, p production) (api.Image, er
 		return api.Image{}, err
 	}
 	fail := func(err error) (api.Image, error) {
-		os.RemoveAll(dir)
+		if rmErr := s.removeBuildFolder(context.WithoutCancel(ctx), dir); rmErr != nil {
+			s.log.Warn("remove the folder of a failed build (the next daemon start retries)", "folder", dir, "err", rmErr)
+		}
 		return api.Image{}, err
 	}
 	out := filepath.Join(dir, "rootfs.ext4")

@@ -19,6 +19,7 @@ import (
 	"github.com/bangerhq/banger/internal/api"
 	"github.com/bangerhq/banger/internal/doctor"
 	"github.com/bangerhq/banger/internal/image"
+	"github.com/bangerhq/banger/internal/sandbox"
 	"github.com/bangerhq/banger/internal/store"
 	"github.com/bangerhq/banger/internal/vm"
 )
@@ -132,9 +133,22 @@ func (s *imageService) removeFiles(im store.Image) error {
 	return nil
 }
 
-// sweep runs sweepImageFolders at daemon start and logs what it could not
-// do: a leftover folder wastes space but breaks nothing.
+// sweep runs at daemon start, before any request. First it makes sure
+// nothing of an earlier daemon's builds still runs: their sandboxes and
+// mmdebstrap die with that daemon, but maybe not yet, and a folder must not
+// be removed while something writes into it. Then it runs
+// sweepImageFolders. It logs what it could not do: a leftover folder wastes
+// space but breaks nothing.
 func (s *imageService) sweep(ctx context.Context) {
+	n, err := sandbox.KillOwned(ownerToken(s.d.dirs), 15*time.Second)
+	if n > 0 {
+		s.log.Warn("killed processes an earlier daemon's image builds left", "processes", n)
+	}
+	if err != nil {
+		s.log.Warn("image build processes of an earlier daemon", "err", err)
+		// Their folders stay until the next start.
+		return
+	}
 	if err := s.sweepImageFolders(ctx); err != nil {
 		s.log.Warn("clean up image folders", "err", err)
 	}
@@ -176,11 +190,22 @@ func (s *imageService) sweepImageFolders(ctx context.Context) error {
 			continue
 		}
 		s.log.Warn("removing image folder without an image", "folder", filepath.Join(root, e.Name()))
-		if err := os.RemoveAll(filepath.Join(root, e.Name())); err != nil {
+		if err := s.removeBuildFolder(ctx, filepath.Join(root, e.Name())); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// removeBuildFolder removes a folder a build may have left: files a build
+// sandbox made belong to subordinate ids, which only a sandbox (or root)
+// can remove.
+func (s *imageService) removeBuildFolder(ctx context.Context, dir string) error {
+	ids, err := s.sandboxIDs()
+	if err != nil {
+		return os.RemoveAll(dir)
+	}
+	return sandbox.RemoveAll(ctx, ids, dir)
 }
 
 // Kinds of file image.import accepts, told apart by content.

@@ -3,6 +3,7 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"os"
@@ -10,11 +11,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bangerhq/banger/internal/api"
 	"github.com/bangerhq/banger/internal/client"
 	"github.com/bangerhq/banger/internal/paths"
+	"github.com/bangerhq/banger/internal/sandbox"
 	"github.com/bangerhq/banger/internal/store"
+	"github.com/bangerhq/banger/internal/testhost"
 	"github.com/bangerhq/banger/internal/vm"
 	"github.com/bangerhq/banger/internal/vmm"
 )
@@ -430,5 +434,61 @@ func TestImageImportTarballFailureLeavesNothing(t *testing.T) {
 		if folders, rows := imagesLeft(t, d); len(folders) != 0 || rows != 0 {
 			t.Fatalf("a failed tarball import left folders %v and %d rows", folders, rows)
 		}
+	}
+}
+
+func init() {
+	// A build that never ends, writing into its folder (test.sweep).
+	sandbox.RegisterJob("daemon.test.block", func(sb *sandbox.Sandbox, _ json.RawMessage) (any, error) {
+		if err := os.WriteFile("/work/partial", []byte("x"), 0o644); err != nil {
+			return nil, err
+		}
+		sb.Event("started")
+		time.Sleep(time.Hour)
+		return nil, nil
+	})
+}
+
+// TestSweepKillsEarlierBuildsFirst: a build of an earlier daemon (same
+// state folder) still runs, writing into its image folder: the sweep ends
+// it before it removes the folder (with the sandbox's files in it).
+func TestSweepKillsEarlierBuildsFirst(t *testing.T) {
+	ctx := context.Background()
+	d, _ := newImageTestDaemon(t)
+	ids, err := d.images.sandboxIDs()
+	if err != nil {
+		testhost.Skip(t, "image builds need subordinate ids: %v", err)
+	}
+	folder := filepath.Join(d.dirs.ImagesDir(), "0123456789ab")
+	work := filepath.Join(folder, "banger-rootfs-1")
+	if err := os.MkdirAll(work, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := sandbox.SetOwner(ownerToken(d.dirs)); err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan bool)
+	done := make(chan error, 1)
+	go func() {
+		_, err := sandbox.Run(ctx, sandbox.Spec{IDs: ids, Job: "daemon.test.block",
+			Binds:   []sandbox.Bind{{Source: work, At: "/work", Writable: true, Give: true}},
+			OnEvent: func(json.RawMessage) { close(started) }})
+		done <- err
+	}()
+	select {
+	case <-started:
+	case err := <-done:
+		t.Fatalf("the earlier build ended: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the earlier build did not start")
+	}
+	d.images.sweep(ctx)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the earlier daemon's build still runs after the sweep")
+	}
+	if _, err := os.Stat(folder); !os.IsNotExist(err) {
+		t.Errorf("the earlier build's folder is still there: %v", err)
 	}
 }

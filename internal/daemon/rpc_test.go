@@ -18,6 +18,7 @@ import (
 
 	"github.com/bangerhq/banger/internal/api"
 	"github.com/bangerhq/banger/internal/client"
+	"github.com/bangerhq/banger/internal/sandbox"
 	"github.com/bangerhq/banger/internal/store"
 )
 
@@ -239,6 +240,7 @@ func TestClientErrorWhenDaemonAbsent(t *testing.T) {
 
 // TestMain lets the test binary act as a client under another uid.
 func TestMain(m *testing.M) {
+	sandbox.Main()
 	if sock := os.Getenv("BANGER_TEST_DIAL"); sock != "" {
 		err := client.New(sock).Call(context.Background(), "test.echo", echoParams{Text: "x"}, nil)
 		fmt.Print(err)

@@ -13,7 +13,6 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/bangerhq/banger/internal/image/tarlimit"
@@ -78,7 +77,7 @@ func CheckDebianTools() error {
 // file system as a tar stream (no hook runs in it), which goes through
 // BuildRootfs like any other image: extracted, customized and made into an
 // ext4 image in the build sandbox. mmdebstrap runs in a process tree that
-// dies with this process (see guard).
+// dies with this process (sandbox.Guard).
 //
 // It fails early, with an error wrapping ErrMissingTool, when a needed host
 // tool is missing. Everything temporary is removed whether the build
@@ -179,7 +178,8 @@ func (o *DebianOptions) packages() []string {
 }
 
 // mmdebstrap runs mmdebstrap, writing its root file system tar to w and its
-// messages to o.Log. Cancelling ctx kills its whole process tree (guard).
+// messages to o.Log. It runs under sandbox.Guard: cancelling ctx, or this
+// process dying, ends its whole process tree.
 func (o *DebianOptions) mmdebstrap(ctx context.Context, bin, work string, w io.Writer) error {
 	start := time.Now()
 	args := []string{
@@ -208,7 +208,7 @@ func (o *DebianOptions) mmdebstrap(ctx context.Context, bin, work string, w io.W
 		}
 		_, _ = io.Copy(io.Discard, pr)
 	}()
-	err := guard(ctx, cmd)
+	err := sandbox.Guard(ctx, cmd)
 	pw.Close()
 	wg.Wait()
 	if err != nil {
@@ -219,18 +219,4 @@ func (o *DebianOptions) mmdebstrap(ctx context.Context, bin, work string, w io.W
 	}
 	fmt.Fprintf(o.Log, "image: mmdebstrap done in %s\n", since(start))
 	return nil
-}
-
-// guard runs cmd so that it and every process it starts end when ctx is
-// done or this process dies.
-func guard(ctx context.Context, cmd *exec.Cmd) error {
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	stop := context.AfterFunc(ctx, func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
-	defer stop()
-	err := cmd.Wait()
-	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	return err
 }

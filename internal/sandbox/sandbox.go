@@ -269,6 +269,7 @@ const (
 	stageSetup         = "setup"
 	stageInit          = "init"
 	stageTree          = "tree"
+	stageGuard         = "guard"
 )
 
 // stageCtl and stageMsgs are a stage's configuration pipe (also its
@@ -289,6 +290,10 @@ func Main() {
 	syscall.CloseOnExec(cfgFD)
 	syscall.CloseOnExec(msgFD)
 	stageCtl, stageMsgs = os.NewFile(cfgFD, "ctl"), os.NewFile(msgFD, "msgs")
+	// The stages this one starts carry the same owner token.
+	if len(os.Args) > 1 {
+		owner = os.Args[1]
+	}
 	var err error
 	switch stage {
 	case stageSetupUnmapped:
@@ -299,6 +304,8 @@ func Main() {
 		err = runInit()
 	case stageTree:
 		err = runTree()
+	case stageGuard:
+		err = runGuard()
 	default:
 		err = fmt.Errorf("unknown stage %q", stage)
 	}
@@ -318,9 +325,12 @@ type stageCmd struct {
 	stdout io.Writer
 	stderr io.Writer
 	env    []string
-	// noMessages: the stage's message pipe is this process's own fd 4
-	// (the setup stage hands it to init), so run reads nothing.
+	// msgFile, when set, is the stage's message pipe: this process's own
+	// fd 4 (the setup stage hands it to init), so run reads nothing.
 	msgFile *os.File
+	// deathSig is the stage's parent-death signal (default SIGKILL), and
+	// cancelSig what cancelling the context sends it (default SIGKILL).
+	deathSig, cancelSig syscall.Signal
 }
 
 // run starts the stage, calls started (which must write its
@@ -345,6 +355,9 @@ func (st stageCmd) run(ctx context.Context, started func(*exec.Cmd, *os.File) er
 	}
 	cmd := exec.Command("/proc/self/exe")
 	cmd.Args = []string{procName + "-" + st.name}
+	if o := currentOwner(); o != "" {
+		cmd.Args = append(cmd.Args, o)
+	}
 	cmd.Env = append([]string{stageEnv + "=" + st.name}, st.env...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = st.stdin, st.stdout, st.stderr
 	cmd.ExtraFiles = []*os.File{cfgR, msgW}
@@ -352,6 +365,9 @@ func (st stageCmd) run(ctx context.Context, started func(*exec.Cmd, *os.File) er
 	attr := st.attr
 	attr.Cloneflags |= st.flags
 	attr.Pdeathsig = syscall.SIGKILL
+	if st.deathSig != 0 {
+		attr.Pdeathsig = st.deathSig
+	}
 	cmd.SysProcAttr = &attr
 	cmd.WaitDelay = 5 * time.Second
 
@@ -363,7 +379,13 @@ func (st stageCmd) run(ctx context.Context, started func(*exec.Cmd, *os.File) er
 		return nil, fmt.Errorf("%w: start the %s stage: %w", ErrSetup, st.name, err)
 	}
 	cfgR.Close()
-	stop := context.AfterFunc(ctx, func() { cmd.Process.Kill() })
+	stop := context.AfterFunc(ctx, func() {
+		if st.cancelSig != 0 {
+			cmd.Process.Signal(st.cancelSig)
+			return
+		}
+		cmd.Process.Kill()
+	})
 	defer stop()
 	fail := func(err error) (json.RawMessage, error) {
 		cmd.Process.Kill()

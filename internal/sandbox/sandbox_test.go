@@ -25,8 +25,12 @@ import (
 
 func TestMain(m *testing.M) {
 	sandbox.Main()
-	if os.Getenv("SANDBOX_TEST_HELPER") != "" {
+	switch os.Getenv("SANDBOX_TEST_HELPER") {
+	case "sandbox":
 		deathHelper()
+		return
+	case "guard":
+		guardHelper()
 		return
 	}
 	os.Exit(m.Run())
@@ -353,7 +357,7 @@ func TestSandboxDiesWithParent(t *testing.T) {
 	ids(t)
 	self, _ := os.Executable()
 	cmd := exec.Command(self)
-	cmd.Env = append(os.Environ(), "SANDBOX_TEST_HELPER=1", "TMPDIR="+t.TempDir())
+	cmd.Env = append(os.Environ(), "SANDBOX_TEST_HELPER=sandbox", "TMPDIR="+t.TempDir())
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -372,7 +376,7 @@ func TestSandboxDiesWithParent(t *testing.T) {
 	var family []int
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		family = descendants(cmd.Process.Pid)
+		family = sandbox.Descendants(cmd.Process.Pid)
 		if len(family) >= 3 || time.Now().After(deadline) || !running(cmd.Process.Pid) {
 			break
 		}
@@ -422,39 +426,6 @@ func deathHelper() {
 	os.Exit(1)
 }
 
-// descendants lists every process below pid.
-func descendants(pid int) []int {
-	parent := map[int]int{}
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-		if len(f) > 1 {
-			parent[p], _ = strconv.Atoi(f[1])
-		}
-	}
-	var out []int
-	var walk func(int)
-	walk = func(p int) {
-		for c, pp := range parent {
-			if pp == p {
-				out = append(out, c)
-				walk(c)
-			}
-		}
-	}
-	walk(pid)
-	return out
-}
-
 // running: pid exists and is not a zombie.
 func running(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
@@ -468,5 +439,152 @@ func running(pid int) bool {
 // TestSandboxRootless runs the tests above again as an ordinary user with
 // subordinate ids (a per-user daemon's sandboxes).
 func TestSandboxRootless(t *testing.T) {
-	testhost.RunAsRootless(t, "TestSandbox", "TestSandboxJobError", "TestSandboxDiesWithParent")
+	testhost.RunAsRootless(t, "TestSandbox", "TestSandboxJobError", "TestSandboxDiesWithParent",
+		"TestGuard", "TestGuardDiesWithParent", "TestKillOwned")
+}
+
+func TestGuard(t *testing.T) {
+	var out strings.Builder
+	err := sandbox.Guard(context.Background(), &exec.Cmd{Path: "/bin/sh", Args: []string{"sh", "-c", "echo hello; exit 3"}, Stdout: &out})
+	if err == nil || !strings.Contains(err.Error(), "exit status 3") || out.String() != "hello\n" {
+		t.Fatalf("err %v, output %q; want exit status 3 and hello", err, out.String())
+	}
+	// Cancelled: the command and what it started go at once.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	// sleep takes a fraction: one no other process uses.
+	marker := fmt.Sprintf("1000.%d", os.Getpid())
+	start := time.Now()
+	err = sandbox.Guard(ctx, exec.Command("/bin/sh", "-c", "sleep $0 & setsid sleep $0 & sleep $0", marker))
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 10*time.Second {
+		t.Fatalf("cancelled guard: %v after %s", err, time.Since(start))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(matching(marker)) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("processes %v outlived the cancelled guard", matching(marker))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestGuardDiesWithParent SIGKILLs a process running a guarded command
+// tree (as the daemon runs mmdebstrap): the whole tree must go with it.
+func TestGuardDiesWithParent(t *testing.T) {
+	self, _ := os.Executable()
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), "SANDBOX_TEST_HELPER=guard")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	var family []int
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		// guard, sh, three sleeps
+		family = sandbox.Descendants(cmd.Process.Pid)
+		if len(family) >= 5 || time.Now().After(deadline) || !running(cmd.Process.Pid) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(family) < 5 {
+		t.Fatalf("want the guard, sh and three sleeps under the helper, got %v", family)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		var alive []int
+		for _, p := range family {
+			if running(p) {
+				alive = append(alive, p)
+			}
+		}
+		if len(alive) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("guarded processes %v outlived their parent", alive)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func guardHelper() {
+	err := sandbox.Guard(context.Background(), exec.Command("/bin/sh", "-c", "sleep 1000 & setsid sleep 1000 & sleep 1000"))
+	fmt.Fprintln(os.Stderr, "helper: guard ended:", err)
+	os.Exit(1)
+}
+
+// TestKillOwned: a daemon finds and kills what an earlier one's sandboxes
+// left, and nothing of another owner's.
+func TestKillOwned(t *testing.T) {
+	ids := ids(t)
+	mine, other := fmt.Sprintf("test-mine-%d", os.Getpid()), fmt.Sprintf("test-other-%d", os.Getpid())
+	start := func(owner string) chan error {
+		tree, _ := newTree(t, ids)
+		if err := sandbox.SetOwner(owner); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		started := make(chan bool)
+		go func() {
+			_, err := sandbox.Run(context.Background(), sandbox.Spec{IDs: ids, Job: "test.sleep",
+				Binds: []sandbox.Bind{{Source: tree, At: "/tree", Give: true}}, Started: func(int) { close(started) }})
+			done <- err
+		}()
+		select {
+		case <-started:
+		case err := <-done:
+			t.Fatalf("sandbox of %s ended: %v", owner, err)
+		}
+		return done
+	}
+	mineDone := start(mine)
+	otherDone := start(other)
+	defer sandbox.KillOwned(other, 10*time.Second)
+	if n, err := sandbox.KillOwned(mine, 10*time.Second); err != nil || n < 2 {
+		t.Fatalf("KillOwned: %d processes, %v", n, err)
+	}
+	select {
+	case err := <-mineDone:
+		if err == nil {
+			t.Error("the killed sandbox reported success")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the killed sandbox's Run did not return")
+	}
+	if left := sandbox.OwnedBy(mine); len(left) > 0 {
+		t.Errorf("processes %v of the killed owner remain", left)
+	}
+	if len(sandbox.OwnedBy(other)) == 0 {
+		t.Error("another owner's sandbox was killed too")
+	}
+	select {
+	case err := <-otherDone:
+		t.Fatalf("the other sandbox ended: %v", err)
+	default:
+	}
+	if _, err := sandbox.KillOwned("", time.Second); err == nil {
+		t.Error("KillOwned without a token was accepted")
+	}
+}
+
+// matching lists live processes whose command line contains s.
+func matching(s string) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if strings.Contains(string(b), s) && running(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }

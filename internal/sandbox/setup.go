@@ -64,7 +64,7 @@ func setupUnmapped() error {
 			return err
 		}
 	}
-	return syscall.Exec("/proc/self/exe", []string{procName + "-" + stageSetup}, []string{stageEnv + "=" + stageSetup})
+	return syscall.Exec("/proc/self/exe", append([]string{procName + "-" + stageSetup}, os.Args[1:]...), []string{stageEnv + "=" + stageSetup})
 }
 
 // runSetup is the setup stage: it builds the sandbox's root and runs the
