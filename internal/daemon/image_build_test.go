@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -46,5 +48,32 @@ func TestParseBuildSource(t *testing.T) {
 		if !errors.Is(err, api.ErrInvalid) || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: err %v, want ErrInvalid saying %q", from, err, want)
 		}
+	}
+}
+
+func TestReachableNameserver(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte(body), 0o644)
+		return p
+	}
+	resolved := write("resolved", "# systemd-resolved's upstream\nnameserver 192.0.2.53\nnameserver 192.0.2.54\n")
+	for _, tc := range []struct {
+		files []string
+		want  string
+	}{
+		{[]string{write("plain", "search example.org\nnameserver 10.1.2.3\n")}, "10.1.2.3"},
+		// systemd-resolved's stub is loopback: its upstream file answers.
+		{[]string{write("stub", "nameserver 127.0.0.53\noptions edns0\n"), resolved}, "192.0.2.53"},
+		{[]string{write("v6", "nameserver ::1\nnameserver 2001:db8::1\nnameserver 0.0.0.0\n")}, ""},
+		{[]string{filepath.Join(dir, "missing")}, ""},
+	} {
+		if got := reachableNameserver(tc.files...); got != tc.want {
+			t.Errorf("reachableNameserver(%v) = %q, want %q", tc.files, got, tc.want)
+		}
+	}
+	if got := buildDNS("9.9.9.9"); got != "9.9.9.9" {
+		t.Errorf("network.dns is not used: %q", got)
 	}
 }

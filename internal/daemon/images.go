@@ -149,6 +149,9 @@ func (s *imageService) sweep(ctx context.Context) {
 		// Their folders stay until the next start.
 		return
 	}
+	if n, err := store.DeleteBuildLeases(ctx, s.d.store.DB); err != nil || n > 0 {
+		s.log.Info("freed the addresses of an earlier daemon's builds", "leases", n, "err", err)
+	}
 	if err := s.sweepImageFolders(ctx); err != nil {
 		s.log.Warn("clean up image folders", "err", err)
 	}

@@ -8,16 +8,21 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netns"
+
+	"github.com/bangerhq/banger/internal/network"
 	"github.com/bangerhq/banger/internal/sandbox"
 	"github.com/bangerhq/banger/internal/subid"
 	"github.com/bangerhq/banger/internal/testhost"
@@ -587,4 +592,103 @@ func matching(s string) []int {
 		}
 	}
 	return pids
+}
+
+func init() {
+	sandbox.RegisterJob("test.dial", func(_ *sandbox.Sandbox, arg json.RawMessage) (any, error) {
+		var addr string
+		json.Unmarshal(arg, &addr)
+		c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		defer c.Close()
+		b, err := io.ReadAll(c)
+		return string(b), err
+	})
+}
+
+// TestSandboxNet: with Net, the sandbox reaches its gateway through the
+// interface Attach put in its namespace (here a veth on a bridge in a test
+// namespace, where a listener waits on the gateway address).
+func TestSandboxNet(t *testing.T) {
+	ids := ids(t)
+	if os.Geteuid() != 0 {
+		testhost.Skip(t, "attaching a sandbox to a bridge needs CAP_NET_ADMIN")
+	}
+	ns := newNetNS(t)
+	h, err := network.NewAt(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	subnet := netip.MustParsePrefix("10.213.0.0/24")
+	if err := h.EnsureBridge("bgrtbr0", network.GatewayPrefix(subnet)); err != nil {
+		t.Fatal(err)
+	}
+	var ln net.Listener
+	if err := inNetNS(ns, func() (err error) { ln, err = net.Listen("tcp", "10.213.0.1:0"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, "hello from the bridge")
+			c.Close()
+		}
+	}()
+	mac, _ := net.ParseMAC("52:54:00:12:34:56")
+	res, err := sandbox.Run(context.Background(), sandbox.Spec{IDs: ids, Job: "test.dial", Arg: ln.Addr().String(),
+		Net: &sandbox.Net{Iface: "eth0", Addr: netip.MustParsePrefix("10.213.0.7/24"), Gateway: network.Gateway(subnet),
+			Attach: func(pid int) error {
+				sbNS, err := netns.GetFromPid(pid)
+				if err != nil {
+					return err
+				}
+				defer sbNS.Close()
+				return h.CreateVeth("bgrtveth0", "bgrtbr0", "eth0", sbNS, mac)
+			}}})
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if string(res) != `"hello from the bridge"` {
+		t.Fatalf("the sandbox read %s", res)
+	}
+}
+
+// newNetNS makes a network namespace, gone when the test ends.
+func newNetNS(t *testing.T) netns.NsHandle {
+	t.Helper()
+	ch := make(chan netns.NsHandle, 1)
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		ns, err := netns.New()
+		ch <- ns
+		errc <- err
+	}()
+	ns := <-ch
+	if err := <-errc; err != nil {
+		t.Fatalf("new network namespace: %v", err)
+	}
+	t.Cleanup(func() { ns.Close() })
+	return ns
+}
+
+// inNetNS runs fn on a throwaway thread in ns (sockets it opens stay there).
+func inNetNS(ns netns.NsHandle, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		if err := netns.Set(ns); err != nil {
+			errc <- err
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sync"
+	"strings"
 	"testing"
 )
 
@@ -42,8 +43,8 @@ func TestMigrationsAreIdempotent(t *testing.T) {
 			t.Fatalf("open %d: %v", i, err)
 		}
 		v, err := s.SchemaVersion(context.Background())
-		if err != nil || v != 3 {
-			t.Fatalf("schema version = %d, %v; want 3", v, err)
+		if err != nil || v != 4 {
+			t.Fatalf("schema version = %d, %v; want 4", v, err)
 		}
 		var mode string
 		s.DB.QueryRow("PRAGMA journal_mode").Scan(&mode)
@@ -227,5 +228,41 @@ func TestVsockCIDsAreUnique(t *testing.T) {
 	got, _ := GetVM(ctx, s.DB, "a")
 	if got.VsockCID != 3 {
 		t.Fatalf("cid not persisted: %d", got.VsockCID)
+	}
+}
+
+// A build's address counts as leased for VMs, and the reverse.
+func TestBuildLeases(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	seedImage(t, s)
+	vm := testVM("dev", "52:54:00:00:00:01")
+	if err := InsertVM(ctx, s.DB, &vm); err != nil {
+		t.Fatal(err)
+	}
+	if err := InsertLease(ctx, s.DB, "172.30.0.2", vm.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := InsertBuildLease(ctx, s.DB, "172.30.0.3", "build:a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := InsertBuildLease(ctx, s.DB, "172.30.0.3", "build:b"); !errors.Is(err, ErrExists) {
+		t.Fatalf("second build lease of one address: %v, want ErrExists", err)
+	}
+	if err := InsertBuildLease(ctx, s.DB, "172.30.0.4", "build:b"); err != nil {
+		t.Fatal(err)
+	}
+	ips, err := LeasedIPs(ctx, s.DB)
+	if err != nil || strings.Join(ips, ",") != "172.30.0.2,172.30.0.3,172.30.0.4" {
+		t.Fatalf("LeasedIPs = %v, %v", ips, err)
+	}
+	if err := DeleteBuildLease(ctx, s.DB, "172.30.0.3"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := DeleteBuildLeases(ctx, s.DB); n != 1 || err != nil {
+		t.Fatalf("DeleteBuildLeases = %d, %v; want the one left", n, err)
+	}
+	if ips, _ := LeasedIPs(ctx, s.DB); strings.Join(ips, ",") != "172.30.0.2" {
+		t.Fatalf("after freeing the builds': %v", ips)
 	}
 }

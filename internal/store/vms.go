@@ -143,9 +143,9 @@ func DeleteVM(ctx context.Context, q Querier, id string) error {
 	return nil
 }
 
-// LeasedIPs returns every leased address.
+// LeasedIPs returns every leased address: VMs' and builds'.
 func LeasedIPs(ctx context.Context, q Querier) ([]string, error) {
-	rows, err := q.QueryContext(ctx, "SELECT ip FROM leases")
+	rows, err := q.QueryContext(ctx, "SELECT ip FROM leases UNION SELECT ip FROM build_leases")
 	if err != nil {
 		return nil, fmt.Errorf("list leases: %w", err)
 	}
@@ -168,6 +168,35 @@ func InsertLease(ctx context.Context, q Querier, ip, vmID string) error {
 		return fmt.Errorf("lease %s: %w", ip, mapErr(err))
 	}
 	return nil
+}
+
+// InsertBuildLease records that a build sandbox (owner) holds ip;
+// ErrExists when it is taken. Allocate with LeasedIPs in the same
+// transaction.
+func InsertBuildLease(ctx context.Context, q Querier, ip, owner string) error {
+	_, err := q.ExecContext(ctx, "INSERT INTO build_leases(ip, owner) VALUES(?, ?)", ip, owner)
+	if err != nil {
+		return fmt.Errorf("lease %s to %s: %w", ip, owner, mapErr(err))
+	}
+	return nil
+}
+
+// DeleteBuildLease frees a build's address; no error when it is not leased.
+func DeleteBuildLease(ctx context.Context, q Querier, ip string) error {
+	if _, err := q.ExecContext(ctx, "DELETE FROM build_leases WHERE ip = ?", ip); err != nil {
+		return fmt.Errorf("free build lease %s: %w", ip, err)
+	}
+	return nil
+}
+
+// DeleteBuildLeases frees every build's address (at daemon start, when no
+// build runs) and returns how many there were.
+func DeleteBuildLeases(ctx context.Context, q Querier) (int64, error) {
+	res, err := q.ExecContext(ctx, "DELETE FROM build_leases")
+	if err != nil {
+		return 0, fmt.Errorf("free build leases: %w", err)
+	}
+	return res.RowsAffected()
 }
 
 // CountLeases returns the number of leases (used by tests and leak checks).
