@@ -201,7 +201,8 @@ type treeConfig struct {
 // InTree runs ts in new mount and PID namespaces rooted at ts.Root, and
 // returns the result of its Func (or nil for Argv). A program that exits
 // non-zero is an error naming its status. Every process the run started
-// is gone when InTree returns. Cancelling ctx kills the run.
+// is gone when InTree returns. Cancelling ctx kills the run. Call it from
+// the job's own goroutine: the run inherits that thread's no_new_privs.
 func (sb *Sandbox) InTree(ctx context.Context, ts TreeSpec) (json.RawMessage, error) {
 	if (ts.Func == "") == (len(ts.Argv) == 0) {
 		return nil, fmt.Errorf("sandbox: a tree run needs Func or Argv, not both")

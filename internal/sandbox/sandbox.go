@@ -285,6 +285,10 @@ func Main() {
 		return
 	}
 	os.Unsetenv(stageEnv)
+	// no_new_privs, the capability bounding set and the parent-death signal
+	// belong to a thread, and a child inherits those of the thread that
+	// forks it: a stage does everything, forks included, on this one.
+	runtime.LockOSThread()
 	// The pipes to the parent are no program's business: close them on
 	// exec (the stages pass them on explicitly).
 	syscall.CloseOnExec(cfgFD)
