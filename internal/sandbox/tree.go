@@ -29,6 +29,12 @@ func runTree() error {
 	if err := dropCaps(); err != nil {
 		return msgs.done(nil, fmt.Errorf("%w: %w", ErrSetup, err))
 	}
+	// Not dumpable: the image's programs (same ids, no CAP_SYS_PTRACE)
+	// cannot trace this process or open its pipes to the sandbox through
+	// /proc/1.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return msgs.done(nil, fmt.Errorf("%w: not dumpable: %w", ErrSetup, err))
+	}
 	if cfg.Func != "" {
 		fn, ok := lookupTreeFunc(cfg.Func)
 		if !ok {
