@@ -72,25 +72,13 @@ func (e *env) imageShow(ctx context.Context, name string) api.Image {
 func makeOCISources(t *testing.T, base string) ociSources {
 	t.Helper()
 	dir := t.TempDir()
-	tree := filepath.Join(dir, "tree")
-	os.Mkdir(tree, 0o755)
-	if out, err := exec.Command("debugfs", "-R", "rdump / "+tree, base).CombinedOutput(); err != nil {
-		t.Fatalf("debugfs rdump: %v: %s", err, out)
-	}
-	if _, err := os.Stat(filepath.Join(tree, strings.TrimPrefix(layerTwoDeleted, "/"))); err != nil {
-		t.Fatalf("the base image has no %s for layer two to delete: %v", layerTwoDeleted, err)
-	}
-	os.MkdirAll(filepath.Join(tree, "opt/app"), 0o755)
-	os.WriteFile(filepath.Join(tree, opaqueOld), []byte("old\n"), 0o644)
-	layerOne := filepath.Join(dir, "layer1.tar")
-	if out, err := exec.Command("tar", "--numeric-owner", "-C", tree, "-cf", layerOne, ".").CombinedOutput(); err != nil {
-		t.Fatalf("tar layer one: %v: %s", err, out)
-	}
-	os.RemoveAll(tree)
-	l1, err := tarball.LayerFromFile(layerOne, tarball.WithCompressionLevel(gzip.BestSpeed))
-	if err != nil {
-		t.Fatal(err)
-	}
+	l1, layerOne := debianLayer(t, base, func(tree string) {
+		if _, err := os.Stat(filepath.Join(tree, strings.TrimPrefix(layerTwoDeleted, "/"))); err != nil {
+			t.Fatalf("the base image has no %s for layer two to delete: %v", layerTwoDeleted, err)
+		}
+		os.MkdirAll(filepath.Join(tree, "opt/app"), 0o755)
+		os.WriteFile(filepath.Join(tree, opaqueOld), []byte("old\n"), 0o644)
+	})
 	l2 := tarLayer(t, []tarEntry{
 		{name: "etc/.wh.motd"},
 		{name: "opt/app/", dir: true},
@@ -138,8 +126,33 @@ func makeOCISources(t *testing.T, base string) ociSources {
 	if out, err := exec.Command("sh", "-c", `gzip -1 -c "$1" > "$2"`, "sh", layerOne, src.rootfsTarball).CombinedOutput(); err != nil {
 		t.Fatalf("gzip: %v: %s", err, out)
 	}
-	os.Remove(layerOne)
 	return src
+}
+
+// debianLayer is the whole tree of the ext4 image base (dumped with
+// debugfs, owners kept), changed by edit, as one gzip layer; it also
+// returns the layer's tar file (removed when the test ends).
+func debianLayer(t *testing.T, base string, edit func(tree string)) (v1.Layer, string) {
+	t.Helper()
+	dir := t.TempDir()
+	tree := filepath.Join(dir, "tree")
+	os.Mkdir(tree, 0o755)
+	if out, err := exec.Command("debugfs", "-R", "rdump / "+tree, base).CombinedOutput(); err != nil {
+		t.Fatalf("debugfs rdump: %v: %s", err, out)
+	}
+	if edit != nil {
+		edit(tree)
+	}
+	layer := filepath.Join(dir, "layer.tar")
+	if out, err := exec.Command("tar", "--numeric-owner", "-C", tree, "-cf", layer, ".").CombinedOutput(); err != nil {
+		t.Fatalf("tar layer: %v: %s", err, out)
+	}
+	os.RemoveAll(tree)
+	l, err := tarball.LayerFromFile(layer, tarball.WithCompressionLevel(gzip.BestSpeed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, layer
 }
 
 type tarEntry struct {

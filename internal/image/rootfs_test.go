@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -272,7 +273,9 @@ func TestBuildRootfsFailureLeavesNothing(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	start := time.Now()
-	if err := build(ctx, rootfsTar(t), "sleep 30\n"); !errors.Is(err, context.DeadlineExceeded) {
+	// A duration no other process sleeps.
+	sleep := fmt.Sprintf("sleep 30.%d", os.Getpid())
+	if err := build(ctx, rootfsTar(t), sleep+"\n"); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("cancelled build: err = %v", err)
 	}
 	if d := time.Since(start); d > 10*time.Second {
@@ -280,7 +283,7 @@ func TestBuildRootfsFailureLeavesNothing(t *testing.T) {
 	}
 	assertOnly(t, tmp)
 	assertOnly(t, filepath.Dir(out))
-	if out, _ := exec.Command("pgrep", "-f", "sleep 30").Output(); len(out) > 0 {
+	if out, _ := exec.Command("pgrep", "-f", sleep).Output(); len(out) > 0 {
 		t.Errorf("the script's process survived the cancellation: %s", out)
 	}
 }
@@ -368,7 +371,9 @@ func TestBuildRootfsRefuses(t *testing.T) {
 // TestBuildRootfsRootless runs the BuildRootfs tests again as an ordinary
 // user with subordinate ids (a per-user daemon builds images that way).
 func TestBuildRootfsRootless(t *testing.T) {
-	testhost.RunAsRootless(t, "TestBuildRootfsKeepsOwnersDevicesAndXattrs", "TestBuildRootfsFailureLeavesNothing", "TestBuildRootfsRefuses")
+	testhost.Attacker(t, repoFile(t, "."))
+	testhost.RunAsRootless(t, "TestBuildRootfsKeepsOwnersDevicesAndXattrs", "TestBuildRootfsFailureLeavesNothing", "TestBuildRootfsRefuses",
+		"TestBuildRootfsFromLayers", "TestBuildContainsHostileImages")
 }
 
 // TestBuildRootfsFromLayers: an OCI image of two layers (hard links, a

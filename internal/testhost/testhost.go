@@ -56,7 +56,8 @@ func RootlessUser(t testing.TB) *user.User {
 }
 
 // RunAsRootless runs the tests named in tests (exact names) of the current
-// test binary again, as RootlessUser, in a working folder of that user's,
+// test binary again, as RootlessUser (with the BANGER_TEST_* variables of
+// this process's environment), in a working folder of that user's,
 // and fails t unless each passed there. It must be called as root. It
 // returns the working folder (removed when t ends; files the rootless run
 // left to subordinate ids are removed as root).
@@ -91,6 +92,11 @@ func RunAsRootless(t *testing.T, tests ...string) string {
 	cmd.Dir = work
 	cmd.Env = []string{"HOME=" + u.HomeDir, "USER=" + u.Username, "TMPDIR=" + work,
 		"PATH=" + os.Getenv("PATH") + ":/usr/sbin:/sbin", "CI=" + os.Getenv("CI")}
+	for _, e := range os.Environ() {
+		if strings.HasPrefix(e, "BANGER_TEST_") {
+			cmd.Env = append(cmd.Env, e)
+		}
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
 	out, err := cmd.CombinedOutput()
 	t.Logf("as %s (uid %d):\n%s", u.Username, uid, out)
@@ -103,4 +109,33 @@ func RunAsRootless(t *testing.T, tests ...string) string {
 		}
 	}
 	return work
+}
+
+// Attacker builds internal/testhost/attacker (see there), static, into a
+// folder everyone may read, once per test process (BANGER_TEST_ATTACKER
+// names it, for the rootless re-runs), and returns its path. repo is the
+// repository root.
+func Attacker(t testing.TB, repo string) string {
+	t.Helper()
+	if p := os.Getenv("BANGER_TEST_ATTACKER"); p != "" {
+		return p
+	}
+	dir, err := os.MkdirTemp("", "banger-attacker-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	bin := filepath.Join(dir, "attacker")
+	cmd := exec.Command("go", "build", "-o", bin, "./internal/testhost/attacker")
+	cmd.Dir = repo
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build the attacker: %v\n%s", err, out)
+	}
+	os.Setenv("BANGER_TEST_ATTACKER", bin)
+	t.Cleanup(func() {
+		os.Unsetenv("BANGER_TEST_ATTACKER")
+		os.RemoveAll(dir)
+	})
+	return bin
 }
