@@ -1,36 +1,38 @@
 #!/usr/bin/env bash
 # banger image build benchmarks, each a side-by-side comparison in one run:
-#   debian   `banger image build --from debian:RELEASE --no-cache` vs the same
-#            tools run by hand doing the same work (mmdebstrap with banger's
-#            arguments and customize.sh hook, then tar -x + truncate +
-#            mkfs.ext4 -d under one fakeroot, then removing its tree and
-#            tarball: each side's cleanup is in its timer), interleaved with
-#            the first side alternating, RUNS times each
+#   debian   `banger image build --from debian:RELEASE --no-cache` of this
+#            tree vs the same command of banger at commit OLD (built in a
+#            temporary git worktree), interleaved with the side that goes
+#            first alternating, RUNS times each: medians and their ratio
+#   oci      the same for `--from docker-archive:` of a one-layer Debian
+#            image (made once with mmdebstrap, not timed)
 #   rebuild  a first build (--no-cache) vs unchanged rebuilds, which must come
 #            from the build cache (a hard link of the cached ext4)
-#   oci      for context: one --no-cache build from a docker-archive holding
-#            the root file system the by-hand debian run made (one layer)
-# Needs mmdebstrap, fakeroot, e2fsprogs, python3, Debian's mirror (so it runs
-# outside any network namespace; it boots no VMs), bin/ (make build) and a
-# runtime bundle (make runtime). Everything lives under BENCH_ROOT (private
-# XDG dirs); the daemon it starts there is stopped at the end.
-# Usage: bench/build.sh [debian] [rebuild] [oci]   (default: all)
-#   RUNS=3 RELEASE=bookworm BENCH_ROOT=/tmp/bgr-bench-build
+# OLD defaults to the last main commit before the build sandbox (issue 10):
+# the previous pipeline (mmdebstrap with customize.sh as hook + fakeroot;
+# OCI: unshare(1) namespaces). Both sides use one snapshot of the runtime
+# bundle and private XDG dirs under BENCH_ROOT; their daemons are stopped at
+# the end. Needs git, go, mmdebstrap, fakeroot (the old side), e2fsprogs,
+# python3, Debian's mirror (so it runs outside any network namespace; it
+# boots no VMs), root's subordinate ids (make deps), bin/ (make build) and a
+# runtime bundle (make runtime).
+# Usage: bench/build.sh [debian] [oci] [rebuild]   (default: all)
+#   RUNS=3 RELEASE=bookworm OLD=92aa99f BENCH_ROOT=/tmp/bgr-bench-build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
 RUNS=${RUNS:-3}
 RELEASE=${RELEASE:-bookworm}
+OLD=${OLD:-92aa99f}
 ROOT=${BENCH_ROOT:-/tmp/bgr-bench-build}
 MIRROR=http://deb.debian.org/debian # image.DefaultMirror
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(debian rebuild oci)
+[ ${#parts[@]} -gt 0 ] || parts=(debian oci rebuild)
 for p in "${parts[@]}"; do
-	case $p in debian | rebuild | oci) ;; *) echo "usage: $0 [debian] [rebuild] [oci]" >&2 && exit 2 ;; esac
+	case $p in debian | oci | rebuild) ;; *) echo "usage: $0 [debian] [oci] [rebuild]" >&2 && exit 2 ;; esac
 done
 
-B="$REPO/bin/banger"
-if [ ! -x "$B" ] || [ ! -x "$REPO/bin/bangerd" ]; then
+if [ ! -x "$REPO/bin/banger" ] || [ ! -x "$REPO/bin/bangerd" ]; then
 	echo "bench: no bin/banger or bin/bangerd: run make build" >&2
 	exit 1
 fi
@@ -38,18 +40,15 @@ if [ ! -f "$REPO/runtime/agent/banger-vsock-pingd" ] || [ ! -d "$REPO/runtime/ke
 	echo "bench: no runtime bundle in ./runtime: run make runtime" >&2
 	exit 1
 fi
-for t in mmdebstrap fakeroot mkfs.ext4 python3; do
+for t in git go mmdebstrap fakeroot mkfs.ext4 python3; do
 	command -v "$t" >/dev/null || { echo "bench: $t not found" >&2 && exit 1; }
 done
 
-export XDG_CONFIG_HOME=$ROOT/config XDG_STATE_HOME=$ROOT/state XDG_DATA_HOME=$ROOT/data \
-	XDG_CACHE_HOME=$ROOT/cache XDG_RUNTIME_DIR=$ROOT/run
 mkdir -p "$ROOT"
-chmod 755 "$ROOT" # mmdebstrap's unshared root enters the by-hand folders in here
-
-HAND=$ROOT/hand # the by-hand build's working folder
-OCI=$ROOT/oci   # the docker-archive for the oci part
-SNAP=$ROOT/src  # the scripts and runtime this run uses, for both sides
+chmod 755 "$ROOT"
+OLDSRC=$ROOT/old-src # the worktree of OLD
+OCI=$ROOT/oci        # the docker-archive for the oci part
+SNAP=$ROOT/runtime   # the runtime bundle both sides use
 
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", b-a}'; }
@@ -64,8 +63,18 @@ die() {
 	echo "bench: FAILED: $*" >&2
 	exit 1
 }
-bench_images() { # names of the images this script makes (left over from an interrupted run)
-	"$B" image ls --json 2>/dev/null | python3 -c '
+
+# side new|old: the banger CLI of that side, with its own XDG dirs (the
+# daemon the CLI starts is the one beside it).
+side() {
+	local s=$1 bin=$REPO/bin/banger
+	[ "$s" = new ] || bin=$OLDSRC/bin/banger
+	env XDG_CONFIG_HOME="$ROOT/$s/config" XDG_STATE_HOME="$ROOT/$s/state" XDG_DATA_HOME="$ROOT/$s/data" \
+		XDG_CACHE_HOME="$ROOT/$s/cache" XDG_RUNTIME_DIR="$ROOT/$s/run" BANGER_RUNTIME_DIR="$SNAP" "$bin" "${@:2}"
+}
+
+bench_images() { # side: names of the images this script makes (left over from an interrupted run)
+	side "$1" image ls --json 2>/dev/null | python3 -c '
 import json, re, sys
 for i in json.load(sys.stdin) or []:
     if re.match(r"(bench|rb|oci)-", i["name"]):
@@ -75,143 +84,99 @@ for i in json.load(sys.stdin) or []:
 cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
-	local left
-	left=$(bench_images)
-	# shellcheck disable=SC2086 # a list of image names
-	[ -z "$left" ] || "$B" image rm --force $left >/dev/null 2>&1 || true
-	"$B" daemon stop >/dev/null 2>&1 || true
-	# As root, rm removes whatever mmdebstrap's user namespace left behind.
-	rm -rf "$HAND" "$OCI"
-	[ "$rc" = 0 ] || echo "bench: exit status $rc; daemon stopped, temporary trees removed (daemon log under $XDG_STATE_HOME/banger)" >&2
+	local s left
+	for s in new old; do
+		if [ ! -d "$ROOT/$s" ] || { [ "$s" = old ] && [ ! -x "$OLDSRC/bin/banger" ]; }; then
+			continue
+		fi
+		left=$(bench_images "$s")
+		# shellcheck disable=SC2086 # a list of image names
+		[ -z "$left" ] || side "$s" image rm --force $left >/dev/null 2>&1 || true
+		side "$s" daemon stop >/dev/null 2>&1 || true
+	done
+	rm -rf "$OCI"
+	if [ -d "$OLDSRC" ]; then
+		git -C "$REPO" worktree remove --force "$OLDSRC" >/dev/null 2>&1 || rm -rf "$OLDSRC"
+		git -C "$REPO" worktree prune
+	fi
+	[ "$rc" = 0 ] || echo "bench: exit status $rc; daemons stopped, temporary files removed (daemon logs under $ROOT/*/state/banger)" >&2
 	exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# One snapshot of the scripts and of the runtime bundle for both sides: the
-# daemon uses this runtime (BANGER_RUNTIME_DIR), the by-hand runs these files,
-# and a concurrent `make runtime` (a new agent, so a new cache key) cannot
-# change them halfway. bangerd embeds scripts/ as it was at `make build`.
+# One snapshot of the runtime bundle for both sides: a concurrent
+# `make runtime` cannot change it halfway.
 rm -rf "$SNAP"
-mkdir -p "$SNAP/scripts"
-cp -a "$REPO/scripts/customize.sh" "$REPO/scripts/guest" "$SNAP/scripts/"
-cp -a "$REPO/runtime" "$SNAP/runtime"
-export BANGER_RUNTIME_DIR=$SNAP/runtime
-PKGS=$(sed -n 's/^var BasePackages = \[\]string{\(.*\)}$/\1/p' "$REPO/internal/image/debian.go" | tr -d '" ')
-[ -n "$PKGS" ] || die "could not read BasePackages from internal/image/debian.go"
-PUBKEY="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBenchBenchBenchBenchBenchBenchBenchBench00 bench@banger"
+cp -a "$REPO/runtime" "$SNAP"
+for s in new old; do
+	mkdir -p "$ROOT/$s/config/banger"
+	# Bridges of their own (the new side attaches build sandboxes to it).
+	printf '[network]\nbridge = "bgrbench%s"\n' "$s" >"$ROOT/$s/config/banger/config.toml"
+done
 
-echo "$("$B" version 2>/dev/null | head -n1); runs: $RUNS; release: $RELEASE; $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-left=$(bench_images)
-# shellcheck disable=SC2086 # a list of image names
-[ -z "$left" ] || "$B" image rm --force $left >/dev/null
+need_old() {
+	[ -x "$OLDSRC/bin/banger" ] && return 0
+	echo "building banger at $OLD ($(git -C "$REPO" log -1 --format='%h %s' "$OLD" | cut -c1-100)) in $OLDSRC"
+	git -C "$REPO" worktree remove --force "$OLDSRC" >/dev/null 2>&1 || rm -rf "$OLDSRC"
+	git -C "$REPO" worktree prune
+	git -C "$REPO" worktree add --detach "$OLDSRC" "$OLD" >/dev/null 2>&1 || die "git worktree add $OLD"
+	make -C "$OLDSRC" build >"$ROOT/old-build.log" 2>&1 || die "make build at $OLD; see $ROOT/old-build.log"
+}
 
-# hand_build SIZE [keep]: the by-hand build into $HAND/img, SIZE bytes, and
-# its cleanup (the unpacked tree and the tarball, as banger's build removes
-# its own), all timed; prints the wall time in seconds. With keep, the
-# tarball is moved to $OCI/rootfs.tar for the oci part instead of removed.
-hand_build() {
-	local size=$1 keep=${2:-} t0 t1
-	rm -rf "$HAND"
-	mkdir -m 755 "$HAND"
+echo "$("$REPO/bin/banger" version 2>/dev/null | head -n1) vs $OLD; runs: $RUNS; release: $RELEASE; $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# build SIDE NAME ARGS...: `banger image build NAME ARGS... --quiet` on
+# that side; prints its wall time.
+build() {
+	local s=$1 name=$2 t0 t1
+	shift 2
 	t0=$(now)
-	(
-		cd "$HAND"
-		TMPDIR=$HAND BANGER_MODULES_DIR=$SNAP/runtime/kernel/modules BANGER_SSH_PUBKEY=$PUBKEY \
-			BANGER_AGENT_BIN=$SNAP/runtime/agent/banger-vsock-pingd \
-			mmdebstrap --mode=unshare --variant=minbase --include="$PKGS" \
-			--customize-hook="sh '$SNAP/scripts/customize.sh' \"\$1\"" \
-			"$RELEASE" "$HAND/rootfs.tar" "$MIRROR"
-	) >"$ROOT/hand-mmdebstrap.log" 2>&1 || die "by-hand mmdebstrap failed; see $ROOT/hand-mmdebstrap.log"
-	# shellcheck disable=SC2016 # expanded by the inner sh
-	fakeroot sh -c 'set -e; cd "$1"; mkdir tree; tar -xpf rootfs.tar -C tree --numeric-owner; truncate -s "$2" img; mkfs.ext4 -q -F -L banger-root -d tree img' \
-		fakeroot-build "$HAND" "$size" || die "by-hand fakeroot tar -x + mkfs.ext4 failed"
-	rm -rf "$HAND/tree"
-	if [ -n "$keep" ]; then
-		mkdir -p "$OCI" && mv "$HAND/rootfs.tar" "$OCI/rootfs.tar"
-	else
-		rm -f "$HAND/rootfs.tar"
-	fi
+	side "$s" image build "$name" "$@" --quiet >/dev/null || die "$s: banger image build $name $*"
 	t1=$(now)
 	elapsed "$t0" "$t1"
 }
 
-# build NAME ARGS...: `banger image build NAME ARGS... --quiet`; prints its wall time.
-build() {
-	local name=$1 t0 t1
-	shift
-	t0=$(now)
-	"$B" image build "$name" "$@" --quiet >/dev/null || die "banger image build $name $*"
-	t1=$(now)
-	elapsed "$t0" "$t1"
+# compare LABEL NAME ARGS...: builds NAME from ARGS on both sides RUNS times,
+# interleaved, the first side alternating; prints each run and the medians.
+compare() {
+	local label=$1 name=$2 i s t first size
+	shift 2
+	local nt=() ot=()
+	for i in $(seq "$RUNS"); do
+		first=new
+		[ $((i % 2)) = 1 ] || first=old
+		for s in $first $([ "$first" = new ] && echo old || echo new); do
+			t=$(build "$s" "$name-$i" "$@" --no-cache)
+			size=$(side "$s" image show --json "$name-$i" | jsonget size_bytes)
+			side "$s" image rm "$name-$i" >/dev/null
+			if [ "$s" = new ]; then nt+=("$t"); else ot+=("$t"); fi
+			echo "run $i, $s: $(round "$t" 1) s; image $(mib "$size") MiB"
+		done
+	done
+	local mn mo
+	mn=$(printf '%s\n' "${nt[@]}" | median)
+	mo=$(printf '%s\n' "${ot[@]}" | median)
+	echo "$label: median this tree ${mn} s, $OLD ${mo} s, ratio this/old $(ratio "$mn" "$mo") (goal <= 1.10)"
 }
 
 bench_debian() {
-	echo "== debian: banger image build --from debian:$RELEASE --no-cache vs mmdebstrap + fakeroot (tar -x, truncate, mkfs.ext4 -d) by hand ($RUNS runs each, interleaved, the side that goes first alternating)"
-	echo "by hand: mmdebstrap --mode=unshare --variant=minbase --include=$PKGS --customize-hook=\"sh customize.sh \\\"\$1\\\"\" $RELEASE rootfs.tar $MIRROR; then its tree and tarball removed, in its timer; image size: the one banger chose (in run 1, then the previous run)"
-	local bt=() ht=() i t th size="" keep order
-	for i in $(seq "$RUNS"); do
-		keep=""
-		[ "$i" != "$RUNS" ] || keep=keep # the last tarball feeds the oci part
-		# Run 1 needs banger's image size first; after that the order alternates
-		# so neither side always meets a warm (or a cold) page cache and mirror.
-		if [ -z "$size" ] || [ $((i % 2)) = 1 ]; then
-			t=$(build "bench-$i" --from "debian:$RELEASE" --no-cache)
-			size=$("$B" image show --json "bench-$i" | jsonget size_bytes)
-			"$B" image rm "bench-$i" >/dev/null
-			th=$(hand_build "$size" $keep)
-			order="banger first"
-		else
-			th=$(hand_build "$size" $keep)
-			t=$(build "bench-$i" --from "debian:$RELEASE" --no-cache)
-			size=$("$B" image show --json "bench-$i" | jsonget size_bytes)
-			"$B" image rm "bench-$i" >/dev/null
-			order="by hand first"
-		fi
-		bt+=("$t")
-		ht+=("$th")
-		rm -rf "$HAND"
-		echo "run $i ($order): banger $(round "$t" 1) s, by hand $(round "$th" 1) s; image $(mib "$size") MiB"
-	done
-	local mb mh
-	mb=$(printf '%s\n' "${bt[@]}" | median)
-	mh=$(printf '%s\n' "${ht[@]}" | median)
-	echo "debian: median banger ${mb} s, by hand ${mh} s, ratio banger/by-hand $(ratio "$mb" "$mh") (goal <= 1.15)"
-	DEBIAN_MEDIAN=$mb
-}
-
-bench_rebuild() {
-	echo "== rebuild: first build (--no-cache) vs unchanged rebuilds from the build cache ($RUNS rebuilds)"
-	local first cached ct=() i t
-	first=$(build rb-first --from "debian:$RELEASE" --no-cache)
-	[ "$("$B" image show --json rb-first | jsonget cached)" = false ] || die "rb-first, built with --no-cache, says it came from the cache"
-	echo "first: rb-first (--no-cache) $(round "$first" 1) s"
-	for i in $(seq "$RUNS"); do
-		t=$(build rb-again --from "debian:$RELEASE")
-		cached=$("$B" image show --json rb-again | jsonget cached)
-		[ "$cached" = true ] ||
-			die "rebuild $i: rb-again (same source and inputs as rb-first) was built, not taken from the build cache (\"cached\": $cached); see the daemon log under $XDG_STATE_HOME/banger"
-		ct+=("$t")
-		echo "rebuild $i: rb-again $t s (cached: true)"
-		"$B" image rm rb-again >/dev/null
-	done
-	"$B" image rm rb-first >/dev/null
-	local mc
-	mc=$(printf '%s\n' "${ct[@]}" | median 3)
-	echo "rebuild: median cached ${mc} s, first $(round "$first" 1) s, ratio cached/first $(ratio "$mc" "$first") (goal <= 0.05)"
+	need_old
+	echo "== debian: banger image build --from debian:$RELEASE --no-cache, this tree vs $OLD ($RUNS runs each, interleaved, the side that goes first alternating)"
+	compare debian bench --from "debian:$RELEASE"
 }
 
 bench_oci() {
-	echo "== oci (context): one banger image build --from docker-archive: --no-cache of a Debian $RELEASE tree"
-	if [ ! -f "$OCI/rootfs.tar" ]; then
-		echo "(no by-hand tarball from the debian part: making one with mmdebstrap, not timed)"
-		hand_build $((1 << 30)) keep >/dev/null
-		rm -rf "$HAND"
-	fi
-	# A one-layer docker archive of the tarball (already customized once;
-	# customize.sh is idempotent and runs again in banger's OCI build).
-	python3 - "$OCI/rootfs.tar" "$OCI/image.tar" <<'EOF'
+	need_old
+	echo "== oci: banger image build --from docker-archive: --no-cache of a one-layer Debian $RELEASE image, this tree vs $OLD ($RUNS runs each, interleaved)"
+	if [ ! -f "$OCI/image.tar" ]; then
+		mkdir -p "$OCI"
+		PKGS=$(sed -n 's/^var BasePackages = \[\]string{\(.*\)}$/\1/p' "$REPO/internal/image/debian.go" | tr -d '" ')
+		[ -n "$PKGS" ] || die "could not read BasePackages from internal/image/debian.go"
+		(cd "$OCI" && TMPDIR=$OCI mmdebstrap --mode=unshare --variant=minbase --include="$PKGS" "$RELEASE" "$OCI/rootfs.tar" "$MIRROR") \
+			>"$ROOT/oci-mmdebstrap.log" 2>&1 || die "mmdebstrap for the oci part; see $ROOT/oci-mmdebstrap.log"
+		python3 - "$OCI/rootfs.tar" "$OCI/image.tar" <<'EOF'
 import hashlib, io, json, sys, tarfile
 layer, out = sys.argv[1], sys.argv[2]
 h = hashlib.sha256()
@@ -228,15 +193,31 @@ with tarfile.open(out, "w") as t:
         t.addfile(ti, io.BytesIO(data))
     t.add(layer, arcname="layer.tar")
 EOF
-	rm -f "$OCI/rootfs.tar"
-	local t size
-	t=$(build oci-1 --from "docker-archive:$OCI/image.tar" --no-cache)
-	size=$("$B" image show --json oci-1 | jsonget size_bytes)
-	"$B" image rm oci-1 >/dev/null
-	rm -rf "$OCI"
-	echo "oci: docker-archive build (flatten, extract, customize.sh, mkfs.ext4) $(round "$t" 1) s; image $(mib "$size") MiB${DEBIAN_MEDIAN:+ (debian:$RELEASE median above: $DEBIAN_MEDIAN s)}"
+		rm -f "$OCI/rootfs.tar"
+	fi
+	compare oci oci --from "docker-archive:$OCI/image.tar"
 }
 
-DEBIAN_MEDIAN=""
+bench_rebuild() {
+	echo "== rebuild: first build (--no-cache) vs unchanged rebuilds from the build cache ($RUNS rebuilds), this tree"
+	local first cached ct=() i t
+	first=$(build new rb-first --from "debian:$RELEASE" --no-cache)
+	[ "$(side new image show --json rb-first | jsonget cached)" = false ] || die "rb-first, built with --no-cache, says it came from the cache"
+	echo "first: rb-first (--no-cache) $(round "$first" 1) s"
+	for i in $(seq "$RUNS"); do
+		t=$(build new rb-again --from "debian:$RELEASE")
+		cached=$(side new image show --json rb-again | jsonget cached)
+		[ "$cached" = true ] ||
+			die "rebuild $i: rb-again (same source and inputs as rb-first) was built, not taken from the build cache (\"cached\": $cached)"
+		ct+=("$t")
+		echo "rebuild $i: rb-again $t s (cached: true)"
+		side new image rm rb-again >/dev/null
+	done
+	side new image rm rb-first >/dev/null
+	local mc
+	mc=$(printf '%s\n' "${ct[@]}" | median 3)
+	echo "rebuild: median cached ${mc} s, first $(round "$first" 1) s, ratio cached/first $(ratio "$mc" "$first") (goal <= 0.05)"
+}
+
 for p in "${parts[@]}"; do "bench_$p"; done
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
