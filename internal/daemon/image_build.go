@@ -396,11 +396,7 @@ func (s *imageService) build(ctx context.Context, name string, src buildSource, 
 			return err
 		}
 		defer done()
-		return image.BuildDebian(ctx, image.DebianOptions{
-			Release: src.release, Output: out, Scripts: o.Scripts, ModulesDir: o.ModulesDir, SSHPubKey: o.SSHPubKey,
-			AgentBinary: o.AgentBinary, IDs: o.IDs, Limits: o.Limits, Net: o.Net, DNS: o.DNS,
-			TempDir: dir, Log: o.Log, Phase: o.Phase,
-		})
+		return image.BuildDebian(ctx, image.DebianOptions{Release: src.release, RootfsOptions: o})
 	}
 	limits := s.limits()
 	flatten := func(ctx context.Context, w io.Writer) error {
@@ -478,15 +474,9 @@ func (s *imageService) buildNet(ctx context.Context, name string) (*sandbox.Net,
 	subnet := s.d.net.policy.Subnet
 	var ip netip.Addr
 	err := s.d.store.Tx(ctx, func(tx *sql.Tx) error {
-		leased, err := store.LeasedIPs(ctx, tx)
+		used, err := store.LeasedAddrs(ctx, tx)
 		if err != nil {
 			return err
-		}
-		used := make([]netip.Addr, 0, len(leased))
-		for _, l := range leased {
-			if a, err := netip.ParseAddr(l); err == nil {
-				used = append(used, a)
-			}
 		}
 		if ip, err = network.AllocateIP(subnet, used); err != nil {
 			return err

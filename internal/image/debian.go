@@ -15,9 +15,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/bangerhq/banger/internal/image/tarlimit"
 	"github.com/bangerhq/banger/internal/sandbox"
-	"github.com/bangerhq/banger/internal/subid"
 )
 
 // DefaultMirror is the Debian mirror BuildDebian uses when none is given.
@@ -39,29 +37,11 @@ type DebianOptions struct {
 	Mirror string
 	// Packages are installed in addition to BasePackages.
 	Packages []string
-	// Output is the path of the ext4 image to create. Its folder must exist;
-	// an existing file there is replaced only when the build succeeds.
-	Output string
-	// Scripts, ModulesDir, SSHPubKey, AgentBinary, IDs, Limits, MinFree,
-	// Net and DNS are as in RootfsOptions.
-	Scripts     string
-	ModulesDir  string
-	SSHPubKey   string
-	AgentBinary string
-	IDs         subid.IDs
-	Limits      tarlimit.Limits
-	MinFree     int64
-	Net         *sandbox.Net
-	DNS         string
-	// Log receives progress lines: phases, mmdebstrap's own output, timings.
-	// Nil discards them.
-	Log io.Writer
-	// Phase, when set, is told when a phase starts: "bootstrap", then
-	// BuildRootfs's.
-	Phase func(phase, message string)
-	// TempDir holds mmdebstrap's temporary root and the build folder
-	// (several hundred MB); os.TempDir() when empty.
-	TempDir string
+	// RootfsOptions are the build's, as for BuildRootfs; Tar is
+	// BuildDebian's own (mmdebstrap's stream), Phase is also told of
+	// "bootstrap", and TempDir also holds mmdebstrap's temporary root
+	// (several hundred MB).
+	RootfsOptions
 }
 
 // CheckDebianTools reports, in one error wrapping ErrMissingTool, every host
@@ -117,14 +97,10 @@ func BuildDebian(ctx context.Context, opts DebianOptions) (err error) {
 		opts.Phase("bootstrap", "mmdebstrap "+opts.Release)
 	}
 	fmt.Fprintf(opts.Log, "image: mmdebstrap %s from %s (packages: %s)\n", opts.Release, opts.Mirror, strings.Join(opts.packages(), ","))
-	return BuildRootfs(ctx, RootfsOptions{
-		Tar: func(ctx context.Context, w io.Writer) error {
-			return opts.mmdebstrap(ctx, mmdebstrap, work, w)
-		},
-		Output: opts.Output, Scripts: opts.Scripts, ModulesDir: opts.ModulesDir, SSHPubKey: opts.SSHPubKey,
-		AgentBinary: opts.AgentBinary, IDs: opts.IDs, Limits: opts.Limits, MinFree: opts.MinFree,
-		Net: opts.Net, DNS: opts.DNS, Log: opts.Log, Phase: opts.Phase, TempDir: work,
-	})
+	ro := opts.RootfsOptions
+	ro.Tar = func(ctx context.Context, w io.Writer) error { return opts.mmdebstrap(ctx, mmdebstrap, work, w) }
+	ro.TempDir = work
+	return BuildRootfs(ctx, ro)
 }
 
 // fill validates opts and sets defaults.

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bangerhq/banger/internal/testhost"
 )
 
 // repoFile is a path relative to the repository root.
@@ -84,15 +86,17 @@ func TestBuildDebian(t *testing.T) {
 	var log bytes.Buffer
 	start := time.Now()
 	err := BuildDebian(context.Background(), DebianOptions{
-		Release:    "bookworm",
-		Mirror:     testMirror(),
-		Output:     out,
-		Scripts:    repoFile(t, "scripts"),
-		IDs:        testIDs(t),
-		ModulesDir: modules,
-		SSHPubKey:  pubkey,
-		Log:        &log,
-		TempDir:    tmpDir,
+		Release: "bookworm",
+		Mirror:  testMirror(),
+		RootfsOptions: RootfsOptions{
+			Output:     out,
+			Scripts:    repoFile(t, "scripts"),
+			IDs:        testhost.SubIDs(t),
+			ModulesDir: modules,
+			SSHPubKey:  pubkey,
+			Log:        &log,
+			TempDir:    tmpDir,
+		},
 	})
 	if err != nil {
 		t.Fatalf("BuildDebian: %v\nlog:\n%s", err, log.String())
@@ -193,10 +197,12 @@ func TestBuildDebianCancel(t *testing.T) {
 	err := BuildDebian(ctx, DebianOptions{
 		Release: "bookworm",
 		Mirror:  testMirror(),
-		Output:  filepath.Join(outDir, "x.ext4"),
-		Scripts: repoFile(t, "scripts"),
-		IDs:     testIDs(t),
-		TempDir: tmpDir,
+		RootfsOptions: RootfsOptions{
+			Output:  filepath.Join(outDir, "x.ext4"),
+			Scripts: repoFile(t, "scripts"),
+			IDs:     testhost.SubIDs(t),
+			TempDir: tmpDir,
+		},
 	})
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("BuildDebian = %v, want a deadline error", err)
@@ -215,9 +221,8 @@ func TestBuildDebianCancel(t *testing.T) {
 
 func TestBuildDebianMissingScript(t *testing.T) {
 	err := BuildDebian(context.Background(), DebianOptions{
-		Release: "bookworm",
-		Output:  filepath.Join(t.TempDir(), "x.ext4"),
-		Scripts: t.TempDir(),
+		Release:       "bookworm",
+		RootfsOptions: RootfsOptions{Output: filepath.Join(t.TempDir(), "x.ext4"), Scripts: t.TempDir()},
 	})
 	if err == nil || !strings.Contains(err.Error(), "customize script") {
 		t.Fatalf("BuildDebian with a missing script = %v", err)
@@ -232,17 +237,17 @@ func TestDebianOptionsValidation(t *testing.T) {
 		opts DebianOptions
 		want string
 	}{
-		{"no release", DebianOptions{Output: filepath.Join(dir, "x"), Scripts: script}, "no release"},
-		{"no output", DebianOptions{Release: "bookworm", Scripts: script}, "no output"},
-		{"no script", DebianOptions{Release: "bookworm", Output: filepath.Join(dir, "x")}, "no scripts folder"},
-		{"bad package", DebianOptions{Release: "bookworm", Output: filepath.Join(dir, "x"), Scripts: script,
-			Packages: []string{"vim,curl"}}, "not a Debian package name"},
-		{"two-line key", DebianOptions{Release: "bookworm", Output: filepath.Join(dir, "x"), Scripts: script,
-			SSHPubKey: "ssh-ed25519 AAAA a\nssh-ed25519 BBBB b"}, "single line"},
-		{"missing output folder", DebianOptions{Release: "bookworm", Output: filepath.Join(dir, "nope", "x"),
-			Scripts: script}, "does not exist"},
-		{"bad modules dir", DebianOptions{Release: "bookworm", Output: filepath.Join(dir, "x"), Scripts: script,
-			ModulesDir: dir}, "no lib/modules"},
+		{"no release", DebianOptions{RootfsOptions: RootfsOptions{Output: filepath.Join(dir, "x"), Scripts: script}}, "no release"},
+		{"no output", DebianOptions{Release: "bookworm", RootfsOptions: RootfsOptions{Scripts: script}}, "no output"},
+		{"no script", DebianOptions{Release: "bookworm", RootfsOptions: RootfsOptions{Output: filepath.Join(dir, "x")}}, "no scripts folder"},
+		{"bad package", DebianOptions{Release: "bookworm", Packages: []string{"vim,curl"},
+			RootfsOptions: RootfsOptions{Output: filepath.Join(dir, "x"), Scripts: script}}, "not a Debian package name"},
+		{"two-line key", DebianOptions{Release: "bookworm", RootfsOptions: RootfsOptions{Output: filepath.Join(dir, "x"), Scripts: script,
+			SSHPubKey: "ssh-ed25519 AAAA a\nssh-ed25519 BBBB b"}}, "single line"},
+		{"missing output folder", DebianOptions{Release: "bookworm", RootfsOptions: RootfsOptions{Output: filepath.Join(dir, "nope", "x"),
+			Scripts: script}}, "does not exist"},
+		{"bad modules dir", DebianOptions{Release: "bookworm", RootfsOptions: RootfsOptions{Output: filepath.Join(dir, "x"), Scripts: script,
+			ModulesDir: dir}}, "no lib/modules"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -162,20 +162,11 @@ func BuildRootfs(ctx context.Context, opts RootfsOptions) (err error) {
 		}
 	}()
 
-	binds := []sandbox.Bind{
+	inputs, env := customizeInputs(opts.Scripts, opts.ModulesDir, opts.AgentBinary, opts.SSHPubKey, opts.DNS)
+	binds := append([]sandbox.Bind{
 		{Source: work, At: sbWork, Writable: true, Give: true},
 		{Source: imgPath, At: sbOut, Writable: true, Give: true},
-		{Source: opts.Scripts, At: sbScripts},
-	}
-	env := customizeEnv{SSHPubKey: opts.SSHPubKey, DNS: opts.DNS}
-	if opts.ModulesDir != "" {
-		binds = append(binds, sandbox.Bind{Source: opts.ModulesDir, At: sbModules})
-		env.Modules = true
-	}
-	if opts.AgentBinary != "" {
-		binds = append(binds, sandbox.Bind{Source: opts.AgentBinary, At: sbAgent})
-		env.Agent = true
-	}
+	}, inputs...)
 
 	// The stream goes to the sandbox through a pipe of its own.
 	pr, pw, err := os.Pipe()
@@ -337,16 +328,8 @@ type CustomizeOptions struct {
 // Its files must belong to the sandbox's ids (IDs.SandboxUID() and up). It
 // exists for the tests of customize.sh.
 func CustomizeTree(ctx context.Context, dir string, opts CustomizeOptions) error {
-	binds := []sandbox.Bind{{Source: dir, At: sbTree, Writable: true, Give: true}, {Source: opts.Scripts, At: sbScripts}}
-	env := customizeEnv{SSHPubKey: opts.SSHPubKey, DNS: opts.DNS}
-	if opts.ModulesDir != "" {
-		binds = append(binds, sandbox.Bind{Source: opts.ModulesDir, At: sbModules})
-		env.Modules = true
-	}
-	if opts.AgentBinary != "" {
-		binds = append(binds, sandbox.Bind{Source: opts.AgentBinary, At: sbAgent})
-		env.Agent = true
-	}
+	inputs, env := customizeInputs(opts.Scripts, opts.ModulesDir, opts.AgentBinary, opts.SSHPubKey, opts.DNS)
+	binds := append([]sandbox.Bind{{Source: dir, At: sbTree, Writable: true, Give: true}}, inputs...)
 	log := &lineLog{w: opts.Log}
 	if opts.Log == nil {
 		log.w = io.Discard
@@ -354,6 +337,23 @@ func CustomizeTree(ctx context.Context, dir string, opts CustomizeOptions) error
 	_, err := sandbox.Run(ctx, sandbox.Spec{IDs: opts.IDs, Binds: binds, Job: "image.customize", Arg: env, Log: log})
 	log.flush()
 	return err
+}
+
+// customizeInputs are the read-only binds of customize.sh's inputs (the
+// scripts folder; the modules folder and the agent when given) and the
+// environment the job gives the script.
+func customizeInputs(scripts, modules, agent, sshPubKey, dns string) ([]sandbox.Bind, customizeEnv) {
+	binds := []sandbox.Bind{{Source: scripts, At: sbScripts}}
+	env := customizeEnv{SSHPubKey: sshPubKey, DNS: dns}
+	if modules != "" {
+		binds = append(binds, sandbox.Bind{Source: modules, At: sbModules})
+		env.Modules = true
+	}
+	if agent != "" {
+		binds = append(binds, sandbox.Bind{Source: agent, At: sbAgent})
+		env.Agent = true
+	}
+	return binds, env
 }
 
 // inodeCount is the -N to give mkfs.ext4 for an image of size bytes holding

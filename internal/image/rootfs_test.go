@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -124,26 +123,12 @@ func rootfsTar(t *testing.T) func(context.Context, io.Writer) error {
 	}...))
 }
 
-// testIDs are this user's subordinate ids, or the test skips.
-func testIDs(t *testing.T) subid.IDs {
-	t.Helper()
-	name := ""
-	if u, err := user.Current(); err == nil {
-		name = u.Username
-	}
-	ids, err := subid.Lookup(subid.System, name, os.Getuid())
-	if err != nil {
-		testhost.Skip(t, "image builds need subordinate ids: %v", err)
-	}
-	return ids
-}
-
 func needRootfsTools(t *testing.T) subid.IDs {
 	t.Helper()
 	if err := CheckRootfsTools(); err != nil {
 		testhost.Skip(t, "missing tools: %v", err)
 	}
-	return testIDs(t)
+	return testhost.SubIDs(t)
 }
 
 // scriptsDir makes a scripts folder whose customize.sh is script.

@@ -73,27 +73,9 @@ func runGuard() error {
 	if err := cmd.Start(); err != nil {
 		return msgs.done(nil, err)
 	}
-	var runErr error
-	for {
-		var ws unix.WaitStatus
-		pid, err := unix.Wait4(-1, &ws, 0, nil)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			runErr = err
-			break
-		}
-		if pid != cmd.Process.Pid {
-			continue
-		}
-		switch {
-		case ws.Exited() && ws.ExitStatus() != 0:
-			runErr = fmt.Errorf("exit status %d", ws.ExitStatus())
-		case ws.Signaled():
-			runErr = fmt.Errorf("killed by %s", ws.Signal())
-		}
-		break
+	ws, runErr := reapUntil(cmd.Process.Pid)
+	if runErr == nil {
+		runErr = exitError(ws)
 	}
 	killBelow()
 	return msgs.done(nil, runErr)

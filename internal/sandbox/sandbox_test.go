@@ -181,20 +181,6 @@ func init() {
 	})
 }
 
-// ids returns this user's subordinate ids, or skips.
-func ids(t testing.TB) subid.IDs {
-	t.Helper()
-	name := ""
-	if u, err := user.Current(); err == nil {
-		name = u.Username
-	}
-	ids, err := subid.Lookup(subid.System, name, os.Getuid())
-	if err != nil {
-		testhost.Skip(t, "sandboxes need subordinate ids: %v", err)
-	}
-	return ids
-}
-
 // newTree makes a small image tree (given to the sandbox) and a folder
 // with a public and a root-only file.
 func newTree(t *testing.T, ids subid.IDs) (tree, inputs string) {
@@ -221,7 +207,7 @@ func newTree(t *testing.T, ids subid.IDs) (tree, inputs string) {
 }
 
 func TestSandbox(t *testing.T) {
-	ids := ids(t)
+	ids := testhost.SubIDs(t)
 	tree, inputs := newTree(t, ids)
 	var hostMap, hostGMap string
 	var events []string
@@ -346,7 +332,7 @@ func TestSandbox(t *testing.T) {
 }
 
 func TestSandboxJobError(t *testing.T) {
-	ids := ids(t)
+	ids := testhost.SubIDs(t)
 	_, err := sandbox.Run(context.Background(), sandbox.Spec{IDs: ids, Job: "test.fail"})
 	if err == nil || err.Error() != "the job says no" {
 		t.Fatalf("err = %v, want the job's error", err)
@@ -359,7 +345,7 @@ func TestSandboxJobError(t *testing.T) {
 // TestSandboxDiesWithParent SIGKILLs a process running a sandbox (as the
 // daemon would be): every process of the sandbox must go with it.
 func TestSandboxDiesWithParent(t *testing.T) {
-	ids(t)
+	testhost.SubIDs(t)
 	self, _ := os.Executable()
 	cmd := exec.Command(self)
 	cmd.Env = append(os.Environ(), "SANDBOX_TEST_HELPER=sandbox", "TMPDIR="+t.TempDir())
@@ -392,22 +378,7 @@ func TestSandboxDiesWithParent(t *testing.T) {
 	}
 	cmd.Process.Kill()
 	cmd.Wait()
-	deadline = time.Now().Add(10 * time.Second)
-	for {
-		var alive []int
-		for _, p := range family {
-			if running(p) {
-				alive = append(alive, p)
-			}
-		}
-		if len(alive) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sandbox processes %v outlived their parent", alive)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitGone(t, family, "%v outlived their parent")
 }
 
 // deathHelper runs a sandbox that blocks, printing its init's pid.
@@ -429,6 +400,28 @@ func deathHelper() {
 		Log:   os.Stderr, Started: func(pid int) { fmt.Printf("init %d\n", pid) }})
 	fmt.Fprintln(os.Stderr, "helper: sandbox ended:", err)
 	os.Exit(1)
+}
+
+// waitGone fails t (format names the live pids) unless every one of pids
+// is gone within 10 s.
+func waitGone(t *testing.T, pids []int, format string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var alive []int
+		for _, p := range pids {
+			if running(p) {
+				alive = append(alive, p)
+			}
+		}
+		if len(alive) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf(format, alive)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // running: pid exists and is not a zombie.
@@ -499,22 +492,7 @@ func TestGuardDiesWithParent(t *testing.T) {
 	}
 	cmd.Process.Kill()
 	cmd.Wait()
-	deadline = time.Now().Add(10 * time.Second)
-	for {
-		var alive []int
-		for _, p := range family {
-			if running(p) {
-				alive = append(alive, p)
-			}
-		}
-		if len(alive) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("guarded processes %v outlived their parent", alive)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitGone(t, family, "%v outlived their parent")
 }
 
 func guardHelper() {
@@ -526,7 +504,7 @@ func guardHelper() {
 // TestKillOwned: a daemon finds and kills what an earlier one's sandboxes
 // left, and nothing of another owner's.
 func TestKillOwned(t *testing.T) {
-	ids := ids(t)
+	ids := testhost.SubIDs(t)
 	mine, other := fmt.Sprintf("test-mine-%d", os.Getpid()), fmt.Sprintf("test-other-%d", os.Getpid())
 	start := func(owner string) chan error {
 		tree, _ := newTree(t, ids)
@@ -612,7 +590,7 @@ func init() {
 // interface Attach put in its namespace (here a veth on a bridge in a test
 // namespace, where a listener waits on the gateway address).
 func TestSandboxNet(t *testing.T) {
-	ids := ids(t)
+	ids := testhost.SubIDs(t)
 	if os.Geteuid() != 0 {
 		testhost.Skip(t, "attaching a sandbox to a bridge needs CAP_NET_ADMIN")
 	}

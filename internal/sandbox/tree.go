@@ -210,25 +210,44 @@ func runAsInit(argv, env []string) error {
 	if err := cmd.Start(); err != nil {
 		return err
 	}
+	ws, err := reapUntil(cmd.Process.Pid)
+	if err != nil {
+		return fmt.Errorf("wait for %s: %w", argv[0], err)
+	}
+	if err := exitError(ws); err != nil {
+		return fmt.Errorf("%s: %w", argv[0], err)
+	}
+	return nil
+}
+
+// reapUntil waits for any child of this process, as the init of a PID
+// namespace or a subreaper must (orphans are its children), until pid ends,
+// and returns pid's status.
+func reapUntil(pid int) (unix.WaitStatus, error) {
 	for {
 		var ws unix.WaitStatus
-		pid, err := unix.Wait4(-1, &ws, 0, nil)
+		p, err := unix.Wait4(-1, &ws, 0, nil)
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("wait for %s: %w", argv[0], err)
+			return ws, err
 		}
-		if pid != cmd.Process.Pid {
-			continue
-		}
-		switch {
-		case ws.Exited() && ws.ExitStatus() == 0:
-			return nil
-		case ws.Exited():
-			return fmt.Errorf("%s: exit status %d", argv[0], ws.ExitStatus())
-		case ws.Signaled():
-			return fmt.Errorf("%s: killed by %s", argv[0], ws.Signal())
+		if p == pid {
+			return ws, nil
 		}
 	}
+}
+
+// exitError describes how a program ended; nil for exit status 0.
+func exitError(ws unix.WaitStatus) error {
+	switch {
+	case ws.Exited() && ws.ExitStatus() == 0:
+		return nil
+	case ws.Exited():
+		return fmt.Errorf("exit status %d", ws.ExitStatus())
+	case ws.Signaled():
+		return fmt.Errorf("killed by %s", ws.Signal())
+	}
+	return fmt.Errorf("ended (%v)", ws)
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 )
 
@@ -159,6 +160,22 @@ func LeasedIPs(ctx context.Context, q Querier) ([]string, error) {
 		out = append(out, ip)
 	}
 	return out, rows.Err()
+}
+
+// LeasedAddrs is LeasedIPs parsed (a malformed row is skipped: it holds no
+// address anyway).
+func LeasedAddrs(ctx context.Context, q Querier) ([]netip.Addr, error) {
+	ips, err := LeasedIPs(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]netip.Addr, 0, len(ips))
+	for _, ip := range ips {
+		if a, err := netip.ParseAddr(ip); err == nil {
+			out = append(out, a)
+		}
+	}
+	return out, nil
 }
 
 // InsertLease records that vmID holds ip; ErrExists when either is taken.

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/bangerhq/banger/internal/subid"
 )
 
 // Skip skips t, saying what is missing; under CI=true it fails t instead:
@@ -25,6 +27,22 @@ func Skip(t testing.TB, format string, args ...any) {
 		t.Fatalf("cannot run under CI=true: %s", msg)
 	}
 	t.Skip(msg)
+}
+
+// SubIDs are the subordinate ids of the user running the test (what a
+// daemon of that user gives its build sandboxes); it skips (Skip) when the
+// user has none.
+func SubIDs(t testing.TB) subid.IDs {
+	t.Helper()
+	name := ""
+	if u, err := user.Current(); err == nil {
+		name = u.Username
+	}
+	ids, err := subid.Lookup(subid.System, name, os.Getuid())
+	if err != nil {
+		Skip(t, "build sandboxes need subordinate ids: %v", err)
+	}
+	return ids
 }
 
 // RootlessUser returns the ordinary user to run rootless tests as: the one

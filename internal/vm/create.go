@@ -176,15 +176,9 @@ func (s *Service) driverNames() []string {
 // insertWithLease inserts row with a fresh MAC and the lowest free IP.
 func (s *Service) insertWithLease(ctx context.Context, row *store.VM) error {
 	return s.store.Tx(ctx, func(tx *sql.Tx) error {
-		leased, err := store.LeasedIPs(ctx, tx)
+		used, err := store.LeasedAddrs(ctx, tx)
 		if err != nil {
 			return err
-		}
-		used := make([]netip.Addr, 0, len(leased))
-		for _, l := range leased {
-			if a, err := netip.ParseAddr(l); err == nil {
-				used = append(used, a)
-			}
 		}
 		ip, err := network.AllocateIP(s.cfg.Subnet, used)
 		if err != nil {
