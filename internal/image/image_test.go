@@ -420,3 +420,46 @@ func TestMissingToolError(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckDebugfsPath: what reaches a debugfs command file is one plain
+// argument, or refused with the path named.
+func TestCheckDebugfsPath(t *testing.T) {
+	for _, ok := range []string{"/dev/null", "/etc/ssh/ssh_host_ed25519_key", "/a-b_c.d/e+f@g", "/" + strings.Repeat("x", 255)} {
+		if err := checkDebugfsPath(ok); err != nil {
+			t.Errorf("%q refused: %v", ok, err)
+		}
+	}
+	for bad, want := range map[string]string{
+		"etc/x":                                "absolute and clean",
+		"/etc/../x":                            "absolute and clean",
+		"/":                                    "absolute and clean",
+		"/dev/x\n!touch /tmp/pwned":            `"/dev/x\n!touch /tmp/pwned"`,
+		"/dev/x\r!reboot":                      "control character",
+		"/dev/a b":                             "white space",
+		"/dev/\"x":                             "quote",
+		"/dev/x\\y":                            "backslash",
+		"/dev/\x7f":                            "control character",
+		"/" + strings.Repeat("x", 256):         "longer than 255 bytes",
+		"/" + strings.Repeat("x/", 2100) + "x": "longer than 4000 bytes",
+	} {
+		err := checkDebugfsPath(bad)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("checkDebugfsPath(%.40q) = %v, want an error saying %q", bad, err, want)
+		}
+	}
+}
+
+func TestSanitizeLine(t *testing.T) {
+	for in, want := range map[string]string{
+		"plain\ttext é":      "plain\ttext é",
+		"\x1b[31mred\x1b[0m": `\u001b[31mred\u001b[0m`,
+		"bell\a and \x00":    `bell\u0007 and \u0000`,
+		"bad utf8 \xff\xfe":  `bad utf8 \xff\xfe`,
+		"c1 \u009b31m":       `c1 \u009b31m`,
+		"carriage\rreturn":   `carriage\u000dreturn`,
+	} {
+		if got := SanitizeLine(in); got != want {
+			t.Errorf("SanitizeLine(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
