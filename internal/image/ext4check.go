@@ -9,8 +9,6 @@ import (
 	"path"
 	"sort"
 	"strings"
-	"syscall"
-	"time"
 )
 
 // ErrBadFileSystem is wrapped by CheckExt4's error when e2fsck finds the
@@ -120,10 +118,7 @@ func runDebugfs(ctx context.Context, debugfs, disk, request string) (string, str
 	cmd := exec.CommandContext(ctx, debugfs, "-R", request, disk)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 10 * time.Second
-	if err := cmd.Run(); err != nil {
+	if err := runBound(cmd); err != nil {
 		return "", "", commandError(ctx, debugfs, err, stderr.Bytes())
 	}
 	// debugfs exits 0 even when it cannot open the image.

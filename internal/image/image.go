@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -89,15 +90,24 @@ func run(ctx context.Context, name string, args ...string) ([]byte, error) {
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out
-	// Its own process group, so cancelling also ends helpers it started.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 10 * time.Second
-	err := cmd.Run()
+	err := runBound(cmd)
 	if err != nil {
 		return out.Bytes(), commandError(ctx, name, err, out.Bytes())
 	}
 	return out.Bytes(), nil
+}
+
+// runBound runs cmd (from exec.CommandContext) in a process group of its
+// own, so cancelling also ends helpers it started, and with a parent-death
+// signal, so it does not outlive this process either. The signal follows
+// the thread that forks: the goroutine keeps its thread until cmd is done.
+func runBound(cmd *exec.Cmd) error {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 10 * time.Second
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return cmd.Run()
 }
 
 // commandError describes a failed command: its base name, why it stopped and
