@@ -10,6 +10,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -117,6 +118,18 @@ func TestBuildContainment(t *testing.T) {
 
 	var statBefore syscall.Statfs_t
 	syscall.Statfs(e.root, &statBefore)
+	// Not hostile: an image without sshd, which customize.sh installs with
+	// the image's apt-get through the sandbox's network (a veth on the
+	// bridge; Debian's mirror is the one place the tests may reach).
+	start = time.Now()
+	e.must(ctx, "image", "build", "needs-sshd", "--no-cache", "--quiet", "--from",
+		archive("needs-sshd.tar", debian, headerLayer(t, tarItem{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "usr/sbin/.wh.sshd"}})))
+	t.Logf("image build needs-sshd (apt-get install openssh-server in the sandbox): %s", time.Since(start).Round(100*time.Millisecond))
+	if out, err := exec.Command("debugfs", "-R", "stat /usr/sbin/sshd", e.imageShow(ctx, "needs-sshd").Path).CombinedOutput(); err != nil || !strings.Contains(string(out), "Type: regular") {
+		t.Errorf("the image built without sshd did not get it: %v\n%s", err, out)
+	}
+	e.must(ctx, "image", "rm", "needs-sshd")
+
 	for _, tc := range []struct {
 		name, from string
 		want       string // in the error of a build that must fail; "" may succeed
