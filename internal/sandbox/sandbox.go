@@ -30,7 +30,10 @@
 //
 // Every stage has a parent-death signal (SIGKILL) and the init stage is PID 1
 // of its namespace: when bangerd dies, even by SIGKILL, the whole sandbox
-// dies with it. Cancelling Run's context does the same.
+// dies with it. Cancelling Run's context does the same. Guard gives a
+// trusted host tool (mmdebstrap) the same fate without the namespaces, and
+// every stage carries the daemon's owner token (SetOwner), so that the next
+// daemon can make sure nothing of an earlier one's still runs (KillOwned).
 package sandbox
 
 import (
