@@ -93,6 +93,9 @@ cleanup() {
 		# shellcheck disable=SC2086 # a list of image names
 		[ -z "$left" ] || side "$s" image rm --force $left >/dev/null 2>&1 || true
 		side "$s" daemon stop >/dev/null 2>&1 || true
+		# The bridge a build sandbox's network attached to, and its policy.
+		ip link del "bgrbench$s" >/dev/null 2>&1 || true
+		for fam in ip bridge netdev; do nft delete table "$fam" "banger-bgrbench$s" >/dev/null 2>&1 || true; done
 	done
 	rm -rf "$OCI"
 	if [ -d "$OLDSRC" ]; then

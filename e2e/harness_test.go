@@ -6,6 +6,7 @@ package e2e
 
 import (
 	"bytes"
+	"errors"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/bangerhq/banger/internal/api"
+	"github.com/bangerhq/banger/internal/network"
 )
 
 // env is one private banger installation: binaries, XDG dirs, runtime
@@ -94,6 +96,13 @@ func newEnv(t *testing.T) *env {
 	envCount++
 	e.bridge = fmt.Sprintf("bgr%d-%d", os.Getpid()%100000, envCount)
 	e.writeConfig(fmt.Sprintf("[network]\nbridge = %q\n", e.bridge))
+	// Image builds attach their sandbox to it on the host (outside the test's
+	// namespace): remove it, and its policy tables, with the env.
+	t.Cleanup(func() {
+		if err := errors.Join(network.RemovePolicy(e.bridge), network.RemoveBridge(e.bridge)); err != nil {
+			t.Errorf("remove the env's bridge %s from the host: %v", e.bridge, err)
+		}
+	})
 	return e
 }
 
