@@ -95,7 +95,7 @@ func TestBuildContainment(t *testing.T) {
 				t.Errorf("the built image %s holds the daemon's SSH key", built)
 			}
 		}
-		if pids := processesMatching("banger-sandbox"); len(pids) > 0 {
+		if pids := e.sandboxProcesses(); len(pids) > 0 {
 			t.Errorf("sandbox processes left: %v", pids)
 		}
 	}

@@ -6,6 +6,8 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"context"
 	"encoding/json"
@@ -328,6 +330,14 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// sandboxProcesses returns the pids of the build sandboxes (and guarded
+// tools) of this env's daemon: their command line carries its owner token, a
+// hash of its state folder (see daemon.ownerToken).
+func (e *env) sandboxProcesses() []int {
+	sum := sha256.Sum256([]byte(filepath.Join(e.root, "state", "banger")))
+	return processesMatching("bgr-" + hex.EncodeToString(sum[:8]))
 }
 
 // processesMatching returns pids whose command line contains s.

@@ -318,7 +318,7 @@ func ociBadBuilds(ctx context.Context, t *testing.T, e *env, layoutSrc string) {
 	// The daemon cleans up after the client has gone: the namespace's
 	// processes die, then the half-made tree and folder are removed.
 	waitFor(t, 60*time.Second, "the cancelled build to clean up", func() bool {
-		return len(processesMatching("banger-sandbox")) == 0 && len(strayImageFolders(ctx, t, e)) == 0
+		return len(e.sandboxProcesses()) == 0 && len(strayImageFolders(ctx, t, e)) == 0
 	})
 	assertNoImageLeaks(ctx, t, e)
 }
