@@ -58,10 +58,8 @@ func stale(d api.DaemonInfo) string {
 		return fmt.Sprintf("daemon version %s, cli version %s", d.Version, version.String())
 	}
 	if d.Executable != "" {
-		if st, err := os.Stat(d.Executable); err == nil {
-			if id := fmt.Sprintf("%d-%d", st.Size(), st.ModTime().UnixNano()); id != d.ExecutableID {
-				return "its binary " + d.Executable + " was rebuilt"
-			}
+		if id := version.ExecutableID(d.Executable); id != "" && id != d.ExecutableID {
+			return "its binary " + d.Executable + " was rebuilt"
 		}
 	}
 	return ""

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,9 +14,8 @@ import (
 func TestStaleDaemonDetection(t *testing.T) {
 	exe := filepath.Join(t.TempDir(), "bangerd")
 	os.WriteFile(exe, []byte("v1"), 0o755)
-	st, _ := os.Stat(exe)
-	id := fmt.Sprintf("%d-%d", st.Size(), st.ModTime().UnixNano())
-	same := api.DaemonInfo{Version: version.String(), Executable: exe, ExecutableID: id}
+	// The id as the daemon recorded it at its start.
+	same := api.DaemonInfo{Version: version.String(), Executable: exe, ExecutableID: version.ExecutableID(exe)}
 	if r := stale(same); r != "" {
 		t.Fatalf("same build reported stale: %s", r)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bangerhq/banger/internal/api"
+	"github.com/bangerhq/banger/internal/units"
 )
 
 func newImageBuildCmd() *cobra.Command {
@@ -64,7 +65,7 @@ reuses the cached result; --no-cache builds anyway.`,
 			if im.Cached {
 				how = "built (from the build cache)"
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s image %s (%s) in %s\n", how, im.Name, humanBytes(im.SizeBytes), time.Since(start).Round(100*time.Millisecond))
+			fmt.Fprintf(cmd.OutOrStdout(), "%s image %s (%s) in %s\n", how, im.Name, units.IEC(im.SizeBytes), time.Since(start).Round(100*time.Millisecond))
 			return nil
 		},
 	}

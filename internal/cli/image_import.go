@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bangerhq/banger/internal/api"
+	"github.com/bangerhq/banger/internal/units"
 )
 
 func newImageImportCmd() *cobra.Command {
@@ -63,7 +64,7 @@ The image's digest is the SHA-256 of the file.`,
 			if asJSON {
 				return printJSON(cmd.OutOrStdout(), im)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "imported image %s (%s, %s) in %s\n", im.Name, humanBytes(im.SizeBytes),
+			fmt.Fprintf(cmd.OutOrStdout(), "imported image %s (%s, %s) in %s\n", im.Name, units.IEC(im.SizeBytes),
 				im.Digest, time.Since(start).Round(100*time.Millisecond))
 			return nil
 		},

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bangerhq/banger/internal/api"
+	"github.com/bangerhq/banger/internal/units"
 )
 
 func newImageListCmd() *cobra.Command {
@@ -47,18 +48,9 @@ func printImageTable(out io.Writer, ims []api.Image) error {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "NAME\tSOURCE\tSIZE\tALLOCATED\tKERNEL\tCREATED\tBUILD\tUSED BY")
 	for _, im := range ims {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", im.Name, im.Source, humanBytes(im.SizeBytes),
-			allocBytes(im.AllocatedBytes), firstNonEmpty(im.KernelRelease, "-"),
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", im.Name, im.Source, units.IEC(im.SizeBytes),
+			units.IEC(im.AllocatedBytes), firstNonEmpty(im.KernelRelease, "-"),
 			im.CreatedAt.Local().Format("2006-01-02 15:04"), firstNonEmpty(buildTime(im), "-"), len(im.UsedBy))
 	}
 	return w.Flush()
-}
-
-// allocBytes is humanBytes with kibibytes for the small allocation of a
-// mostly empty sparse image.
-func allocBytes(n int64) string {
-	if n > 0 && n < 1<<20 {
-		return fmt.Sprintf("%dK", (n+1023)>>10)
-	}
-	return humanBytes(n)
 }

@@ -71,7 +71,7 @@ func TestPrintImageTable(t *testing.T) {
 	printImageTable(&out, []api.Image{{Name: "web", Source: "debian:bookworm", SizeBytes: 1 << 30, AllocatedBytes: 300 << 20,
 		CreatedAt: time.Now(), UsedBy: []string{"a"}}})
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	if len(lines) != 2 || !strings.Contains(lines[0], "ALLOCATED") || !strings.Contains(lines[1], "300M") ||
+	if len(lines) != 2 || !strings.Contains(lines[0], "ALLOCATED") || !strings.Contains(lines[1], "300 MiB") ||
 		!strings.HasSuffix(lines[1], " 1") {
 		t.Fatalf("table:\n%s", out.String())
 	}

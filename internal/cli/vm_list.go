@@ -78,8 +78,8 @@ func printVMTable(out io.Writer, vms []api.VM) error {
 		if v.StartedAt != nil {
 			up = units.Duration(time.Since(*v.StartedAt))
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%dM\t%s\t%s\t%s\t%s\n",
-			v.Name, v.State, v.IP, v.CPUs, v.MemoryMiB, humanBytes(v.DiskBytes), v.Image, v.VMM, up)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n",
+			v.Name, v.State, v.IP, v.CPUs, units.IEC(int64(v.MemoryMiB)<<20), units.IEC(v.DiskBytes), v.Image, v.VMM, up)
 	}
 	return w.Flush()
 }

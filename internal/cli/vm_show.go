@@ -6,8 +6,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/bangerhq/banger/internal/units"
 	"github.com/spf13/cobra"
+
+	"github.com/bangerhq/banger/internal/units"
 )
 
 func newVMShowCmd() *cobra.Command {
@@ -44,7 +45,7 @@ func newVMShowCmd() *cobra.Command {
 			row("mac", v.MAC)
 			row("cpus", fmt.Sprint(v.CPUs))
 			row("memory", fmt.Sprintf("%d MiB", v.MemoryMiB))
-			row("disk", humanBytes(v.DiskBytes))
+			row("disk", units.IEC(v.DiskBytes))
 			row("image", v.Image)
 			row("vmm", v.VMM)
 			row("accel", v.Accel)

@@ -22,14 +22,14 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/bangerhq/banger/internal/api"
+	"github.com/bangerhq/banger/internal/atomicfile"
 	"github.com/bangerhq/banger/internal/bundle"
 	"github.com/bangerhq/banger/internal/config"
 	"github.com/bangerhq/banger/internal/doctor"
 	"github.com/bangerhq/banger/internal/network"
 	"github.com/bangerhq/banger/internal/paths"
+	"github.com/bangerhq/banger/internal/safesocket"
 	"github.com/bangerhq/banger/internal/sandbox"
 	"github.com/bangerhq/banger/internal/store"
 	"github.com/bangerhq/banger/internal/version"
@@ -119,7 +119,7 @@ func setup(ctx context.Context, log *slog.Logger) (*Daemon, *net.UnixListener, e
 		dirs: dirs, cfg: cfg, log: log, started: time.Now(), stop: make(chan struct{}),
 		runtime: bundle.Resolve(cfg.Runtime.Dir),
 		info: api.DaemonInfo{Version: version.String(), PID: os.Getpid(), Executable: exe,
-			ExecutableID: exeID(exe)},
+			ExecutableID: version.ExecutableID(exe)},
 	}
 	ln, err := listen(dirs.Socket())
 	if err != nil {
@@ -130,7 +130,9 @@ func setup(ctx context.Context, log *slog.Logger) (*Daemon, *net.UnixListener, e
 		os.Remove(dirs.Socket())
 		return nil, nil, err
 	}
-	os.WriteFile(dirs.PIDFile(), []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o600)
+	if err := atomicfile.WriteFile(dirs.PIDFile(), []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o600); err != nil {
+		return fail(err)
+	}
 	// The processes of this daemon's build sandboxes carry its token, so
 	// the next daemon finds what this one leaves running (sweep).
 	if err := sandbox.SetOwner(ownerToken(dirs)); err != nil {
@@ -219,28 +221,14 @@ func chooseDefaultVMM(configured string, fcErr error, accel string) (string, str
 	}
 }
 
-// listen binds the socket with mode 0600. A socket file that nothing answers
-// on is stale and removed; one that answers means another daemon runs.
+// listen binds the daemon's socket with mode 0600, replacing a stale one;
+// one that answers means another daemon runs.
 func listen(sock string) (*net.UnixListener, error) {
-	if _, err := os.Stat(sock); err == nil {
-		if c, err := net.DialTimeout("unix", sock, time.Second); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("another bangerd is already listening on %s: stop it with `banger daemon stop`", sock)
-		}
-		os.Remove(sock)
+	ln, err := safesocket.Listen(sock, "another bangerd")
+	if errors.Is(err, safesocket.ErrInUse) {
+		return nil, fmt.Errorf("another bangerd is already listening on %s: stop it with `banger daemon stop`", sock)
 	}
-	old := unix.Umask(0o177)
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
-	unix.Umask(old)
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", sock, err)
-	}
-	ln.SetUnlinkOnClose(false)
-	if err := os.Chmod(sock, 0o600); err != nil {
-		ln.Close()
-		return nil, err
-	}
-	return ln, nil
+	return ln, err
 }
 
 // resolveSubnet returns the VM subnet: the configured one, else the one

@@ -163,7 +163,7 @@ type production struct {
 // records the row and keeps a fresh build in the cache. Any failure removes
 // the folder; no row is left.
 func (s *imageService) produce(ctx context.Context, p production) (api.Image, error) {
-	id := newImageID()
+	id := store.NewID()
 	dir := filepath.Join(s.d.dirs.ImagesDir(), id)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return api.Image{}, err
@@ -290,12 +290,6 @@ func (s *imageService) runtimeReady() (string, error) {
 		return "", api.Errorf(api.ErrPrecondition, "read the runtime kernel release: %w", err)
 	}
 	return release, nil
-}
-
-func newImageID() string {
-	var b [6]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }
 
 func (s *imageService) cache() buildcache.Cache {

@@ -307,7 +307,7 @@ const sshdImagePath = "/usr/sbin/sshd"
 // VMs will boot.
 func (s *imageService) importExt4(ctx context.Context, name, file string) (api.Image, error) {
 	start := time.Now()
-	id := newImageID()
+	id := store.NewID()
 	dir := filepath.Join(s.d.dirs.ImagesDir(), id)
 	if err := os.MkdirAll(s.d.dirs.ImagesDir(), 0o700); err != nil {
 		return api.Image{}, err

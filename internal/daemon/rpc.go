@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"runtime/debug"
 	"sync"
 
@@ -246,13 +245,4 @@ func readLine(r *bufio.Reader, max int) ([]byte, error) {
 		}
 		return nil, errEOF
 	}
-}
-
-// exeID identifies the executable file: a rebuilt binary gets a new id.
-func exeID(path string) string {
-	st, err := os.Stat(path)
-	if err != nil {
-		return ""
-	}
-	return fmt.Sprintf("%d-%d", st.Size(), st.ModTime().UnixNano())
 }

@@ -199,35 +199,17 @@ func TestHangupCancelsRequest(t *testing.T) {
 	}
 }
 
-func TestSocketModeAndStaleSocket(t *testing.T) {
-	dir, _ := os.MkdirTemp("", "bgr-sock-")
-	defer os.RemoveAll(dir)
-	sock := filepath.Join(dir, "d.sock")
-	// A stale socket file (nothing listening) is replaced.
-	l1, _ := net.Listen("unix", sock)
-	l1.(*net.UnixListener).SetUnlinkOnClose(false)
-	l1.Close()
-	ln, err := listen(sock)
-	if err != nil {
-		t.Fatalf("stale socket not replaced: %v", err)
-	}
-	defer ln.Close()
-	st, _ := os.Stat(sock)
-	if st.Mode().Perm() != 0o600 {
-		t.Fatalf("socket mode %v, want 0600", st.Mode().Perm())
-	}
-	// A live one is not stolen.
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	if _, err := listen(sock); err == nil || !strings.Contains(err.Error(), "already listening") {
+// TestListenRefusesLiveSocket: a second daemon does not steal the socket
+// of a running one, and says how to stop it (package safesocket tests the
+// stale-socket and mode rules).
+func TestListenRefusesLiveSocket(t *testing.T) {
+	sock := startTestServer(t, testMethods())
+	_, err := listen(sock)
+	if err == nil || !strings.Contains(err.Error(), "already listening") || !strings.Contains(err.Error(), "banger daemon stop") {
 		t.Fatalf("second listen: %v", err)
+	}
+	if err := client.New(sock).Call(context.Background(), "test.echo", echoParams{Text: "x"}, nil); err != nil {
+		t.Fatalf("the first daemon no longer answers: %v", err)
 	}
 }
 

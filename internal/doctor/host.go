@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/bangerhq/banger/internal/units"
 )
 
 // capNetAdmin is CAP_NET_ADMIN's bit number (linux/capability.h).
@@ -213,7 +215,7 @@ func checkDiskSpace(_ context.Context, env *Env) Result {
 	var parts []string
 	for _, id := range order {
 		f := found[id]
-		parts = append(parts, fmt.Sprintf("%s free for %s", humanBytes(f.avail), strings.Join(f.dirs, " and ")))
+		parts = append(parts, fmt.Sprintf("%s free for %s", units.IEC(int64(f.avail)), strings.Join(f.dirs, " and ")))
 		switch {
 		case f.avail < env.DiskFailBytes:
 			r.Status = StatusFail
@@ -224,9 +226,9 @@ func checkDiskSpace(_ context.Context, env *Env) Result {
 	r.Detail = strings.Join(parts, "; ")
 	switch r.Status {
 	case StatusFail:
-		r.Detail += fmt.Sprintf(" (under %s: image builds and new VM disks will fail)", humanBytes(env.DiskFailBytes))
+		r.Detail += fmt.Sprintf(" (under %s: image builds and new VM disks will fail)", units.IEC(int64(env.DiskFailBytes)))
 	case StatusWarn:
-		r.Detail += fmt.Sprintf(" (under %s: an image build needs about 1-2 GiB, each VM disk up to its size)", humanBytes(env.DiskWarnBytes))
+		r.Detail += fmt.Sprintf(" (under %s: an image build needs about 1-2 GiB, each VM disk up to its size)", units.IEC(int64(env.DiskWarnBytes)))
 	}
 	if r.Status != StatusOK {
 		r.Fix = "free space there (`banger vm rm` and `banger image rm` what you no longer need), or set XDG_STATE_HOME and XDG_DATA_HOME to a larger filesystem"
@@ -247,17 +249,4 @@ func existingAncestor(p string) string {
 		}
 		p = parent
 	}
-}
-
-func humanBytes(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

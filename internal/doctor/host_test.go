@@ -146,11 +146,3 @@ func TestDiskSpace(t *testing.T) {
 	wantStatus(t, r, StatusFail)
 	wantContains(t, "detail", r.Detail, "will fail")
 }
-
-func TestHumanBytes(t *testing.T) {
-	for n, want := range map[uint64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 5 << 30: "5.0 GiB", 1536 << 20: "1.5 GiB"} {
-		if got := humanBytes(n); got != want {
-			t.Errorf("humanBytes(%d) = %q, want %q", n, got, want)
-		}
-	}
-}

@@ -7,8 +7,10 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
 	"embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -33,6 +35,16 @@ var ErrNotFound = api.ErrNotFound
 // ErrExists is returned when an insert would violate a uniqueness constraint
 // (a name, MAC or IP already taken). It is api.ErrExists.
 var ErrExists = api.ErrExists
+
+// NewID returns a fresh random id for a VM or image row: 12 hex digits
+// (48 bits). It names the object's folder, and a VM's TAP device is
+// derived from it, so it stays short; an insert that collides fails with
+// ErrExists.
+func NewID() string {
+	var b [6]byte
+	rand.Read(b[:]) // never fails (crypto/rand panics rather)
+	return hex.EncodeToString(b[:])
+}
 
 // Querier is satisfied by *sql.DB and *sql.Tx.
 type Querier interface {

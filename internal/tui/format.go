@@ -8,23 +8,15 @@ import (
 	"time"
 
 	"github.com/bangerhq/banger/internal/api"
+	"github.com/bangerhq/banger/internal/units"
 )
 
-func humanBytes(n int64) string {
-	switch {
-	case n <= 0:
+// sizeCell is a size for a table cell: "-" when unknown (zero).
+func sizeCell(n int64) string {
+	if n <= 0 {
 		return "-"
-	case n >= 1<<30 && n%(1<<30) == 0:
-		return fmt.Sprintf("%d GiB", n>>30)
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%d MiB", n>>20)
-	case n >= 1<<10:
-		return fmt.Sprintf("%d KiB", n>>10)
-	default:
-		return fmt.Sprintf("%d B", n)
 	}
+	return units.IEC(n)
 }
 
 // humanDuration formats an uptime compactly: "42s", "5m3s", "3h12m", "4d2h".

@@ -206,7 +206,7 @@ func (m *Model) vmTable(height int) []string {
 		if ip == "" {
 			ip = "-"
 		}
-		cells := []string{v.Name, state, ip, strconv.Itoa(v.CPUs), humanBytes(int64(v.MemoryMiB) << 20),
+		cells := []string{v.Name, state, ip, strconv.Itoa(v.CPUs), sizeCell(int64(v.MemoryMiB) << 20),
 			uptime(v, now), v.Image}
 		if i == m.cursor {
 			out = append(out, selStyle.Render(ansi.Truncate("▸ "+renderRow(cols, cells), m.width, "…")))
@@ -265,8 +265,8 @@ func (m *Model) detailView() []string {
 	return []string{
 		rule(v.Name),
 		pair("State", stateStyle(v.State).Render(state), "IP", or(v.IP)),
-		pair("CPUs", strconv.Itoa(v.CPUs), "Memory", humanBytes(int64(v.MemoryMiB)<<20)),
-		pair("Disk", humanBytes(v.DiskBytes), "Image", or(v.Image)),
+		pair("CPUs", strconv.Itoa(v.CPUs), "Memory", sizeCell(int64(v.MemoryMiB)<<20)),
+		pair("Disk", sizeCell(v.DiskBytes), "Image", or(v.Image)),
 		pair("VMM", or(vmm), "PID", pid),
 		pair("Uptime", uptime(v, m.opts.Now()), "CID", cid),
 		one("Agent", or(v.AgentSocket)),
@@ -305,7 +305,7 @@ func (m *Model) imagesView(height int) []string {
 		if used == "" {
 			used = "-"
 		}
-		line := renderRow(cols, []string{im.Name, im.Source, humanBytes(im.SizeBytes), im.KernelRelease, used})
+		line := renderRow(cols, []string{im.Name, im.Source, sizeCell(im.SizeBytes), im.KernelRelease, used})
 		if i == m.imgCursor {
 			out = append(out, selStyle.Render("▸ "+line))
 		} else {

@@ -2,7 +2,11 @@
 // with the same -ldflags so the CLI can tell when the daemon is stale.
 package version
 
-import "runtime/debug"
+import (
+	"fmt"
+	"os"
+	"runtime/debug"
+)
 
 // Version is set at build time with
 // -ldflags "-X github.com/bangerhq/banger/internal/version.Version=...".
@@ -33,4 +37,17 @@ func String() string {
 		}
 	}
 	return Version
+}
+
+// ExecutableID identifies the binary file at path as built: its size and
+// modification time, so a rebuilt binary gets a new id even when its
+// version string is the same (a dirty tree). The daemon reports its own at
+// start; the CLI compares it with the file now at that path to spot a stale
+// daemon. It is "" when path cannot be read.
+func ExecutableID(path string) string {
+	st, err := os.Stat(path)
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf("%d-%d", st.Size(), st.ModTime().UnixNano())
 }

@@ -2,9 +2,7 @@ package vm
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -152,12 +150,8 @@ func (s *Service) validateCreate(ctx context.Context, p *api.VMCreateParams) (st
 	if err := s.cfg.Runtime.CheckKernel(); err != nil {
 		return row, api.Errorf(api.ErrPrecondition, "%w", err)
 	}
-	id, err := newID()
-	if err != nil {
-		return row, err
-	}
 	row = store.VM{
-		ID: id, Name: p.Name, ImageID: img.ID, ImageName: img.Name,
+		ID: store.NewID(), Name: p.Name, ImageID: img.ID, ImageName: img.Name,
 		CPUs: p.CPUs, MemoryMiB: p.MemoryMiB, DiskBytes: p.DiskBytes,
 		Kernel: s.cfg.Runtime.Kernel(), Initrd: s.cfg.Runtime.Initrd(),
 		VMM: p.VMM, DesiredState: store.DesiredCreating,
@@ -291,12 +285,4 @@ func (s *Service) forget(id string) {
 	}
 	delete(s.ops, id)
 	s.mu.Unlock()
-}
-
-func newID() (string, error) {
-	var b [6]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(b[:]), nil
 }

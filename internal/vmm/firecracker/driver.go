@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/bangerhq/banger/internal/paths"
+	"github.com/bangerhq/banger/internal/safesocket"
 	"github.com/bangerhq/banger/internal/vmm"
 	"github.com/bangerhq/banger/internal/vmm/firecracker/fcapi"
 	"github.com/bangerhq/banger/internal/vmm/proc"
@@ -312,7 +313,7 @@ func (d *Driver) start(ctx context.Context, spec vmm.Spec) (vmm.State, error) {
 		if p == "" {
 			continue
 		}
-		if err := vmm.ClearStaleSocket(p, "firecracker"); err != nil {
+		if err := safesocket.ClearStale(p, "an earlier firecracker of this VM"); err != nil {
 			return vmm.State{}, err
 		}
 	}

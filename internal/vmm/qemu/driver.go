@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/bangerhq/banger/internal/paths"
+	"github.com/bangerhq/banger/internal/safesocket"
 	"github.com/bangerhq/banger/internal/vmm"
 	"github.com/bangerhq/banger/internal/vmm/proc"
 	"golang.org/x/sys/unix"
@@ -223,7 +224,7 @@ func (d *Driver) start(ctx context.Context, spec vmm.Spec) (vmm.State, error) {
 		if p == "" {
 			continue
 		}
-		if err := vmm.ClearStaleSocket(p, "VMM"); err != nil {
+		if err := safesocket.ClearStale(p, "an earlier qemu of this VM"); err != nil {
 			return vmm.State{}, err
 		}
 	}
