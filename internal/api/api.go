@@ -30,6 +30,9 @@ const (
 	MethodImageGet     = "image.get"
 	MethodImageDelete  = "image.delete"
 	MethodImageImport  = "image.import"
+	// MethodImageCheckAgent is `banger doctor`'s image-agent check, run by
+	// the daemon, which alone reads its database and image files.
+	MethodImageCheckAgent = "image.check_agent"
 )
 
 // Version is the JSON-RPC version string.
@@ -249,6 +252,15 @@ type ImageDeleteParams struct {
 // ImageList is the result of image.list.
 type ImageList struct {
 	Images []Image `json:"images"`
+}
+
+// CheckResult is one host check's finding as `banger doctor` prints it
+// (doctor.Result across the socket), the result of image.check_agent.
+type CheckResult struct {
+	// Status is "ok", "warn", "fail" or "skip".
+	Status string `json:"status"`
+	Detail string `json:"detail"`
+	Fix    string `json:"fix,omitempty"`
 }
 
 // DaemonStatus is the result of daemon.status.

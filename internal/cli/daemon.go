@@ -26,7 +26,7 @@ func newDaemonCmd() *cobra.Command {
 			}
 			st, err := client.New(dirs.Socket()).Status(cmd.Context())
 			if errors.Is(err, client.ErrDaemonNotRunning) {
-				return fmt.Errorf("bangerd is not running (socket %s); any banger vm command starts it", dirs.Socket())
+				return fmt.Errorf("bangerd is not running (socket %s): start it with `banger daemon start` (any banger vm command starts it too)", dirs.Socket())
 			}
 			if err != nil {
 				return err
@@ -47,6 +47,18 @@ func newDaemonCmd() *cobra.Command {
 		},
 	}
 	status.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	start := &cobra.Command{
+		Use:   "start",
+		Short: "Start bangerd unless it runs (any vm or image command starts it too)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return printRunning(cmd, c)
+		},
+	}
 	stop := &cobra.Command{
 		Use:   "stop",
 		Short: "Stop bangerd (running VMs keep running)",
@@ -83,14 +95,19 @@ func newDaemonCmd() *cobra.Command {
 			if err := waitDaemon(cmd.Context(), c, dirs); err != nil {
 				return err
 			}
-			st, err := c.Status(cmd.Context())
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "bangerd %s running (pid %d)\n", st.Version, st.PID)
-			return nil
+			return printRunning(cmd, c)
 		},
 	}
-	cmd.AddCommand(status, stop, restart)
+	cmd.AddCommand(status, start, stop, restart)
 	return cmd
+}
+
+// printRunning prints which daemon now answers at c.
+func printRunning(cmd *cobra.Command, c *client.Client) error {
+	st, err := c.Status(cmd.Context())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "bangerd %s running (pid %d)\n", st.Version, st.PID)
+	return nil
 }

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -8,20 +10,24 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/bangerhq/banger/internal/api"
 	"github.com/bangerhq/banger/internal/bundle"
+	"github.com/bangerhq/banger/internal/client"
 	"github.com/bangerhq/banger/internal/doctor"
 )
 
-// newDoctorCmd returns `banger doctor`: it runs every host check in this
-// process (it neither needs nor starts the daemon), prints the findings, and
-// fails with exit status 1, printing nothing more, when any check fails.
+// newDoctorCmd returns `banger doctor`: it runs the host checks in this
+// process and asks a running daemon for the one that reads banger's images
+// (it never starts the daemon; without one that check is skipped and says
+// so), prints the findings, and fails with exit status 1, printing nothing
+// more, when any check fails.
 func newDoctorCmd() *cobra.Command {
 	var asJSON, noProbe bool
 	cmd := &cobra.Command{
 		Use:   "doctor",
 		Short: "Check that this host can run banger VMs and build images",
 		Long: "doctor checks the runtime bundle, the VMMs (QEMU, Firecracker), KVM, networking privileges, " +
-			"host tools, the guest agent in each image and free disk space, and prints how to fix each problem. " +
+			"host tools, the guest agent in each image (asked of a running bangerd) and free disk space, and prints how to fix each problem. " +
 			"The daemon runs the same checks before vm create, vm start and image build.\n\n" +
 			"Unless a result is cached, doctor boots a tiny probe VM (up to 15 s) to learn whether KVM can run guests; " +
 			"the daemon reuses that result. Exit status 1 means at least one check failed.",
@@ -38,6 +44,9 @@ func newDoctorCmd() *cobra.Command {
 			env.ProbeKVM = !noProbe
 			env.VerifyRuntime = bundle.Verify
 			env.Notify = func(msg string) { fmt.Fprintln(cmd.ErrOrStderr(), "banger doctor: "+msg) }
+			env.ImageAgent = func(ctx context.Context) doctor.Result {
+				return imageAgentFromDaemon(ctx, client.New(env.Dirs.Socket()), env.Dirs.DaemonLog())
+			}
 			rep := doctor.Run(cmd.Context(), env, doctor.Filter{})
 			if asJSON {
 				if err := printJSON(cmd.OutOrStdout(), rep); err != nil {
@@ -84,4 +93,26 @@ func printDoctorReport(out io.Writer, rep doctor.Report) error {
 		fmt.Fprintln(out, "banger cannot work fully on this host until the failures above are fixed.")
 	}
 	return nil
+}
+
+// imageAgentFromDaemon is the image-agent finding as the daemon at c
+// reports it (daemonLog is where its log is): only bangerd reads its
+// database and image files. A daemon
+// that is not running, or too old to know the check, gives a skip that
+// says what to do.
+func imageAgentFromDaemon(ctx context.Context, c *client.Client, daemonLog string) doctor.Result {
+	r, err := c.CheckImageAgent(ctx)
+	var re *api.RemoteError
+	switch {
+	case errors.Is(err, client.ErrDaemonNotRunning):
+		return doctor.Result{Status: doctor.StatusSkip,
+			Detail: "bangerd is not running, and only it reads the images: start it with `banger daemon start`, then run `banger doctor` again"}
+	case errors.As(err, &re) && re.Code == api.CodeMethodNotFound:
+		return doctor.Result{Status: doctor.StatusSkip,
+			Detail: fmt.Sprintf("the running bangerd (%s) is older than this check: restart it with `banger daemon restart`", c.LastDaemon().Version)}
+	case err != nil:
+		return doctor.Result{Status: doctor.StatusWarn, Detail: "ask bangerd to check the images: " + err.Error(),
+			Fix: "see the daemon log " + daemonLog}
+	}
+	return doctor.Result{Status: doctor.Status(r.Status), Detail: r.Detail, Fix: r.Fix}
 }

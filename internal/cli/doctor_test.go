@@ -5,13 +5,17 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/bangerhq/banger/internal/api"
 	"github.com/bangerhq/banger/internal/bundle"
+	"github.com/bangerhq/banger/internal/client"
 	"github.com/bangerhq/banger/internal/doctor"
 )
 
@@ -96,6 +100,11 @@ func TestDoctorJSON(t *testing.T) {
 	}
 	if r := byID[doctor.IDRuntime]; r["status"] != "fail" || !strings.Contains(r["fix"], "make runtime") {
 		t.Errorf("runtime check on an empty bundle: %v", r)
+	}
+	// Without a daemon the image check (the daemon's) says why it did not run.
+	if r := byID[doctor.IDImageAgent]; r["status"] != "skip" || !strings.Contains(r["detail"], "bangerd is not running") ||
+		!strings.Contains(r["detail"], "banger daemon start") {
+		t.Errorf("image-agent check without a daemon: %v", r)
 	}
 
 	var sum struct {
@@ -199,5 +208,40 @@ func TestDoctorBadConfig(t *testing.T) {
 	}
 	if c := rep.Checks[0]; c.ID != doctor.IDConfig || c.Status != doctor.StatusFail || !strings.Contains(c.Fix, cfg) {
 		t.Errorf("config check on a bad config: %+v", c)
+	}
+}
+
+// TestImageAgentFromOldDaemon: a daemon from before image.check_agent
+// answers "method not found" (as rpcServer does for any unknown method);
+// doctor then says to restart it rather than reporting an error.
+func TestImageAgentFromOldDaemon(t *testing.T) {
+	dir, err := os.MkdirTemp("", "bgr-cli-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "d.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			var req api.Request
+			json.NewDecoder(c).Decode(&req)
+			resp := api.Response{JSONRPC: api.Version, ID: req.ID, Daemon: api.DaemonInfo{Version: "old-1"},
+				Error: &api.Error{Code: api.CodeMethodNotFound, Message: fmt.Sprintf("method %q not found", req.Method)}}
+			json.NewEncoder(c).Encode(resp)
+			c.Close()
+		}
+	}()
+	r := imageAgentFromDaemon(context.Background(), client.New(sock), "/x/bangerd.log")
+	if r.Status != doctor.StatusSkip || !strings.Contains(r.Detail, "old-1") || !strings.Contains(r.Detail, "banger daemon restart") {
+		t.Errorf("finding from an old daemon: %+v", r)
 	}
 }

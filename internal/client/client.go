@@ -246,6 +246,14 @@ func (c *Client) ListImages(ctx context.Context) ([]api.Image, error) {
 	return l.Images, err
 }
 
+// CheckImageAgent asks the daemon whether every image holds the guest
+// agent (the image-agent check of `banger doctor`).
+func (c *Client) CheckImageAgent(ctx context.Context) (api.CheckResult, error) {
+	var r api.CheckResult
+	err := c.Call(ctx, api.MethodImageCheckAgent, nil, &r)
+	return r, err
+}
+
 // StopDaemon asks the daemon to exit. Running VMs keep running.
 func (c *Client) StopDaemon(ctx context.Context) error {
 	return c.Call(ctx, api.MethodDaemonStop, nil, nil)

@@ -492,3 +492,57 @@ func TestSweepKillsEarlierBuildsFirst(t *testing.T) {
 		t.Errorf("the earlier build's folder is still there: %v", err)
 	}
 }
+
+// TestCheckAgent: image.check_agent (`banger doctor`'s image-agent check,
+// run by the daemon) reads real ext4 images: an image with the agent, one
+// without, one whose file is gone and one that is not ext4.
+func TestCheckAgent(t *testing.T) {
+	ctx := context.Background()
+	d, c := newImageTestDaemon(t)
+	r, err := c.CheckImageAgent(ctx)
+	if err != nil || r.Status != "ok" || r.Detail != "no images yet" {
+		t.Fatalf("no images: %+v, %v", r, err)
+	}
+	withAgent := makeExt4(t) // holds /usr/local/bin/banger-vsock-pingd
+	bare := filepath.Join(t.TempDir(), "bare")
+	os.MkdirAll(filepath.Join(bare, "etc"), 0o755)
+	withoutAgent := filepath.Join(t.TempDir(), "old.img")
+	if out, err := exec.Command("/usr/sbin/mkfs.ext4", "-q", "-F", "-d", bare, withoutAgent, "8M").CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v: %s", err, out)
+	}
+	insert := func(id, name, path string) {
+		t.Helper()
+		if err := store.InsertImage(ctx, d.store.DB, &store.Image{ID: id, Name: name, Source: "debian:bookworm", Path: path}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	insert("aaa", "fresh", withAgent)
+	r, err = c.CheckImageAgent(ctx)
+	if err != nil || r.Status != "ok" || !strings.Contains(r.Detail, "fresh") {
+		t.Fatalf("one image with the agent: %+v, %v", r, err)
+	}
+
+	insert("bbb", "old", withoutAgent)
+	r, err = c.CheckImageAgent(ctx)
+	if err != nil || r.Status != "warn" || !strings.Contains(r.Detail, "1 of 2 images lack /usr/local/bin/banger-vsock-pingd") ||
+		!strings.HasSuffix(r.Detail, ": old") || r.Fix != "banger image rm old && banger image build old --from debian:bookworm" {
+		t.Fatalf("one image without the agent: %+v, %v", r, err)
+	}
+
+	junk := filepath.Join(t.TempDir(), "junk.img")
+	os.WriteFile(junk, bytes.Repeat([]byte("x"), 4096), 0o644)
+	insert("ccc", "gone", filepath.Join(t.TempDir(), "nowhere.ext4"))
+	insert("ddd", "junk", junk)
+	r, err = c.CheckImageAgent(ctx)
+	if err != nil || r.Status != "warn" {
+		t.Fatalf("unreadable images: %+v, %v", r, err)
+	}
+	for _, want := range []string{"image gone: image file", "image junk: debugfs cannot open", "Bad magic number"} {
+		if !strings.Contains(r.Detail, want) {
+			t.Errorf("detail %q lacks %q", r.Detail, want)
+		}
+	}
+	if !strings.Contains(r.Fix, "banger image rm NAME") {
+		t.Errorf("fix %q does not say what to do with unreadable images", r.Fix)
+	}
+}

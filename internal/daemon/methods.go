@@ -52,6 +52,9 @@ func (d *Daemon) methods() *Methods {
 	}))
 	t.Register(api.MethodImageDelete, Typed(d.images.Delete))
 	t.Register(api.MethodImageImport, Typed(d.images.Import))
+	t.Register(api.MethodImageCheckAgent, Typed(func(ctx context.Context, _ empty) (api.CheckResult, error) {
+		return d.images.CheckAgent(ctx)
+	}))
 	return t
 }
 

@@ -94,6 +94,11 @@ type Env struct {
 	// any goroutine.
 	Notify func(msg string)
 
+	// ImageAgent, when set, gives the image-agent check's finding from
+	// where the images are: only bangerd reads its database and image
+	// files, so `banger doctor` asks it over RPC. Nil skips the check.
+	ImageAgent func(ctx context.Context) Result
+
 	// DiskWarnBytes and DiskFailBytes are the free-space thresholds for
 	// the state and data directories.
 	DiskWarnBytes, DiskFailBytes uint64
