@@ -80,7 +80,7 @@ func TestDaemonMethodTableIsComplete(t *testing.T) {
 	want := []string{api.MethodDaemonStatus, api.MethodDaemonStop, api.MethodVMCreate, api.MethodVMList,
 		api.MethodVMGet, api.MethodVMStart, api.MethodVMStop, api.MethodVMRestart, api.MethodVMDelete,
 		api.MethodVMSSHInfo, api.MethodVMPing, api.MethodImageBuild, api.MethodImageList, api.MethodImageGet, api.MethodImageDelete,
-		api.MethodImageImport}
+		api.MethodImageImport, api.MethodImageCheckAgent}
 	for _, w := range want {
 		if _, ok := m.m[w]; !ok {
 			t.Errorf("method %s not registered", w)
