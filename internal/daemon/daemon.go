@@ -56,8 +56,18 @@ type Daemon struct {
 	stop     chan struct{}
 }
 
+// Shutdown timing: in-flight requests get requestGrace to finish, then
+// their contexts are cancelled (a boot or build in progress is undone, as
+// when its client hangs up) and they get requestDrain more to return.
+var (
+	requestGrace = 5 * time.Second
+	requestDrain = 30 * time.Second
+)
+
 // Run starts the daemon and serves until ctx is cancelled or a client calls
-// daemon.stop. Running VMs keep running when it returns.
+// daemon.stop. Running VMs keep running when it returns. It returns only
+// after the requests and monitors it started have ended (or requestDrain
+// ran out, which it logs), so nothing writes to the store after it closes.
 func Run(ctx context.Context, log *slog.Logger) error {
 	d, ln, err := setup(ctx, log)
 	if err != nil {
@@ -68,8 +78,12 @@ func Run(ctx context.Context, log *slog.Logger) error {
 
 	methods := d.methods()
 	srv := &rpcServer{methods: methods, info: d.info, log: log.With("component", "rpc"), uid: os.Getuid()}
+	// Requests outlive ctx by the grace period: they get their own context.
+	reqCtx, cancelRequests := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelRequests()
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.serve(ctx, ln) }()
+	served := make(chan struct{})
+	go func() { serveErr <- srv.serve(reqCtx, ln); close(served) }()
 	log.Info("bangerd ready", "socket", d.dirs.Socket(), "version", d.info.Version, "pid", d.info.PID,
 		"subnet", d.net.policy.Subnet, "accel", d.vmsAccel(), "runtime", d.runtime.Path)
 
@@ -83,15 +97,11 @@ func Run(ctx context.Context, log *slog.Logger) error {
 	}
 	ln.Close()
 	os.Remove(d.dirs.Socket())
-	d.vms.Shutdown()
-	// Let in-flight requests finish briefly; long ones (a boot) are
-	// abandoned, their VMs keep running or are cleaned on the next start.
-	done := make(chan struct{})
-	go func() { srv.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
+	<-served // no connection is added to srv.wg after this
+	if !srv.drain(requestGrace, requestDrain, cancelRequests) {
+		log.Error("requests did not end after being cancelled; closing the store under them", "waited", requestDrain)
 	}
+	d.vms.Shutdown()
 	log.Info("bangerd stopped")
 	return nil
 }

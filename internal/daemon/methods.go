@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"time"
 
 	"github.com/bangerhq/banger/internal/api"
 )
@@ -14,8 +13,8 @@ func (d *Daemon) methods() *Methods {
 	t := &Methods{}
 	t.Register(api.MethodDaemonStatus, Typed(d.status))
 	t.Register(api.MethodDaemonStop, Typed(func(ctx context.Context, _ empty) (empty, error) {
-		// Answer first, then stop.
-		go func() { time.Sleep(50 * time.Millisecond); d.requestStop() }()
+		// Answer first, then stop: the client learns the stop was taken.
+		afterResponse(ctx, d.requestStop)
 		return empty{}, nil
 	}))
 	t.Register(api.MethodVMCreate, Typed(d.vms.Create))

@@ -12,6 +12,7 @@ import (
 	"net"
 	"runtime/debug"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -76,7 +77,23 @@ type rpcServer struct {
 	info    api.DaemonInfo
 	log     *slog.Logger
 	uid     int
-	wg      sync.WaitGroup
+	// wg counts the connections being served.
+	wg sync.WaitGroup
+}
+
+// afterKey is the context key of a call's afterResponse list.
+type afterKey struct{}
+
+// afterResponse makes fn run once the response to the call ctx belongs to
+// has been written (or could not be), so a handler can answer first and
+// act after: daemon.stop stops the daemon that way. Outside a call, fn
+// runs at once.
+func afterResponse(ctx context.Context, fn func()) {
+	if after, ok := ctx.Value(afterKey{}).(*[]func()); ok {
+		*after = append(*after, fn)
+		return
+	}
+	fn()
 }
 
 // serve accepts connections until ln is closed.
@@ -95,6 +112,28 @@ func (s *rpcServer) serve(ctx context.Context, ln *net.UnixListener) error {
 			defer s.wg.Done()
 			s.serveConn(ctx, conn)
 		}()
+	}
+}
+
+// drain waits for the connections being served to end, after the listener
+// closed: grace for their requests to finish, then it calls cancel (which
+// must cancel the requests' context) and waits up to drainFor more. It
+// reports whether they all ended.
+func (s *rpcServer) drain(grace, drainFor time.Duration, cancel func()) bool {
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(grace):
+	}
+	s.log.Info("cancelling requests still running", "after", grace)
+	cancel()
+	select {
+	case <-done:
+		return true
+	case <-time.After(drainFor):
+		return false
 	}
 }
 
@@ -162,6 +201,15 @@ func (s *rpcServer) serveConn(ctx context.Context, conn *net.UnixConn) {
 	// The request is cancelled when the client hangs up.
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// Deferred after the connection's Close, so it runs before it: the
+	// response is written by then.
+	var after []func()
+	rctx = context.WithValue(rctx, afterKey{}, &after)
+	defer func() {
+		for _, fn := range after {
+			fn()
+		}
+	}()
 	go func() {
 		var b [1]byte
 		if _, err := r.Read(b[:]); err != nil {

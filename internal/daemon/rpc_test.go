@@ -283,3 +283,77 @@ func TestChooseDefaultVMM(t *testing.T) {
 		}
 	}
 }
+
+// TestAfterResponse: a handler's afterResponse function runs only once the
+// client has the response (it waits for the client here: run before the
+// write, it would never return).
+func TestAfterResponse(t *testing.T) {
+	clientHasIt, hookRan := make(chan struct{}), make(chan struct{})
+	m := &Methods{}
+	m.Register("test.after", Typed(func(ctx context.Context, _ empty) (echoParams, error) {
+		afterResponse(ctx, func() { <-clientHasIt; close(hookRan) })
+		return echoParams{Text: "answered"}, nil
+	}))
+	c := client.New(startTestServer(t, m))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var got echoParams
+	if err := c.Call(ctx, "test.after", nil, &got); err != nil || got.Text != "answered" {
+		t.Fatalf("call: %+v, %v", got, err)
+	}
+	close(clientHasIt)
+	select {
+	case <-hookRan:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the after-response function did not run")
+	}
+}
+
+// TestDaemonStopAnswersThenStops: daemon.stop answers, then asks the daemon
+// to stop, with no sleep in between.
+func TestDaemonStopAnswersThenStops(t *testing.T) {
+	d := &Daemon{stop: make(chan struct{})}
+	c := client.New(startTestServer(t, d.methods()))
+	if err := c.StopDaemon(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-d.stop:
+	case <-time.After(time.Second):
+		t.Fatal("daemon.stop answered but the daemon was not asked to stop")
+	}
+}
+
+// TestDrain: at shutdown a request gets the grace period, then its context
+// is cancelled and the server waits until it has returned.
+func TestDrain(t *testing.T) {
+	dir, err := os.MkdirTemp("", "bgr-rpc-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "d.sock")
+	ln, err := listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &rpcServer{methods: testMethods(), log: slog.New(slog.DiscardHandler), uid: os.Getuid()}
+	reqCtx, cancel := context.WithCancel(context.Background())
+	served := make(chan struct{})
+	go func() { srv.serve(reqCtx, ln); close(served) }()
+	callErr := make(chan error, 1)
+	go func() { callErr <- client.New(sock).Call(context.Background(), "test.wait", nil, nil) }()
+	time.Sleep(200 * time.Millisecond) // the request is in its handler
+	ln.Close()
+	<-served
+	start := time.Now()
+	if !srv.drain(300*time.Millisecond, 5*time.Second, cancel) {
+		t.Fatal("drain gave up on a request that honours its context")
+	}
+	if took := time.Since(start); took < 300*time.Millisecond {
+		t.Errorf("drain cancelled the request after %s, before the grace period", took)
+	}
+	if err := <-callErr; err == nil || !strings.Contains(err.Error(), "context canceled") {
+		t.Errorf("the cancelled request answered %v", err)
+	}
+}

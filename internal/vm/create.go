@@ -54,22 +54,26 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (api.VM, err
 	if err := s.insertWithLease(ctx, &row); err != nil {
 		return api.VM{}, err
 	}
+	// undo removes what the failed create made, the row first (as Delete
+	// does: a crash in between leaves a folder without a row, which the
+	// next daemon start removes), and returns cause with what it could not
+	// undo.
 	undo := func(cause error) error {
-		cleanup := []error{cause}
-		if err := os.RemoveAll(s.cfg.Dirs.VMDir(row.ID)); err != nil {
-			cleanup = append(cleanup, fmt.Errorf("remove vm folder: %w", err))
-		}
+		cleanup := []error{fmt.Errorf("create vm %q: %w", row.Name, cause)}
 		if err := store.DeleteVM(context.WithoutCancel(ctx), s.store.DB, row.ID); err != nil {
 			cleanup = append(cleanup, err)
 		}
 		s.dropRemovedImages(ctx)
 		s.forget(row.ID)
+		if err := os.RemoveAll(s.cfg.Dirs.VMDir(row.ID)); err != nil {
+			cleanup = append(cleanup, fmt.Errorf("remove vm folder: %w", err))
+		}
 		return errors.Join(cleanup...)
 	}
 
 	// Phase 2: the folder and the disk.
 	if err := s.makeDisk(ctx, row, img); err != nil {
-		return api.VM{}, undo(fmt.Errorf("create vm %q: %w", row.Name, err))
+		return api.VM{}, undo(err)
 	}
 	row.DesiredState = store.DesiredStopped
 	if err := store.UpdateVM(ctx, s.store.DB, &row); err != nil {

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -56,24 +58,25 @@ func (s *Service) Start(ctx context.Context, ref string) (api.VM, error) {
 		return api.VM{}, err
 	}
 	if err := s.startLocked(ctx, &row); err != nil {
-		return api.VM{}, err
+		return api.VM{}, fmt.Errorf("start vm %q: %w", row.Name, err)
 	}
 	unlock()
 	return s.view(row), nil
 }
 
 // startLocked launches the VMM for row and waits for SSH. The caller holds
-// the VM's lock. On failure the VMM and TAP are removed, the VM is left
-// stopped with LastError set, and the error includes the console tail.
+// the VM's lock and names the VM in the error. On failure the VMM and TAP
+// are removed, the VM is left stopped with LastError set, and the error
+// includes the console tail.
 func (s *Service) startLocked(ctx context.Context, row *store.VM) (err error) {
 	s.setOp(row.ID, api.StateStarting)
 	drv := s.drivers[row.VMM]
 	if err := s.net.EnsureBridge(ctx); err != nil {
-		return fmt.Errorf("start vm %q: %w", row.Name, err)
+		return err
 	}
 	tap := network.TAPName(row.ID)
 	if err := s.net.CreateTAP(tap, row.MAC, row.IP); err != nil {
-		return fmt.Errorf("start vm %q: %w", row.Name, err)
+		return err
 	}
 	spec := vmm.Spec{
 		ID: row.ID, Name: row.Name, Dir: s.cfg.Dirs.VMDir(row.ID),
@@ -89,8 +92,7 @@ func (s *Service) startLocked(ctx context.Context, row *store.VM) (err error) {
 	consoleStart := fileSize(spec.ConsoleLog)
 	st, err := drv.Start(ctx, spec)
 	if err != nil {
-		s.net.DeleteTAP(tap)
-		return s.failStart(row, fmt.Errorf("start vm %q: %w", row.Name, err), spec.ConsoleLog, consoleStart)
+		return s.failStart(row, errors.Join(err, s.deleteTAP(tap)), spec.ConsoleLog, consoleStart)
 	}
 	b, _ := json.Marshal(st)
 	row.DriverState = string(b)
@@ -98,29 +100,30 @@ func (s *Service) startLocked(ctx context.Context, row *store.VM) (err error) {
 	row.StartedAt = time.Now().UTC()
 	row.LastError = ""
 	if err := store.UpdateVM(context.WithoutCancel(ctx), s.store.DB, row); err != nil {
-		drv.Stop(context.WithoutCancel(ctx), st, true, 0)
-		s.net.DeleteTAP(tap)
-		return err
+		return errors.Join(err, stopErr(drv.Stop(context.WithoutCancel(ctx), st, true, 0)), s.deleteTAP(tap))
 	}
 	s.log.Info("vmm started", "vm", row.Name, "pid", st.PID, "accel", st.Accel)
 	s.watch(row.ID, st)
 
 	if err := s.waitForSSH(ctx, row, drv, st, consoleStart); err != nil {
-		stopErr := drv.Stop(context.WithoutCancel(ctx), st, true, 0)
-		s.net.DeleteTAP(tap)
-		return s.failStart(row, errors.Join(err, stopErr), spec.ConsoleLog, consoleStart)
+		s.unwatch(row.ID)
+		err = errors.Join(err, stopErr(drv.Stop(context.WithoutCancel(ctx), st, true, 0)), s.deleteTAP(tap))
+		return s.failStart(row, err, spec.ConsoleLog, consoleStart)
 	}
 	s.log.Info("vm ready", "vm", row.Name, "boot", time.Since(row.StartedAt).Round(time.Millisecond))
 	return nil
 }
 
 // failStart records err on the row (stopped, no driver state) and returns it
-// with the tail of this boot's console output.
+// with the tail of this boot's console output (and, joined, a failure to
+// record it).
 func (s *Service) failStart(row *store.VM, err error, consoleLog string, from int64) error {
 	row.DesiredState = store.DesiredStopped
 	row.DriverState = ""
 	row.LastError = err.Error()
-	store.UpdateVM(context.Background(), s.store.DB, row)
+	if uerr := store.UpdateVM(context.Background(), s.store.DB, row); uerr != nil {
+		err = errors.Join(err, fmt.Errorf("record the failed start: %w", uerr))
+	}
 	s.unwatch(row.ID)
 	s.dropAgentConn(s.cfg.Dirs.VMDir(row.ID) + "/agent.sock")
 	tail := consoleTail(consoleLog, from, 25)
@@ -130,7 +133,8 @@ func (s *Service) failStart(row *store.VM, err error, consoleLog string, from in
 	return fmt.Errorf("%w\n--- last lines of the serial console (%s) ---\n%s", err, consoleLog, tail)
 }
 
-// waitForSSH waits until the guest is ready: its sshd sends its banner AND
+// waitForSSH waits until the guest is ready (its errors do not name the VM:
+// the caller does): its sshd sends its banner AND
 // its guest agent answers a ping, so "ready" means the guest itself
 // answered. It fails early when the VMM exits, when the console shows no
 // progress for StallTimeout before SSH is up (a guest that hangs, as KVM
@@ -150,11 +154,11 @@ func (s *Service) waitForSSH(ctx context.Context, row *store.VM, drv vmm.Driver,
 				return nil
 			}
 			if time.Since(sshAt) > s.cfg.AgentTimeout {
-				return fmt.Errorf("vm %q answers SSH but its guest agent (banger-vsock-pingd) did not answer within %s (%v): the image was probably built without it; rebuild the image (`banger image rm IMAGE && banger image build IMAGE --from SOURCE`) after `make runtime`", row.Name, s.cfg.AgentTimeout, agentErr)
+				return fmt.Errorf("it answers SSH but its guest agent (banger-vsock-pingd) did not answer within %s (%v): the image was probably built without it; rebuild the image (`banger image rm IMAGE && banger image build IMAGE --from SOURCE`) after `make runtime`", s.cfg.AgentTimeout, agentErr)
 			}
 		}
 		if !drv.Alive(st) {
-			return fmt.Errorf("vm %q: the %s process exited during boot", row.Name, drv.Name())
+			return fmt.Errorf("the %s process exited during boot", drv.Name())
 		}
 		if sz := fileSize(st.ConsoleLog); sz != lastSize {
 			lastSize, lastProgress = sz, time.Now()
@@ -164,18 +168,18 @@ func (s *Service) waitForSSH(ctx context.Context, row *store.VM, drv vmm.Driver,
 			if st.Accel == "kvm" {
 				hint = ": KVM may be unable to run guests on this host (for example inside a nested VM); use TCG with BANGER_ACCEL=tcg or `vmm.accel = \"tcg\"` in config.toml"
 			}
-			return fmt.Errorf("vm %q: the guest shows no progress on its console for %s (accel %s)%s", row.Name, s.cfg.StallTimeout, st.Accel, hint)
+			return fmt.Errorf("the guest shows no progress on its console for %s (accel %s)%s", s.cfg.StallTimeout, st.Accel, hint)
 		}
 		if time.Now().After(deadline) {
 			what := "no SSH answer at " + addr
 			if !sshAt.IsZero() {
 				what = fmt.Sprintf("SSH answers but the guest agent does not (%v)", agentErr)
 			}
-			return fmt.Errorf("vm %q: %s within %s", row.Name, what, s.cfg.BootTimeout)
+			return fmt.Errorf("%s within %s", what, s.cfg.BootTimeout)
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("vm %q: boot wait cancelled: %w", row.Name, ctx.Err())
+			return fmt.Errorf("boot wait cancelled: %w", ctx.Err())
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
@@ -207,14 +211,14 @@ func (s *Service) Stop(ctx context.Context, ref string, force bool) (api.VM, err
 		return api.VM{}, err
 	}
 	if err := s.stopLocked(ctx, &row, force); err != nil {
-		return api.VM{}, err
+		return api.VM{}, fmt.Errorf("stop vm %q: %w", row.Name, err)
 	}
 	unlock()
 	return s.view(row), nil
 }
 
 // stopLocked stops the VMM (if any), removes the TAP and records the VM as
-// stopped. The caller holds the VM's lock.
+// stopped. The caller holds the VM's lock and names the VM in the error.
 func (s *Service) stopLocked(ctx context.Context, row *store.VM, force bool) error {
 	st, ok, err := driverState(*row)
 	if err != nil {
@@ -226,30 +230,40 @@ func (s *Service) stopLocked(ctx context.Context, row *store.VM, force bool) err
 		s.dropAgentConn(st.AgentSocket)
 		drv, known := s.drivers[row.VMM]
 		if !known {
-			return api.Errorf(api.ErrPrecondition, "VM %q runs under %s, which this daemon cannot control", row.Name, row.VMM)
+			return api.Errorf(api.ErrPrecondition, "it runs under %s, which this daemon cannot control", row.VMM)
 		}
-		if err := drv.Stop(ctx, st, force, s.cfg.StopTimeout); err != nil {
-			errs = append(errs, fmt.Errorf("stop vmm: %w", err))
-		}
+		errs = append(errs, stopErr(drv.Stop(ctx, st, force, s.cfg.StopTimeout)))
 		if drv.Alive(st) {
 			// Still running: keep the record so the user can retry.
 			s.watch(row.ID, st)
-			return fmt.Errorf("stop vm %q: %w", row.Name, errors.Join(errs...))
+			return errors.Join(append(errs, errors.New("the VMM is still running"))...)
 		}
 	}
-	if err := s.net.DeleteTAP(network.TAPName(row.ID)); err != nil {
-		errs = append(errs, err)
-	}
+	errs = append(errs, s.deleteTAP(network.TAPName(row.ID)))
 	row.DesiredState = store.DesiredStopped
 	row.DriverState = ""
 	row.StartedAt = time.Time{}
-	if err := store.UpdateVM(context.WithoutCancel(ctx), s.store.DB, row); err != nil {
-		errs = append(errs, err)
-	}
-	if len(errs) > 0 {
-		return fmt.Errorf("stop vm %q: %w", row.Name, errors.Join(errs...))
+	errs = append(errs, store.UpdateVM(context.WithoutCancel(ctx), s.store.DB, row))
+	if err := errors.Join(errs...); err != nil {
+		return err
 	}
 	s.log.Info("vm stopped", "vm", row.Name, "force", force)
+	return nil
+}
+
+// stopErr labels an error of a driver's Stop.
+func stopErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("stop vmm: %w", err)
+}
+
+// deleteTAP removes a VM's TAP device; the error names it.
+func (s *Service) deleteTAP(tap string) error {
+	if err := s.net.DeleteTAP(tap); err != nil {
+		return fmt.Errorf("remove tap %s: %w", tap, err)
+	}
 	return nil
 }
 
@@ -268,17 +282,19 @@ func (s *Service) Restart(ctx context.Context, ref string) (api.VM, error) {
 		return api.VM{}, err
 	}
 	if err := s.stopLocked(ctx, &row, false); err != nil {
-		return api.VM{}, err
+		return api.VM{}, fmt.Errorf("restart vm %q: stop: %w", row.Name, err)
 	}
 	if err := s.startLocked(ctx, &row); err != nil {
-		return api.VM{}, err
+		return api.VM{}, fmt.Errorf("restart vm %q: start: %w", row.Name, err)
 	}
 	unlock()
 	return s.view(row), nil
 }
 
 // Delete removes a VM: its VMM (only with force when running), TAP, lease,
-// folder and row.
+// row and folder. The row goes before the folder: a daemon that dies in
+// between leaves only a folder without a row, which the next start removes
+// (see Recover); never a row whose disk is gone.
 func (s *Service) Delete(ctx context.Context, ref string, force bool) error {
 	row, err := s.get(ctx, ref)
 	if err != nil {
@@ -300,15 +316,15 @@ func (s *Service) Delete(ctx context.Context, ref string, force bool) error {
 	if err := s.stopLocked(ctx, &row, true); err != nil {
 		return fmt.Errorf("delete vm %q: %w", row.Name, err)
 	}
-	if err := os.RemoveAll(s.cfg.Dirs.VMDir(row.ID)); err != nil {
-		return fmt.Errorf("delete vm %q: remove folder: %w", row.Name, err)
-	}
 	if err := store.DeleteVM(context.WithoutCancel(ctx), s.store.DB, row.ID); err != nil {
 		return fmt.Errorf("delete vm %q: %w", row.Name, err)
 	}
 	s.forget(row.ID)
 	s.dropRemovedImages(ctx)
 	s.log.Info("vm deleted", "vm", row.Name)
+	if err := os.RemoveAll(s.cfg.Dirs.VMDir(row.ID)); err != nil {
+		return fmt.Errorf("vm %q is deleted but its folder is not (the next daemon start removes it): %w", row.Name, err)
+	}
 	return nil
 }
 
@@ -322,20 +338,20 @@ func (s *Service) dropRemovedImages(ctx context.Context) {
 
 // watch starts the monitor of a running VM: when its VMM exits without a
 // stop request, the VM is recorded as stopped and its TAP removed.
+// After Shutdown it does nothing.
 func (s *Service) watch(id string, st vmm.State) {
 	s.mu.Lock()
-	o := s.ops[id]
-	if o == nil {
-		o = &vmOp{}
-		s.ops[id] = o
+	defer s.mu.Unlock()
+	if s.closed {
+		return
 	}
+	o := s.opLocked(id)
 	if o.monitor != nil {
 		o.monitor()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	o.monitor = cancel
-	s.mu.Unlock()
-	go s.monitor(ctx, id, st)
+	s.monitors.Go(func() { s.monitor(ctx, id, st) })
 }
 
 func (s *Service) unwatch(id string) {
@@ -373,14 +389,19 @@ func (s *Service) monitor(ctx context.Context, id string, st vmm.State) {
 }
 
 // reapDead records a VM whose VMM is gone as stopped and releases its TAP.
+// It gives up when ctx ends (Shutdown) before it holds the VM's lock, and
+// logs what it could not clean up.
 func (s *Service) reapDead(ctx context.Context, id, why string) {
-	unlock := s.lock(id, "")
+	unlock, err := s.lockCtx(ctx, id, "")
 	defer unlock()
-	if ctx.Err() != nil {
+	if err != nil || ctx.Err() != nil {
 		return
 	}
 	row, err := store.GetVM(context.Background(), s.store.DB, id)
 	if err != nil {
+		if !isNotFound(err) {
+			s.log.Error("read dead vm", "id", id, "err", err)
+		}
 		return
 	}
 	st, ok, err := driverState(row)
@@ -389,8 +410,10 @@ func (s *Service) reapDead(ctx context.Context, id, why string) {
 	}
 	// Let the driver remove its sockets and pid file.
 	s.dropAgentConn(st.AgentSocket)
-	s.drivers[row.VMM].Stop(context.Background(), st, true, 0)
-	if err := s.net.DeleteTAP(network.TAPName(id)); err != nil {
+	if err := s.drivers[row.VMM].Stop(context.Background(), st, true, 0); err != nil {
+		s.log.Warn("clean up after dead vmm", "vm", row.Name, "err", err)
+	}
+	if err := s.deleteTAP(network.TAPName(id)); err != nil {
 		s.log.Warn("remove tap of dead vm", "vm", row.Name, "err", err)
 	}
 	row.DesiredState = store.DesiredStopped
@@ -404,9 +427,12 @@ func (s *Service) reapDead(ctx context.Context, id, why string) {
 	s.log.Warn("vm stopped unexpectedly", "vm", row.Name, "why", why)
 }
 
-// Recover runs once at daemon start: it re-adopts VMMs that survived the
-// previous daemon, marks dead ones stopped (releasing their TAP), and
-// removes VMs whose creation was interrupted.
+// Recover runs once at daemon start, before any request: it removes VMs
+// whose creation was interrupted, re-adopts VMMs that survived the previous
+// daemon, marks dead ones stopped (releasing their TAP), and removes VM
+// folders without a row (left by a delete or create the daemon did not
+// finish). It returns an error only when it cannot read the VMs; what it
+// cannot clean up for one VM is logged and left for the next start.
 func (s *Service) Recover(ctx context.Context) error {
 	rows, err := store.ListVMs(ctx, s.store.DB)
 	if err != nil {
@@ -414,10 +440,12 @@ func (s *Service) Recover(ctx context.Context) error {
 	}
 	for _, row := range rows {
 		if row.DesiredState == store.DesiredCreating {
+			// The row goes; its folder is swept below like any folder
+			// without a row.
 			s.log.Warn("removing half-created vm", "vm", row.Name)
-			os.RemoveAll(s.cfg.Dirs.VMDir(row.ID))
-			store.DeleteVM(ctx, s.store.DB, row.ID)
-			s.dropRemovedImages(ctx)
+			if err := store.DeleteVM(ctx, s.store.DB, row.ID); err != nil {
+				s.log.Error("remove half-created vm", "vm", row.Name, "err", err)
+			}
 			continue
 		}
 		st, ok, err := driverState(row)
@@ -429,8 +457,10 @@ func (s *Service) Recover(ctx context.Context) error {
 		}
 		if !ok {
 			// Stopped: a TAP left by a crash is released.
-			if s.net.TAPExists(network.TAPName(row.ID)) {
-				s.net.DeleteTAP(network.TAPName(row.ID))
+			if tap := network.TAPName(row.ID); s.net.TAPExists(tap) {
+				if err := s.deleteTAP(tap); err != nil {
+					s.log.Warn("release tap of stopped vm", "vm", row.Name, "err", err)
+				}
 			}
 			continue
 		}
@@ -456,6 +486,10 @@ func (s *Service) Recover(ctx context.Context) error {
 		s.adoptTAP(row)
 		s.watch(row.ID, st)
 	}
+	s.dropRemovedImages(ctx)
+	if err := s.sweepFolders(ctx); err != nil {
+		s.log.Warn("remove vm folders without a vm", "err", err)
+	}
 	return nil
 }
 
@@ -466,15 +500,60 @@ func (s *Service) adoptTAP(row store.VM) {
 	}
 }
 
-// Shutdown stops the monitors; VMs keep running.
+// vmFolderName matches the folders the service makes under the VMs
+// directory (store.NewID); the sweep touches nothing else.
+var vmFolderName = regexp.MustCompile(`^[0-9a-f]{8,64}$`)
+
+// sweepFolders removes the folders under the VMs directory that no VM row
+// names. It runs at start, before any request, so no create is in flight.
+func (s *Service) sweepFolders(ctx context.Context) error {
+	rows, err := store.ListVMs(ctx, s.store.DB)
+	if err != nil {
+		return err
+	}
+	live := make(map[string]bool, len(rows))
+	for _, r := range rows {
+		live[r.ID] = true
+	}
+	root := s.cfg.Dirs.VMsDir()
+	entries, err := os.ReadDir(root)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		if !e.IsDir() || live[e.Name()] || !vmFolderName.MatchString(e.Name()) {
+			continue
+		}
+		s.log.Warn("removing vm folder without a vm", "folder", filepath.Join(root, e.Name()))
+		if err := os.RemoveAll(filepath.Join(root, e.Name())); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Shutdown stops the monitors and waits until they have returned, so none
+// writes to the store afterwards; no monitor starts after it. It closes
+// the kept agent connections. VMs keep running.
 func (s *Service) Shutdown() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.closed = true
 	for _, o := range s.ops {
 		if o.monitor != nil {
 			o.monitor()
 			o.monitor = nil
 		}
+	}
+	conns := s.agentConns
+	s.agentConns = nil
+	s.mu.Unlock()
+	s.monitors.Wait()
+	for _, c := range conns {
+		c.Close()
 	}
 }
 

@@ -88,6 +88,11 @@ type Service struct {
 	pings map[string]*sync.Mutex // by agent socket path
 	// agentConns are open virtio-serial connections, by agent socket path.
 	agentConns map[string]net.Conn
+	// monitors counts the running monitor goroutines; Shutdown waits for
+	// them, so none writes to the store after the daemon closes it.
+	monitors sync.WaitGroup
+	// closed is set by Shutdown (guarded by mu): no monitor starts after.
+	closed bool
 }
 
 // pingLock returns the mutex serialising pings on one agent channel.
@@ -107,8 +112,10 @@ func (s *Service) pingLock(path string) *sync.Mutex {
 
 // vmOp serialises operations on one VM and records the one in progress.
 type vmOp struct {
-	mu      sync.Mutex // held for the whole operation
-	current string     // "", api.StateStarting, api.StateStopping; guarded by Service.mu
+	// held has one token while an operation runs on the VM (a mutex that
+	// a waiter can give up on: see lockCtx).
+	held    chan struct{}
+	current string // "", api.StateStarting, api.StateStopping; guarded by Service.mu
 	monitor context.CancelFunc
 }
 
@@ -122,22 +129,39 @@ func New(cfg Config, st *store.Store, drivers map[string]vmm.Driver, net Network
 // can defer it and still release early (before computing the final view,
 // which must not show the finished operation as in progress).
 func (s *Service) lock(id, op string) func() {
+	unlock, _ := s.lockCtx(context.Background(), id, op)
+	return unlock
+}
+
+// lockCtx is lock that gives up when ctx ends first, with ctx's error.
+func (s *Service) lockCtx(ctx context.Context, id, op string) (func(), error) {
 	s.mu.Lock()
-	o := s.ops[id]
-	if o == nil {
-		o = &vmOp{}
-		s.ops[id] = o
-	}
+	o := s.opLocked(id)
 	s.mu.Unlock()
-	o.mu.Lock()
+	select {
+	case o.held <- struct{}{}:
+	case <-ctx.Done():
+		return func() {}, ctx.Err()
+	}
 	s.setOp(id, op)
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			s.setOp(id, "")
-			o.mu.Unlock()
+			<-o.held
 		})
+	}, nil
+}
+
+// opLocked returns the operation record of VM id, making it when absent.
+// The caller holds s.mu.
+func (s *Service) opLocked(id string) *vmOp {
+	o := s.ops[id]
+	if o == nil {
+		o = &vmOp{held: make(chan struct{}, 1)}
+		s.ops[id] = o
 	}
+	return o
 }
 
 func (s *Service) setOp(id, op string) {

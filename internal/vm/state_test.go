@@ -51,6 +51,13 @@ func (n *fakeNet) TAPExists(name string) bool {
 // driver and a fake network.
 func newTestService(t *testing.T) (*Service, *fakeNet) {
 	t.Helper()
+	return newServiceWith(t, map[string]vmm.Driver{"qemu": qemu.New("", nil)})
+}
+
+// newServiceWith returns a service over a fresh store, with drivers and a
+// fake network.
+func newServiceWith(t *testing.T, drivers map[string]vmm.Driver) (*Service, *fakeNet) {
+	t.Helper()
 	root := t.TempDir()
 	dirs := paths.Dirs{Config: root, State: filepath.Join(root, "state"), Data: filepath.Join(root, "data"),
 		Cache: filepath.Join(root, "cache"), Runtime: filepath.Join(root, "run")}
@@ -63,7 +70,7 @@ func newTestService(t *testing.T) (*Service, *fakeNet) {
 	}
 	t.Cleanup(func() { st.Close() })
 	n := &fakeNet{taps: map[string]bool{}}
-	s := New(Config{Dirs: dirs, StopTimeout: time.Second}, st, map[string]vmm.Driver{"qemu": qemu.New("", nil)}, n, slog.New(slog.DiscardHandler))
+	s := New(Config{Dirs: dirs, StopTimeout: time.Second}, st, drivers, n, slog.New(slog.DiscardHandler))
 	t.Cleanup(s.Shutdown)
 	return s, n
 }
