@@ -16,9 +16,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -31,6 +29,7 @@ import (
 	"github.com/bangerhq/banger/internal/paths"
 	"github.com/bangerhq/banger/internal/safesocket"
 	"github.com/bangerhq/banger/internal/sandbox"
+	"github.com/bangerhq/banger/internal/sshkey"
 	"github.com/bangerhq/banger/internal/store"
 	"github.com/bangerhq/banger/internal/version"
 	"github.com/bangerhq/banger/internal/vm"
@@ -152,7 +151,7 @@ func setup(ctx context.Context, log *slog.Logger) (*Daemon, *net.UnixListener, e
 	if d.store, err = store.Open(ctx, dirs.Database()); err != nil {
 		return fail(err)
 	}
-	pub, err := ensureSSHKey(dirs.SSHKey())
+	pub, err := sshkey.Ensure(dirs.SSHKey(), "bangerd")
 	if err != nil {
 		return fail(err)
 	}
@@ -293,24 +292,6 @@ func (d *Daemon) resolveAccel(ctx context.Context) (string, error) {
 		Log:      d.log,
 	})
 	return c.Accel, err
-}
-
-// ensureSSHKey creates the daemon's ed25519 key once and returns the public key.
-func ensureSSHKey(path string) (string, error) {
-	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			return "", err
-		}
-		out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bangerd", "-f", path).CombinedOutput()
-		if err != nil {
-			return "", fmt.Errorf("generate the daemon's ssh key (is openssh-client installed?): %v: %s", err, out)
-		}
-	}
-	b, err := os.ReadFile(path + ".pub")
-	if err != nil {
-		return "", fmt.Errorf("read ssh public key: %w", err)
-	}
-	return strings.TrimSpace(string(b)), nil
 }
 
 // doctorEnv is the host-check environment for preflight.

@@ -303,7 +303,7 @@ func TestPreflight(t *testing.T) {
 	// warnings (no KVM, no Firecracker, no agent) remain.
 	f.writeRuntime(t)
 	fakeQEMU(t, f.bin, filepath.Join(f.root, "qemu-calls"))
-	f.addTools(t, "ssh", "ssh-keygen", "e2fsck", "resize2fs", "debugfs")
+	f.addTools(t, "ssh", "e2fsck", "resize2fs", "debugfs")
 	f.env.DevTUN = "/dev/null" // an openable character device standing in for /dev/net/tun
 	f.setCaps(t, "0000000000001000")
 	if err := Preflight(ctx, f.env, PurposeVMStart); err != nil {

@@ -13,8 +13,9 @@ import (
 // hostTool is a program banger runs and the Debian package providing it.
 type hostTool struct{ name, pkg string }
 
+// checkSSH: `banger vm ssh` runs OpenSSH's client (keys are made in Go).
 func checkSSH(_ context.Context, env *Env) Result {
-	return checkTools(env, "VM access", []hostTool{{"ssh", "openssh-client"}, {"ssh-keygen", "openssh-client"}})
+	return checkTools(env, "VM access", []hostTool{{"ssh", "openssh-client"}})
 }
 
 func checkDiskTools(_ context.Context, env *Env) Result {

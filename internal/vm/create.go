@@ -7,14 +7,14 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strings"
 
 	"github.com/bangerhq/banger/internal/api"
+	"github.com/bangerhq/banger/internal/atomicfile"
 	"github.com/bangerhq/banger/internal/image"
 	"github.com/bangerhq/banger/internal/network"
+	"github.com/bangerhq/banger/internal/sshkey"
 	"github.com/bangerhq/banger/internal/store"
 	"github.com/bangerhq/banger/internal/units"
 	"github.com/bangerhq/banger/internal/vmm"
@@ -250,35 +250,23 @@ func (s *Service) makeDisk(ctx context.Context, row store.VM, img store.Image) e
 	if err := image.CloneDisk(ctx, img.Path, s.diskPath(row.ID), row.DiskBytes); err != nil {
 		return fmt.Errorf("clone image %q: %w", img.Name, err)
 	}
-	keyPath := filepath.Join(dir, "ssh_host_ed25519_key")
-	out, err := exec.CommandContext(ctx, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "root@"+row.Name, "-f", keyPath).CombinedOutput()
+	// The VM's own host key: the guest gets both halves, the host keeps
+	// the public one, pinned for this VM's address.
+	hostKey, err := sshkey.New("root@" + row.Name)
 	if err != nil {
-		return fmt.Errorf("generate ssh host key: %v: %s", err, out)
-	}
-	priv, err := os.ReadFile(keyPath)
-	if err != nil {
-		return err
-	}
-	pub, err := os.ReadFile(keyPath + ".pub")
-	if err != nil {
-		return err
+		return fmt.Errorf("make ssh host key: %w", err)
 	}
 	files := []image.File{
-		{Path: "/etc/ssh/ssh_host_ed25519_key", Mode: 0o600, Data: priv},
-		{Path: "/etc/ssh/ssh_host_ed25519_key.pub", Mode: 0o644, Data: pub},
+		{Path: "/etc/ssh/ssh_host_ed25519_key", Mode: 0o600, Data: hostKey.Private},
+		{Path: "/etc/ssh/ssh_host_ed25519_key.pub", Mode: 0o644, Data: []byte(hostKey.PublicLine() + "\n")},
 		{Path: "/root/.ssh/authorized_keys", Mode: 0o600, Data: []byte(s.cfg.SSHPublicKey + "\n")},
 		{Path: "/etc/hostname", Mode: 0o644, Data: []byte(row.Name + "\n")},
 	}
 	if err := image.InjectFiles(ctx, s.diskPath(row.ID), files); err != nil {
 		return fmt.Errorf("write ssh keys into the disk: %w", err)
 	}
-	os.Remove(keyPath) // the guest has it; the host keeps only the public half
-	fields := strings.Fields(string(pub))
-	if len(fields) < 2 {
-		return fmt.Errorf("unexpected ssh-keygen output %q", pub)
-	}
-	kh := fmt.Sprintf("%s %s %s\n", row.IP, fields[0], fields[1])
-	return os.WriteFile(s.knownHosts(row.ID), []byte(kh), 0o600)
+	kh := fmt.Sprintf("%s %s\n", row.IP, hostKey.Key)
+	return atomicfile.WriteFile(s.knownHosts(row.ID), []byte(kh), 0o600)
 }
 
 // forget drops the in-memory operation record of a deleted VM.
