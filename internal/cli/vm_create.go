@@ -21,10 +21,16 @@ func newVMCreateCmd() *cobra.Command {
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 1 {
+				if args[0] == "" {
+					return errors.New(`the VM name "" is empty: give a name (a DNS label such as dev), or leave it out and banger picks one`)
+				}
 				if name != "" && name != args[0] {
 					return errors.New("give the name once: either as an argument or with --name")
 				}
 				name = args[0]
+			}
+			if err := checkGivenFlags(cmd); err != nil {
+				return err
 			}
 			p.Name = name
 			if disk != "" {
@@ -63,4 +69,27 @@ func newVMCreateCmd() *cobra.Command {
 	f.StringVar(&p.VMM, "vmm", "", "virtual machine monitor: qemu or firecracker (default: the best available)")
 	f.BoolVar(&asJSON, "json", false, "print the VM as JSON")
 	return cmd
+}
+
+// checkGivenFlags refuses vm create flags given on the command line with a
+// value the request would take for "not given" (an empty string, 0) or
+// that is never valid (a negative number): `--cpus 0` is a mistake, not a
+// request for the default. Leaving a flag out still gives the default.
+func checkGivenFlags(cmd *cobra.Command) error {
+	f := cmd.Flags()
+	var errs []error
+	for _, name := range []string{"name", "image", "vmm", "disk"} {
+		if f.Changed(name) && f.Lookup(name).Value.String() == "" {
+			errs = append(errs, fmt.Errorf("--%s is empty: give a value, or leave --%s out for the default", name, name))
+		}
+	}
+	for _, c := range []struct{ flag, what string }{{"cpus", "virtual CPUs"}, {"memory", "MiB of memory"}} {
+		if !f.Changed(c.flag) {
+			continue
+		}
+		if n, err := f.GetInt(c.flag); err == nil && n < 1 {
+			errs = append(errs, fmt.Errorf("--%s %d: give a positive number of %s, or leave --%s out for the default", c.flag, n, c.what, c.flag))
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -18,6 +18,9 @@ func newVMPingCmd() *cobra.Command {
 		Short: "Ask a VM's guest agent whether it is alive (not over the network)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if timeout <= 0 {
+				return fmt.Errorf("--timeout %s: give a positive duration, such as 2s", timeout)
+			}
 			c, err := connect(cmd.Context())
 			if err != nil {
 				return err

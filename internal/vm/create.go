@@ -147,9 +147,12 @@ func (s *Service) validateCreate(ctx context.Context, p *api.VMCreateParams) (st
 	if p.DiskBytes == 0 {
 		p.DiskBytes = max(s.cfg.DefaultDiskBytes, img.SizeBytes)
 	}
-	if p.DiskBytes < img.SizeBytes || p.DiskBytes < MinDiskBytes {
-		return row, api.Errorf(api.ErrInvalid, "--disk %s is smaller than image %q (%s): use at least %s",
-			units.IEC(p.DiskBytes), img.Name, units.IEC(img.SizeBytes), units.IEC(max(img.SizeBytes, MinDiskBytes)))
+	if least := max(img.SizeBytes, MinDiskBytes); p.DiskBytes < least {
+		why := fmt.Sprintf("is smaller than image %q (%s)", img.Name, units.IEC(img.SizeBytes))
+		if img.SizeBytes < MinDiskBytes {
+			why = "is below the least a VM disk can be"
+		}
+		return row, api.Errorf(api.ErrInvalid, "--disk %s %s: use at least %s", units.IEC(p.DiskBytes), why, units.IEC(least))
 	}
 	if err := s.cfg.Runtime.CheckKernel(); err != nil {
 		return row, api.Errorf(api.ErrPrecondition, "%w", err)

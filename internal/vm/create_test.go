@@ -2,6 +2,7 @@ package vm
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -89,5 +90,36 @@ func TestCreateMakesKeys(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(s.cfg.Dirs.VMDir(v.ID), "ssh_host_ed25519_key")); err == nil {
 		t.Error("the host keeps the VM's private host key")
+	}
+}
+
+// TestCreateRefusesBadValues: out-of-range values sent straight to the
+// service (as any client may) are refused with what to use, and leave no
+// row, lease or folder.
+func TestCreateRefusesBadValues(t *testing.T) {
+	s, _ := newCreateService(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		p    api.VMCreateParams
+		want string
+	}{
+		{api.VMCreateParams{Name: "a", CPUs: -1}, "--cpus -1 is out of range"},
+		{api.VMCreateParams{Name: "a", MemoryMiB: -5}, "--memory -5 MiB is out of range"},
+		{api.VMCreateParams{Name: "a", MemoryMiB: 64}, "--memory 64 MiB is out of range"},
+		{api.VMCreateParams{Name: "a", DiskBytes: -1}, "is below the least a VM disk can be: use at least 256 MiB"},
+		{api.VMCreateParams{Name: "a", DiskBytes: 1 << 20}, "--disk 1 MiB is below the least a VM disk can be"},
+		{api.VMCreateParams{Name: "Bad_Name"}, "invalid VM name"},
+	} {
+		_, err := s.Create(ctx, tc.p)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, api.ErrInvalid) {
+			t.Errorf("create %+v: error %v, want an invalid-argument error with %q", tc.p, err, tc.want)
+		}
+	}
+	var rows, leases int
+	s.store.DB.QueryRow("SELECT COUNT(*) FROM vms").Scan(&rows)
+	s.store.DB.QueryRow("SELECT COUNT(*) FROM leases").Scan(&leases)
+	entries, _ := os.ReadDir(s.cfg.Dirs.VMsDir())
+	if rows != 0 || leases != 0 || len(entries) != 0 {
+		t.Errorf("refused creates left %d rows, %d leases, %d folders", rows, leases, len(entries))
 	}
 }
