@@ -7,14 +7,14 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/bangerhq/banger/internal/testutil"
+	"github.com/bangerhq/banger/internal/testhost"
 )
 
 // TestOpenSSHReadsTheKeys: OpenSSH's own ssh-keygen reads the private key
 // and derives the same public key (the real check that sshd and ssh accept
 // it is the end-to-end lifecycle test, which logs in with these keys).
 func TestOpenSSHReadsTheKeys(t *testing.T) {
-	keygen := testutil.NeedTools(t, "ssh-keygen")["ssh-keygen"]
+	keygen := testhost.NeedTools(t, "ssh-keygen")["ssh-keygen"]
 	p, err := New("root@dev")
 	if err != nil {
 		t.Fatal(err)
@@ -83,7 +83,7 @@ func TestEnsure(t *testing.T) {
 // TestEnsureReadsSSHKeygenKeys: a daemon key made by ssh-keygen (as banger
 // made it before) is used as it is.
 func TestEnsureReadsSSHKeygenKeys(t *testing.T) {
-	keygen := testutil.NeedTools(t, "ssh-keygen")["ssh-keygen"]
+	keygen := testhost.NeedTools(t, "ssh-keygen")["ssh-keygen"]
 	path := filepath.Join(t.TempDir(), "id_ed25519")
 	if out, err := exec.Command(keygen, "-q", "-t", "ed25519", "-N", "", "-C", "bangerd", "-f", path).CombinedOutput(); err != nil {
 		t.Fatalf("ssh-keygen: %v: %s", err, out)

@@ -13,7 +13,7 @@ import (
 	"github.com/bangerhq/banger/internal/api"
 	"github.com/bangerhq/banger/internal/bundle"
 	"github.com/bangerhq/banger/internal/store"
-	"github.com/bangerhq/banger/internal/testutil"
+	"github.com/bangerhq/banger/internal/testhost"
 )
 
 // newCreateService is newTestService with what vm create needs: a runtime
@@ -21,8 +21,8 @@ import (
 // a real small ext4 file system with the folders a guest has.
 func newCreateService(t *testing.T) (*Service, map[string]string) {
 	t.Helper()
-	tools := testutil.NeedTools(t, "mkfs.ext4", "e2fsck", "resize2fs", "debugfs", "ssh-keygen")
-	s := newTestService(t, &sleepDriver{})
+	tools := testhost.NeedTools(t, "mkfs.ext4", "e2fsck", "resize2fs", "debugfs", "ssh-keygen")
+	s := newSleepService(t, &sleepDriver{})
 	rt := t.TempDir()
 	for _, p := range []string{"kernel/vmlinux", "kernel/initrd.img", "kernel/release", "kernel/modules/.keep"} {
 		os.MkdirAll(filepath.Dir(filepath.Join(rt, p)), 0o755)

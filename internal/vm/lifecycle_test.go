@@ -14,7 +14,7 @@ import (
 
 	"github.com/bangerhq/banger/internal/api"
 	"github.com/bangerhq/banger/internal/store"
-	"github.com/bangerhq/banger/internal/testutil"
+	"github.com/bangerhq/banger/internal/testhost"
 	"github.com/bangerhq/banger/internal/vmm"
 	"github.com/bangerhq/banger/internal/vmm/proc"
 )
@@ -103,14 +103,14 @@ func exists(p string) bool { _, err := os.Lstat(p); return err == nil }
 // gone all the same (no row whose disk is half deleted), the error says the
 // folder is left, and the next daemon start removes it.
 func TestDeleteRemovesRowFirst(t *testing.T) {
-	testutil.NeedRoot(t, "an immutable file (chattr +i) is how this test makes a folder that cannot be removed")
-	tools := testutil.NeedTools(t, "chattr")
+	testhost.NeedRoot(t, "an immutable file (chattr +i) is how this test makes a folder that cannot be removed")
+	tools := testhost.NeedTools(t, "chattr")
 	ctx := context.Background()
 	s := newSleepService(t, &sleepDriver{})
 	row := addVM(t, s, "dev", store.DesiredStopped)
 	disk := s.diskPath(row.ID)
 	if out, err := exec.Command(tools["chattr"], "+i", disk).CombinedOutput(); err != nil {
-		testutil.Skip(t, "chattr +i on %s: %v: %s", disk, err, out)
+		testhost.Skip(t, "chattr +i on %s: %v: %s", disk, err, out)
 	}
 	defer exec.Command(tools["chattr"], "-i", disk).Run()
 
@@ -170,7 +170,7 @@ func startSleeper(t *testing.T, s *Service, drv *sleepDriver, row *store.VM) vmm
 	t.Helper()
 	st, err := drv.Start(context.Background(), vmm.Spec{})
 	if err != nil {
-		testutil.Skip(t, "cannot run sleep: %v", err)
+		testhost.Skip(t, "cannot run sleep: %v", err)
 	}
 	t.Cleanup(func() { proc.Signal(st.PID, st.StartTime, syscall.SIGKILL) })
 	b, _ := json.Marshal(st)

@@ -1,4 +1,4 @@
-package testutil
+package testhost
 
 import (
 	"os"
@@ -10,7 +10,7 @@ import (
 // TestMain lets the test binary run one helper test in a child process, so
 // a test can see whether Skip skipped or failed it.
 func TestMain(m *testing.M) {
-	if os.Getenv("TESTUTIL_CHILD") != "" {
+	if os.Getenv("TESTHOST_CHILD") != "" {
 		os.Args = []string{os.Args[0], "-test.run=^TestChild$", "-test.v"}
 	}
 	os.Exit(m.Run())
@@ -19,7 +19,7 @@ func TestMain(m *testing.M) {
 // TestChild is the child's test: it skips for a missing tool. It does
 // nothing outside the child.
 func TestChild(t *testing.T) {
-	if os.Getenv("TESTUTIL_CHILD") == "" {
+	if os.Getenv("TESTHOST_CHILD") == "" {
 		return
 	}
 	NeedTools(t, "no-such-tool-for-banger")
@@ -28,7 +28,7 @@ func TestChild(t *testing.T) {
 
 func runChild(t *testing.T, ci string) (string, error) {
 	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), "TESTUTIL_CHILD=1", "CI="+ci)
+	cmd.Env = append(os.Environ(), "TESTHOST_CHILD=1", "CI="+ci)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
@@ -39,7 +39,7 @@ func TestSkipIsFatalUnderCI(t *testing.T) {
 		t.Errorf("without CI: err %v, output:\n%s", err, out)
 	}
 	out, err = runChild(t, "true")
-	if err == nil || !strings.Contains(out, "--- FAIL: TestChild") || !strings.Contains(out, "CI=true makes that a failure") {
+	if err == nil || !strings.Contains(out, "--- FAIL: TestChild") || !strings.Contains(out, "cannot run under CI=true") {
 		t.Errorf("with CI=true: err %v, output:\n%s", err, out)
 	}
 }
