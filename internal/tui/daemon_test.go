@@ -222,8 +222,14 @@ func seedMany(n int) func(ctx context.Context, s *store.Store, root string) erro
 
 // screen is the model's view as plain text with the test root masked.
 func (d *testDaemon) screen(m *Model) string {
-	// The random part alone: a wrapped line may split the path.
-	return strings.ReplaceAll(stripANSI(m.View()), strings.TrimPrefix(d.root, "/tmp/btui-"), "TESTROOT")
+	// The random part alone: a wrapped line may split the path, and a cut
+	// one ("…") may end inside it.
+	random := strings.TrimPrefix(d.root, "/tmp/btui-")
+	out := strings.ReplaceAll(stripANSI(m.View()), random, "TESTROOT")
+	for k := len(random) - 1; k > 0; k-- {
+		out = strings.ReplaceAll(out, "/tmp/btui-"+random[:k]+"…", "/tmp/btui-"+"TESTROOT"[:k]+"…")
+	}
+	return out
 }
 
 // repoRuntime is the checkout's ./runtime (it need not exist: the tests
