@@ -20,9 +20,14 @@ export CGO_ENABLED = 0
 # internal/subid: RootRangeStart, SandboxSize + VMMSlots ids.
 ROOT_SUBIDS := 2147483648-2147614719
 
-APT_PACKAGES := qemu-system-x86 qemu-utils mmdebstrap uidmap fakeroot e2fsprogs \
+# What banger runs, nothing recommended beside it: qemu-system-x86 brings
+# qemu-system-common (virtiofsd, /usr/lib/qemu/virtiofsd) and the microvm
+# firmware; banger uses no qemu-img (qemu-utils). On a fresh Debian 12 this
+# is 93 packages (51 MiB) instead of 380 (273 MiB) with recommends.
+# libcap2-bin (setcap) is for the file capabilities a non-root bangerd uses.
+APT_PACKAGES := qemu-system-x86 mmdebstrap uidmap fakeroot e2fsprogs \
 	busybox-static cpio lz4 openssh-client iproute2 nftables ca-certificates git make tmux kmod \
-	xz-utils shellcheck
+	xz-utils shellcheck libcap2-bin
 
 .PHONY: all build agent deps runtime test unit-test e2e-test bench clean vet package-runtime install uninstall
 
@@ -34,7 +39,7 @@ build:
 
 deps:
 	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES)
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES)
 	@# A root bangerd maps build sandboxes and runs VMMs as subordinate ids
 	@# of root (internal/subid): give root its range once.
 	grep -q '^root:' /etc/subuid 2>/dev/null || usermod --add-subuids $(ROOT_SUBIDS) root
