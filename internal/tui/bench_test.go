@@ -13,6 +13,8 @@ import (
 
 	tea "github.com/charmbracelet/bubbletea"
 	"golang.org/x/sys/unix"
+
+	"github.com/bangerhq/banger/internal/testhost"
 )
 
 // openPTY returns a pseudo-terminal pair sized 80x24.
@@ -20,7 +22,7 @@ func openPTY(t *testing.T) (master, slave *os.File) {
 	t.Helper()
 	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
 	if err != nil {
-		t.Skipf("no pseudo-terminal: %v", err)
+		testhost.Skip(t, "no pseudo-terminal: %v", err)
 	}
 	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
 		t.Fatalf("unlock pty: %v", err)
@@ -83,13 +85,14 @@ func (s *screenLog) waitFor(t *testing.T, from int, text string, timeout time.Du
 func (s *screenLog) len() int { s.mu.Lock(); defer s.mu.Unlock(); return s.buf.Len() }
 
 // TestIdleCPUAndLatency runs the real program on a pseudo-terminal with 50
-// VMs listed, measures its CPU use while idle, and how long changes take to
-// reach the screen. Set BANGER_TUI_BENCH=1 to run it (it takes ~15 s).
+// VMs listed (by the test backend: the figures are the TUI's own), measures
+// its CPU use while idle, and how long changes take to reach the screen.
+// Set BANGER_TUI_BENCH=1 to run it (it takes ~15 s).
 func TestIdleCPUAndLatency(t *testing.T) {
 	if os.Getenv("BANGER_TUI_BENCH") == "" {
 		t.Skip("set BANGER_TUI_BENCH=1 to measure idle CPU and latency (takes ~15 s)")
 	}
-	td := newTestDaemon(t, seedMany(50))
+	b := seedMany(50)
 	master, slave := openPTY(t)
 	defer master.Close()
 	defer slave.Close()
@@ -109,7 +112,7 @@ func TestIdleCPUAndLatency(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	interval := time.Second
-	m := New(ctx, Options{Backend: td.client, PollInterval: interval})
+	m := New(ctx, Options{Backend: b, PollInterval: interval})
 	p := tea.NewProgram(m, programOptions(ctx, tea.WithInput(slave), tea.WithOutput(slave))...)
 	done := make(chan error, 1)
 	go func() { _, err := p.Run(); done <- err }()
@@ -143,7 +146,7 @@ func TestIdleCPUAndLatency(t *testing.T) {
 	// A change made elsewhere (another client) shows within one poll.
 	from = out.len()
 	start = time.Now()
-	if err := td.client.DeleteVM(ctx, "vm-49", false); err != nil {
+	if err := b.DeleteVM(ctx, "vm-49", false); err != nil {
 		t.Fatal(err)
 	}
 	out.waitFor(t, from, "VMs: 48", 5*time.Second)

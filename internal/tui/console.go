@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/charmbracelet/bubbles/help"
+	"github.com/charmbracelet/bubbles/key"
 	"github.com/charmbracelet/bubbles/viewport"
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/x/ansi"
@@ -19,9 +21,11 @@ import (
 // maxConsole is how much of a console log the view keeps (its tail).
 const maxConsole = 1 << 20
 
-// consoleState is the console log view of one VM: a viewport that follows
-// the file while it is scrolled to the bottom.
-type consoleState struct {
+// console is the page that shows one VM's console log: a viewport that
+// follows the file while it is scrolled to the bottom.
+type console struct {
+	m          *Model
+	keys       consoleKeys
 	name, path string
 	vp         viewport.Model
 	buf        []byte
@@ -29,7 +33,10 @@ type consoleState struct {
 	missing    bool
 	err        string
 	gen        int
-	interval   time.Duration
+}
+
+type consoleKeys struct {
+	Up, Down, PageUp, PageDown, HalfUp, HalfDown, Top, Bottom, Back, Quit key.Binding
 }
 
 type (
@@ -43,26 +50,54 @@ type (
 	consoleTickMsg struct{ gen int }
 )
 
+func newConsoleKeys() consoleKeys {
+	return consoleKeys{
+		Up:       bind("scroll up", "up", "k"),
+		Down:     bind("scroll down", "down", "j"),
+		PageUp:   bind("page up", "pgup", "b"),
+		PageDown: bind("page down", "pgdown", "f", " "),
+		HalfUp:   bind("half page up", "u", "ctrl+u"),
+		HalfDown: bind("half page down", "d", "ctrl+d"),
+		Top:      bind("top", "g", "home"),
+		Bottom:   bind("bottom (follow)", "G", "end"),
+		Back:     bind("back", "esc", "l"),
+		Quit:     bind("quit", "q"),
+	}
+}
+
+// openConsole shows vm's console log.
 func (m *Model) openConsole(vm api.VM) tea.Cmd {
 	if vm.ConsoleLog == "" {
 		m.setStatus("vm "+vm.Name+" has no console log path", true)
 		return nil
 	}
 	m.consoleGen++
-	c := &consoleState{name: vm.Name, path: vm.ConsoleLog, gen: m.consoleGen, interval: m.opts.ConsoleInterval}
+	c := &console{m: m, keys: newConsoleKeys(), name: vm.Name, path: vm.ConsoleLog, gen: m.consoleGen}
 	c.vp = viewport.New(m.width, max(1, m.bodyHeight()-1))
-	m.console = c
-	m.mode = modeConsole
+	// The viewport scrolls with the console's own bindings, which the help
+	// lists; it has no horizontal scrolling.
+	c.vp.KeyMap = viewport.KeyMap{
+		Up: c.keys.Up, Down: c.keys.Down, PageUp: c.keys.PageUp, PageDown: c.keys.PageDown,
+		HalfPageUp: c.keys.HalfUp, HalfPageDown: c.keys.HalfDown,
+		Left: key.NewBinding(key.WithDisabled()), Right: key.NewBinding(key.WithDisabled()),
+	}
+	m.showPage(c)
 	return c.readCmd()
 }
 
-func (c *consoleState) resize(w, h int) {
-	c.vp.Width, c.vp.Height = w, max(1, h)
+func (c *console) Keys() help.KeyMap {
+	k := c.keys
+	return keyMap{
+		short: []key.Binding{k.Up, k.Down, k.PageUp, k.PageDown, k.Top, k.Bottom, k.Back, k.Quit},
+		rows:  [][]key.Binding{{k.Up, k.Down, k.PageUp, k.PageDown, k.HalfUp, k.HalfDown}, {k.Top, k.Bottom, k.Back, k.Quit}},
+	}
 }
+
+func (c *console) Title() string { return "console: " + c.name }
 
 // readCmd reads what was appended to the log since the last read; a file
 // that shrank (a new boot truncated it) is read again from the start.
-func (c *consoleState) readCmd() tea.Cmd {
+func (c *console) readCmd() tea.Cmd {
 	path, offset := c.path, c.offset
 	return func() tea.Msg { return readConsole(path, offset) }
 }
@@ -96,13 +131,43 @@ func readConsole(path string, offset int64) consoleMsg {
 	return consoleMsg{path: path, data: data[:n], offset: offset + int64(n), reset: reset}
 }
 
-func (m *Model) onConsole(msg consoleMsg) tea.Cmd {
-	c := m.console
-	if c == nil || msg.path != c.path {
+func (c *console) Update(msg tea.Msg) tea.Cmd {
+	switch msg := msg.(type) {
+	case consoleMsg:
+		return c.onRead(msg)
+	case consoleTickMsg:
+		if msg.gen != c.gen {
+			return nil
+		}
+		return c.readCmd()
+	case tea.KeyMsg:
+		k := c.keys
+		switch {
+		case key.Matches(msg, k.Back):
+			c.m.showPage(c.m.vmList)
+			return nil
+		case key.Matches(msg, k.Quit):
+			return c.m.quitCmd(false)
+		case key.Matches(msg, k.Top):
+			c.vp.GotoTop()
+			return nil
+		case key.Matches(msg, k.Bottom):
+			c.vp.GotoBottom()
+			return nil
+		}
+		var cmd tea.Cmd
+		c.vp, cmd = c.vp.Update(msg)
+		return cmd
+	}
+	return nil
+}
+
+func (c *console) onRead(msg consoleMsg) tea.Cmd {
+	if msg.path != c.path {
 		return nil
 	}
 	gen := c.gen
-	next := tea.Tick(c.interval, func(time.Time) tea.Msg { return consoleTickMsg{gen: gen} })
+	next := tea.Tick(c.m.opts.ConsoleInterval, func(time.Time) tea.Msg { return consoleTickMsg{gen: gen} })
 	c.missing, c.err = false, ""
 	switch {
 	case errors.Is(msg.err, fs.ErrNotExist):
@@ -141,22 +206,18 @@ func cleanConsole(b []byte) string {
 	return strings.TrimRight(s, "\n")
 }
 
-func (m *Model) consoleKey(msg tea.KeyMsg) tea.Cmd {
-	c := m.console
-	switch msg.String() {
-	case "esc", "l":
-		m.console, m.mode = nil, modeVMs
-		return nil
-	case "q":
-		return m.quitCmd(false)
-	case "g", "home":
-		c.vp.GotoTop()
-		return nil
-	case "G", "end":
-		c.vp.GotoBottom()
-		return nil
+func (c *console) View(width, height int) []string {
+	head := dimStyle.Render(c.path)
+	switch {
+	case c.missing:
+		return []string{head, dimStyle.Render("no console output yet (the file appears when the VM first boots)")}
+	case c.err != "":
+		return []string{head, errStyle.Render(c.err)}
 	}
-	var cmd tea.Cmd
-	c.vp, cmd = c.vp.Update(msg)
-	return cmd
+	pos := "following"
+	if !c.vp.AtBottom() {
+		pos = fmt.Sprintf("%d%% (G to follow)", int(c.vp.ScrollPercent()*100))
+	}
+	c.vp.Width, c.vp.Height = width, max(1, height-1)
+	return append([]string{spread(head, dimStyle.Render(pos), width)}, strings.Split(c.vp.View(), "\n")...)
 }

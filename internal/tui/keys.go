@@ -1,56 +1,85 @@
 package tui
 
-import "github.com/charmbracelet/bubbles/key"
+import (
+	"strings"
 
-// keyMap is every binding of the list views; it feeds the help line.
-type keyMap struct {
-	Up, Down, SSH, Create, Start, Stop, ForceStop, Restart, Delete, Log, Images, Help, Quit key.Binding
-}
-
-func newKeyMap() keyMap {
-	return keyMap{
-		Up:        key.NewBinding(key.WithKeys("up", "k"), key.WithHelp("↑/k", "up")),
-		Down:      key.NewBinding(key.WithKeys("down", "j"), key.WithHelp("↓/j", "down")),
-		SSH:       key.NewBinding(key.WithKeys("enter"), key.WithHelp("enter", "ssh")),
-		Create:    key.NewBinding(key.WithKeys("n"), key.WithHelp("n", "new")),
-		Start:     key.NewBinding(key.WithKeys("s"), key.WithHelp("s", "start")),
-		Stop:      key.NewBinding(key.WithKeys("x"), key.WithHelp("x", "stop")),
-		ForceStop: key.NewBinding(key.WithKeys("X"), key.WithHelp("X", "force stop")),
-		Restart:   key.NewBinding(key.WithKeys("r"), key.WithHelp("r", "restart")),
-		Delete:    key.NewBinding(key.WithKeys("d"), key.WithHelp("d", "delete")),
-		Log:       key.NewBinding(key.WithKeys("l"), key.WithHelp("l", "log")),
-		Images:    key.NewBinding(key.WithKeys("i", "tab"), key.WithHelp("i", "images")),
-		Help:      key.NewBinding(key.WithKeys("?"), key.WithHelp("?", "more")),
-		Quit:      key.NewBinding(key.WithKeys("q", "ctrl+c"), key.WithHelp("q", "quit")),
-	}
-}
-
-// ShortHelp is the one-line help; it fits 80 columns.
-func (k keyMap) ShortHelp() []key.Binding {
-	return []key.Binding{k.SSH, k.Create, k.Start, k.Stop, k.Delete, k.Log, k.Images, k.Help, k.Quit}
-}
-
-// FullHelp is shown by "?".
-func (k keyMap) FullHelp() [][]key.Binding {
-	return [][]key.Binding{
-		{k.Up, k.Down, k.Images, k.Help, k.Quit},
-		{k.SSH, k.Log, k.Create},
-		{k.Start, k.Stop, k.ForceStop, k.Restart, k.Delete},
-	}
-}
-
-// simpleHelp is a fixed help line for the dialogs and the console view.
-type simpleHelp []key.Binding
-
-func (s simpleHelp) ShortHelp() []key.Binding  { return s }
-func (s simpleHelp) FullHelp() [][]key.Binding { return [][]key.Binding{s} }
-
-func hb(keys, desc string) key.Binding {
-	return key.NewBinding(key.WithKeys(keys), key.WithHelp(keys, desc))
-}
-
-var (
-	formHelp    = simpleHelp{hb("tab/↓", "next"), hb("shift+tab/↑", "previous"), hb("enter", "create"), hb("esc", "cancel")}
-	confirmHelp = simpleHelp{hb("y", "yes"), hb("n/esc", "no")}
-	consoleHelp = simpleHelp{hb("↑/↓/pgup/pgdn", "scroll"), hb("g/G", "top/bottom (follow)"), hb("esc", "back"), hb("q", "quit")}
+	"github.com/charmbracelet/bubbles/help"
+	"github.com/charmbracelet/bubbles/key"
+	tea "github.com/charmbracelet/bubbletea"
 )
+
+// keyLabels are how help shows keys whose names are words.
+var keyLabels = map[string]string{"up": "↑", "down": "↓", "left": "←", "right": "→", "pgdown": "pgdn", " ": "space"}
+
+// bind makes a binding whose help shows every one of its keys, so that a
+// key can never work without the help saying so.
+func bind(desc string, keys ...string) key.Binding {
+	labels := make([]string, len(keys))
+	for i, k := range keys {
+		labels[i] = k
+		if l, ok := keyLabels[k]; ok {
+			labels[i] = l
+		}
+	}
+	return key.NewBinding(key.WithKeys(keys...), key.WithHelp(strings.Join(labels, "/"), desc))
+}
+
+// rootKeys are handled by the root model whatever is in front.
+type rootKeys struct{ QuitNow key.Binding }
+
+var rootKeyMap = rootKeys{QuitNow: bind("quit, twice: at once", "ctrl+c")}
+
+// keyMap is a help.KeyMap made of rows of bindings: the first row is the
+// short help line, all rows together the full help.
+type keyMap struct {
+	short []key.Binding
+	rows  [][]key.Binding
+}
+
+func (k keyMap) ShortHelp() []key.Binding  { return k.short }
+func (k keyMap) FullHelp() [][]key.Binding { return k.rows }
+
+// withRoot adds the root keys to a component's full help.
+func withRoot(k help.KeyMap) help.KeyMap {
+	return keyMap{short: k.ShortHelp(), rows: append(append([][]key.Binding{}, k.FullHelp()...), []key.Binding{rootKeyMap.QuitNow})}
+}
+
+// navKeys move a cursor through a list.
+type navKeys struct {
+	Up, Down, PageUp, PageDown, Top, Bottom key.Binding
+}
+
+func newNavKeys() navKeys {
+	return navKeys{
+		Up:       bind("up", "up", "k"),
+		Down:     bind("down", "down", "j"),
+		PageUp:   bind("page up", "pgup"),
+		PageDown: bind("page down", "pgdown"),
+		Top:      bind("first", "home", "g"),
+		Bottom:   bind("last", "end", "G"),
+	}
+}
+
+func (n navKeys) all() []key.Binding {
+	return []key.Binding{n.Up, n.Down, n.PageUp, n.PageDown, n.Top, n.Bottom}
+}
+
+// step returns how far msg moves a cursor in a list whose page holds
+// pageRows rows, and whether msg is a navigation key at all.
+func (n navKeys) step(msg tea.KeyMsg, pageRows int) (int, bool) {
+	switch {
+	case key.Matches(msg, n.Up):
+		return -1, true
+	case key.Matches(msg, n.Down):
+		return 1, true
+	case key.Matches(msg, n.PageUp):
+		return -max(1, pageRows-1), true
+	case key.Matches(msg, n.PageDown):
+		return max(1, pageRows-1), true
+	case key.Matches(msg, n.Top):
+		return -1 << 30, true
+	case key.Matches(msg, n.Bottom):
+		return 1 << 30, true
+	}
+	return 0, false
+}

@@ -2,9 +2,7 @@ package tui
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"os/exec"
 	"sort"
 	"strings"
 	"time"
@@ -17,46 +15,42 @@ import (
 	"github.com/bangerhq/banger/internal/api"
 )
 
-type mode int
+// component is one part of the TUI with its own keys, Update and View
+// (soft-serve's pattern). The root Model puts one page in front (the VM
+// list, the image list or a console) and at most one overlay over it (the
+// create form, a confirmation, the help); the front-most gets the keys.
+type component interface {
+	// Update handles a message while the component is in front, or a
+	// message addressed to it.
+	Update(msg tea.Msg) tea.Cmd
+	// View renders the component in exactly height lines of at most
+	// width columns.
+	View(width, height int) []string
+	// Keys are the component's bindings: ShortHelp is the help line,
+	// FullHelp the ? view. Every key Update acts on is in FullHelp (a test
+	// walks the keys to hold it to that).
+	Keys() help.KeyMap
+	// Title is what the title line says about the component.
+	Title() string
+}
 
-const (
-	modeVMs mode = iota
-	modeImages
-	modeConsole
-)
-
-type overlay int
-
-const (
-	overlayNone overlay = iota
-	overlayForm
-	overlayConfirm
-	overlayHelp
-)
-
-// Model is the TUI's Bubble Tea model. Create it with New; it is used by
-// pointer.
+// Model is the TUI's root Bubble Tea model: it owns the daemon connection,
+// the data every component shows (VMs, images, operations in progress,
+// the status line) and which components are in front. Create it with New;
+// it is used by pointer.
 type Model struct {
 	opts    Options
 	ctx     context.Context
 	cancel  context.CancelFunc
 	backend Backend
-	keys    keyMap
 	help    help.Model
 	spin    spinner.Model
 	width   int
 	height  int
 
-	mode    mode
-	overlay overlay
-
-	vms       []api.VM
-	images    []api.Image
-	loaded    bool
-	cursor    int
-	selected  string
-	offset    int
-	imgCursor int
+	vms    []api.VM
+	images []api.Image
+	loaded bool
 
 	// Polling: one fetch at a time; pollGen invalidates a pending tick
 	// when a refresh was started early (after an action).
@@ -66,17 +60,18 @@ type Model struct {
 	connErr      error
 	attempts     int
 
-	pending  map[string]string // VM name -> what is running ("starting")
+	pending  map[string]op // VM name -> the op in progress
 	spinning bool
 	sshBusy  string
 
 	status    string
 	statusErr bool
 
-	confirm *confirmState
-	form    *createForm
-	console *consoleState
-	// consoleGen tells a closed console view's ticks from the open one's.
+	vmList    *vmList
+	imageList *imageList
+	page      component // vmList, imageList or a console
+	overlay   component // nil, the form, a confirmation or the help
+	// consoleGen tells a closed console's ticks from the open one's.
 	consoleGen int
 	quit       bool
 }
@@ -86,17 +81,20 @@ type Model struct {
 func New(ctx context.Context, opts Options) *Model {
 	opts.defaults()
 	ctx, cancel := context.WithCancel(ctx)
-	h := help.New()
-	sp := spinner.New(spinner.WithSpinner(spinner.MiniDot))
-	return &Model{
+	m := &Model{
 		opts: opts, ctx: ctx, cancel: cancel, backend: opts.Backend,
-		keys: newKeyMap(), help: h, spin: sp,
+		help: help.New(), spin: spinner.New(spinner.WithSpinner(spinner.MiniDot)),
 		width: 80, height: 24,
-		pending: map[string]string{},
+		pending: map[string]op{},
 	}
+	m.help.ShortSeparator = "  "
+	m.vmList = newVMList(m)
+	m.imageList = newImageList(m)
+	m.page = m.vmList
+	return m
 }
 
-// Messages.
+// Messages of the root model.
 type (
 	listMsg struct {
 		vms     []api.VM
@@ -105,28 +103,6 @@ type (
 		err     error
 	}
 	tickMsg struct{ gen int }
-	opMsg   struct {
-		op, key string
-		vm      api.VM
-		err     error
-		params  *api.VMCreateParams
-		took    time.Duration
-	}
-	sshInfoMsg struct {
-		name string
-		info api.SSHInfo
-		err  error
-	}
-	sshDoneMsg struct {
-		name string
-		err  error
-	}
-	pingMsg struct {
-		name   string
-		r      api.PingResult
-		err    error
-		sshErr error
-	}
 )
 
 // Init starts the first fetch; the poll loop follows from it.
@@ -138,9 +114,6 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case tea.WindowSizeMsg:
 		m.width, m.height = msg.Width, msg.Height
 		m.help.Width = msg.Width
-		if m.console != nil {
-			m.console.resize(m.width, m.bodyHeight()-1)
-		}
 		return m, nil
 	case listMsg:
 		return m, m.onList(msg)
@@ -158,13 +131,11 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case pingMsg:
 		m.onPing(msg)
 		return m, m.refresh()
-	case consoleMsg:
-		return m, m.onConsole(msg)
-	case consoleTickMsg:
-		if m.console == nil || msg.gen != m.console.gen {
-			return m, nil
+	case consoleMsg, consoleTickMsg:
+		if c, ok := m.page.(*console); ok {
+			return m, c.Update(msg)
 		}
-		return m, m.console.readCmd()
+		return m, nil
 	case spinner.TickMsg:
 		if len(m.pending) == 0 && m.sshBusy == "" {
 			m.spinning = false
@@ -174,13 +145,41 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		m.spin, cmd = m.spin.Update(msg)
 		return m, cmd
 	case tea.KeyMsg:
-		return m, m.onKey(msg)
+		if key.Matches(msg, rootKeyMap.QuitNow) {
+			return m, m.quitCmd(true)
+		}
+		return m, m.front().Update(msg)
 	}
-	if m.overlay == overlayForm && m.form != nil {
-		return m, m.form.update(msg)
+	// Anything else (a text field's cursor blink) is for the overlay.
+	if m.overlay != nil {
+		return m, m.overlay.Update(msg)
 	}
 	return m, nil
 }
+
+// front is the component that gets the keys.
+func (m *Model) front() component {
+	if m.overlay != nil {
+		return m.overlay
+	}
+	return m.page
+}
+
+// showPage puts page in front (closing any overlay).
+func (m *Model) showPage(page component) {
+	m.page, m.overlay = page, nil
+}
+
+// openOverlay shows c over the page and returns its first command.
+func (m *Model) openOverlay(c component) tea.Cmd {
+	m.overlay = c
+	if f, ok := c.(*createForm); ok {
+		return f.focusCmd()
+	}
+	return nil
+}
+
+func (m *Model) closeOverlay() { m.overlay = nil }
 
 // fetchCmd lists VMs and images; while the daemon is unreachable it first
 // reconnects when Options.Reconnect is set.
@@ -248,11 +247,11 @@ func (m *Model) onList(msg listMsg) tea.Cmd {
 			m.setStatus("reconnected to bangerd", false)
 		}
 		m.connErr, m.attempts = nil, 0
-		m.setVMs(msg.vms)
+		sort.SliceStable(msg.vms, func(i, j int) bool { return msg.vms[i].Name < msg.vms[j].Name })
+		m.vms = msg.vms
+		m.vmList.follow()
 		m.images = msg.images
-		if m.imgCursor >= len(m.images) {
-			m.imgCursor = max(0, len(m.images)-1)
-		}
+		m.imageList.clamp()
 		m.loaded = true
 	}
 	if m.refreshAgain {
@@ -263,37 +262,7 @@ func (m *Model) onList(msg listMsg) tea.Cmd {
 	return m.tickCmd()
 }
 
-// setVMs replaces the list, keeping the cursor on the same VM by name.
-func (m *Model) setVMs(vms []api.VM) {
-	sort.SliceStable(vms, func(i, j int) bool { return vms[i].Name < vms[j].Name })
-	m.vms = vms
-	idx := -1
-	for i, v := range vms {
-		if v.Name == m.selected {
-			idx = i
-			break
-		}
-	}
-	if idx < 0 {
-		idx = min(m.cursor, len(vms)-1)
-	}
-	m.cursor = max(idx, 0)
-	if len(vms) > 0 {
-		m.selected = vms[m.cursor].Name
-	} else {
-		m.selected = ""
-	}
-}
-
 func (m *Model) setStatus(s string, isErr bool) { m.status, m.statusErr = s, isErr }
-
-// sel returns the VM under the cursor.
-func (m *Model) sel() (api.VM, bool) {
-	if m.cursor < 0 || m.cursor >= len(m.vms) {
-		return api.VM{}, false
-	}
-	return m.vms[m.cursor], true
-}
 
 func (m *Model) startSpinner() tea.Cmd {
 	if m.spinning {
@@ -303,295 +272,27 @@ func (m *Model) startSpinner() tea.Cmd {
 	return m.spin.Tick
 }
 
-func (m *Model) onKey(msg tea.KeyMsg) tea.Cmd {
-	if msg.String() == "ctrl+c" {
-		return m.quitCmd(true)
-	}
-	switch m.overlay {
-	case overlayForm:
-		return m.formKey(msg)
-	case overlayConfirm:
-		return m.confirmKey(msg)
-	case overlayHelp:
-		m.overlay = overlayNone
-		if key.Matches(msg, m.keys.Quit) {
-			return m.quitCmd(false)
-		}
-		return nil
-	}
-	if m.mode == modeConsole {
-		return m.consoleKey(msg)
-	}
-	k := m.keys
-	switch {
-	case key.Matches(msg, k.Quit):
-		return m.quitCmd(false)
-	case key.Matches(msg, k.Help):
-		m.overlay = overlayHelp
-		return nil
-	case key.Matches(msg, k.Images):
-		if m.mode == modeImages {
-			m.mode = modeVMs
-		} else {
-			m.mode = modeImages
-		}
-		return nil
-	case msg.String() == "esc" && m.mode == modeImages:
-		m.mode = modeVMs
-		return nil
-	case key.Matches(msg, k.Up):
-		m.move(-1)
-		return nil
-	case key.Matches(msg, k.Down):
-		m.move(1)
-		return nil
-	case msg.String() == "pgup":
-		m.move(-max(1, m.listRows()-1))
-		return nil
-	case msg.String() == "pgdown":
-		m.move(max(1, m.listRows()-1))
-		return nil
-	case msg.String() == "home" || msg.String() == "g":
-		m.move(-1 << 30)
-		return nil
-	case msg.String() == "end" || msg.String() == "G":
-		m.move(1 << 30)
-		return nil
-	case key.Matches(msg, k.Create):
-		m.form = newCreateForm(m.images)
-		m.overlay = overlayForm
-		return m.form.focusCmd()
-	}
-	if m.mode != modeVMs {
-		return nil
-	}
-	vm, ok := m.sel()
-	if !ok {
-		return nil
-	}
-	switch {
-	case key.Matches(msg, k.SSH):
-		return m.sshCmd(vm.Name)
-	case key.Matches(msg, k.Start):
-		return m.runOp("start", vm.Name, "starting", nil, func(ctx context.Context, b Backend) (api.VM, error) {
-			return b.StartVM(ctx, vm.Name)
-		})
-	case key.Matches(msg, k.Stop):
-		return m.runOp("stop", vm.Name, "stopping", nil, func(ctx context.Context, b Backend) (api.VM, error) {
-			return b.StopVM(ctx, vm.Name, false)
-		})
-	case key.Matches(msg, k.Restart):
-		return m.runOp("restart", vm.Name, "restarting", nil, func(ctx context.Context, b Backend) (api.VM, error) {
-			return b.RestartVM(ctx, vm.Name)
-		})
-	case key.Matches(msg, k.ForceStop):
-		m.askConfirm(fmt.Sprintf("Force stop %s?", vm.Name),
-			"The VMM is killed without a clean guest shutdown; data the guest has not written to disk is lost.",
-			func() tea.Cmd {
-				return m.runOp("force-stop", vm.Name, "force stopping", nil, func(ctx context.Context, b Backend) (api.VM, error) {
-					return b.StopVM(ctx, vm.Name, true)
-				})
-			})
-	case key.Matches(msg, k.Delete):
-		body := "Its disk and console log are removed. This cannot be undone."
-		force := vm.State != api.StateStopped
-		if force {
-			body = "It is " + vm.State + " and will be killed first. " + body
-		}
-		m.askConfirm(fmt.Sprintf("Delete VM %s?", vm.Name), body, func() tea.Cmd {
-			return m.runOp("delete", vm.Name, "deleting", nil, func(ctx context.Context, b Backend) (api.VM, error) {
-				return api.VM{Name: vm.Name}, b.DeleteVM(ctx, vm.Name, force)
-			})
-		})
-	case key.Matches(msg, k.Log):
-		return m.openConsole(vm)
-	}
-	return nil
-}
-
-func (m *Model) move(d int) {
-	if m.mode == modeImages {
-		m.imgCursor = max(0, min(len(m.images)-1, m.imgCursor+d))
-		return
-	}
-	if len(m.vms) == 0 {
-		return
-	}
-	m.cursor = max(0, min(len(m.vms)-1, m.cursor+d))
-	m.selected = m.vms[m.cursor].Name
-}
-
 // quitCmd quits, first asking when operations are in flight (quitting
-// closes their connections, which cancels them in the daemon).
-func (m *Model) quitCmd(force bool) tea.Cmd {
-	if len(m.pending) == 0 || force && m.overlay == overlayConfirm {
+// closes their connections, which cancels them in the daemon). now quits
+// anyway when that question is already asked (ctrl+c twice).
+func (m *Model) quitCmd(now bool) tea.Cmd {
+	_, asking := m.overlay.(*confirm)
+	if len(m.pending) == 0 || now && asking {
 		m.quit = true
 		m.cancel()
 		return tea.Quit
 	}
 	names := make([]string, 0, len(m.pending))
-	for n, v := range m.pending {
-		names = append(names, v+" "+n)
+	for n, o := range m.pending {
+		names = append(names, opWords[o].running+" "+n)
 	}
 	sort.Strings(names)
-	m.askConfirm("Quit while operations run?",
+	return m.openOverlay(newConfirm(m, "Quit while operations run?",
 		"In progress: "+strings.Join(names, ", ")+". Quitting cancels them in the daemon.",
-		func() tea.Cmd { m.quit = true; m.cancel(); return tea.Quit })
-	return nil
+		func() tea.Cmd { m.quit = true; m.cancel(); return tea.Quit }))
 }
 
-// runOp runs one daemon action for the VM named key in the background.
-func (m *Model) runOp(op, key, verb string, params *api.VMCreateParams, fn func(ctx context.Context, b Backend) (api.VM, error)) tea.Cmd {
-	if v, busy := m.pending[key]; busy {
-		m.setStatus(fmt.Sprintf("%s is busy (%s)", key, v), true)
-		return nil
-	}
-	m.pending[key] = verb
-	b, ctx := m.backend, m.ctx
-	start := time.Now()
-	run := func() tea.Msg {
-		vm, err := fn(ctx, b)
-		return opMsg{op: op, key: key, vm: vm, err: err, params: params, took: time.Since(start)}
-	}
-	return tea.Batch(run, m.startSpinner(), m.refresh())
-}
-
-var pastTense = map[string]string{
-	"start": "started", "stop": "stopped", "force-stop": "force stopped",
-	"restart": "restarted", "delete": "deleted", "create": "created",
-}
-
-func (m *Model) onOp(msg opMsg) tea.Cmd {
-	delete(m.pending, msg.key)
-	if m.ctx.Err() != nil {
-		return nil
-	}
-	if msg.err != nil {
-		text := fmt.Sprintf("%s %s: %s", msg.op, msg.key, errText(msg.err))
-		m.setStatus(text, true)
-		if msg.op == "create" && msg.params != nil && m.overlay == overlayNone {
-			m.form = formFrom(*msg.params, m.images, errText(msg.err))
-			m.overlay = overlayForm
-			return tea.Batch(m.form.focusCmd(), m.refresh())
-		}
-		return m.refresh()
-	}
-	name := msg.vm.Name
-	if name == "" {
-		name = msg.key
-	}
-	text := fmt.Sprintf("%s %s in %s", pastTense[msg.op], name, roundDuration(msg.took))
-	if msg.vm.IP != "" && msg.op != "delete" && msg.vm.State == api.StateRunning {
-		text += fmt.Sprintf("; it runs at %s (enter to ssh)", msg.vm.IP)
-	}
-	m.setStatus(text, false)
-	if msg.op == "create" {
-		m.selected = name
-	}
-	return m.refresh()
-}
-
-// sshCmd fetches the VM's SSH info; onSSHInfo then hands the terminal to ssh.
-func (m *Model) sshCmd(name string) tea.Cmd {
-	if m.sshBusy != "" {
-		return nil
-	}
-	m.sshBusy = name
-	b, ctx := m.backend, m.ctx
-	return tea.Batch(m.startSpinner(), func() tea.Msg {
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		info, err := b.SSHInfo(cctx, name)
-		return sshInfoMsg{name: name, info: info, err: err}
-	})
-}
-
-// SSHCommand is the command the TUI runs for an SSH session to info's VM.
-func (m *Model) SSHCommand(info api.SSHInfo) *exec.Cmd {
-	return exec.Command(m.opts.SSHCommand, m.opts.SSHArgs(info, nil)...)
-}
-
-func (m *Model) onSSHInfo(msg sshInfoMsg) tea.Cmd {
-	if msg.err != nil {
-		m.sshBusy = ""
-		m.setStatus(fmt.Sprintf("ssh %s: %s", msg.name, errText(msg.err)), true)
-		return nil
-	}
-	name := msg.name
-	return tea.ExecProcess(m.SSHCommand(msg.info), func(err error) tea.Msg {
-		return sshDoneMsg{name: name, err: err}
-	})
-}
-
-func (m *Model) onSSHDone(msg sshDoneMsg) tea.Cmd {
-	if m.opts.NoRemind {
-		m.onPing(pingMsg{name: msg.name, sshErr: msg.err, err: errors.New("reminder disabled")})
-		return m.refresh()
-	}
-	b, ctx := m.backend, m.ctx
-	return func() tea.Msg {
-		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		defer cancel()
-		r, err := b.PingVM(cctx, msg.name, time.Second)
-		return pingMsg{name: msg.name, r: r, err: err, sshErr: msg.err}
-	}
-}
-
-// onPing writes the post-SSH status line: how ssh ended and, when the guest
-// agent still answers, the same reminder `banger vm ssh` prints.
-func (m *Model) onPing(msg pingMsg) {
-	m.sshBusy = ""
-	var parts []string
-	isErr := false
-	var ee *exec.ExitError
-	switch {
-	case errors.As(msg.sshErr, &ee):
-		parts = append(parts, fmt.Sprintf("ssh exited with status %d", ee.ExitCode()))
-		isErr = ee.ExitCode() == 255
-	case msg.sshErr != nil:
-		parts = append(parts, fmt.Sprintf("run ssh (is openssh-client installed?): %s", errText(msg.sshErr)))
-		isErr = true
-	}
-	if msg.err == nil && msg.r.Alive {
-		parts = append(parts, m.opts.Reminder(msg.r))
-	} else if len(parts) == 0 {
-		parts = append(parts, "ssh session to "+msg.name+" ended")
-	}
-	m.setStatus(strings.Join(parts, "; "), isErr)
-}
-
-// confirmState is a yes/no question guarding a destructive action.
-type confirmState struct {
-	title, body string
-	yes         func() tea.Cmd
-	prev        overlay
-}
-
-func (m *Model) askConfirm(title, body string, yes func() tea.Cmd) {
-	m.confirm = &confirmState{title: title, body: body, yes: yes, prev: m.overlay}
-	m.overlay = overlayConfirm
-}
-
-func (m *Model) confirmKey(msg tea.KeyMsg) tea.Cmd {
-	switch msg.String() {
-	case "y", "Y":
-		c := m.confirm
-		m.confirm, m.overlay = nil, overlayNone
-		return c.yes()
-	case "n", "N", "esc", "q", "enter":
-		m.confirm, m.overlay = nil, overlayNone
-		m.setStatus("cancelled", false)
-	}
-	return nil
-}
-
-// roundDuration keeps two or three significant digits: "40ms", "1.2s", "35s".
-func roundDuration(d time.Duration) time.Duration {
-	switch {
-	case d < time.Second:
-		return d.Round(time.Millisecond)
-	case d < 10*time.Second:
-		return d.Round(100 * time.Millisecond)
-	}
-	return d.Round(time.Second)
+// openHelp shows every key of the component in front, over it.
+func (m *Model) openHelp() tea.Cmd {
+	return m.openOverlay(newHelpView(m, m.front().Keys(), m.overlay))
 }
