@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bangerhq/banger/internal/testhost"
 )
 
 // tuiSession drives `banger tui` in a detached tmux session, inside the
@@ -19,7 +21,7 @@ type tuiSession struct {
 func startTUI(t *testing.T, e *env) *tuiSession {
 	t.Helper()
 	if _, err := exec.LookPath("tmux"); err != nil {
-		t.Skip("the TUI end-to-end test needs tmux (apt-get install tmux)")
+		testhost.Skip(t, "the TUI end-to-end test needs tmux (apt-get install tmux)")
 	}
 	var cmd strings.Builder
 	cmd.WriteString("exec ip netns exec " + e.netns + " env -i")

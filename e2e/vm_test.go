@@ -15,6 +15,7 @@ import (
 
 	"github.com/bangerhq/banger/internal/api"
 	"github.com/bangerhq/banger/internal/store"
+	"github.com/bangerhq/banger/internal/testhost"
 )
 
 // TestVMLifecycle is the core end-to-end test: a real VM is created, reached
@@ -179,10 +180,10 @@ func TestVMLifecycle(t *testing.T) {
 // the stall timeout, and leave nothing behind.
 func kvmHang(ctx context.Context, t *testing.T, e *env, autoAccel string) {
 	if autoAccel != "tcg" {
-		t.Skipf("the daemon chose %q: KVM runs guests here, so there is no hang to test", autoAccel)
+		testhost.SkipHardware(t, "the daemon chose %q: KVM runs guests here, so there is no hang to test", autoAccel)
 	}
 	if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err != nil {
-		t.Skipf("no usable /dev/kvm: %v", err)
+		testhost.SkipHardware(t, "no usable /dev/kvm: %v", err)
 	} else {
 		f.Close()
 	}

@@ -813,11 +813,11 @@ func TestCustomizeApt(t *testing.T) {
 func TestBangerNetBusybox(t *testing.T) {
 	im := newImage(t, false, "hostname", "ip", "sleep")
 	if _, err := exec.LookPath("unshare"); err != nil {
-		t.Skip("needs unshare (util-linux)")
+		testhost.Skip(t, "needs unshare (util-linux)")
 	}
 	hostIP, err := exec.LookPath("ip")
 	if err != nil {
-		t.Skip("needs ip (iproute2) on the host to make the test's interface")
+		testhost.Skip(t, "needs ip (iproute2) on the host to make the test's interface")
 	}
 	b, err := os.ReadFile("guest/banger-net")
 	if err != nil {
@@ -844,7 +844,7 @@ hostname
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		if strings.Contains(string(out), "Operation not permitted") || strings.Contains(string(out), "unshare failed") {
-			t.Skipf("cannot make namespaces here: %s", out)
+			testhost.Skip(t, "cannot make namespaces here: %s", out)
 		}
 		t.Fatalf("banger-net under busybox: %v\n%s", err, out)
 	}

@@ -4,6 +4,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/bangerhq/banger/internal/testhost"
 )
 
 // TestShellcheck keeps the host scripts and the benchmark scripts
@@ -11,7 +13,7 @@ import (
 func TestShellcheck(t *testing.T) {
 	bin, err := exec.LookPath("shellcheck")
 	if err != nil {
-		t.Skip("shellcheck is not installed (apt-get install shellcheck; make deps installs it)")
+		testhost.Skip(t, "shellcheck is not installed (apt-get install shellcheck; make deps installs it)")
 	}
 	files := []string{"customize.sh", "make-runtime.sh", filepath.Join("guest", "banger-net"),
 		filepath.Join("..", "bench", "run.sh"), filepath.Join("..", "bench", "build.sh")}

@@ -13,8 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bangerhq/banger/internal/agent"
 	"golang.org/x/sys/unix"
+
+	"github.com/bangerhq/banger/internal/agent"
+	"github.com/bangerhq/banger/internal/testhost"
 )
 
 // buildAgent builds the agent the way images get it: static, no cgo.
@@ -22,7 +24,7 @@ func buildAgent(t *testing.T) string {
 	t.Helper()
 	gobin, err := exec.LookPath("go")
 	if err != nil {
-		t.Skipf("no go tool to build the binary: %v", err)
+		testhost.Skip(t, "no go tool to build the binary: %v", err)
 	}
 	bin := filepath.Join(t.TempDir(), "banger-vsock-pingd")
 	cmd := exec.Command(gobin, "build", "-trimpath",
@@ -82,7 +84,7 @@ func openPTY(t *testing.T) (*os.File, string) {
 	t.Helper()
 	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
-		t.Skipf("no pseudo-terminals here: %v", err)
+		testhost.Skip(t, "no pseudo-terminals here: %v", err)
 	}
 	t.Cleanup(func() { m.Close() })
 	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/bangerhq/banger/internal/testhost"
 )
 
 // testLog sends log lines to the test's output.
@@ -37,7 +39,7 @@ func openPTY(t testing.TB) (master *os.File, slavePath string) {
 	t.Helper()
 	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
-		t.Skipf("no pseudo-terminals here: %v", err)
+		testhost.Skip(t, "no pseudo-terminals here: %v", err)
 	}
 	t.Cleanup(func() { m.Close() })
 	rc, err := m.SyscallConn()
@@ -337,7 +339,7 @@ func TestServeListenerLimit(t *testing.T) {
 func TestVsockLoopback(t *testing.T) {
 	ln, err := ListenVsock(unix.VMADDR_PORT_ANY)
 	if errors.Is(err, ErrVsockUnavailable) {
-		t.Skipf("no AF_VSOCK in this kernel: %v", err)
+		testhost.SkipHardware(t, "no AF_VSOCK in this kernel: %v", err)
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -360,7 +362,7 @@ func TestVsockLoopback(t *testing.T) {
 	defer dcancel()
 	c, err := DialVsock(dctx, unix.VMADDR_CID_LOCAL, addr.Port)
 	if err != nil {
-		t.Skipf("no vsock loopback transport (vsock_loopback) in this kernel: %v", err)
+		testhost.SkipHardware(t, "no vsock loopback transport (vsock_loopback) in this kernel: %v", err)
 	}
 	defer c.Close()
 	r, rtt, err := Ping(dctx, c)
@@ -377,7 +379,7 @@ func TestVsockLoopback(t *testing.T) {
 func TestListenVsockErrors(t *testing.T) {
 	ln, err := ListenVsock(unix.VMADDR_PORT_ANY)
 	if errors.Is(err, ErrVsockUnavailable) {
-		t.Skipf("no AF_VSOCK in this kernel: %v", err)
+		testhost.SkipHardware(t, "no AF_VSOCK in this kernel: %v", err)
 	}
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/bangerhq/banger/internal/testhost"
 )
 
 func base() Inputs {
@@ -144,7 +146,7 @@ func TestPruneKeepsLinkedAndRecent(t *testing.T) {
 func TestPutAcrossFileSystemsCopies(t *testing.T) {
 	shm, err := os.MkdirTemp("/dev/shm", "buildcache-")
 	if err != nil {
-		t.Skipf("no /dev/shm to put a second file system beside the cache: %v", err)
+		testhost.Skip(t, "no /dev/shm to put a second file system beside the cache: %v", err)
 	}
 	defer os.RemoveAll(shm)
 	dir := t.TempDir()

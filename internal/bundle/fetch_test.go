@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/bangerhq/banger/internal/testhost"
 )
 
 // server serves files from a map over HTTPS on loopback. cut makes the
@@ -414,7 +416,7 @@ func TestDownloadRenamesWhatItVerified(t *testing.T) {
 // another user could swap it after it was verified.
 func TestInstallRefusesUnsafeFolder(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("the folder check applies to root only")
+		testhost.Skip(t, "the folder check applies to root only")
 	}
 	src, _ := makeBundle(t)
 	tarball := filepath.Join(t.TempDir(), "b.tar.gz")

@@ -56,24 +56,12 @@ func newImageTestDaemon(t *testing.T) (*Daemon, *client.Client) {
 	return d, client.New(startTestServer(t, d.methods()))
 }
 
-func needTools(t *testing.T, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err == nil {
-			continue
-		}
-		if _, err := os.Stat("/usr/sbin/" + tool); err != nil {
-			t.Skipf("%s not installed", tool)
-		}
-	}
-}
-
 // makeExt4 builds a small ext4 image of a root file system with an SSH
 // server, the guest agent and one kernel module tree (under /usr/lib, with
 // /lib a symlink as on a merged-/usr system).
 func makeExt4(t *testing.T) string {
 	t.Helper()
-	needTools(t, "mkfs.ext4", "e2fsck", "debugfs")
+	testhost.NeedTools(t, "mkfs.ext4", "e2fsck", "debugfs")
 	dir := t.TempDir()
 	tree := filepath.Join(dir, "root")
 	for _, p := range []string{"usr/sbin", "usr/local/bin", "usr/lib/modules/6.1.0-test", "etc"} {
@@ -98,7 +86,7 @@ func sha256sum(t *testing.T, file string) string {
 	t.Helper()
 	out, err := exec.Command("sha256sum", file).Output()
 	if err != nil {
-		t.Skipf("sha256sum: %v", err)
+		testhost.Skip(t, "sha256sum: %v", err)
 	}
 	return "sha256:" + strings.Fields(string(out))[0]
 }
@@ -225,7 +213,7 @@ func TestImageImportRefusesWhatIsNotAnImage(t *testing.T) {
 
 	// The ext4 magic alone does not make a file system: e2fsck refuses it
 	// after the copy, and the copy goes.
-	needTools(t, "e2fsck", "debugfs")
+	testhost.NeedTools(t, "e2fsck", "debugfs")
 	fake := make([]byte, 1<<20)
 	fake[1080], fake[1081] = 0x53, 0xEF
 	fakePath := filepath.Join(dir, "fake.img")

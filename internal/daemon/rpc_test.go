@@ -20,6 +20,7 @@ import (
 	"github.com/bangerhq/banger/internal/client"
 	"github.com/bangerhq/banger/internal/sandbox"
 	"github.com/bangerhq/banger/internal/store"
+	"github.com/bangerhq/banger/internal/testhost"
 )
 
 type echoParams struct {
@@ -233,7 +234,7 @@ func TestMain(m *testing.M) {
 
 func TestOtherUIDIsRefused(t *testing.T) {
 	if os.Getuid() != 0 {
-		t.Skip("needs root to run a client as another uid")
+		testhost.Skip(t, "needs root to run a client as another uid")
 	}
 	sock := startTestServer(t, testMethods())
 	// Open the file mode so only the peer-credential check stands in the way.

@@ -5,6 +5,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/bangerhq/banger/internal/testhost"
 )
 
 func TestTUN(t *testing.T) {
@@ -63,7 +65,7 @@ func TestNetAdmin(t *testing.T) {
 			setcap = "/usr/sbin/setcap"
 		}
 		if out, err := exec.Command(setcap, "cap_net_admin+ep", f.env.Bangerd).CombinedOutput(); err != nil {
-			t.Skipf("cannot set file capabilities here (setcap: %v: %s)", err, out)
+			testhost.Skip(t, "cannot set file capabilities here (setcap: %v: %s)", err, out)
 		}
 		r := f.run(t, IDNetAdmin)
 		wantStatus(t, r, StatusOK)

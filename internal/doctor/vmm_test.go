@@ -12,6 +12,7 @@ import (
 	"github.com/bangerhq/banger/internal/bundle"
 	"github.com/bangerhq/banger/internal/config"
 	"github.com/bangerhq/banger/internal/paths"
+	"github.com/bangerhq/banger/internal/testhost"
 	"github.com/bangerhq/banger/internal/vmm/qemu"
 )
 
@@ -129,7 +130,7 @@ func TestFirecracker(t *testing.T) {
 // so the check must report it missing and say why banger uses QEMU.
 func TestFirecrackerOnThisHost(t *testing.T) {
 	if p, err := exec.LookPath("firecracker"); err == nil {
-		t.Skipf("firecracker is installed here (%s): this test is for hosts without it", p)
+		testhost.SkipHardware(t, "firecracker is installed here (%s): this test is for hosts without it", p)
 	}
 	// A private probe cache; everything else is this host's.
 	env := NewEnv(paths.Dirs{State: t.TempDir()}, config.Config{})
@@ -142,7 +143,7 @@ func TestFirecrackerOnThisHost(t *testing.T) {
 	env.ProbeKVM = !testing.Short()
 	r := runCheck(t, env, IDFirecracker)
 	if _, err := os.Stat(filepath.Join(env.Runtime.Path, FirecrackerBundlePath)); err == nil {
-		t.Skipf("the runtime bundle has %s", FirecrackerBundlePath)
+		testhost.SkipHardware(t, "the runtime bundle has %s", FirecrackerBundlePath)
 	}
 	wantStatus(t, r, StatusWarn)
 	wantContains(t, "detail", r.Detail, "firecracker not found in", "or $PATH", "KVM", "banger uses QEMU")

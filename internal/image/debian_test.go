@@ -63,7 +63,7 @@ func requireDebianBuild(t *testing.T) {
 		t.Skip("skipping: builds a Debian image from the network (not in -short mode)")
 	}
 	if err := CheckDebianTools(); err != nil {
-		t.Skipf("skipping: %v", err)
+		testhost.Skip(t, "skipping: %v", err)
 	}
 	requireTools(t, toolDebugfs)
 }

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/bangerhq/banger/internal/testhost"
 )
 
 // mkfsTree makes an ext4 image of the tree built by fill.
@@ -15,10 +17,10 @@ func mkfsTree(t *testing.T, fill func(root string)) string {
 	t.Helper()
 	mkfs, err := lookTool(toolMkfs)
 	if err != nil {
-		t.Skip(err)
+		testhost.Skip(t, "%v", err)
 	}
 	if _, err := lookTools(toolE2fsck, toolDebugfs); err != nil {
-		t.Skip(err)
+		testhost.Skip(t, "%v", err)
 	}
 	dir := t.TempDir()
 	root := filepath.Join(dir, "root")

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bangerhq/banger/internal/testhost"
 )
 
 // requireTools skips the test when a host tool is missing.
@@ -22,7 +24,7 @@ func requireTools(t *testing.T, ts ...tool) map[string]string {
 	t.Helper()
 	paths, err := lookTools(ts...)
 	if err != nil {
-		t.Skipf("skipping: %v", err)
+		testhost.Skip(t, "skipping: %v", err)
 	}
 	return paths
 }

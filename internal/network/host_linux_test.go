@@ -15,6 +15,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/bangerhq/banger/internal/testhost"
 )
 
 const (
@@ -422,14 +424,14 @@ func tunNode(t *testing.T) string {
 	}
 	path := filepath.Join(dir, "tun")
 	if err := unix.Mknod(path, unix.S_IFCHR|0o666, int(unix.Mkdev(10, 200))); err != nil {
-		t.Skipf("skipping: cannot make a private /dev/net/tun node in %s: %v", dir, err)
+		testhost.Skip(t, "skipping: cannot make a private /dev/net/tun node in %s: %v", dir, err)
 	}
 	if err := os.Chmod(path, 0o666); err != nil { // mknod applies the umask
 		t.Fatal(err)
 	}
 	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
-		t.Skipf("skipping: the filesystem of %s does not allow device nodes (nodev?): %v", dir, err)
+		testhost.Skip(t, "skipping: the filesystem of %s does not allow device nodes (nodev?): %v", dir, err)
 	}
 	unix.Close(fd)
 	return path

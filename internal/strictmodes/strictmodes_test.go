@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/bangerhq/banger/internal/testhost"
 )
 
 // tree makes dir/bundle with a file, a subfolder and a binary in it, all
@@ -36,7 +38,7 @@ func tree(t *testing.T) string {
 
 func needRoot(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to give files to another user")
+		testhost.Skip(t, "needs root to give files to another user")
 	}
 }
 

@@ -20,12 +20,14 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/bangerhq/banger/internal/testhost"
 	"github.com/bangerhq/banger/internal/vmm"
 	"github.com/bangerhq/banger/internal/vmm/firecracker/fcapi"
 	"github.com/bangerhq/banger/internal/vmm/firecracker/fcsim"
 	"github.com/bangerhq/banger/internal/vmm/firecracker/fcspec"
 	"github.com/bangerhq/banger/internal/vmm/proc"
-	"golang.org/x/sys/unix"
 )
 
 var fake struct {
@@ -421,7 +423,7 @@ func TestStopEscalates(t *testing.T) {
 
 func TestStartChownsSockets(t *testing.T) {
 	if os.Getuid() != 0 {
-		t.Skip("needs root to give files away")
+		testhost.Skip(t, "needs root to give files away")
 	}
 	bin := fakeBinary(t)
 	spec := testSpec(t, "owned")

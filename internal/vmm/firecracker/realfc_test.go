@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/bangerhq/banger/internal/paths"
+	"github.com/bangerhq/banger/internal/testhost"
 	"github.com/bangerhq/banger/internal/vmm"
 	"github.com/bangerhq/banger/internal/vmm/qemu"
 )
@@ -83,7 +84,7 @@ func TestRealFirecracker(t *testing.T) {
 		missing = append(missing, kvmWhy)
 	}
 	if len(missing) > 0 {
-		t.Skipf("real Firecracker test skipped: %s", strings.Join(missing, "; and "))
+		testhost.SkipHardware(t, "real Firecracker test skipped: %s", strings.Join(missing, "; and "))
 	}
 	t.Logf("firecracker %s; %s", bin, kvmWhy)
 

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/bangerhq/banger/internal/testhost"
 )
 
 func TestParseStat(t *testing.T) {
@@ -54,7 +56,7 @@ func startSleep(t *testing.T, name string) (*exec.Cmd, uint64) {
 	t.Helper()
 	bin, err := exec.LookPath("sleep")
 	if err != nil {
-		t.Skip("sleep not found in PATH")
+		testhost.Skip(t, "sleep not found in PATH")
 	}
 	if name != "" {
 		// A symlink gives the process a comm with spaces and parentheses.
@@ -181,7 +183,7 @@ func TestWaitExitNotChild(t *testing.T) {
 	// child (it is reparented), as a daemonized VMM is after a restart.
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	if err := exec.Command("sh", "-c", "sleep 0.5 & echo $! > "+pidFile).Run(); err != nil {
-		t.Skipf("sh: %v", err)
+		testhost.Skip(t, "sh: %v", err)
 	}
 	b, err := os.ReadFile(pidFile)
 	if err != nil {

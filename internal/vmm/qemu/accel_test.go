@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bangerhq/banger/internal/testhost"
 )
 
 func TestProbeAccelTCG(t *testing.T) {
@@ -32,7 +34,7 @@ func TestProbeAccelKVM(t *testing.T) {
 	bin := qemuBinary(t)
 	kernel, initrd := runtimeKernel(t)
 	if err := openKVM("/dev/kvm"); err != nil {
-		t.Skipf("no usable KVM device: %v", err)
+		testhost.SkipHardware(t, "no usable KVM device: %v", err)
 	}
 	// Where KVM works this passes in about a second; on the nested build
 	// machines KVM guests hang, and the probe must give up on time.
@@ -176,7 +178,7 @@ func TestResolveAccelRealProbe(t *testing.T) {
 	bin := qemuBinary(t)
 	kernel, initrd := runtimeKernel(t)
 	if err := openKVM("/dev/kvm"); err != nil {
-		t.Skipf("no usable KVM device: %v", err)
+		testhost.SkipHardware(t, "no usable KVM device: %v", err)
 	}
 	cache := NewProbeCache(filepath.Join(t.TempDir(), "probe.json"))
 	opts := AccelOptions{Binary: bin, Kernel: kernel, Initrd: initrd, Cache: cache.Path(), ProbeTimeout: 5 * time.Second}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bangerhq/banger/internal/testhost"
 	"github.com/bangerhq/banger/internal/vmm"
 )
 
@@ -113,7 +114,7 @@ func TestWithTSCHint(t *testing.T) {
 func TestHostTSCKHz(t *testing.T) {
 	khz, err := hostTSCKHz()
 	if err != nil {
-		t.Skipf("no usable host TSC: %v", err)
+		testhost.Skip(t, "no usable host TSC: %v", err)
 	}
 	// Any x86 CPU of the last two decades: 500 MHz .. 10 GHz.
 	if khz < 500_000 || khz > 10_000_000 {

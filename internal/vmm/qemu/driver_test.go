@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bangerhq/banger/internal/testhost"
 	"github.com/bangerhq/banger/internal/vmm"
 	"github.com/bangerhq/banger/internal/vmm/proc"
 )
@@ -39,7 +40,7 @@ func runtimeKernel(t *testing.T) (kernel, initrd string) {
 	}
 	for _, p := range []string{kernel, initrd} {
 		if _, err := os.Stat(p); err != nil {
-			t.Skipf("runtime kernel missing (%v): run scripts/make-runtime.sh or set BANGER_TEST_KERNEL and BANGER_TEST_INITRD", err)
+			testhost.Skip(t, "runtime kernel missing (%v): run scripts/make-runtime.sh or set BANGER_TEST_KERNEL and BANGER_TEST_INITRD", err)
 		}
 	}
 	return kernel, initrd

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bangerhq/banger/internal/testhost"
 )
 
 // fakeQMP serves one connection on a Unix socket with the given script:
@@ -135,7 +137,7 @@ func qemuBinary(t *testing.T) string {
 	t.Helper()
 	bin, err := exec.LookPath(DefaultBinary)
 	if err != nil {
-		t.Skipf("%s not installed (apt-get install qemu-system-x86)", DefaultBinary)
+		testhost.Skip(t, "%s not installed (apt-get install qemu-system-x86)", DefaultBinary)
 	}
 	return bin
 }
