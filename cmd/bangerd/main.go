@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/bangerhq/banger/internal/daemon"
@@ -28,6 +29,13 @@ func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// BANGER_CPUPROFILE=FILE records a CPU profile (go tool pprof) from
+	// start to exit, for the benchmarks in bench/.
+	if p := os.Getenv("BANGER_CPUPROFILE"); p != "" {
+		if f, err := os.Create(p); err == nil && pprof.StartCPUProfile(f) == nil {
+			defer pprof.StopCPUProfile()
+		}
+	}
 	if err := daemon.Run(ctx, log); err != nil {
 		log.Error("bangerd failed", "err", err)
 		fmt.Fprintln(os.Stderr, "bangerd: "+err.Error())

@@ -33,7 +33,7 @@ func connect(ctx context.Context) (*client.Client, error) {
 		return nil, err
 	}
 	c := client.New(dirs.Socket())
-	st, err := c.Status(ctx)
+	info, err := daemonInfo(ctx, c)
 	switch {
 	case errors.Is(err, client.ErrDaemonNotRunning):
 		if err := startDaemon(dirs); err != nil {
@@ -43,13 +43,25 @@ func connect(ctx context.Context) (*client.Client, error) {
 	case err != nil:
 		return nil, err
 	}
-	if reason := stale(st.DaemonInfo); reason != "" {
+	if reason := stale(info); reason != "" {
 		fmt.Fprintf(os.Stderr, "banger: restarting bangerd (%s); running VMs are not affected\n", reason)
 		if err := restartDaemon(ctx, c, dirs); err != nil {
 			return nil, err
 		}
 	}
 	return c, nil
+}
+
+// daemonInfo returns the build of the daemon at c. A daemon from before
+// daemon.info answers "method not found", with its build on the answer
+// like on every other: it is stale, and says so.
+func daemonInfo(ctx context.Context, c *client.Client) (api.DaemonInfo, error) {
+	info, err := c.Info(ctx)
+	var re *api.RemoteError
+	if errors.As(err, &re) && re.Code == api.CodeMethodNotFound {
+		return c.LastDaemon(), nil
+	}
+	return info, err
 }
 
 // stale says why the daemon is not this CLI's build, or "" when it is.
@@ -114,7 +126,7 @@ func startDaemon(dirs paths.Dirs) error {
 func waitDaemon(ctx context.Context, c *client.Client, dirs paths.Dirs) error {
 	deadline := time.Now().Add(daemonStartTimeout)
 	for {
-		_, err := c.Status(ctx)
+		_, err := c.Info(ctx)
 		if err == nil {
 			return nil
 		}

@@ -211,21 +211,22 @@ func TestDoctorBadConfig(t *testing.T) {
 	}
 }
 
-// TestImageAgentFromOldDaemon: a daemon from before image.check_agent
-// answers "method not found" (as rpcServer does for any unknown method);
-// doctor then says to restart it rather than reporting an error.
-func TestImageAgentFromOldDaemon(t *testing.T) {
+// oldDaemon serves a daemon from before the newer methods: it answers every
+// request "method not found" (as rpcServer does for an unknown method),
+// with its build on the answer. It returns the socket.
+func oldDaemon(t *testing.T) string {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "bgr-cli-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer os.RemoveAll(dir)
+	t.Cleanup(func() { os.RemoveAll(dir) })
 	sock := filepath.Join(dir, "d.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -234,14 +235,32 @@ func TestImageAgentFromOldDaemon(t *testing.T) {
 			}
 			var req api.Request
 			json.NewDecoder(c).Decode(&req)
-			resp := api.Response{JSONRPC: api.Version, ID: req.ID, Daemon: api.DaemonInfo{Version: "old-1"},
+			resp := api.Response{JSONRPC: api.Version, ID: req.ID, Daemon: api.DaemonInfo{Version: "old-1", PID: 99},
 				Error: &api.Error{Code: api.CodeMethodNotFound, Message: fmt.Sprintf("method %q not found", req.Method)}}
 			json.NewEncoder(c).Encode(resp)
 			c.Close()
 		}
 	}()
-	r := imageAgentFromDaemon(context.Background(), client.New(sock), "/x/bangerd.log")
+	return sock
+}
+
+// TestImageAgentFromOldDaemon: doctor says to restart a daemon too old for
+// the image check rather than reporting an error.
+func TestImageAgentFromOldDaemon(t *testing.T) {
+	r := imageAgentFromDaemon(context.Background(), client.New(oldDaemon(t)), "/x/bangerd.log")
 	if r.Status != doctor.StatusSkip || !strings.Contains(r.Detail, "old-1") || !strings.Contains(r.Detail, "banger daemon restart") {
 		t.Errorf("finding from an old daemon: %+v", r)
+	}
+}
+
+// TestDaemonInfoFromOldDaemon: a daemon without daemon.info is still seen
+// (and found stale) by its build on the answer.
+func TestDaemonInfoFromOldDaemon(t *testing.T) {
+	info, err := daemonInfo(context.Background(), client.New(oldDaemon(t)))
+	if err != nil || info.Version != "old-1" || info.PID != 99 {
+		t.Fatalf("daemonInfo: %+v, %v", info, err)
+	}
+	if reason := stale(info); !strings.Contains(reason, "daemon version old-1") {
+		t.Errorf("stale(%+v) = %q", info, reason)
 	}
 }

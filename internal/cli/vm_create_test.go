@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -55,5 +56,23 @@ func TestVMPingRefusesNonPositiveTimeout(t *testing.T) {
 		if err := cmd.ExecuteContext(context.Background()); err == nil || !strings.Contains(err.Error(), "give a positive duration") {
 			t.Errorf("vm ping --timeout %s: %v", d, err)
 		}
+	}
+}
+
+func TestPrintRawList(t *testing.T) {
+	for raw, want := range map[string]string{
+		`{"vms":[{"a":1}]}`:       "[\n  {\n    \"a\": 1\n  }\n]\n",
+		`{"vms":null}`:            "[]\n",
+		`{}`:                      "[]\n",
+		`{ "vms" : [ 1 ] }`:       "[\n  1\n]\n",
+		`{"vms":[2],"more":true}`: "[\n  2\n]\n",
+	} {
+		var out bytes.Buffer
+		if err := printRawList(&out, json.RawMessage(raw), "vms"); err != nil || out.String() != want {
+			t.Errorf("printRawList(%s) = %q, %v; want %q", raw, out.String(), err, want)
+		}
+	}
+	if err := printRawList(&bytes.Buffer{}, json.RawMessage(`{"vms":[}`), "vms"); err == nil {
+		t.Error("a malformed answer printed")
 	}
 }

@@ -49,6 +49,19 @@ func newVMListCmd() *cobra.Command {
 // printRawList prints the array under key in a JSON object, indented; a
 // missing or null array prints as [].
 func printRawList(out io.Writer, raw json.RawMessage, key string) error {
+	// The daemon's encoder writes {"KEY":[...]} and nothing else: the
+	// array is indented straight out of it, without decoding it first (the
+	// answer for 1,000 VMs is half a megabyte). Anything else is decoded.
+	var buf bytes.Buffer
+	prefix := `{"` + key + `":`
+	if bytes.HasPrefix(raw, []byte(prefix)) && bytes.HasSuffix(raw, []byte("}")) {
+		if list := raw[len(prefix) : len(raw)-1]; string(list) != "null" && json.Indent(&buf, list, "", "  ") == nil {
+			buf.WriteByte('\n')
+			_, err := out.Write(buf.Bytes())
+			return err
+		}
+		buf.Reset()
+	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &obj); err != nil {
 		return fmt.Errorf("decode daemon answer: %w", err)
@@ -57,7 +70,6 @@ func printRawList(out io.Writer, raw json.RawMessage, key string) error {
 	if len(list) == 0 || string(list) == "null" {
 		list = json.RawMessage("[]")
 	}
-	var buf bytes.Buffer
 	if err := json.Indent(&buf, list, "", "  "); err != nil {
 		return err
 	}

@@ -151,3 +151,20 @@ func TestCallProgressCancel(t *testing.T) {
 		t.Fatalf("got %v, want the context's error", err)
 	}
 }
+
+// TestRawResult: a json.RawMessage result is the daemon's bytes as sent,
+// and a malformed response is still refused.
+func TestRawResult(t *testing.T) {
+	const vms = `{"vms":[{"name":"a"},{"name":"b"}]}`
+	sock, _ := fakeDaemon(t, func(req map[string]json.RawMessage) []string { return []string{response(req, vms)} })
+	raw, err := New(sock).ListVMsJSON(context.Background())
+	if err != nil || string(raw) != vms {
+		t.Fatalf("raw result %s, %v; want %s", raw, err, vms)
+	}
+	sock, _ = fakeDaemon(t, func(req map[string]json.RawMessage) []string {
+		return []string{`{"jsonrpc":"2.0","id":` + string(req["id"]) + `,"result":{"vms":[}`}
+	})
+	if _, err := New(sock).ListVMsJSON(context.Background()); err == nil {
+		t.Fatal("a malformed response was taken")
+	}
+}

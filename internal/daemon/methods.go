@@ -12,6 +12,9 @@ type empty struct{}
 func (d *Daemon) methods() *Methods {
 	t := &Methods{}
 	t.Register(api.MethodDaemonStatus, Typed(d.status))
+	t.Register(api.MethodDaemonInfo, Typed(func(ctx context.Context, _ empty) (api.DaemonInfo, error) {
+		return d.info, nil
+	}))
 	t.Register(api.MethodDaemonStop, Typed(func(ctx context.Context, _ empty) (empty, error) {
 		// Answer first, then stop: the client learns the stop was taken.
 		afterResponse(ctx, d.requestStop)

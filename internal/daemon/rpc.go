@@ -252,23 +252,45 @@ func (s *rpcServer) call(ctx context.Context, method string, h HandlerFunc, para
 
 // write writes the response line to w.
 func (s *rpcServer) write(w io.Writer, id json.RawMessage, result any, rerr *api.Error) {
-	resp := api.Response{JSONRPC: api.Version, ID: id, Error: rerr, Daemon: s.info}
-	if resp.ID == nil {
-		resp.ID = json.RawMessage("null")
-	}
+	var body []byte
 	if rerr == nil {
 		b, err := json.Marshal(result)
 		if err != nil {
-			resp.Error = &api.Error{Code: api.CodeInternal, Message: "encode result: " + err.Error()}
+			rerr = &api.Error{Code: api.CodeInternal, Message: "encode result: " + err.Error()}
 		} else {
-			resp.Result = b
+			body = b
 		}
 	}
-	b, _ := json.Marshal(resp)
-	b = append(b, '\n')
-	if _, err := w.Write(b); err != nil {
+	if _, err := w.Write(encodeResponse(id, body, rerr, s.info)); err != nil {
 		s.log.Debug("write response", "err", err)
 	}
+}
+
+// encodeResponse is the response line: the JSON of api.Response, built
+// around result (already JSON) instead of by json.Marshal, which would scan
+// and copy a RawMessage again: for a vm.list of 1,000 VMs that doubled the
+// encoding time.
+func encodeResponse(id json.RawMessage, result []byte, rerr *api.Error, info api.DaemonInfo) []byte {
+	var idBuf bytes.Buffer
+	if len(id) == 0 || json.Compact(&idBuf, id) != nil {
+		idBuf.Reset()
+		idBuf.WriteString("null")
+	}
+	daemon, _ := json.Marshal(info)
+	b := make([]byte, 0, len(result)+len(daemon)+128)
+	b = append(b, `{"jsonrpc":"`+api.Version+`","id":`...)
+	b = append(b, idBuf.Bytes()...)
+	if rerr != nil {
+		e, _ := json.Marshal(rerr)
+		b = append(b, `,"error":`...)
+		b = append(b, e...)
+	} else if len(result) > 0 {
+		b = append(b, `,"result":`...)
+		b = append(b, result...)
+	}
+	b = append(b, `,"daemon":`...)
+	b = append(b, daemon...)
+	return append(b, "}\n"...)
 }
 
 var errEOF = errors.New("connection closed before a full request")

@@ -81,7 +81,7 @@ func TestDaemonMethodTableIsComplete(t *testing.T) {
 	want := []string{api.MethodDaemonStatus, api.MethodDaemonStop, api.MethodVMCreate, api.MethodVMList,
 		api.MethodVMGet, api.MethodVMStart, api.MethodVMStop, api.MethodVMRestart, api.MethodVMDelete,
 		api.MethodVMSSHInfo, api.MethodVMPing, api.MethodImageBuild, api.MethodImageList, api.MethodImageGet, api.MethodImageDelete,
-		api.MethodImageImport, api.MethodImageCheckAgent}
+		api.MethodImageImport, api.MethodImageCheckAgent, api.MethodDaemonInfo}
 	for _, w := range want {
 		if _, ok := m.m[w]; !ok {
 			t.Errorf("method %s not registered", w)
@@ -356,5 +356,38 @@ func TestDrain(t *testing.T) {
 	}
 	if err := <-callErr; err == nil || !strings.Contains(err.Error(), "context canceled") {
 		t.Errorf("the cancelled request answered %v", err)
+	}
+}
+
+// TestEncodeResponse: the hand-assembled response line is exactly what
+// json.Marshal makes of api.Response.
+func TestEncodeResponse(t *testing.T) {
+	info := api.DaemonInfo{Version: "v1", PID: 7, Executable: "/bin/bangerd", ExecutableID: "1-2"}
+	for _, tc := range []struct {
+		id     string
+		result string
+		err    *api.Error
+	}{
+		{`1`, `{"vms":[{"name":"a\u003cb"}]}`, nil},
+		{`"x"`, `[]`, nil},
+		{``, ``, &api.Error{Code: api.CodeParseError, Message: "parse error: <bad>"}},
+		{`7`, ``, &api.Error{Code: api.CodeNotFound, Message: "no VM named \"dev\""}},
+		{`{ "a" : 1 }`, `null`, nil},
+	} {
+		want := api.Response{JSONRPC: api.Version, ID: json.RawMessage(tc.id), Error: tc.err, Daemon: info}
+		if tc.id == "" {
+			want.ID = json.RawMessage("null")
+		}
+		if tc.result != "" {
+			want.Result = json.RawMessage(tc.result)
+		}
+		wb, err := json.Marshal(want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := encodeResponse(json.RawMessage(tc.id), []byte(tc.result), tc.err, info)
+		if string(got) != string(wb)+"\n" {
+			t.Errorf("encodeResponse(%s, %s, %v)\n got %s\nwant %s", tc.id, tc.result, tc.err, got, wb)
+		}
 	}
 }

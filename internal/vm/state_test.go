@@ -56,7 +56,7 @@ func newTestService(t *testing.T) (*Service, *fakeNet) {
 
 // newServiceWith returns a service over a fresh store, with drivers and a
 // fake network.
-func newServiceWith(t *testing.T, drivers map[string]vmm.Driver) (*Service, *fakeNet) {
+func newServiceWith(t testing.TB, drivers map[string]vmm.Driver) (*Service, *fakeNet) {
 	t.Helper()
 	root := t.TempDir()
 	dirs := paths.Dirs{Config: root, State: filepath.Join(root, "state"), Data: filepath.Join(root, "data"),
