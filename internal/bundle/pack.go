@@ -4,6 +4,8 @@ import (
 	"archive/tar"
 	"compress/gzip"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -46,30 +48,20 @@ func Package(ctx context.Context, d Dir, out string) (string, error) {
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return "", fmt.Errorf("package runtime bundle: %w", err)
 	}
-	tmp := out + ".part"
-	defer os.Remove(tmp)
-	fh, err := os.Create(tmp)
+	// The archive is hashed as it is written, and appears at out whole.
+	af, err := atomicfile.Create(out, 0o644)
 	if err != nil {
 		return "", fmt.Errorf("package runtime bundle: %w", err)
 	}
-	if err := writeTar(fh, d.Path, names); err != nil {
-		fh.Close()
+	defer af.Abort()
+	h := sha256.New()
+	if err := writeTar(io.MultiWriter(af, h), d.Path, names); err != nil {
 		return "", fmt.Errorf("package runtime bundle: %w", err)
 	}
-	if err := fh.Sync(); err != nil {
-		fh.Close()
+	if err := af.Commit(); err != nil {
 		return "", fmt.Errorf("package runtime bundle: %w", err)
 	}
-	if err := fh.Close(); err != nil {
-		return "", fmt.Errorf("package runtime bundle: %w", err)
-	}
-	sum, err := hashPath(tmp)
-	if err != nil {
-		return "", fmt.Errorf("package runtime bundle: %w", err)
-	}
-	if err := os.Rename(tmp, out); err != nil {
-		return "", fmt.Errorf("package runtime bundle: %w", err)
-	}
+	sum := hex.EncodeToString(h.Sum(nil))
 	line := sum + "  " + filepath.Base(out) + "\n"
 	if err := atomicfile.WriteFile(out+".sha256", []byte(line), 0o644); err != nil {
 		return "", fmt.Errorf("package runtime bundle: %w", err)
