@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -157,10 +156,6 @@ func (s *imageService) sweep(ctx context.Context) {
 	}
 }
 
-// imageFolderName matches the folders the daemon makes under the images
-// directory (a random hex id); the sweep touches nothing else.
-var imageFolderName = regexp.MustCompile(`^[0-9a-f]{8,64}$`)
-
 // sweepImageFolders runs once at daemon start, before any request: it
 // removes image folders that no live image row points at (left by a build
 // or import the daemon did not finish, or by an `image rm` that died
@@ -179,25 +174,10 @@ func (s *imageService) sweepImageFolders(ctx context.Context) error {
 		live[r.ID] = true
 		live[filepath.Base(filepath.Dir(r.Path))] = true
 	}
-	root := s.d.dirs.ImagesDir()
-	entries, err := os.ReadDir(root)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, e := range entries {
-		if !e.IsDir() || live[e.Name()] || !imageFolderName.MatchString(e.Name()) {
-			continue
-		}
-		s.log.Warn("removing image folder without an image", "folder", filepath.Join(root, e.Name()))
-		if err := s.removeBuildFolder(ctx, filepath.Join(root, e.Name())); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
+	return store.SweepFolders(s.d.dirs.ImagesDir(), live, func(p string) error {
+		s.log.Warn("removing image folder without an image", "folder", p)
+		return s.removeBuildFolder(ctx, p)
+	})
 }
 
 // removeBuildFolder removes a folder a build may have left: files a build

@@ -14,6 +14,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -44,6 +47,36 @@ func NewID() string {
 	var b [6]byte
 	rand.Read(b[:]) // never fails (crypto/rand panics rather)
 	return hex.EncodeToString(b[:])
+}
+
+// idPattern matches NewID's ids (and the longer ones of earlier daemons).
+var idPattern = regexp.MustCompile(`^[0-9a-f]{8,64}$`)
+
+// SweepFolders removes the folders directly under root that are named by an
+// id (NewID's form) that live does not hold: the folders of VMs or images
+// whose row is gone (a delete writes the row first, so a crash between the
+// two leaves exactly such a folder). Nothing else under root is touched:
+// remove is called for each such folder (it logs and removes it) and what
+// it could not remove is returned; a missing root is no error. Run it only
+// when no create is in flight (at daemon start).
+func SweepFolders(root string, live map[string]bool, remove func(path string) error) error {
+	entries, err := os.ReadDir(root)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		if !e.IsDir() || live[e.Name()] || !idPattern.MatchString(e.Name()) {
+			continue
+		}
+		if err := remove(filepath.Join(root, e.Name())); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Querier is satisfied by *sql.DB and *sql.Tx.

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -278,5 +279,29 @@ func TestNewID(t *testing.T) {
 			t.Fatalf("NewID() repeated %q", id)
 		}
 		seen[id] = true
+	}
+}
+
+func TestSweepFolders(t *testing.T) {
+	root := t.TempDir()
+	for _, d := range []string{"aaaaaaaaaaaa", "bbbbbbbbbbbb", "not-an-id"} {
+		os.Mkdir(filepath.Join(root, d), 0o700)
+	}
+	os.WriteFile(filepath.Join(root, "cccccccccccc"), nil, 0o600) // a file, not a folder
+	var removed []string
+	err := SweepFolders(root, map[string]bool{"aaaaaaaaaaaa": true}, func(p string) error {
+		removed = append(removed, p)
+		return os.RemoveAll(p)
+	})
+	if err != nil || len(removed) != 1 || removed[0] != filepath.Join(root, "bbbbbbbbbbbb") {
+		t.Fatalf("removed %v, %v; want only bbbbbbbbbbbb", removed, err)
+	}
+	for _, keep := range []string{"aaaaaaaaaaaa", "not-an-id", "cccccccccccc"} {
+		if _, err := os.Stat(filepath.Join(root, keep)); err != nil {
+			t.Errorf("%s was removed", keep)
+		}
+	}
+	if err := SweepFolders(filepath.Join(root, "missing"), nil, os.RemoveAll); err != nil {
+		t.Errorf("missing root: %v", err)
 	}
 }

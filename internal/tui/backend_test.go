@@ -147,14 +147,20 @@ func (b *testBackend) ListImages(ctx context.Context) ([]api.Image, error) {
 	return out, nil
 }
 
-// get returns the VM named name, or the daemon's not-found error. The
-// caller holds b.mu.
-func (b *testBackend) get(name string) (api.VM, error) {
+// withVM runs fn on the VM named name, as one daemon call: it waits for
+// the gate, fails while down, and answers the daemon's not-found error for
+// a VM that does not exist. fn runs with b.mu held.
+func (b *testBackend) withVM(name string, fn func(v api.VM) error) error {
+	if err := b.enter(); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	v, ok := b.vms[name]
 	if !ok {
-		return v, remote(api.Errorf(api.ErrNotFound, "no VM named %q: see `banger vm ls`", name))
+		return remote(api.Errorf(api.ErrNotFound, "no VM named %q: see `banger vm ls`", name))
 	}
-	return v, nil
+	return fn(v)
 }
 
 func (b *testBackend) CreateVM(ctx context.Context, p api.VMCreateParams) (api.VM, error) {
@@ -191,37 +197,26 @@ func (b *testBackend) boot(v api.VM) api.VM {
 	return v
 }
 
-func (b *testBackend) StartVM(ctx context.Context, name string) (api.VM, error) {
-	if err := b.enter(); err != nil {
-		return api.VM{}, err
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	v, err := b.get(name)
-	if err != nil {
-		return v, err
-	}
-	if msg := b.startErr[name]; msg != "" {
-		v.LastError = msg
-		b.vms[name] = v
-		return api.VM{}, remote(fmt.Errorf("start vm %q: %s", name, msg))
-	}
-	return b.boot(v), nil
+func (b *testBackend) StartVM(ctx context.Context, name string) (out api.VM, err error) {
+	err = b.withVM(name, func(v api.VM) error {
+		if msg := b.startErr[name]; msg != "" {
+			v.LastError = msg
+			b.vms[name] = v
+			return remote(fmt.Errorf("start vm %q: %s", name, msg))
+		}
+		out = b.boot(v)
+		return nil
+	})
+	return out, err
 }
 
-func (b *testBackend) StopVM(ctx context.Context, name string, force bool) (api.VM, error) {
-	if err := b.enter(); err != nil {
-		return api.VM{}, err
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	v, err := b.get(name)
-	if err != nil {
-		return v, err
-	}
-	v.State, v.DesiredState, v.PID, v.TAP, v.StartedAt = api.StateStopped, api.StateStopped, 0, "", nil
-	b.vms[name] = v
-	return v, nil
+func (b *testBackend) StopVM(ctx context.Context, name string, force bool) (out api.VM, err error) {
+	err = b.withVM(name, func(v api.VM) error {
+		v.State, v.DesiredState, v.PID, v.TAP, v.StartedAt = api.StateStopped, api.StateStopped, 0, "", nil
+		b.vms[name], out = v, v
+		return nil
+	})
+	return out, err
 }
 
 func (b *testBackend) RestartVM(ctx context.Context, name string) (api.VM, error) {
@@ -232,54 +227,36 @@ func (b *testBackend) RestartVM(ctx context.Context, name string) (api.VM, error
 }
 
 func (b *testBackend) DeleteVM(ctx context.Context, name string, force bool) error {
-	if err := b.enter(); err != nil {
-		return err
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	v, err := b.get(name)
-	if err != nil {
-		return err
-	}
-	if v.State == api.StateRunning && !force {
-		return remote(api.Errorf(api.ErrPrecondition, "VM %q is running: stop it first (`banger vm stop %s`) or use `banger vm rm --force %s`", name, name, name))
-	}
-	delete(b.vms, name)
-	return nil
+	return b.withVM(name, func(v api.VM) error {
+		if v.State == api.StateRunning && !force {
+			return remote(api.Errorf(api.ErrPrecondition, "VM %q is running: stop it first (`banger vm stop %s`) or use `banger vm rm --force %s`", name, name, name))
+		}
+		delete(b.vms, name)
+		return nil
+	})
 }
 
-func (b *testBackend) SSHInfo(ctx context.Context, name string) (api.SSHInfo, error) {
-	if err := b.enter(); err != nil {
-		return api.SSHInfo{}, err
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	v, err := b.get(name)
-	if err != nil {
-		return api.SSHInfo{}, err
-	}
-	if v.State != api.StateRunning {
-		return api.SSHInfo{}, remote(api.Errorf(api.ErrPrecondition, "VM %q is %s: start it with `banger vm start %s`", name, v.State, name))
-	}
-	return api.SSHInfo{User: "root", Host: v.IP, Port: 22, IdentityFile: stateDir + "/ssh/id_ed25519",
-		KnownHostsFile: v.Dir + "/known_hosts", HostKeyAlias: v.IP}, nil
+func (b *testBackend) SSHInfo(ctx context.Context, name string) (info api.SSHInfo, err error) {
+	err = b.withVM(name, func(v api.VM) error {
+		if v.State != api.StateRunning {
+			return remote(api.Errorf(api.ErrPrecondition, "VM %q is %s: start it with `banger vm start %s`", name, v.State, name))
+		}
+		info = api.SSHInfo{User: "root", Host: v.IP, Port: 22, IdentityFile: stateDir + "/ssh/id_ed25519",
+			KnownHostsFile: v.Dir + "/known_hosts", HostKeyAlias: v.IP}
+		return nil
+	})
+	return info, err
 }
 
-func (b *testBackend) PingVM(ctx context.Context, name string, timeout time.Duration) (api.PingResult, error) {
-	if err := b.enter(); err != nil {
-		return api.PingResult{}, err
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	v, err := b.get(name)
-	if err != nil {
-		return api.PingResult{}, err
-	}
-	r := api.PingResult{Name: name, State: v.State, StartedAt: v.StartedAt}
-	if v.State != api.StateRunning {
-		r.Error = "vm is " + v.State
-		return r, nil
-	}
-	r.Alive, r.RTTMillis, r.Hostname, r.Channel = true, 1, name, "virtio-serial"
-	return r, nil
+func (b *testBackend) PingVM(ctx context.Context, name string, timeout time.Duration) (r api.PingResult, err error) {
+	err = b.withVM(name, func(v api.VM) error {
+		r = api.PingResult{Name: name, State: v.State, StartedAt: v.StartedAt}
+		if v.State != api.StateRunning {
+			r.Error = "vm is " + v.State
+			return nil
+		}
+		r.Alive, r.RTTMillis, r.Hostname, r.Channel = true, 1, name, "virtio-serial"
+		return nil
+	})
+	return r, err
 }

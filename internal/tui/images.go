@@ -17,25 +17,23 @@ type imageList struct {
 }
 
 type imageListKeys struct {
-	nav                      navKeys
-	Create, Back, Help, Quit key.Binding
+	nav  navKeys
+	page pageKeys // Switch: back to the VMs
 }
 
 func newImageList(m *Model) *imageList {
 	return &imageList{m: m, keys: imageListKeys{
-		nav:    newNavKeys(),
-		Create: bind("new vm", "n"),
-		Back:   bind("vms", "i", "tab", "esc"),
-		Help:   bind("more", "?"),
-		Quit:   bind("quit", "q"),
+		nav: newNavKeys(),
+		page: pageKeys{Create: bind("new vm", "n"), Switch: bind("vms", "i", "tab", "esc"),
+			Help: bind("more", "?"), Quit: bind("quit", "q")},
 	}}
 }
 
 func (l *imageList) Keys() help.KeyMap {
-	k := l.keys
+	k, p := l.keys, l.keys.page
 	return keyMap{
-		short: []key.Binding{k.nav.Up, k.nav.Down, k.Create, k.Back, k.Help, k.Quit},
-		rows:  [][]key.Binding{append(k.nav.all(), k.Back, k.Help, k.Quit), {k.Create}},
+		short: []key.Binding{k.nav.Up, k.nav.Down, p.Create, p.Switch, p.Help, p.Quit},
+		rows:  [][]key.Binding{append(k.nav.all(), p.Switch, p.Help, p.Quit), {p.Create}},
 	}
 }
 
@@ -58,17 +56,8 @@ func (l *imageList) Update(msg tea.Msg) tea.Cmd {
 		l.cursor = max(0, min(len(m.images)-1, l.cursor+d))
 		return nil
 	}
-	switch {
-	case key.Matches(km, k.Quit):
-		return m.quitCmd(false)
-	case key.Matches(km, k.Help):
-		return m.openHelp()
-	case key.Matches(km, k.Back):
-		m.showPage(m.vmList)
-	case key.Matches(km, k.Create):
-		return m.openOverlay(newCreateForm(m))
-	}
-	return nil
+	cmd, _ := k.page.handle(m, km, m.vmList)
+	return cmd
 }
 
 func (l *imageList) View(width, height int) []string {

@@ -83,3 +83,24 @@ func (n navKeys) step(msg tea.KeyMsg, pageRows int) (int, bool) {
 	}
 	return 0, false
 }
+
+// pageKeys are the keys both list pages have: a new VM, the other page,
+// help and quit.
+type pageKeys struct{ Create, Switch, Help, Quit key.Binding }
+
+// handle acts on msg when it is one of k's keys (Switch shows other) and
+// reports whether it was.
+func (k pageKeys) handle(m *Model, msg tea.KeyMsg, other component) (tea.Cmd, bool) {
+	switch {
+	case key.Matches(msg, k.Quit):
+		return m.quitCmd(false), true
+	case key.Matches(msg, k.Help):
+		return m.openHelp(), true
+	case key.Matches(msg, k.Switch):
+		m.showPage(other)
+		return nil, true
+	case key.Matches(msg, k.Create):
+		return m.openOverlay(newCreateForm(m)), true
+	}
+	return nil, false
+}

@@ -25,35 +25,33 @@ type vmList struct {
 }
 
 type vmListKeys struct {
-	nav                                                       navKeys
-	SSH, Create, Start, Stop, ForceStop, Restart, Delete, Log key.Binding
-	Images, Help, Quit                                        key.Binding
+	nav                                               navKeys
+	page                                              pageKeys // Switch: the images
+	SSH, Start, Stop, ForceStop, Restart, Delete, Log key.Binding
 }
 
 func newVMList(m *Model) *vmList {
 	return &vmList{m: m, keys: vmListKeys{
-		nav:       newNavKeys(),
+		nav: newNavKeys(),
+		page: pageKeys{Create: bind("new", "n"), Switch: bind("images", "i", "tab"),
+			Help: bind("more", "?"), Quit: bind("quit", "q")},
 		SSH:       bind("ssh", "enter"),
-		Create:    bind("new", "n"),
 		Start:     bind("start", "s"),
 		Stop:      bind("stop", "x"),
 		ForceStop: bind("force stop", "X"),
 		Restart:   bind("restart", "r"),
 		Delete:    bind("delete", "d"),
 		Log:       bind("log", "l"),
-		Images:    bind("images", "i", "tab"),
-		Help:      bind("more", "?"),
-		Quit:      bind("quit", "q"),
 	}}
 }
 
 func (l *vmList) Keys() help.KeyMap {
-	k := l.keys
+	k, p := l.keys, l.keys.page
 	return keyMap{
-		short: []key.Binding{k.SSH, k.Create, k.Start, k.Stop, k.Delete, k.Log, k.Images, k.Help, k.Quit},
+		short: []key.Binding{k.SSH, p.Create, k.Start, k.Stop, k.Delete, k.Log, p.Switch, p.Help, p.Quit},
 		rows: [][]key.Binding{
-			append(k.nav.all(), k.Images, k.Help, k.Quit),
-			{k.SSH, k.Log, k.Create},
+			append(k.nav.all(), p.Switch, p.Help, p.Quit),
+			{k.SSH, k.Log, p.Create},
 			{k.Start, k.Stop, k.ForceStop, k.Restart, k.Delete},
 		},
 	}
@@ -111,16 +109,8 @@ func (l *vmList) Update(msg tea.Msg) tea.Cmd {
 		}
 		return nil
 	}
-	switch {
-	case key.Matches(km, k.Quit):
-		return m.quitCmd(false)
-	case key.Matches(km, k.Help):
-		return m.openHelp()
-	case key.Matches(km, k.Images):
-		m.showPage(m.imageList)
-		return nil
-	case key.Matches(km, k.Create):
-		return m.openOverlay(newCreateForm(m))
+	if cmd, ok := k.page.handle(m, km, m.imageList); ok {
+		return cmd
 	}
 	vm, ok := l.sel()
 	if !ok {

@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
@@ -500,10 +498,6 @@ func (s *Service) adoptTAP(row store.VM) {
 	}
 }
 
-// vmFolderName matches the folders the service makes under the VMs
-// directory (store.NewID); the sweep touches nothing else.
-var vmFolderName = regexp.MustCompile(`^[0-9a-f]{8,64}$`)
-
 // sweepFolders removes the folders under the VMs directory that no VM row
 // names. It runs at start, before any request, so no create is in flight.
 func (s *Service) sweepFolders(ctx context.Context) error {
@@ -515,25 +509,10 @@ func (s *Service) sweepFolders(ctx context.Context) error {
 	for _, r := range rows {
 		live[r.ID] = true
 	}
-	root := s.cfg.Dirs.VMsDir()
-	entries, err := os.ReadDir(root)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, e := range entries {
-		if !e.IsDir() || live[e.Name()] || !vmFolderName.MatchString(e.Name()) {
-			continue
-		}
-		s.log.Warn("removing vm folder without a vm", "folder", filepath.Join(root, e.Name()))
-		if err := os.RemoveAll(filepath.Join(root, e.Name())); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
+	return store.SweepFolders(s.cfg.Dirs.VMsDir(), live, func(p string) error {
+		s.log.Warn("removing vm folder without a vm", "folder", p)
+		return os.RemoveAll(p)
+	})
 }
 
 // Shutdown stops the monitors and waits until they have returned, so none
