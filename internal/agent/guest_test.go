@@ -33,52 +33,12 @@ func (w tWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// openPTY opens a pseudo-terminal pair in raw mode: the slave stands in for
-// the guest's /dev/virtio-ports/... node, the master for the host end.
+// openPTY is a raw pseudo-terminal pair: the slave (by its name) stands in
+// for the guest's /dev/virtio-ports/... node, the master for the host end.
 func openPTY(t testing.TB) (master *os.File, slavePath string) {
 	t.Helper()
-	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		testhost.Skip(t, "no pseudo-terminals here: %v", err)
-	}
-	t.Cleanup(func() { m.Close() })
-	rc, err := m.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n int
-	var ioErr error
-	rc.Control(func(fd uintptr) {
-		if ioErr = unix.IoctlSetPointerInt(int(fd), unix.TIOCSPTLCK, 0); ioErr != nil {
-			return
-		}
-		n, ioErr = unix.IoctlGetInt(int(fd), unix.TIOCGPTN)
-	})
-	if ioErr != nil {
-		t.Fatalf("unlock pty: %v", ioErr)
-	}
-	slavePath = fmt.Sprintf("/dev/pts/%d", n)
-	// Raw mode, so bytes pass unchanged. Keeping this fd open keeps the
-	// slave side alive while the loop under test closes and reopens it.
-	s, err := os.OpenFile(slavePath, os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	tio, err := unix.IoctlGetTermios(int(s.Fd()), unix.TCGETS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tio.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
-	tio.Oflag &^= unix.OPOST
-	tio.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
-	tio.Cflag &^= unix.CSIZE | unix.PARENB
-	tio.Cflag |= unix.CS8
-	tio.Cc[unix.VMIN], tio.Cc[unix.VTIME] = 1, 0
-	if err := unix.IoctlSetTermios(int(s.Fd()), unix.TCSETS, tio); err != nil {
-		t.Fatal(err)
-	}
-	return m, slavePath
+	m, s := testhost.RawPTY(t)
+	return m, s.Name()
 }
 
 // TestServeSerialPortPTY runs the real serving loop on a device path that
