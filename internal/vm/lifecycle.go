@@ -30,16 +30,29 @@ func (s *Service) preflightStart(ctx context.Context, drv vmm.Driver) error {
 	return nil
 }
 
+// getLocked finds the VM ref names, takes its operation lock marking op
+// in progress (giving up when ctx ends: a client that hangs up stops
+// waiting), and reads the row again under the lock. The caller defers
+// unlock, which may also be called early.
+func (s *Service) getLocked(ctx context.Context, ref, op string) (store.VM, func(), error) {
+	row, err := s.get(ctx, ref)
+	if err != nil {
+		return row, func() {}, err
+	}
+	unlock, err := s.lockCtx(ctx, row.ID, op)
+	if err != nil {
+		return row, unlock, err
+	}
+	row, err = s.get(ctx, row.ID)
+	return row, unlock, err
+}
+
 // Start boots a stopped VM and waits until it answers SSH. Starting a running
 // VM returns it unchanged.
 func (s *Service) Start(ctx context.Context, ref string) (api.VM, error) {
-	row, err := s.get(ctx, ref)
-	if err != nil {
-		return api.VM{}, err
-	}
-	unlock := s.lock(row.ID, api.StateStarting)
+	row, unlock, err := s.getLocked(ctx, ref, api.StateStarting)
 	defer unlock()
-	if row, err = s.get(ctx, row.ID); err != nil { // re-read under the lock
+	if err != nil {
 		return api.VM{}, err
 	}
 	if row.DesiredState == store.DesiredCreating {
@@ -199,13 +212,9 @@ func sshBanner(addr string, timeout time.Duration) bool {
 // Stop stops a VM: gracefully (ACPI power-off, then kill after StopTimeout)
 // unless force. Stopping a stopped VM succeeds.
 func (s *Service) Stop(ctx context.Context, ref string, force bool) (api.VM, error) {
-	row, err := s.get(ctx, ref)
-	if err != nil {
-		return api.VM{}, err
-	}
-	unlock := s.lock(row.ID, api.StateStopping)
+	row, unlock, err := s.getLocked(ctx, ref, api.StateStopping)
 	defer unlock()
-	if row, err = s.get(ctx, row.ID); err != nil {
+	if err != nil {
 		return api.VM{}, err
 	}
 	if err := s.stopLocked(ctx, &row, force); err != nil {
@@ -267,13 +276,9 @@ func (s *Service) deleteTAP(tap string) error {
 
 // Restart stops the VM (gracefully) and starts it again.
 func (s *Service) Restart(ctx context.Context, ref string) (api.VM, error) {
-	row, err := s.get(ctx, ref)
-	if err != nil {
-		return api.VM{}, err
-	}
-	unlock := s.lock(row.ID, api.StateStopping)
+	row, unlock, err := s.getLocked(ctx, ref, api.StateStopping)
 	defer unlock()
-	if row, err = s.get(ctx, row.ID); err != nil {
+	if err != nil {
 		return api.VM{}, err
 	}
 	if err := s.preflightStart(ctx, s.drivers[row.VMM]); err != nil {
@@ -294,13 +299,9 @@ func (s *Service) Restart(ctx context.Context, ref string) (api.VM, error) {
 // between leaves only a folder without a row, which the next start removes
 // (see Recover); never a row whose disk is gone.
 func (s *Service) Delete(ctx context.Context, ref string, force bool) error {
-	row, err := s.get(ctx, ref)
-	if err != nil {
-		return err
-	}
-	unlock := s.lock(row.ID, api.StateStopping)
+	row, unlock, err := s.getLocked(ctx, ref, api.StateStopping)
 	defer unlock()
-	if row, err = s.get(ctx, row.ID); err != nil {
+	if err != nil {
 		return err
 	}
 	if _, _, err := driverState(row); err != nil {
