@@ -124,6 +124,26 @@ func WriteLock(dir string, l *Lock) error {
 	return atomicfile.WriteFile(filepath.Join(dir, LockName), buf.Bytes(), 0o644)
 }
 
+// LockDir writes dir's lock for the components named in only (all when
+// empty) and copies the manifest at mpath into dir; warnings and a closing
+// summary go to w, each line starting with who ("lockgen: ...").
+func LockDir(dir string, m *Manifest, mpath string, only []string, w io.Writer, who string) error {
+	warn := func(s string) { fmt.Fprintln(w, who+": warning: "+s) }
+	l, err := GenerateLock(dir, m, LockOptions{Only: only, Warn: warn})
+	if err != nil {
+		return err
+	}
+	if err := CopyManifest(mpath, dir); err != nil {
+		return err
+	}
+	n := 0
+	for _, c := range l.Components {
+		n += len(c.Files)
+	}
+	fmt.Fprintf(w, "%s: %s: %d files in %d components\n", who, filepath.Join(dir, LockName), n, len(l.Components))
+	return nil
+}
+
 // LockOptions tunes GenerateLock.
 type LockOptions struct {
 	// Only limits the run to these components; the others are kept from the

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -65,6 +66,17 @@ func (o *runtimeOpts) resolve() (bundle.Dir, error) {
 
 // loadManifest finds runtime-bundle.toml: --manifest, the bundle's own
 // copy, or the one beside the bundle (a checkout's ./runtime-bundle.toml).
+// inspect resolves the bundle and inspects every file of it (no cached
+// hashes).
+func (o *runtimeOpts) inspect(ctx context.Context) (bundle.Dir, *bundle.Report, error) {
+	d, err := o.resolve()
+	if err != nil {
+		return d, nil, err
+	}
+	r, err := bundle.Inspect(ctx, d, bundle.InspectOptions{NoCache: true})
+	return d, r, err
+}
+
 func (o *runtimeOpts) loadManifest(d bundle.Dir) (*bundle.Manifest, string, error) {
 	cands := []string{o.manifest}
 	if o.manifest == "" {
@@ -88,11 +100,7 @@ func newRuntimeStatusCmd(o *runtimeOpts) *cobra.Command {
 		Short: "Show which components are present, missing or wrong, and where banger looked",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			d, err := o.resolve()
-			if err != nil {
-				return err
-			}
-			r, err := bundle.Inspect(cmd.Context(), d, bundle.InspectOptions{NoCache: true})
+			d, r, err := o.inspect(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -198,11 +206,7 @@ func newRuntimeVerifyCmd(o *runtimeOpts) *cobra.Command {
 			"SHA-256 and the command that fixes it.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			d, err := o.resolve()
-			if err != nil {
-				return err
-			}
-			r, err := bundle.Inspect(cmd.Context(), d, bundle.InspectOptions{NoCache: true})
+			d, r, err := o.inspect(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -377,18 +381,5 @@ func newRuntimeLockCmd(o *runtimeOpts) *cobra.Command {
 // lockBundle writes dir's lock for the given components (all when empty)
 // and copies the manifest at mpath into dir, printing warnings to w.
 func lockBundle(w io.Writer, dir string, m *bundle.Manifest, mpath string, only []string) error {
-	warn := func(s string) { fmt.Fprintln(w, "banger runtime lock: warning: "+s) }
-	l, err := bundle.GenerateLock(dir, m, bundle.LockOptions{Only: only, Warn: warn})
-	if err != nil {
-		return err
-	}
-	if err := bundle.CopyManifest(mpath, dir); err != nil {
-		return err
-	}
-	n := 0
-	for _, c := range l.Components {
-		n += len(c.Files)
-	}
-	fmt.Fprintf(w, "banger runtime lock: %s: %d files in %d components\n", filepath.Join(dir, bundle.LockName), n, len(l.Components))
-	return nil
+	return bundle.LockDir(dir, m, mpath, only, w, "banger runtime lock")
 }

@@ -10,7 +10,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/bangerhq/banger/internal/bundle"
 )
@@ -30,18 +29,5 @@ func run(dir, mpath string, only []string) error {
 	if err != nil {
 		return err
 	}
-	warn := func(s string) { fmt.Fprintln(os.Stderr, "lockgen: warning: "+s) }
-	l, err := bundle.GenerateLock(dir, m, bundle.LockOptions{Only: only, Warn: warn})
-	if err != nil {
-		return err
-	}
-	if err := bundle.CopyManifest(mpath, dir); err != nil {
-		return err
-	}
-	n := 0
-	for _, c := range l.Components {
-		n += len(c.Files)
-	}
-	fmt.Fprintf(os.Stderr, "lockgen: %s: %d files in %d components\n", filepath.Join(dir, bundle.LockName), n, len(l.Components))
-	return nil
+	return bundle.LockDir(dir, m, mpath, only, os.Stderr, "lockgen")
 }
