@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -157,8 +158,17 @@ func (s *Service) waitForSSH(ctx context.Context, row *store.VM, drv vmm.Driver,
 	var sshAt time.Time
 	var agentErr error
 	for {
-		if sshAt.IsZero() && sshBanner(addr, 500*time.Millisecond) {
-			sshAt = time.Now()
+		if sshAt.IsZero() {
+			accepted, banner := sshProbe(ctx, addr)
+			if accepted {
+				// The guest's sshd took the connection: slow (a loaded
+				// host, an sshd that re-executes itself per connection
+				// under TCG) but not stalled.
+				lastProgress = time.Now()
+			}
+			if banner {
+				sshAt = time.Now()
+			}
 		}
 		if !sshAt.IsZero() {
 			if _, _, _, agentErr = s.pingAgent(ctx, st, time.Second); agentErr == nil {
@@ -196,18 +206,29 @@ func (s *Service) waitForSSH(ctx context.Context, row *store.VM, drv vmm.Driver,
 	}
 }
 
-// sshBanner reports whether an SSH server answers at addr.
-func sshBanner(addr string, timeout time.Duration) bool {
-	c, err := net.DialTimeout("tcp", addr, timeout)
+// sshProbe connects to addr and waits for an SSH banner: accepted says a
+// connection was made, banner that an SSH server sent its banner. The
+// connect gives up after sshDialTimeout (nothing listens yet), the banner
+// wait after sshBannerTimeout: a guest that accepted may be slow to
+// answer, and closing before it does would make it start over.
+func sshProbe(ctx context.Context, addr string) (accepted, banner bool) {
+	d := net.Dialer{Timeout: sshDialTimeout}
+	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return false
+		return false, false
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(2 * timeout))
+	c.SetDeadline(time.Now().Add(sshBannerTimeout))
 	buf := make([]byte, 8)
-	n, _ := c.Read(buf)
-	return bytes.HasPrefix(buf[:n], []byte("SSH-"))
+	n, _ := io.ReadAtLeast(c, buf, 4)
+	return true, bytes.HasPrefix(buf[:n], []byte("SSH-"))
 }
+
+// The SSH probe's waits (see sshProbe).
+const (
+	sshDialTimeout   = 500 * time.Millisecond
+	sshBannerTimeout = 10 * time.Second
+)
 
 // Stop stops a VM: gracefully (ACPI power-off, then kill after StopTimeout)
 // unless force. Stopping a stopped VM succeeds.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -269,5 +270,52 @@ func TestErrorsNameTheVMOnce(t *testing.T) {
 		if !errors.Is(err, api.ErrPrecondition) {
 			t.Errorf("%s: error %v lost its kind", name, err)
 		}
+	}
+}
+
+// TestSSHProbe: a slow sshd (its banner after two seconds, as a loaded TCG
+// guest gives it) is waited for, not given up on and asked again.
+func TestSSHProbe(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				time.Sleep(2 * time.Second)
+				c.Write([]byte("SSH-2.0-OpenSSH_9.2p1\r\n"))
+			}()
+		}
+	}()
+	ctx := context.Background()
+	if accepted, banner := sshProbe(ctx, ln.Addr().String()); !accepted || !banner {
+		t.Errorf("slow sshd: accepted %v, banner %v", accepted, banner)
+	}
+
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		c, err := silent.Accept()
+		if err == nil {
+			c.Write([]byte("HTTP/1.1 400\r\n"))
+			c.Close()
+		}
+	}()
+	if accepted, banner := sshProbe(ctx, silent.Addr().String()); !accepted || banner {
+		t.Errorf("not an sshd: accepted %v, banner %v", accepted, banner)
+	}
+	addr := silent.Addr().String()
+	silent.Close()
+	if accepted, banner := sshProbe(ctx, addr); accepted || banner {
+		t.Errorf("nothing listening: accepted %v, banner %v", accepted, banner)
 	}
 }
