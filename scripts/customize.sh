@@ -513,10 +513,11 @@ EOF
 	if [ -n "$agent" ]; then
 		write /etc/init.d/banger-vsock-pingd 0755 <<'EOF'
 #!/sbin/openrc-run
-# Installed by banger: banger's guest agent. It answers the host's pings on
-# AF_VSOCK port 1024 (Firecracker) and on the virtio-serial port
-# org.banger.agent (QEMU), whichever the VM has, and does nothing else.
-description="banger guest agent (answers pings from the host)"
+# Installed by banger: banger's guest agent. It serves the host's sessions
+# on AF_VSOCK port 1024 (Firecracker) and on the virtio-serial port
+# org.banger.agent (QEMU), whichever the VM has: ping, exec, cp and the
+# guest clock, as root (like sshd).
+description="banger guest agent (ping, exec, cp and clock for the host)"
 command=/usr/local/bin/banger-vsock-pingd
 command_background=yes
 pidfile=/run/banger-vsock-pingd.pid

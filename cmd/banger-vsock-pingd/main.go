@@ -1,8 +1,10 @@
-// Command banger-vsock-pingd is banger's guest agent. It answers the host's
-// pings (see internal/agent for the protocol) on AF_VSOCK port agent.Port
+// Command banger-vsock-pingd is banger's guest agent. It serves the host's
+// sessions (see internal/agent for the protocol) on AF_VSOCK port agent.Port
 // (Firecracker guests) and on the virtio-serial port
-// /dev/virtio-ports/org.banger.agent (QEMU guests), whichever the guest has,
-// and does nothing else. It logs to stderr and exits 0 on SIGTERM or SIGINT.
+// /dev/virtio-ports/org.banger.agent (QEMU guests), whichever the guest has:
+// pings, commands (exec), file copies (cp) and the guest clock. It runs as
+// root: exec gives the host a root shell in the guest, as `banger vm ssh`
+// does. It logs to stderr and exits 0 on SIGTERM or SIGINT.
 //
 // Installed as /usr/local/bin/banger-vsock-pingd and run by
 // banger-vsock-pingd.service. Build it static: CGO_ENABLED=0.
@@ -22,6 +24,9 @@ import (
 	"time"
 
 	"github.com/bangerhq/banger/internal/agent"
+	"github.com/bangerhq/banger/internal/guestclock"
+	"github.com/bangerhq/banger/internal/guestcp"
+	"github.com/bangerhq/banger/internal/guestexec"
 	"github.com/bangerhq/banger/internal/version"
 )
 
@@ -65,14 +70,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 
-	info := agent.ProcInfo(version.String())
+	srv := newServer(log)
 	log.Info("starting", "version", version.String(), "vsock_port", *vsockPort, "serial_device", *serial)
 	var wg sync.WaitGroup
 	if *vsockPort != 0 {
-		wg.Go(func() { serveVsock(ctx, uint32(*vsockPort), info, log) })
+		wg.Go(func() { serveVsock(ctx, uint32(*vsockPort), srv, log) })
 	}
 	if *serial != "" {
-		wg.Go(func() { _ = agent.ServeSerialPort(ctx, *serial, info, log) })
+		wg.Go(func() { _ = srv.ServeSerialPort(ctx, *serial) })
 	}
 	wg.Wait()
 	log.Info("stopped")
@@ -82,7 +87,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 // serveVsock keeps a vsock listener up until ctx is done. A kernel without
 // AF_VSOCK is logged once and then checked again quietly now and then (the
 // module may be loaded later).
-func serveVsock(ctx context.Context, port uint32, info agent.InfoFunc, log *slog.Logger) {
+func serveVsock(ctx context.Context, port uint32, srv *agent.Server, log *slog.Logger) {
 	delay := time.Second
 	var lastErr string
 	for ctx.Err() == nil {
@@ -102,12 +107,22 @@ func serveVsock(ctx context.Context, port uint32, info agent.InfoFunc, log *slog
 		}
 		delay, lastErr = time.Second, ""
 		log.Info("listening", "addr", ln.Addr().String())
-		err = agent.ServeListener(ctx, ln, info, log)
+		err = srv.ServeListener(ctx, ln)
 		if ctx.Err() == nil {
 			log.Warn("vsock listener failed; listening again", "err", err)
 			sleep(ctx, delay)
 		}
 	}
+}
+
+// newServer is the agent with every operation it serves.
+func newServer(log *slog.Logger) *agent.Server {
+	srv := agent.NewServer(agent.ProcInfo(version.String()), log)
+	srv.Handle(guestexec.Op, guestexec.Handler)
+	srv.Handle(guestcp.OpIn, guestcp.HandleIn)
+	srv.Handle(guestcp.OpOut, guestcp.HandleOut)
+	srv.Handle(guestclock.Op, guestclock.Handler)
+	return srv
 }
 
 func sleep(ctx context.Context, d time.Duration) {

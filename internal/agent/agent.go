@@ -1,23 +1,48 @@
 // Package agent is banger's guest agent protocol, shared by the guest side
-// (cmd/banger-vsock-pingd) and the daemon's vm.ping.
+// (cmd/banger-vsock-pingd) and the daemon.
 //
-// The protocol is newline-delimited JSON over a byte stream: an AF_VSOCK
-// connection (Firecracker, reached from the host through its hybrid vsock
-// Unix socket) or a virtio-serial port (QEMU, reached through the Unix socket
-// QEMU serves for the port). Each request is one line, each response one
-// line:
+// The channel is a byte stream: an AF_VSOCK connection (Firecracker, reached
+// from the host through its hybrid vsock Unix socket) or a virtio-serial
+// port (QEMU, reached through the Unix socket QEMU serves for the port).
+//
+// # Sessions
+//
+// The daemon keeps one session per guest: a yamux multiplexer over the
+// channel, started after a sync phase that copes with a virtio-serial
+// port's lack of connection boundaries (see session.go for the wire
+// format). Sessions recover from daemon restarts, agent restarts and guest
+// reboots: the next use syncs anew.
+//
+// Each operation is a stream: the host writes a request line with the op
+// and its params, the guest answers with a result line (or refuses with a
+// code and a message), then the stream carries the op's own bytes.
+//
+// Host side (the daemon): vm.Service.AgentSession returns the VM's live
+// *Session; Session.Open(ctx, op, params, &result) opens a stream and
+// returns it as a net.Conn once the guest accepted; Session.Call is Open
+// for ops without bytes of their own. A refused stream is a *RemoteError
+// (errors.Is ErrUnknownOpCode for an agent that lacks the op).
+//
+// Guest side (the agent): a *Server dispatches streams to handlers.
+// Adding an operation is: a handler func(ctx, *Stream) error that decodes
+// its params (Stream.Decode), then returns an error (refused; use Errorf
+// for a code) or calls Stream.Accept(result) and uses the stream; and one
+// Server.Handle(op, handler) line in cmd/banger-vsock-pingd. Nothing in
+// this package changes. The ops so far: OpPing (here).
+//
+// # The line protocol
+//
+// Before sessions the agent spoke newline-delimited JSON, and still answers
+// it while no session runs (hosts send such a ping first, to recognise an
+// old agent):
 //
 //	-> {"op":"ping","id":"5f0c..."}
 //	<- {"id":"5f0c...","ok":true,"hostname":"dev","uptime_seconds":12.3,"boot_id":"...","agent_version":"..."}
 //
 // A request whose op is not "ping" gets {"id":...,"ok":false,"error":"unknown op"}.
 // Lines that are not a JSON object, and lines longer than MaxLineBytes, are
-// dropped without an answer. The agent does nothing else: it runs no commands
-// and reads no files beyond the hostname, /proc/uptime and the boot id.
-//
-// A virtio-serial port has no connection boundaries: a reply to a ping sent by
-// an earlier host session can still be in flight when the next session
-// starts. Ping therefore matches replies by id and discards everything else.
+// dropped without an answer. Ping (the host side of the line protocol)
+// matches replies by id and discards everything else.
 package agent
 
 import (
@@ -49,11 +74,12 @@ const SerialDevicePath = "/dev/virtio-ports/" + SerialPortName
 // discarded whole by both sides.
 const MaxLineBytes = 4096
 
-// OpPing is the only operation the agent knows.
+// OpPing is the ping: the guest's facts (Info). Over a session its result
+// also carries the guest's clock.
 const OpPing = "ping"
 
-// ErrUnknownOp is the error text of a reply to a request with any op other
-// than OpPing.
+// ErrUnknownOp is the error text of a line-protocol reply to a request
+// with any op other than OpPing.
 const ErrUnknownOp = "unknown op"
 
 // Request is one request line.
@@ -89,10 +115,13 @@ type Reply struct {
 // Info is what a ping reports about the guest; the fields mean what the
 // Reply fields of the same names mean.
 type Info struct {
-	Hostname      string
-	UptimeSeconds float64
-	BootID        string
-	AgentVersion  string
+	Hostname      string  `json:"hostname"`
+	UptimeSeconds float64 `json:"uptime_seconds"`
+	BootID        string  `json:"boot_id"`
+	AgentVersion  string  `json:"agent_version"`
+	// TimeUnixNano is the guest's wall clock when it answered (set by the
+	// session form of the ping only), for the host to measure the offset.
+	TimeUnixNano int64 `json:"time_unix_nano,omitempty"`
 }
 
 // InfoFunc gathers Info for one ping. It is called once per ping request,

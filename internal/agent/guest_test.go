@@ -52,7 +52,7 @@ func TestServeSerialPortPTY(t *testing.T) {
 	errc := make(chan error, 1)
 	go func() {
 		errc <- serveSerial(ctx, serialConfig{
-			path: link, open: openSerialPort, info: fixedInfo, log: testLog(t),
+			path: link, open: openSerialPort, serve: serverServe(t), log: testLog(t),
 			retry: 20 * time.Millisecond, missingMax: 50 * time.Millisecond,
 		})
 	}()
@@ -75,6 +75,20 @@ func TestServeSerialPortPTY(t *testing.T) {
 		}
 		t.Logf("ping %d over the pty: %v", i, rtt)
 	}
+	// Then a session on the same port, as the daemon opens one.
+	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+	sess, err := Connect(sctx, master, testLog(t))
+	scancel()
+	if err != nil {
+		t.Fatalf("session over the pty: %v", err)
+	}
+	info, rtt, off, err := sess.Ping(ctx)
+	if err != nil || info.BootID != testInfo.BootID {
+		t.Fatalf("session ping: %+v %v", info, err)
+	}
+	t.Logf("session ping over the pty: rtt %v, offset %v", rtt, off)
+	// Connect closes the channel with the session: keep the master open
+	// for the loop by not closing the session.
 
 	cancel()
 	select {
@@ -85,6 +99,16 @@ func TestServeSerialPortPTY(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("loop did not stop on cancel")
 	}
+}
+
+// legacyServe serves the line protocol only (the fake ports have no
+// deadlines).
+func legacyServe(ctx context.Context, p serialPort) error { return Serve(ctx, p, fixedInfo) }
+
+// serverServe serves sessions as ServeSerialPort does.
+func serverServe(t *testing.T) func(context.Context, serialPort) error {
+	s := NewServer(fixedInfo, testLog(t))
+	return func(ctx context.Context, p serialPort) error { return s.serveChannel(ctx, p.(deadlineConn)) }
 }
 
 // fakePort stands in for an open virtio-serial port.
@@ -107,7 +131,7 @@ func runSerial(t *testing.T, d time.Duration, sysfs string, open func(path strin
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	err := serveSerial(ctx, serialConfig{
-		path: "/dev/virtio-ports/" + SerialPortName, open: open, info: fixedInfo, log: testLog(t),
+		path: "/dev/virtio-ports/" + SerialPortName, open: open, serve: legacyServe, log: testLog(t),
 		retry: 200 * time.Millisecond, missingMax: time.Second, sysfs: sysfs,
 	})
 	if !errors.Is(err, context.DeadlineExceeded) {
@@ -207,7 +231,7 @@ func TestServeListener(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
-	go func() { errc <- ServeListener(ctx, ln, fixedInfo, testLog(t)) }()
+	go func() { errc <- NewServer(fixedInfo, testLog(t)).ServeListener(ctx, ln) }()
 
 	var wg sync.WaitGroup
 	var idle []net.Conn // connections left open: cancel must still finish
@@ -254,7 +278,7 @@ func TestServeListenerLimit(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go ServeListener(ctx, ln, fixedInfo, testLog(t))
+	go NewServer(fixedInfo, testLog(t)).ServeListener(ctx, ln)
 	var conns []net.Conn
 	defer func() {
 		for _, c := range conns {
@@ -310,7 +334,7 @@ func TestVsockLoopback(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
-	go func() { errc <- ServeListener(ctx, ln, fixedInfo, testLog(t)) }()
+	go func() { errc <- NewServer(fixedInfo, testLog(t)).ServeListener(ctx, ln) }()
 	defer func() {
 		cancel()
 		if err := <-errc; !errors.Is(err, context.Canceled) {

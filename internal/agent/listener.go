@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"sync"
 	"time"
@@ -15,17 +14,14 @@ import (
 // poking at the agent.
 const maxConns = 16
 
-// connIdleTimeout closes a listener connection that sends nothing for this
-// long, so forgotten connections cannot use up maxConns.
-const connIdleTimeout = 10 * time.Minute
-
-// ServeListener accepts connections on ln and runs Serve on each, at most 16
-// at a time (more are closed on arrival); a connection idle for 10 minutes is
-// closed. It closes ln when ctx is done and returns, after every connection
+// ServeListener accepts connections on ln and serves sessions on each (see
+// Server), at most 16
+// at a time (more are closed on arrival). It closes ln when ctx is done and returns, after every connection
 // has finished, an error wrapping ctx.Err(). If Accept fails permanently
-// (ln closed by someone else) it returns that error. log gets one line per
+// (ln closed by someone else) it returns that error. The log gets one line per
 // failed connection.
-func ServeListener(ctx context.Context, ln net.Listener, info InfoFunc, log *slog.Logger) error {
+func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
+	log := s.log
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 
@@ -62,7 +58,7 @@ func ServeListener(ctx context.Context, ln net.Listener, info InfoFunc, log *slo
 			defer wg.Done()
 			defer func() { <-sem }()
 			defer c.Close()
-			if err := serve(ctx, c, info, connIdleTimeout); err != nil && ctx.Err() == nil {
+			if err := s.serveChannel(ctx, c); err != nil && ctx.Err() == nil {
 				log.Info("connection ended", "remote", c.RemoteAddr().String(), "err", err)
 			}
 		}()

@@ -31,9 +31,11 @@ type serialPort interface {
 
 // serialConfig parametrises the loop so tests can stand in for the device.
 type serialConfig struct {
-	path  string
-	open  func(path string) (serialPort, error)
-	info  InfoFunc
+	path string
+	open func(path string) (serialPort, error)
+	// serve serves an open port until end of file (no host connected),
+	// an error, or ctx is done.
+	serve func(ctx context.Context, port serialPort) error
 	log   *slog.Logger
 	retry time.Duration // pause after end of file or an error
 	// missingMax caps the growing pause while the port is absent.
@@ -43,8 +45,8 @@ type serialConfig struct {
 	sysfs string
 }
 
-// ServeSerialPort serves the agent protocol on the virtio-serial port at path
-// (normally SerialDevicePath) until ctx is done, then returns an error
+// ServeSerialPort serves sessions (see Server) on the virtio-serial port at
+// path (normally SerialDevicePath) until ctx is done, then returns an error
 // wrapping ctx.Err(). It never gives up: while the port does not exist it
 // waits, looking again with a growing pause of up to 10 s (and falling back
 // to finding the port by name under /sys/class/virtio-ports, for guests where
@@ -52,12 +54,18 @@ type serialConfig struct {
 // at once with end of file and it retries every 200 ms; on any other error it
 // closes the port and opens it again. log gets one line per state change,
 // not one per retry.
-func ServeSerialPort(ctx context.Context, path string, info InfoFunc, log *slog.Logger) error {
+func (s *Server) ServeSerialPort(ctx context.Context, path string) error {
 	return serveSerial(ctx, serialConfig{
-		path:       path,
-		open:       openSerialPort,
-		info:       info,
-		log:        log,
+		path: path,
+		open: openSerialPort,
+		serve: func(ctx context.Context, port serialPort) error {
+			dc, ok := port.(deadlineConn)
+			if !ok {
+				return fmt.Errorf("serial port %s has no deadlines", path)
+			}
+			return s.serveChannel(ctx, dc)
+		},
+		log:        s.log,
 		retry:      serialRetry,
 		missingMax: serialMissingMax,
 		sysfs:      "/sys/class/virtio-ports",
@@ -124,13 +132,13 @@ func serveSerial(ctx context.Context, cfg serialConfig) error {
 	}
 }
 
-// serveOpenPort runs Serve on port again and again: each end of file means no
+// serveOpenPort runs cfg.serve on port again and again: each end of file means no
 // host client is connected (yet, or any more), which a virtio-serial port
 // reports at once and repeatedly, so it pauses before the next try. It
 // returns on any other error, or when ctx is done.
 func serveOpenPort(ctx context.Context, cfg serialConfig, port serialPort) error {
 	for {
-		err := Serve(ctx, port, cfg.info)
+		err := cfg.serve(ctx, port)
 		if err != nil {
 			return err
 		}

@@ -5,6 +5,12 @@
 // Framing: the client opens a connection to the daemon's Unix socket, writes
 // one request as a JSON object followed by a newline, and reads one response.
 // Closing the connection early cancels the request.
+//
+// Streaming methods (vm.exec, vm.copy_in, vm.copy_out) answer the same way,
+// and then the connection carries the method's own bytes in both directions,
+// as an HTTP upgrade does: the client sends nothing after its request until
+// the response has come. Each method says what its bytes are; closing the
+// connection ends the stream.
 package api
 
 import (
@@ -28,6 +34,9 @@ const (
 	MethodVMDelete    = "vm.delete"
 	MethodVMSSHInfo   = "vm.ssh_info"
 	MethodVMPing      = "vm.ping"
+	MethodVMExec      = "vm.exec"
+	MethodVMCopyIn    = "vm.copy_in"
+	MethodVMCopyOut   = "vm.copy_out"
 	MethodImageBuild  = "image.build"
 	MethodImageList   = "image.list"
 	MethodImageGet    = "image.get"
@@ -134,6 +143,12 @@ type VM struct {
 	CreatedAt    time.Time  `json:"created_at"`
 	UpdatedAt    time.Time  `json:"updated_at"`
 	StartedAt    *time.Time `json:"started_at,omitempty"`
+	// ClockOffsetMillis is how far the guest's wall clock was ahead of the
+	// host's (negative: behind) when the daemon last measured it, at
+	// ClockMeasuredAt (it measures every 10 s while the VM runs, and
+	// corrects what is off). Absent when not running or not measured.
+	ClockOffsetMillis *float64   `json:"clock_offset_ms,omitempty"`
+	ClockMeasuredAt   *time.Time `json:"clock_measured_at,omitempty"`
 }
 
 // VMCreateParams are the parameters of vm.create. Zero values take defaults.
@@ -180,8 +195,63 @@ type PingResult struct {
 	AgentVersion  string     `json:"agent_version,omitempty"`
 	Channel       string     `json:"channel,omitempty"` // "virtio-serial" or "vsock"
 	StartedAt     *time.Time `json:"started_at,omitempty"`
+	// ClockOffsetMillis is how far the guest's wall clock is ahead of the
+	// host's (negative: behind), measured by this ping against the middle
+	// of its round trip. Absent when the agent cannot tell (an old agent).
+	ClockOffsetMillis *float64 `json:"clock_offset_ms,omitempty"`
+	// Note is set when the guest answered but lacks something, for
+	// example an agent too old for exec and cp.
+	Note string `json:"note,omitempty"`
 	// Error says why the agent did not answer.
 	Error string `json:"error,omitempty"`
+}
+
+// VMExecParams are the parameters of vm.exec. After the response, the
+// connection carries guestexec frames between the CLI and the guest agent,
+// unchanged by the daemon (see package guestexec).
+type VMExecParams struct {
+	Name string          `json:"name"`
+	Exec json.RawMessage `json:"exec"` // guestexec.Params
+}
+
+// VMExecResult is the result of vm.exec.
+type VMExecResult struct {
+	// PID is the command's process id in the guest (0 when it could not
+	// start; its frames say why).
+	PID int `json:"pid"`
+}
+
+// VMCopyOutParams are the parameters of vm.copy_out (guest to host).
+// After the response, the connection carries a tar stream (package
+// guestcp) from the guest agent.
+type VMCopyOutParams struct {
+	Name string `json:"name"`
+	// Path is an absolute path in the guest; a directory needs Recursive.
+	Path      string `json:"path"`
+	Recursive bool   `json:"recursive,omitempty"`
+}
+
+// VMCopyOutResult is the result of vm.copy_out.
+type VMCopyOutResult struct {
+	// Dir is true when Path is a directory; Bytes is what its regular
+	// files hold.
+	Dir   bool  `json:"dir"`
+	Bytes int64 `json:"bytes"`
+}
+
+// VMCopyInParams are the parameters of vm.copy_in (host to guest). After
+// the response the client sends a tar stream (package guestcp) and ends
+// its direction; the guest agent then answers with one JSON line
+// (guestcp.InResult).
+type VMCopyInParams struct {
+	Name string `json:"name"`
+	// Dest is an absolute path in the guest: the copy goes into it when it
+	// is a directory, else to it.
+	Dest string `json:"dest"`
+	// Source is the base name of the source, Dir whether it is a
+	// directory.
+	Source string `json:"source"`
+	Dir    bool   `json:"dir,omitempty"`
 }
 
 // VMList is the result of vm.list.

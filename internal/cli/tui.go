@@ -16,7 +16,8 @@ func newTUICmd() *cobra.Command {
 		Use:   "tui",
 		Short: "Browse and operate VMs in a terminal UI",
 		Long: "A full-screen view of your VMs and images with live state. Create, start, stop,\n" +
-			"restart, delete, read the console log and SSH in from the keyboard; press ? for keys.",
+			"restart, delete, read the console log, SSH in or open a shell through the guest agent\n" +
+			"from the keyboard; press ? for keys.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := connect(cmd.Context())

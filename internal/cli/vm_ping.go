@@ -51,8 +51,15 @@ func newVMPingCmd() *cobra.Command {
 func describePing(r api.PingResult) string {
 	switch {
 	case r.Alive:
-		return fmt.Sprintf("%s is alive: %s, up %s, rtt %.1f ms (via %s)", r.Name, r.Hostname,
+		s := fmt.Sprintf("%s is alive: %s, up %s, rtt %.1f ms (via %s)", r.Name, r.Hostname,
 			units.Duration(time.Duration(r.UptimeSeconds*float64(time.Second))), r.RTTMillis, r.Channel)
+		if r.ClockOffsetMillis != nil {
+			s += fmt.Sprintf(", clock %+.3f s", *r.ClockOffsetMillis/1000)
+		}
+		if r.Note != "" {
+			s += "\nnote: " + r.Note
+		}
+		return s
 	case r.State != api.StateRunning:
 		return fmt.Sprintf("%s is %s", r.Name, r.State)
 	default:

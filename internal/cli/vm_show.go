@@ -41,6 +41,9 @@ func newVMShowCmd() *cobra.Command {
 			if v.StartedAt != nil {
 				row("uptime", units.Duration(time.Since(*v.StartedAt)))
 			}
+			if v.ClockOffsetMillis != nil && v.ClockMeasuredAt != nil {
+				row("clock", fmt.Sprintf("%+.3f s from the host's (measured %s ago)", *v.ClockOffsetMillis/1000, units.Duration(time.Since(*v.ClockMeasuredAt))))
+			}
 			row("ip", v.IP)
 			row("mac", v.MAC)
 			row("cpus", fmt.Sprint(v.CPUs))

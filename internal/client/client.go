@@ -58,23 +58,75 @@ func (c *Client) Call(ctx context.Context, method string, params, out any) error
 // send progress still answers; a notification that cannot be decoded is
 // skipped, as progress is best effort.
 func (c *Client) CallProgress(ctx context.Context, method string, params, result any, onProgress func(api.Progress)) error {
+	conn, _, err := c.roundTrip(ctx, method, params, result, onProgress)
+	if conn != nil {
+		conn.Close()
+	}
+	return err
+}
+
+// CallStream calls a streaming method (see api.Stream): it decodes the
+// response's result into result and returns the connection, which then
+// carries the method's bytes; the caller closes it. Cancelling ctx
+// interrupts the connection's I/O until it is closed.
+func (c *Client) CallStream(ctx context.Context, method string, params, result any) (*StreamConn, error) {
+	conn, br, err := c.roundTrip(ctx, method, params, result, nil)
+	if err != nil {
+		if conn != nil {
+			conn.Close()
+		}
+		return nil, err
+	}
+	return &StreamConn{conn: conn, r: br}, nil
+}
+
+// StreamConn is a streaming method's connection after its response.
+type StreamConn struct {
+	conn *ctxConn
+	r    *bufio.Reader
+}
+
+func (s *StreamConn) Read(b []byte) (int, error)  { return s.r.Read(b) }
+func (s *StreamConn) Write(b []byte) (int, error) { return s.conn.Write(b) }
+
+// CloseWrite ends the client's direction; the daemon reads end of file.
+func (s *StreamConn) CloseWrite() error { return s.conn.UnixConn.CloseWrite() }
+
+// Close closes the connection.
+func (s *StreamConn) Close() error { return s.conn.Close() }
+
+// ctxConn is a connection whose I/O ctx interrupts until Close.
+type ctxConn struct {
+	*net.UnixConn
+	stop func() bool
+}
+
+func (c *ctxConn) Close() error {
+	c.stop()
+	return c.UnixConn.Close()
+}
+
+// roundTrip sends one request and reads its response (passing progress
+// notifications to onProgress). It returns the connection and its reader
+// positioned after the response, also with an error, when it got as far
+// as dialing.
+func (c *Client) roundTrip(ctx context.Context, method string, params, result any, onProgress func(api.Progress)) (*ctxConn, *bufio.Reader, error) {
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", c.Socket)
+	raw, err := d.DialContext(ctx, "unix", c.Socket)
 	if err != nil {
 		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
-			return fmt.Errorf("%w (socket %s): start it with `bangerd` or run any banger command, which starts it", ErrDaemonNotRunning, c.Socket)
+			return nil, nil, fmt.Errorf("%w (socket %s): start it with `bangerd` or run any banger command, which starts it", ErrDaemonNotRunning, c.Socket)
 		}
-		return fmt.Errorf("connect to bangerd at %s: %w", c.Socket, err)
+		return nil, nil, fmt.Errorf("connect to bangerd at %s: %w", c.Socket, err)
 	}
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	uc := raw.(*net.UnixConn)
+	conn := &ctxConn{UnixConn: uc, stop: context.AfterFunc(ctx, func() { uc.SetDeadline(time.Unix(1, 0)) })}
 
 	req := api.ProgressRequest{Request: api.Request{JSONRPC: api.Version, Method: method}, Progress: onProgress != nil}
 	req.ID, _ = json.Marshal(c.nextID.Add(1))
 	if params != nil {
 		if req.Params, err = json.Marshal(params); err != nil {
-			return fmt.Errorf("encode %s params: %w", method, err)
+			return conn, nil, fmt.Errorf("encode %s params: %w", method, err)
 		}
 	}
 	b, _ := json.Marshal(req)
@@ -87,13 +139,13 @@ func (c *Client) CallProgress(ctx context.Context, method string, params, result
 		line, err := r.ReadBytes('\n')
 		if err != nil {
 			if werr != nil {
-				return c.ctxErr(ctx, fmt.Errorf("send %s: %w", method, werr))
+				return conn, nil, c.ctxErr(ctx, fmt.Errorf("send %s: %w", method, werr))
 			}
-			return c.ctxErr(ctx, fmt.Errorf("read %s response: %w (the daemon may have exited; see its log)", method, err))
+			return conn, nil, c.ctxErr(ctx, fmt.Errorf("read %s response: %w (the daemon may have exited; see its log)", method, err))
 		}
 		resp = incoming{}
 		if err := json.Unmarshal(line, &resp); err != nil {
-			return fmt.Errorf("decode %s response: %w", method, err)
+			return conn, nil, fmt.Errorf("decode %s response: %w", method, err)
 		}
 		if !resp.isNotification() {
 			break
@@ -101,24 +153,24 @@ func (c *Client) CallProgress(ctx context.Context, method string, params, result
 		resp.deliver(onProgress)
 	}
 	if !bytes.Equal(resp.ID, req.ID) && !bytes.Equal(resp.ID, []byte("null")) {
-		return fmt.Errorf("%s response has id %s, want %s: not the answer to this request", method, resp.ID, req.ID)
+		return conn, nil, fmt.Errorf("%s response has id %s, want %s: not the answer to this request", method, resp.ID, req.ID)
 	}
 	c.lastDaemon.Store(&resp.Daemon)
 	if resp.Error != nil {
-		return &api.RemoteError{Code: resp.Error.Code, Message: resp.Error.Message}
+		return conn, nil, &api.RemoteError{Code: resp.Error.Code, Message: resp.Error.Message}
 	}
-	switch r := result.(type) {
+	switch out := result.(type) {
 	case nil:
 	case *json.RawMessage:
 		// Already checked as part of the response: no second scan (a
 		// vm.list of 1,000 VMs is half a megabyte).
-		*r = resp.Result
+		*out = resp.Result
 	default:
 		if err := json.Unmarshal(resp.Result, result); err != nil {
-			return fmt.Errorf("decode %s result: %w", method, err)
+			return conn, nil, fmt.Errorf("decode %s result: %w", method, err)
 		}
 	}
-	return nil
+	return conn, r, nil
 }
 
 // incoming is one line from the daemon: the response, or a notification.
@@ -266,6 +318,28 @@ func (c *Client) CheckImageAgent(ctx context.Context) (api.CheckResult, error) {
 	var r api.CheckResult
 	err := c.Call(ctx, api.MethodImageCheckAgent, nil, &r)
 	return r, err
+}
+
+// ExecVM starts a command in a VM (vm.exec) and returns the stream that
+// carries its frames (package guestexec) once the guest runs it.
+func (c *Client) ExecVM(ctx context.Context, p api.VMExecParams) (*StreamConn, api.VMExecResult, error) {
+	var res api.VMExecResult
+	sc, err := c.CallStream(ctx, api.MethodVMExec, p, &res)
+	return sc, res, err
+}
+
+// CopyOutVM starts a copy from a VM (vm.copy_out): the stream carries a
+// tar stream (package guestcp).
+func (c *Client) CopyOutVM(ctx context.Context, p api.VMCopyOutParams) (*StreamConn, api.VMCopyOutResult, error) {
+	var res api.VMCopyOutResult
+	sc, err := c.CallStream(ctx, api.MethodVMCopyOut, p, &res)
+	return sc, res, err
+}
+
+// CopyInVM starts a copy into a VM (vm.copy_in): the caller sends a tar
+// stream, ends its direction and reads the guest's answer.
+func (c *Client) CopyInVM(ctx context.Context, p api.VMCopyInParams) (*StreamConn, error) {
+	return c.CallStream(ctx, api.MethodVMCopyIn, p, nil)
 }
 
 // StopDaemon asks the daemon to exit. Running VMs keep running.

@@ -44,6 +44,9 @@ func (d *Daemon) methods() *Methods {
 		return d.vms.SSHInfo(ctx, p.Name)
 	}))
 	t.Register(api.MethodVMPing, Typed(d.vms.Ping))
+	t.RegisterStream(api.MethodVMExec, Typed(d.exec))
+	t.RegisterStream(api.MethodVMCopyIn, Typed(d.copyIn))
+	t.RegisterStream(api.MethodVMCopyOut, Typed(d.copyOut))
 	t.Register(api.MethodImageBuild, Typed(d.images.Build))
 	t.Register(api.MethodImageList, Typed(func(ctx context.Context, _ empty) (api.ImageList, error) {
 		ims, err := d.images.List(ctx)

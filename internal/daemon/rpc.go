@@ -29,6 +29,36 @@ type HandlerFunc func(ctx context.Context, params json.RawMessage) (any, error)
 // Methods is the daemon's method table.
 type Methods struct {
 	m map[string]HandlerFunc
+	// streaming marks the methods registered with RegisterStream.
+	streaming map[string]bool
+}
+
+// Stream is the result of a streaming method's handler: Result is sent as
+// the response, then Serve owns the connection (see api.Stream) until it
+// returns; the connection is closed after it. ctx ends when the daemon
+// stops.
+type Stream struct {
+	Result any
+	Serve  func(ctx context.Context, conn StreamConn) error
+}
+
+// StreamConn is the client's connection once a streaming method has
+// answered: reads return the bytes after the request line, CloseWrite
+// ends the daemon's direction.
+type StreamConn interface {
+	io.ReadWriter
+	CloseWrite() error
+}
+
+// RegisterStream adds a streaming method: h returns a *Stream (when it
+// returns an error, that is the response and the connection closes). It
+// panics when name is already registered.
+func (t *Methods) RegisterStream(name string, h HandlerFunc) {
+	t.Register(name, h)
+	if t.streaming == nil {
+		t.streaming = map[string]bool{}
+	}
+	t.streaming[name] = true
 }
 
 // Register adds a method. It panics when name is already registered: that is
@@ -198,7 +228,8 @@ func (s *rpcServer) serveConn(ctx context.Context, conn *net.UnixConn) {
 		return
 	}
 
-	// The request is cancelled when the client hangs up.
+	// The request is cancelled when the client hangs up. A streaming
+	// method reads the connection itself.
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// Deferred after the connection's Close, so it runs before it: the
@@ -210,6 +241,10 @@ func (s *rpcServer) serveConn(ctx context.Context, conn *net.UnixConn) {
 			fn()
 		}
 	}()
+	if s.methods.streaming[req.Method] {
+		s.serveStream(rctx, conn, r, req.ID, req.Method, h, req.Params)
+		return
+	}
 	go func() {
 		var b [1]byte
 		if _, err := r.Read(b[:]); err != nil {
@@ -237,6 +272,38 @@ func (s *rpcServer) serveConn(ctx context.Context, conn *net.UnixConn) {
 	}
 	s.write(out, req.ID, result, nil)
 }
+
+// serveStream answers a streaming method and hands the connection to its
+// Serve.
+func (s *rpcServer) serveStream(ctx context.Context, conn *net.UnixConn, r *bufio.Reader, id json.RawMessage, method string, h HandlerFunc, params json.RawMessage) {
+	res, herr := s.call(ctx, method, h, params)
+	st, ok := res.(*Stream)
+	if herr == nil && !ok {
+		herr = fmt.Errorf("internal error in %s: a streaming method returned %T", method, res)
+	}
+	if herr != nil {
+		s.log.Info("request failed", "method", method, "err", herr)
+		s.write(conn, id, nil, &api.Error{Code: api.CodeFor(herr), Message: herr.Error()})
+		return
+	}
+	s.write(conn, id, st.Result, nil)
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("stream panic", "method", method, "panic", p, "stack", string(debug.Stack()))
+		}
+	}()
+	if err := st.Serve(ctx, &streamConn{UnixConn: conn, r: r}); err != nil {
+		s.log.Info("stream ended with an error", "method", method, "err", err)
+	}
+}
+
+// streamConn reads through the request's buffered reader.
+type streamConn struct {
+	*net.UnixConn
+	r *bufio.Reader
+}
+
+func (c *streamConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
 // call runs h, turning a panic into an internal error: the daemon never dies
 // from a bad request.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -81,7 +82,12 @@ func TestDaemonMethodTableIsComplete(t *testing.T) {
 	want := []string{api.MethodDaemonStatus, api.MethodDaemonStop, api.MethodVMCreate, api.MethodVMList,
 		api.MethodVMGet, api.MethodVMStart, api.MethodVMStop, api.MethodVMRestart, api.MethodVMDelete,
 		api.MethodVMSSHInfo, api.MethodVMPing, api.MethodImageBuild, api.MethodImageList, api.MethodImageGet, api.MethodImageDelete,
-		api.MethodImageImport, api.MethodImageCheckAgent, api.MethodDaemonInfo}
+		api.MethodImageImport, api.MethodImageCheckAgent, api.MethodDaemonInfo, api.MethodVMExec, api.MethodVMCopyIn, api.MethodVMCopyOut}
+	for _, w := range []string{api.MethodVMExec, api.MethodVMCopyIn, api.MethodVMCopyOut} {
+		if !m.streaming[w] {
+			t.Errorf("method %s is not a streaming method", w)
+		}
+	}
 	for _, w := range want {
 		if _, ok := m.m[w]; !ok {
 			t.Errorf("method %s not registered", w)
@@ -390,4 +396,63 @@ func TestEncodeResponse(t *testing.T) {
 			t.Errorf("encodeResponse(%s, %s, %v)\n got %s\nwant %s", tc.id, tc.result, tc.err, got, wb)
 		}
 	}
+}
+
+// TestStreamingMethod: a streaming method answers, then the connection
+// carries its bytes both ways (here: upper-casing what the client sends,
+// through splice and a socketpair standing in for the agent stream), each
+// end of file passed on; a refusal is an ordinary error response.
+func TestStreamingMethod(t *testing.T) {
+	m := &Methods{}
+	m.RegisterStream("test.upper", Typed(func(ctx context.Context, p echoParams) (*Stream, error) {
+		if p.Text == "no" {
+			return nil, api.Errorf(api.ErrNotFound, "no such thing")
+		}
+		d, g := socketPair(t)
+		go func() { // the "guest": upper-cases until end of file, then closes
+			buf, _ := io.ReadAll(g)
+			g.Write([]byte(strings.ToUpper(string(buf))))
+			g.Close()
+		}()
+		return &Stream{Result: echoParams{Text: "ready " + p.Text}, Serve: func(ctx context.Context, conn StreamConn) error {
+			return splice(ctx, conn, d)
+		}}, nil
+	}))
+	sock := startTestServer(t, m)
+	c := client.New(sock)
+	var res echoParams
+	sc, err := c.CallStream(context.Background(), "test.upper", echoParams{Text: "x"}, &res)
+	if err != nil || res.Text != "ready x" {
+		t.Fatalf("call: %+v %v", res, err)
+	}
+	sc.Write([]byte("hello through the daemon"))
+	sc.CloseWrite()
+	got, err := io.ReadAll(sc)
+	sc.Close()
+	if err != nil || string(got) != "HELLO THROUGH THE DAEMON" {
+		t.Fatalf("stream: %q %v", got, err)
+	}
+	_, err = c.CallStream(context.Background(), "test.upper", echoParams{Text: "no"}, nil)
+	if !errors.Is(err, api.ErrNotFound) || !strings.Contains(err.Error(), "no such thing") {
+		t.Fatalf("refused stream: %v", err)
+	}
+}
+
+// socketPair returns the ends of a Unix stream socketpair (with CloseWrite).
+func socketPair(t *testing.T) (net.Conn, net.Conn) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := func(fd int) net.Conn {
+		f := os.NewFile(uintptr(fd), "socketpair")
+		defer f.Close()
+		c, err := net.FileConn(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	return conn(fds[0]), conn(fds[1])
 }

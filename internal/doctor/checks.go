@@ -20,6 +20,7 @@ const (
 	IDImageTools   = "image-tools"
 	IDImageAgent   = "image-agent"
 	IDDiskSpace    = "disk-space"
+	IDGuestClock   = "guest-clock"
 )
 
 // anyVM is every purpose that starts a VM, whatever the VMM.
@@ -46,6 +47,7 @@ func Checks() []Check {
 		{ID: IDTUN, Title: "/dev/net/tun", Concerns: anyVM, Run: checkTUN},
 		{ID: IDNetAdmin, Title: "CAP_NET_ADMIN", Concerns: anyVM, Run: checkNetAdmin},
 		{ID: IDVsock, Title: "vsock", Run: checkVsock},
+		{ID: IDGuestClock, Title: "guest clock source", Run: checkGuestClock},
 		{ID: IDSSH, Title: "ssh client", Concerns: anyVM, Run: checkSSH},
 		{ID: IDDiskTools, Title: "VM disk tools", Concerns: anyVM, Run: checkDiskTools},
 		{ID: IDImageTools, Title: "image build tools", Concerns: []Purpose{PurposeImageBuild}, Run: checkImageTools},

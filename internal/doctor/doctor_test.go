@@ -52,6 +52,7 @@ func newFixture(t *testing.T) *fixture {
 	e.DevTUN = filepath.Join(root, "dev", "tun")
 	e.DevVhostVsock = filepath.Join(root, "dev", "vhost-vsock")
 	e.ProcStatus = filepath.Join(root, "status")
+	e.CPUInfo = filepath.Join(root, "cpuinfo")
 	e.SubIDs = subid.Files{SubUID: filepath.Join(root, "subuid"), SubGID: filepath.Join(root, "subgid"),
 		Passwd: filepath.Join(root, "passwd"), Group: filepath.Join(root, "group")}
 	// Root's range, as make deps gives it.
@@ -370,5 +371,27 @@ func TestDriverPurposes(t *testing.T) {
 	}
 	if p := vmm.PreflightPurpose(firecracker.New("", nil), ""); p != string(PurposeFirecracker) {
 		t.Errorf("firecracker's purpose = %q, want %q", p, PurposeFirecracker)
+	}
+}
+
+func TestGuestClock(t *testing.T) {
+	f := newFixture(t)
+	for _, tc := range []struct {
+		flags string
+		want  Status
+		text  string
+	}{
+		{"fpu tsc constant_tsc nonstop_tsc sse", StatusOK, "tsc=reliable"},
+		{"fpu tsc constant_tsc sse", StatusWarn, "lacks nonstop_tsc"},
+		{"fpu tsc", StatusWarn, "lacks constant_tsc and nonstop_tsc"},
+		{"fpu neon", StatusOK, "no TSC"},
+	} {
+		if err := os.WriteFile(f.env.CPUInfo, []byte("processor\t: 0\nflags\t\t: "+tc.flags+"\n\nprocessor\t: 1\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		r := checkGuestClock(context.Background(), f.env)
+		if r.Status != tc.want || !strings.Contains(r.Detail, tc.text) {
+			t.Errorf("flags %q: %s %q", tc.flags, r.Status, r.Detail)
+		}
 	}
 }

@@ -60,6 +60,8 @@ type Env struct {
 	DevKVM, DevTUN, DevVhostVsock string
 	// ProcStatus is read for the effective capability set (CapEff).
 	ProcStatus string
+	// CPUInfo is read for the TSC's flags (guest-clock).
+	CPUInfo string
 	// SubIDs are the subordinate id files (and the account files their
 	// ranges must not overlap) the daemon's build sandboxes take their ids
 	// from (package subid).
@@ -123,6 +125,7 @@ func NewEnv(dirs paths.Dirs, cfg config.Config) *Env {
 		DevTUN:        "/dev/net/tun",
 		DevVhostVsock: "/dev/vhost-vsock",
 		ProcStatus:    "/proc/self/status",
+		CPUInfo:       "/proc/cpuinfo",
 		SubIDs:        subid.System,
 		EUID:          os.Geteuid(),
 		AccelOverride: os.Getenv("BANGER_ACCEL"),

@@ -250,3 +250,37 @@ func existingAncestor(p string) string {
 		p = parent
 	}
 }
+
+// checkGuestClock says whether TCG guests can keep the TSC as their clock
+// source: QEMU gives them tsc=reliable only when the host's TSC runs at a
+// constant rate and does not stop in deep C-states (package qemu, tsc.go).
+func checkGuestClock(_ context.Context, env *Env) Result {
+	b, err := os.ReadFile(env.CPUInfo)
+	if err != nil {
+		return Result{Status: StatusWarn, Detail: fmt.Sprintf("cannot read the CPU flags: %v", err)}
+	}
+	flags := map[string]bool{}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "flags" {
+			for _, f := range strings.Fields(v) {
+				flags[f] = true
+			}
+			break
+		}
+	}
+	if !flags["tsc"] {
+		return Result{Status: StatusOK, Detail: "no TSC on this CPU: guests use their architecture's clock; banger keeps guest clocks in step with the host's"}
+	}
+	var missing []string
+	for _, f := range []string{"constant_tsc", "nonstop_tsc"} {
+		if !flags[f] {
+			missing = append(missing, f)
+		}
+	}
+	if len(missing) == 0 {
+		return Result{Status: StatusOK, Detail: "the host's TSC is constant and nonstop: TCG guests keep it as their clock source (tsc=reliable)"}
+	}
+	return Result{Status: StatusWarn,
+		Detail: "the host's TSC lacks " + strings.Join(missing, " and ") + ": TCG guests fall back to jiffies, which drift on a busy host; banger corrects guest clocks every 10 s, so they stay within about a second",
+		Fix:    "nothing to do; with KVM guests use kvm-clock instead"}
+}

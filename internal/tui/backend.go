@@ -9,6 +9,8 @@ package tui
 
 import (
 	"context"
+	"os"
+	"os/exec"
 	"time"
 
 	"github.com/bangerhq/banger/internal/api"
@@ -47,6 +49,10 @@ type Options struct {
 	SSHArgs func(info api.SSHInfo, command []string) []string
 	// SSHCommand is the program run for SSH; default "ssh".
 	SSHCommand string
+	// ShellCommand is the command the shell action runs for a VM; default
+	// `banger vm exec -it NAME -- sh -c 'exec "$SHELL" -l'` with this
+	// executable: a login shell through the guest agent.
+	ShellCommand func(vm string) *exec.Cmd
 	// Reminder is the status line shown when a VM is still running after
 	// SSH; default guestssh.Reminder, what `banger vm ssh` prints.
 	Reminder func(api.PingResult) string
@@ -71,6 +77,9 @@ func (o *Options) defaults() {
 	if o.SSHCommand == "" {
 		o.SSHCommand = "ssh"
 	}
+	if o.ShellCommand == nil {
+		o.ShellCommand = agentShell
+	}
 	if o.Reminder == nil {
 		o.Reminder = guestssh.Reminder
 	}
@@ -86,4 +95,13 @@ func (o *Options) defaults() {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+}
+
+// agentShell runs root's login shell in vm through `banger vm exec`.
+func agentShell(vm string) *exec.Cmd {
+	self, err := os.Executable()
+	if err != nil {
+		self = "banger"
+	}
+	return exec.Command(self, "vm", "exec", "-it", vm, "--", "sh", "-c", `exec "${SHELL:-/bin/sh}" -l`)
 }

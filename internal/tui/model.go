@@ -128,6 +128,9 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, m.onSSHInfo(msg)
 	case sshDoneMsg:
 		return m, m.onSSHDone(msg)
+	case shellDoneMsg:
+		m.onShellDone(msg)
+		return m, m.refresh()
 	case pingMsg:
 		m.onPing(msg)
 		return m, m.refresh()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -364,5 +365,26 @@ func TestSSHReminder(t *testing.T) {
 	args := m.SSHCommand(api.SSHInfo{User: "root", Host: "10.0.0.2", Port: 22, IdentityFile: "/k"}).Args
 	if got := strings.Join(args, " "); !regexp.MustCompile(`^ssh .*root@10\.0\.0\.2$`).MatchString(got) {
 		t.Errorf("ssh command %q", got)
+	}
+}
+
+// TestShellAction: "e" runs the shell command for the selected VM, and its
+// end is told in the status line.
+func TestShellAction(t *testing.T) {
+	var ran string
+	m := New(context.Background(), Options{Backend: seedBasic(), PollInterval: time.Hour, Now: fixedNow,
+		ShellCommand: func(vm string) *exec.Cmd { ran = vm; return exec.Command("true") }})
+	d := newDriver(t, m)
+	d.until("first list", 10*time.Second, func() bool { return m.loaded })
+	_, cmd := m.Update(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune{'e'}})
+	if cmd == nil || ran == "" || ran != m.vmList.selected {
+		t.Fatalf("e ran the shell for %q (selected %q), cmd %v", ran, m.vmList.selected, cmd != nil)
+	}
+	m.onShellDone(shellDoneMsg{name: ran})
+	if m.status != "shell in "+ran+" ended" || m.statusErr {
+		t.Errorf("status %q", m.status)
+	}
+	if got := strings.Join(agentShell("dev").Args[1:], " "); got != `vm exec -it dev -- sh -c exec "${SHELL:-/bin/sh}" -l` {
+		t.Errorf("default shell command: %s", got)
 	}
 }

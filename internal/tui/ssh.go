@@ -23,6 +23,10 @@ type (
 		name string
 		err  error
 	}
+	shellDoneMsg struct {
+		name string
+		err  error
+	}
 	pingMsg struct {
 		name   string
 		r      api.PingResult
@@ -74,6 +78,27 @@ func (m *Model) onSSHDone(msg sshDoneMsg) tea.Cmd {
 		defer cancel()
 		r, err := b.PingVM(cctx, msg.name, time.Second)
 		return pingMsg{name: msg.name, r: r, err: err, sshErr: msg.err}
+	}
+}
+
+// shellCmd hands the terminal to a shell in the VM through the guest
+// agent (Options.ShellCommand): no sshd or guest network needed.
+func (m *Model) shellCmd(name string) tea.Cmd {
+	return tea.ExecProcess(m.opts.ShellCommand(name), func(err error) tea.Msg {
+		return shellDoneMsg{name: name, err: err}
+	})
+}
+
+// onShellDone writes how the agent shell ended in the status line.
+func (m *Model) onShellDone(msg shellDoneMsg) {
+	var ee *exec.ExitError
+	switch {
+	case errors.As(msg.err, &ee) && ee.ExitCode() != 0:
+		m.setStatus(fmt.Sprintf("shell in %s exited with status %d", msg.name, ee.ExitCode()), ee.ExitCode() != 130)
+	case msg.err != nil:
+		m.setStatus(fmt.Sprintf("shell in %s: %s", msg.name, errText(msg.err)), true)
+	default:
+		m.setStatus("shell in "+msg.name+" ended", false)
 	}
 }
 

@@ -27,7 +27,7 @@ type vmList struct {
 type vmListKeys struct {
 	nav                                               navKeys
 	page                                              pageKeys // Switch: the images
-	SSH, Start, Stop, ForceStop, Restart, Delete, Log key.Binding
+	SSH, Shell, Start, Stop, ForceStop, Restart, Delete, Log key.Binding
 }
 
 func newVMList(m *Model) *vmList {
@@ -36,6 +36,7 @@ func newVMList(m *Model) *vmList {
 		page: pageKeys{Create: bind("new", "n"), Switch: bind("images", "i", "tab"),
 			Help: bind("more", "?"), Quit: bind("quit", "q")},
 		SSH:       bind("ssh", "enter"),
+		Shell:     bind("shell", "e"),
 		Start:     bind("start", "s"),
 		Stop:      bind("stop", "x"),
 		ForceStop: bind("force stop", "X"),
@@ -51,7 +52,7 @@ func (l *vmList) Keys() help.KeyMap {
 		short: []key.Binding{k.SSH, p.Create, k.Start, k.Stop, k.Delete, k.Log, p.Switch, p.Help, p.Quit},
 		rows: [][]key.Binding{
 			append(k.nav.all(), p.Switch, p.Help, p.Quit),
-			{k.SSH, k.Log, p.Create},
+			{k.SSH, k.Shell, k.Log, p.Create},
 			{k.Start, k.Stop, k.ForceStop, k.Restart, k.Delete},
 		},
 	}
@@ -119,6 +120,8 @@ func (l *vmList) Update(msg tea.Msg) tea.Cmd {
 	switch {
 	case key.Matches(km, k.SSH):
 		return m.sshCmd(vm.Name)
+	case key.Matches(km, k.Shell):
+		return m.shellCmd(vm.Name)
 	case key.Matches(km, k.Start):
 		return m.runOp(opRequest{op: opStart, name: vm.Name})
 	case key.Matches(km, k.Stop):

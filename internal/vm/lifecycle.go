@@ -123,6 +123,15 @@ func (s *Service) startLocked(ctx context.Context, row *store.VM) (err error) {
 		return s.failStart(row, err, spec.ConsoleLog, consoleStart)
 	}
 	s.log.Info("vm ready", "vm", row.Name, "boot", time.Since(row.StartedAt).Round(time.Millisecond))
+	// The guest's clock starts from its RTC, and TCG boots are slow: set it
+	// before anyone uses the VM. A failure is the keeper's to retry.
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if off, err := s.syncClock(cctx, row.ID, st); err != nil {
+		s.log.Warn("cannot set the guest clock", "vm", row.Name, "err", err)
+	} else {
+		s.log.Info("guest clock set", "vm", row.Name, "offset", off)
+	}
 	return nil
 }
 
@@ -137,7 +146,7 @@ func (s *Service) failStart(row *store.VM, err error, consoleLog string, from in
 		err = errors.Join(err, fmt.Errorf("record the failed start: %w", uerr))
 	}
 	s.unwatch(row.ID)
-	s.dropAgentConn(s.cfg.Dirs.VMDir(row.ID) + "/agent.sock")
+	s.dropAgentSession(s.cfg.Dirs.VMDir(row.ID) + "/agent.sock")
 	tail := consoleTail(consoleLog, from, 25)
 	if tail == "" {
 		return fmt.Errorf("%w\n--- the serial console (%s) is empty: the guest kernel printed nothing ---", err, consoleLog)
@@ -171,7 +180,7 @@ func (s *Service) waitForSSH(ctx context.Context, row *store.VM, drv vmm.Driver,
 			}
 		}
 		if !sshAt.IsZero() {
-			if _, _, _, agentErr = s.pingAgent(ctx, st, time.Second); agentErr == nil {
+			if _, agentErr = s.pingAgent(ctx, st, 2*time.Second); agentErr == nil {
 				return nil
 			}
 			if time.Since(sshAt) > s.cfg.AgentTimeout {
@@ -255,7 +264,7 @@ func (s *Service) stopLocked(ctx context.Context, row *store.VM, force bool) err
 	s.unwatch(row.ID)
 	var errs []error
 	if ok {
-		s.dropAgentConn(st.AgentSocket)
+		s.dropAgentSession(st.AgentSocket)
 		drv, known := s.drivers[row.VMM]
 		if !known {
 			return api.Errorf(api.ErrPrecondition, "it runs under %s, which this daemon cannot control", row.VMM)
@@ -390,6 +399,7 @@ func (s *Service) monitor(ctx context.Context, id string, st vmm.State) {
 	}
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
+	clock := &clockKeeper{s: s, id: id, st: st}
 	for {
 		select {
 		case <-ctx.Done():
@@ -397,6 +407,7 @@ func (s *Service) monitor(ctx context.Context, id string, st vmm.State) {
 		case <-t.C:
 		}
 		if drv.Alive(st) {
+			clock.tick()
 			continue
 		}
 		// Do not wait on the lock: a stop in progress holds it and cancels us.
@@ -429,7 +440,7 @@ func (s *Service) reapDead(ctx context.Context, id, why string) {
 		return
 	}
 	// Let the driver remove its sockets and pid file.
-	s.dropAgentConn(st.AgentSocket)
+	s.dropAgentSession(st.AgentSocket)
 	if err := s.drivers[row.VMM].Stop(context.Background(), st, true, 0); err != nil {
 		s.log.Warn("clean up after dead vmm", "vm", row.Name, "err", err)
 	}
@@ -539,7 +550,7 @@ func (s *Service) sweepFolders(ctx context.Context) error {
 
 // Shutdown stops the monitors and waits until they have returned, so none
 // writes to the store afterwards; no monitor starts after it. It closes
-// the kept agent connections. VMs keep running.
+// the agent sessions. VMs keep running.
 func (s *Service) Shutdown() {
 	s.mu.Lock()
 	s.closed = true
@@ -549,12 +560,16 @@ func (s *Service) Shutdown() {
 			o.monitor = nil
 		}
 	}
-	conns := s.agentConns
-	s.agentConns = nil
+	links := s.links
+	s.links = nil
 	s.mu.Unlock()
 	s.monitors.Wait()
-	for _, c := range conns {
-		c.Close()
+	for _, l := range links {
+		l.mu.Lock()
+		if l.sess != nil {
+			l.sess.Close()
+		}
+		l.mu.Unlock()
 	}
 }
 

@@ -11,7 +11,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -83,31 +82,17 @@ type Service struct {
 	net     Network
 	log     *slog.Logger
 
-	mu    sync.Mutex
-	ops   map[string]*vmOp       // by VM id
-	pings map[string]*sync.Mutex // by agent socket path
-	// agentConns are open virtio-serial connections, by agent socket path.
-	agentConns map[string]net.Conn
+	mu  sync.Mutex
+	ops map[string]*vmOp // by VM id
+	// links are the sessions to guest agents, by agent socket path.
+	links map[string]*agentLink
+	// clocks are the last clock offset measured per VM id.
+	clocks map[string]clockSample
 	// monitors counts the running monitor goroutines; Shutdown waits for
 	// them, so none writes to the store after the daemon closes it.
 	monitors sync.WaitGroup
 	// closed is set by Shutdown (guarded by mu): no monitor starts after.
 	closed bool
-}
-
-// pingLock returns the mutex serialising pings on one agent channel.
-func (s *Service) pingLock(path string) *sync.Mutex {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.pings == nil {
-		s.pings = map[string]*sync.Mutex{}
-	}
-	m := s.pings[path]
-	if m == nil {
-		m = &sync.Mutex{}
-		s.pings[path] = m
-	}
-	return m
 }
 
 // vmOp serialises operations on one VM and records the one in progress.
@@ -246,6 +231,10 @@ func (s *Service) view(vm store.VM) api.VM {
 	if out.State == api.StateRunning && !vm.StartedAt.IsZero() {
 		t := vm.StartedAt
 		out.StartedAt = &t
+	}
+	if c, ok := s.lastClock(vm.ID); ok && out.State == api.StateRunning && c.at.After(vm.StartedAt) {
+		off, at := millis(c.offset), c.at
+		out.ClockOffsetMillis, out.ClockMeasuredAt = &off, &at
 	}
 	return out
 }

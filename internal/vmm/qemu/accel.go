@@ -109,8 +109,7 @@ func probeAccel(ctx context.Context, bin, accel, kernel, initrd string, timeout 
 
 	cmdline := "console=ttyS0 reboot=k panic=1 " + ProbeKernelArg
 	if accel == "tcg" {
-		khz, _ := hostTSCKHz()
-		cmdline = withTSCHint(cmdline, khz)
+		cmdline = withTSCHint(cmdline, tscArgs())
 	}
 	argv := []string{bin, "-name", "banger-probe-" + accel}
 	argv = append(argv, machineArgs(accel, 256, 1, console)...)

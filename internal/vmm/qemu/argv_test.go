@@ -92,21 +92,21 @@ func TestArgvOmitsEmptyParts(t *testing.T) {
 
 func TestWithTSCHint(t *testing.T) {
 	tests := []struct {
-		args string
-		khz  uint64
-		want string
+		args, extra string
+		want        string
 	}{
-		{"console=ttyS0", 2500000, "console=ttyS0 tsc_early_khz=2500000"},
-		{"", 1000, "tsc_early_khz=1000"},
-		{"a ", 1000, "a tsc_early_khz=1000"},
-		{"console=ttyS0 tsc_early_khz=42", 2500000, "console=ttyS0 tsc_early_khz=42"},
-		{"tsc_early_khz=42", 7, "tsc_early_khz=42"},
-		{"foo_tsc_early_khz=1", 7, "foo_tsc_early_khz=1 tsc_early_khz=7"},
-		{"console=ttyS0", 0, "console=ttyS0"},
+		{"console=ttyS0", "tsc_early_khz=2500000", "console=ttyS0 tsc_early_khz=2500000"},
+		{"console=ttyS0", "tsc_early_khz=2500000 tsc=reliable", "console=ttyS0 tsc_early_khz=2500000 tsc=reliable"},
+		{"", "tsc_early_khz=1000", "tsc_early_khz=1000"},
+		{"a ", "tsc_early_khz=1000", "a tsc_early_khz=1000"},
+		{"console=ttyS0 tsc_early_khz=42", "tsc_early_khz=2500000", "console=ttyS0 tsc_early_khz=42"},
+		{"tsc_early_khz=42", "tsc_early_khz=7", "tsc_early_khz=42"},
+		{"foo_tsc_early_khz=1", "tsc_early_khz=7", "foo_tsc_early_khz=1 tsc_early_khz=7"},
+		{"console=ttyS0", "", "console=ttyS0"},
 	}
 	for _, tt := range tests {
-		if got := withTSCHint(tt.args, tt.khz); got != tt.want {
-			t.Errorf("withTSCHint(%q, %d) = %q, want %q", tt.args, tt.khz, got, tt.want)
+		if got := withTSCHint(tt.args, tt.extra); got != tt.want {
+			t.Errorf("withTSCHint(%q, %q) = %q, want %q", tt.args, tt.extra, got, tt.want)
 		}
 	}
 }

@@ -196,7 +196,8 @@ func clearStalePIDFile(p string) error {
 // exist, socket paths fit the kernel's limit) and refuses to start while a
 // previous QEMU of the same VM still answers on its sockets or holds its pid
 // file; stale files are removed. Under TCG it appends tsc_early_khz=<host
-// TSC> to the kernel command line unless already present (see tsc.go); the
+// TSC> (and tsc=reliable when the host's TSC is constant and nonstop) to
+// the kernel command line unless already present (see tsc.go); the
 // State's Argv shows the exact command line. The launcher's stderr is part
 // of the error when QEMU fails to start. On any error nothing is left
 // running and the files Start created are removed.
@@ -229,11 +230,10 @@ func (d *Driver) start(ctx context.Context, spec vmm.Spec) (vmm.State, error) {
 		}
 	}
 	if spec.Accel == "tcg" {
-		khz, err := hostTSCKHz()
-		if err != nil {
-			d.log.Warn("no TSC hint for the guest; it may hang calibrating its TSC", "vm", spec.ID, "err", err)
+		if _, err := hostTSCKHz(); err != nil {
+			d.log.Warn("no TSC hint for the guest; it may hang calibrating its TSC, and its clock may drift", "vm", spec.ID, "err", err)
 		}
-		spec.KernelArgs = withTSCHint(spec.KernelArgs, khz)
+		spec.KernelArgs = withTSCHint(spec.KernelArgs, tscArgs())
 	}
 	argv := Argv(bin, spec)
 

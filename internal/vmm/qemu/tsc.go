@@ -17,13 +17,23 @@ import (
 // on a loaded 2-core host: 4 of 5 boots under load); the kernel then marks
 // the TSC unstable and hangs early in boot ("tsc: Unable to calibrate
 // against PIT"). tsc_early_khz= gives it the frequency and avoids the hang.
+//
+// Why tsc=reliable: even then the kernel marks the TSC unstable ("TSCs
+// unsynchronized": its cross-CPU check fails on emulated vCPUs) and falls
+// back to jiffies, which lose ticks whenever the host is busy: the guest
+// clock fell behind by about 1 % of wall time on a loaded host. Under TCG
+// every vCPU reads the host's own TSC, so when the host's TSC is constant
+// and does not stop (constant_tsc, nonstop_tsc) the guest's is as good as
+// the host's; tsc=reliable tells the kernel so, and it keeps the TSC as
+// its clock source.
 
 const tscHintParam = "tsc_early_khz="
 
 var hostTSC struct {
-	once sync.Once
-	khz  uint64
-	err  error
+	once     sync.Once
+	khz      uint64
+	reliable bool // constant_tsc and nonstop_tsc
+	err      error
 }
 
 // hostTSCKHz returns the host TSC frequency in kHz, measured once per
@@ -31,9 +41,28 @@ var hostTSC struct {
 func hostTSCKHz() (uint64, error) {
 	hostTSC.once.Do(func() {
 		hostTSC.khz, hostTSC.err = measureTSC()
+		b, _ := os.ReadFile("/proc/cpuinfo")
+		hostTSC.reliable = hostTSC.err == nil && strings.Contains(string(b), " nonstop_tsc")
 	})
 	return hostTSC.khz, hostTSC.err
 }
+
+// tscArgs are the kernel arguments for a TCG guest (see above): the TSC
+// frequency, and tsc=reliable when the host's TSC is constant and
+// nonstop; empty when the host's TSC could not be measured.
+func tscArgs() string {
+	khz, err := hostTSCKHz()
+	if err != nil || khz == 0 {
+		return ""
+	}
+	args := tscHintParam + strconv.FormatUint(khz, 10)
+	if hostTSC.reliable {
+		args += " " + tscReliableParam
+	}
+	return args
+}
+
+const tscReliableParam = "tsc=reliable"
 
 func measureTSC() (uint64, error) {
 	if !haveTSC {
@@ -57,14 +86,14 @@ func measureTSC() (uint64, error) {
 	return samples[1], nil
 }
 
-// withTSCHint returns kernel args with tsc_early_khz=khz appended, unless
-// args already set it or khz is 0.
-func withTSCHint(args string, khz uint64) string {
-	if khz == 0 || strings.Contains(" "+args, " "+tscHintParam) {
+// withTSCHint returns kernel args with extra (tscArgs) appended, unless
+// args already set tsc_early_khz or extra is empty.
+func withTSCHint(args string, extra string) string {
+	if extra == "" || strings.Contains(" "+args, " "+tscHintParam) {
 		return args
 	}
 	if args != "" && !strings.HasSuffix(args, " ") {
 		args += " "
 	}
-	return args + tscHintParam + strconv.FormatUint(khz, 10)
+	return args + extra
 }

@@ -1,0 +1,324 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeSerial stands in for a virtio-serial port between a guest agent and
+// hosts that come and go. The guest's end persists; each host connection
+// is relayed to it. Like the real port it has no connection boundaries:
+// what the guest writes while no host is connected waits for the next
+// host, and what a host wrote stays in flight when it leaves. Faults are
+// injected on connect (garbage and replayed bytes in both directions) and
+// on demand (garbage in the middle of a session).
+type fakeSerial struct {
+	t     *testing.T
+	guest net.Conn // the agent's end
+	port  net.Conn // the relay's end toward the agent
+
+	mu       sync.Mutex
+	host     net.Conn // the relay's end toward the current host, nil when none
+	stale    []byte   // guest output while no host was connected
+	lastHost []byte   // the start of what the previous host sent, for replays
+}
+
+func newFakeSerial(t *testing.T) *fakeSerial {
+	g, p := socketPair(t)
+	f := &fakeSerial{t: t, guest: g, port: p}
+	go f.fromGuest()
+	return f
+}
+
+// fromGuest moves the guest's output to the current host, or keeps it for
+// the next one.
+func (f *fakeSerial) fromGuest() {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := f.port.Read(buf)
+		if err != nil {
+			return
+		}
+		f.mu.Lock()
+		h := f.host
+		if h == nil && len(f.stale) < 1<<20 {
+			f.stale = append(f.stale, buf[:n]...)
+		}
+		f.mu.Unlock()
+		if h != nil {
+			h.Write(buf[:n])
+		}
+	}
+}
+
+// fault says what a new host connection meets.
+type fault struct {
+	garbageToGuest, garbageToHost bool
+	replayToGuest                 bool // the previous host's first bytes again
+}
+
+// connect returns a new host connection with the given faults.
+func (f *fakeSerial) connect(fl fault) net.Conn {
+	hostEnd, relay := socketPair(f.t)
+	f.mu.Lock()
+	if f.host != nil {
+		f.host.Close()
+	}
+	f.host = relay
+	stale := f.stale
+	f.stale = nil
+	replay := f.lastHost
+	f.lastHost = nil
+	f.mu.Unlock()
+	junk := make([]byte, 700)
+	rand.Read(junk)
+	go func() {
+		var pre []byte
+		pre = append(pre, stale...)
+		if fl.garbageToHost {
+			pre = append(pre, junk...)
+		}
+		relay.Write(pre)
+	}()
+	var toGuest []byte
+	if fl.garbageToGuest {
+		toGuest = append(toGuest, junk...)
+		toGuest = append(toGuest, "BANGER-SYNC 1 stale-nonce-from-before\n"...)
+	}
+	if fl.replayToGuest {
+		toGuest = append(toGuest, replay...)
+	}
+	f.port.Write(toGuest)
+	go func() {
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := relay.Read(buf)
+			if err != nil {
+				f.mu.Lock()
+				if f.host == relay {
+					f.host = nil
+				}
+				f.mu.Unlock()
+				return
+			}
+			f.mu.Lock()
+			if len(f.lastHost) < 4096 {
+				f.lastHost = append(f.lastHost, buf[:n]...)
+			}
+			f.mu.Unlock()
+			f.port.Write(buf[:n])
+		}
+	}()
+	return hostEnd
+}
+
+// garble writes random bytes to the guest as if from the host.
+func (f *fakeSerial) garble() {
+	junk := make([]byte, 100)
+	rand.Read(junk)
+	f.port.Write(junk)
+}
+
+// echoServer is a server with an "echo" op (bytes back until EOF) and a
+// "fail" op (refused with CodeNotFound).
+func echoServer(t *testing.T) *Server {
+	s := NewServer(fixedInfo, testLog(t))
+	s.Handle("echo", func(ctx context.Context, st *Stream) error {
+		var p struct{ Greeting string }
+		if err := st.Decode(&p); err != nil {
+			return err
+		}
+		if err := st.Accept(map[string]string{"greeting": p.Greeting}); err != nil {
+			return err
+		}
+		_, err := io.Copy(st, st)
+		return err
+	})
+	s.Handle("fail", func(ctx context.Context, st *Stream) error {
+		return Errorf(CodeNotFound, "no such thing")
+	})
+	return s
+}
+
+// runGuest serves sessions on the guest's end of f as the serial loop
+// does, until stop is called (an agent that exits).
+func runGuest(t *testing.T, s *Server, ch deadlineConn) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			if err := s.serveChannel(ctx, ch); err != nil && ctx.Err() == nil {
+				t.Logf("guest: %v", err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	stop = func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Error("guest did not stop")
+		}
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// useSession checks a session end to end: a ping, an echo of 300 KiB of
+// random bytes on two streams at once, a refused stream.
+func useSession(t *testing.T, sess *Session) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	info, _, off, err := sess.Ping(ctx)
+	if err != nil || info.BootID != testInfo.BootID {
+		t.Fatalf("ping: %+v %v", info, err)
+	}
+	if off > time.Second || off < -time.Second {
+		t.Fatalf("offset against the host's own clock: %v", off)
+	}
+	var wg sync.WaitGroup
+	for i := range 2 {
+		wg.Go(func() {
+			var res struct{ Greeting string }
+			c, err := sess.Open(ctx, "echo", map[string]string{"greeting": fmt.Sprint("hi", i)}, &res)
+			if err != nil {
+				t.Errorf("open echo: %v", err)
+				return
+			}
+			defer c.Close()
+			if res.Greeting != fmt.Sprint("hi", i) {
+				t.Errorf("result %+v", res)
+			}
+			data := make([]byte, 300<<10)
+			rand.Read(data)
+			go func() {
+				c.Write(data)
+				c.(interface{ CloseWrite() error }).CloseWrite()
+			}()
+			got, err := io.ReadAll(c)
+			if err != nil || !bytes.Equal(got, data) {
+				t.Errorf("echo: %d bytes back of %d, equal %v, err %v", len(got), len(data), bytes.Equal(got, data), err)
+			}
+		})
+	}
+	wg.Wait()
+	err = sess.Call(ctx, "fail", nil, nil)
+	if !errors.Is(err, ErrNotFoundCode) || err.Error() != "no such thing" {
+		t.Fatalf("fail op: %v", err)
+	}
+	err = sess.Call(ctx, "nope", nil, nil)
+	if !errors.Is(err, ErrUnknownOpCode) {
+		t.Fatalf("unknown op: %v", err)
+	}
+	err = sess.Call(ctx, "echo", map[string]int{"bogus": 1}, nil)
+	var re *RemoteError
+	if !errors.As(err, &re) || re.Code != CodeInvalid {
+		t.Fatalf("bad params: %v", err)
+	}
+}
+
+func connectHost(t *testing.T, c net.Conn) *Session {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	sess, err := Connect(ctx, c, testLog(t))
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Logf("sync took %v", time.Since(start).Round(time.Millisecond))
+	return sess
+}
+
+// TestSessionRecovers runs sessions through host departures (clean and
+// abrupt), garbage and replayed bytes in both directions, garbage in the
+// middle of a session and agent restarts: every time the next session
+// syncs and works.
+func TestSessionRecovers(t *testing.T) {
+	keepAliveInterval, keepAliveTimeout = 200*time.Millisecond, time.Second
+	t.Cleanup(func() { keepAliveInterval, keepAliveTimeout = 5*time.Second, 15*time.Second })
+	f := newFakeSerial(t)
+	srv := echoServer(t)
+	stopGuest := runGuest(t, srv, f.guest)
+
+	faults := []fault{
+		{},
+		{garbageToGuest: true},
+		{garbageToHost: true},
+		{replayToGuest: true},
+		{garbageToGuest: true, garbageToHost: true, replayToGuest: true},
+	}
+	for i := range 15 {
+		fl := faults[i%len(faults)]
+		sess := connectHost(t, f.connect(fl))
+		useSession(t, sess)
+		switch i % 3 {
+		case 0: // the daemon closes the session
+			sess.Close()
+		case 1: // the daemon is SIGKILLed: its connection just goes
+			f.mu.Lock()
+			f.host.Close()
+			f.mu.Unlock()
+		case 2: // the agent restarts under a live session, which must notice
+			stopGuest()
+			stopGuest = runGuest(t, srv, f.guest)
+			select {
+			case <-sess.Done():
+			case <-time.After(10 * time.Second):
+				t.Fatalf("round %d: the host's session did not notice the agent's restart", i)
+			}
+		}
+	}
+
+	// Garbage in the middle of a live session ends it on both sides; the
+	// next sync works.
+	sess := connectHost(t, f.connect(fault{}))
+	useSession(t, sess)
+	f.garble()
+	select {
+	case <-sess.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("garbage in the session did not end it")
+	}
+	useSession(t, connectHost(t, f.connect(fault{})))
+}
+
+// TestConnectLegacyAgent: an agent that speaks only the line protocol is
+// recognised by its ping answer, not waited for until the deadline.
+func TestConnectLegacyAgent(t *testing.T) {
+	host, guest := socketPair(t)
+	startServe(t, guest, fixedInfo)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := Connect(ctx, host, testLog(t))
+	var le *LegacyAgentError
+	if !errors.As(err, &le) || !errors.Is(err, ErrLegacyAgent) || le.Reply.AgentVersion != "test" {
+		t.Fatalf("connect to a legacy agent: %v", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("legacy agent recognised after %v", took)
+	}
+}
+
+// TestConnectNoAgent: nothing answers; Connect ends with ctx.
+func TestConnectNoAgent(t *testing.T) {
+	host, _ := socketPair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	_, err := Connect(ctx, host, testLog(t))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("connect to nothing: %v", err)
+	}
+}
