@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bangerhq/banger/internal/agent/agenttest"
 	"github.com/bangerhq/banger/internal/api"
 	"github.com/bangerhq/banger/internal/client"
 	"github.com/bangerhq/banger/internal/sandbox"
@@ -408,7 +409,7 @@ func TestStreamingMethod(t *testing.T) {
 		if p.Text == "no" {
 			return nil, api.Errorf(api.ErrNotFound, "no such thing")
 		}
-		d, g := socketPair(t)
+		d, g := agenttest.SocketPair(t)
 		go func() { // the "guest": upper-cases until end of file, then closes
 			buf, _ := io.ReadAll(g)
 			g.Write([]byte(strings.ToUpper(string(buf))))
@@ -436,23 +437,4 @@ func TestStreamingMethod(t *testing.T) {
 	if !errors.Is(err, api.ErrNotFound) || !strings.Contains(err.Error(), "no such thing") {
 		t.Fatalf("refused stream: %v", err)
 	}
-}
-
-// socketPair returns the ends of a Unix stream socketpair (with CloseWrite).
-func socketPair(t *testing.T) (net.Conn, net.Conn) {
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn := func(fd int) net.Conn {
-		f := os.NewFile(uintptr(fd), "socketpair")
-		defer f.Close()
-		c, err := net.FileConn(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
-	return conn(fds[0]), conn(fds[1])
 }

@@ -8,17 +8,14 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/bangerhq/banger/internal/agent"
+	"github.com/bangerhq/banger/internal/agent/agenttest"
 )
 
 // makeTree writes the acceptance tree: a symlink, an executable, an empty
@@ -234,35 +231,10 @@ func TestExtractHostile(t *testing.T) {
 // session serves HandleIn and HandleOut with a real agent server over a
 // socketpair.
 func session(t *testing.T) *agent.Session {
-	t.Helper()
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn := func(fd int) net.Conn {
-		f := os.NewFile(uintptr(fd), "socketpair")
-		defer f.Close()
-		c, err := net.FileConn(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
-	host, guest := conn(fds[0]), conn(fds[1])
-	log := slog.New(slog.DiscardHandler)
-	srv := agent.NewServer(func() (agent.Info, error) { return agent.Info{}, nil }, log)
-	srv.Handle(OpIn, HandleIn)
-	srv.Handle(OpOut, HandleOut)
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	go srv.ServeConn(ctx, guest)
-	sess, err := agent.Connect(ctx, host, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sess.Close() })
-	return sess
+	return agenttest.Session(t, func(s *agent.Server) {
+		s.Handle(OpIn, HandleIn)
+		s.Handle(OpOut, HandleOut)
+	})
 }
 
 // TestThroughAgent copies a tree in and back out through the agent's

@@ -7,52 +7,20 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
-	"log/slog"
-	"net"
 	"os"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/bangerhq/banger/internal/agent"
+	"github.com/bangerhq/banger/internal/agent/agenttest"
 )
 
 // session runs a real agent server with Handler on one end of a
 // socketpair and returns the host's session on the other.
 func session(t *testing.T) *agent.Session {
-	t.Helper()
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn := func(fd int) net.Conn {
-		f := os.NewFile(uintptr(fd), "socketpair")
-		defer f.Close()
-		c, err := net.FileConn(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
-	host, guest := conn(fds[0]), conn(fds[1])
-	log := slog.New(slog.DiscardHandler)
-	srv := agent.NewServer(func() (agent.Info, error) { return agent.Info{AgentVersion: "test"}, nil }, log)
-	srv.Handle(Op, Handler)
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	go srv.ServeConn(ctx, guest)
-	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
-	defer ccancel()
-	sess, err := agent.Connect(cctx, host, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sess.Close() })
-	return sess
+	return agenttest.Session(t, func(s *agent.Server) { s.Handle(Op, Handler) })
 }
 
 // run runs p through sess with s and returns the exit status.
