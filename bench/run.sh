@@ -17,9 +17,12 @@
 #   paths  time-to-SSH of a VM from the Debian-built image vs one from the
 #          same tree built by the rootfs/OCI path (`image import` of its
 #          tarball), interleaved, RUNS times each: both paths must behave alike
+#   exec   `vm exec NAME true` vs `vm ssh NAME true`, interleaved, 20 each
+#   cp     `vm cp` of a 256 MiB file into and out of a VM vs the same bytes
+#          through `vm ssh NAME -- cat`, interleaved, 3 runs each way
 # Needs root, QEMU, python3, a built runtime (make runtime) and bin/ (make build).
 # The daemon and VMs run in a network namespace this script creates.
-# Usage: bench/run.sh [boot] [ls] [clone] [ping] [paths]   (default: boot ls clone ping)
+# Usage: bench/run.sh [boot] [ls] [clone] [ping] [paths] [exec] [cp]   (default: boot ls clone ping)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -282,6 +285,59 @@ bench_paths() {
 	md=$(printf '%s\n' "${deb[@]}" | median)
 	mo=$(printf '%s\n' "${oci[@]}" | median)
 	echo "paths: median vm create (to SSH + agent) debian-built ${md} s, rootfs/OCI-built ${mo} s, ratio $(ratio "$mo" "$md")"
+}
+
+# elapsed CMD...: runs CMD, prints its wall time in seconds.
+elapsed() {
+	local t0 t1
+	t0=$(now)
+	"$@" >/dev/null
+	t1=$(now)
+	awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}'
+}
+
+bench_exec() {
+	echo "== exec: vm exec NAME true vs vm ssh NAME true (20 each, interleaved)"
+	N "$B" vm create execer --cpus 1 --memory 512 >/dev/null
+	local ex=() sh=()
+	for i in $(seq 20); do
+		# Both run inside the namespace (vm ssh needs the guest's address).
+		ex+=("$(elapsed N "$B" vm exec execer -- true)")
+		sh+=("$(elapsed N "$B" vm ssh --no-remind execer -- true)")
+	done
+	local me ms
+	me=$(printf '%s\n' "${ex[@]}" | median)
+	ms=$(printf '%s\n' "${sh[@]}" | median)
+	echo "exec: median vm exec ${me} s, vm ssh ${ms} s, ratio $(ratio "$me" "$ms") (goal <= 0.3)"
+	N "$B" vm rm --force execer >/dev/null
+}
+
+ssh_in() { N "$B" vm ssh --no-remind copier -- sh -c 'cat > /root/viassh' <"$1"; }
+ssh_out() { N "$B" vm ssh --no-remind copier -- cat /root/viassh >"$1"; }
+
+bench_cp() {
+	echo "== cp: 256 MiB into and out of a VM, vm cp vs vm ssh -- cat (3 runs each way, interleaved)"
+	N "$B" vm create copier --cpus 1 --memory 512 --disk 4G >/dev/null
+	local f=$ROOT/cp-256m back=$ROOT/cp-back
+	head -c 256M /dev/urandom >"$f"
+	local cin=() sin=() cout=() sout=()
+	for i in $(seq 3); do
+		cin+=("$(elapsed N "$B" vm cp -q "$f" copier:/root/viacp)")
+		sin+=("$(elapsed ssh_in "$f")")
+		rm -f "$back"
+		cout+=("$(elapsed N "$B" vm cp -q copier:/root/viacp "$back")")
+		sout+=("$(elapsed ssh_out "$back.ssh")")
+		cmp -s "$f" "$back" || { echo "cp: the copy out differs from the original" >&2; exit 1; }
+		echo "run $i: in: vm cp ${cin[-1]} s, ssh cat ${sin[-1]} s; out: vm cp ${cout[-1]} s, ssh cat ${sout[-1]} s"
+	done
+	local a b c d
+	a=$(printf '%s\n' "${cin[@]}" | median)
+	b=$(printf '%s\n' "${sin[@]}" | median)
+	c=$(printf '%s\n' "${cout[@]}" | median)
+	d=$(printf '%s\n' "${sout[@]}" | median)
+	echo "cp: into the VM median vm cp ${a} s, ssh cat ${b} s, speed ratio $(ratio "$b" "$a"); out of the VM vm cp ${c} s, ssh cat ${d} s, speed ratio $(ratio "$d" "$c") (goal >= 1)"
+	rm -f "$f" "$back" "$back.ssh"
+	N "$B" vm rm --force copier >/dev/null
 }
 
 for p in "${parts[@]}"; do "bench_$p"; done

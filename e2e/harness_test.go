@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/creack/pty"
 
 	"github.com/bangerhq/banger/internal/api"
 	"github.com/bangerhq/banger/internal/network"
@@ -225,6 +228,57 @@ func (e *env) banger(ctx context.Context, args ...string) result {
 		e.t.Fatalf("run banger %v: %v", args, err)
 	}
 	return r
+}
+
+// cliArgv is the argv that runs the CLI with args (inside the namespace
+// when one is set).
+func (e *env) cliArgv(args ...string) []string {
+	bin := filepath.Join(e.bin, "banger")
+	if e.cli != "" {
+		bin = e.cli
+	}
+	argv := append([]string{bin}, args...)
+	if e.netns != "" {
+		argv = append([]string{"ip", "netns", "exec", e.netns}, argv...)
+	}
+	return argv
+}
+
+// pipe runs the CLI with stdin and returns its stdout; a non-zero exit
+// fails the test.
+func (e *env) pipe(ctx context.Context, stdin []byte, args ...string) []byte {
+	e.t.Helper()
+	argv := e.cliArgv(args...)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = e.environ()
+	cmd.Stdin = bytes.NewReader(stdin)
+	var se bytes.Buffer
+	cmd.Stderr = &se
+	out, err := cmd.Output()
+	if err != nil {
+		e.t.Fatalf("banger %s: %v\nstderr: %s", strings.Join(args, " "), err, se.String())
+	}
+	return out
+}
+
+// underPTY runs the CLI on a new pseudo-terminal of rows x cols and
+// returns what it wrote there.
+func (e *env) underPTY(ctx context.Context, rows, cols uint16, args ...string) string {
+	e.t.Helper()
+	argv := e.cliArgv(args...)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = append(e.environ(), "TERM=xterm")
+	f, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: rows, Cols: cols})
+	if err != nil {
+		e.t.Fatalf("start banger under a pty: %v", err)
+	}
+	defer f.Close()
+	var out bytes.Buffer
+	io.Copy(&out, f) // ends with EIO once the CLI has exited
+	if err := cmd.Wait(); err != nil {
+		e.t.Fatalf("banger %s under a pty: %v\n%s", strings.Join(args, " "), err, out.String())
+	}
+	return out.String()
 }
 
 // must runs the CLI and fails the test on a non-zero exit.

@@ -1,0 +1,297 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bangerhq/banger/internal/api"
+)
+
+// TestAgent drives the guest agent through the CLI on one real VM, with
+// the host kept busy by two CPU burners: the guest clock right after
+// create, after 60 s, after a jump inside the guest, after stop/start and
+// daemon restarts; vm exec and vm cp; and the session's recovery from
+// agent restarts and SIGKILLed daemons.
+func TestAgent(t *testing.T) {
+	requireHost(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	e := newEnv(t)
+	e.debianImage(ctx)
+	e.must(ctx, "daemon", "stop")
+	e.enterNetns()
+	step := time.Now()
+	logStep := func(what string) {
+		t.Logf("%s: %s", what, time.Since(step).Round(100*time.Millisecond))
+		step = time.Now()
+	}
+	stopBurners := burnCPUs(t, 2)
+	defer stopBurners()
+
+	e.must(ctx, "vm", "create", "ag", "--cpus", "1", "--memory", "512")
+	created := time.Now()
+	logStep("vm create (two CPU burners on the host)")
+	clockWithin(ctx, t, e, "ag", "right after vm create")
+	t.Logf("guest clock source: %s", strings.TrimSpace(e.must(ctx, "vm", "exec", "ag", "--", "cat", "/sys/devices/system/clocksource/clocksource0/current_clocksource")))
+
+	ping := func() api.PingResult {
+		t.Helper()
+		var r api.PingResult
+		out := e.must(ctx, "vm", "ping", "--json", "--timeout", "10s", "ag")
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			t.Fatalf("vm ping --json: %v\n%s", err, out)
+		}
+		if !r.Alive || r.ClockOffsetMillis == nil {
+			t.Fatalf("vm ping: %s", out)
+		}
+		return r
+	}
+	if r := ping(); *r.ClockOffsetMillis > 1000 || *r.ClockOffsetMillis < -1000 {
+		t.Errorf("vm ping reports a clock offset of %.0f ms", *r.ClockOffsetMillis)
+	}
+	if v := e.vm(ctx, "ag"); v.ClockOffsetMillis == nil {
+		t.Errorf("vm show has no clock offset")
+	}
+
+	t.Run("exec", func(t *testing.T) { execChecks(ctx, t, e, "ag") })
+	logStep("exec checks")
+	t.Run("cp", func(t *testing.T) { cpChecks(ctx, t, e, "ag") })
+	logStep("cp checks")
+
+	if d := time.Until(created.Add(60 * time.Second)); d > 0 {
+		time.Sleep(d)
+	}
+	clockWithin(ctx, t, e, "ag", "60 s after vm create")
+	// An hour wrong inside the guest: back within 1 s within 30 s.
+	e.must(ctx, "vm", "exec", "ag", "--", "date", "-s", fmt.Sprintf("@%d", time.Now().Add(-time.Hour).Unix()))
+	jumped := time.Now()
+	for !clockOK(ctx, t, e, "ag") {
+		if time.Since(jumped) > 30*time.Second {
+			t.Fatalf("the guest clock set an hour back is not back within 1 s after 30 s")
+		}
+		time.Sleep(time.Second)
+	}
+	logStep("guest clock an hour back, corrected")
+
+	// The agent restarts many times: the session recovers every time.
+	// (Restarted over ssh: a restart through exec would end the very
+	// stream that carries the systemctl.)
+	for range 5 {
+		e.must(ctx, "vm", "ssh", "--no-remind", "ag", "--", "systemctl", "restart", "banger-vsock-pingd")
+		ping()
+		e.must(ctx, "vm", "exec", "ag", "--", "true")
+	}
+	logStep("5 agent restarts, a ping and an exec after each")
+
+	// The daemon is SIGKILLed many times: the next one syncs anew.
+	for range 5 {
+		st := e.daemonStatus(ctx)
+		if err := syscall.Kill(st.PID, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 5*time.Second, "daemon to die", func() bool { return syscall.Kill(st.PID, 0) != nil })
+		ping()
+		if out := e.must(ctx, "vm", "exec", "ag", "--", "cat", "/etc/hostname"); out != "ag\n" {
+			t.Fatalf("exec after a daemon SIGKILL: %q", out)
+		}
+	}
+	logStep("5 daemon SIGKILLs, a ping and an exec after each")
+	clockWithin(ctx, t, e, "ag", "after daemon restarts")
+	if out := e.must(ctx, "vm", "ping", "ag"); !strings.Contains(out, "clock") {
+		t.Fatalf("vm ping: %s", out)
+	}
+
+	e.must(ctx, "vm", "stop", "ag")
+	e.must(ctx, "vm", "start", "ag")
+	logStep("vm stop + vm start")
+	clockWithin(ctx, t, e, "ag", "after vm stop + vm start")
+	stopBurners()
+	e.must(ctx, "vm", "rm", "--force", "ag")
+}
+
+// burnCPUs keeps n host CPUs busy until the returned func is called. The
+// burners run at nice 10: every CPU stays busy (the guest's vCPU thread
+// is descheduled again and again, which is what made jiffies-based guest
+// clocks lose ticks), while a TCG boot still gets enough CPU to finish on
+// a shared machine.
+func burnCPUs(t *testing.T, n int) (stop func()) {
+	var cmds []*exec.Cmd
+	for range n {
+		c := exec.Command("nice", "-n", "10", "sh", "-c", "while :; do :; done")
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		cmds = append(cmds, c)
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			for _, c := range cmds {
+				c.Process.Kill()
+				c.Wait()
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// guestClock reads the guest's clock with vm exec and returns how far it
+// is from the host's at most: the guest's time must lie within the host's
+// before and after the exec.
+func guestClock(ctx context.Context, t *testing.T, e *env, name string) (lo, hi time.Duration) {
+	t.Helper()
+	t0 := time.Now()
+	out := e.must(ctx, "vm", "exec", name, "--", "date", "+%s.%N")
+	t1 := time.Now()
+	f, err := strconv.ParseFloat(strings.TrimSpace(out), 64)
+	if err != nil {
+		t.Fatalf("guest date: %q", out)
+	}
+	g := time.Unix(0, int64(f*1e9))
+	return g.Sub(t1), g.Sub(t0)
+}
+
+// clockOK reports whether the guest clock is within 1 s of the host's.
+func clockOK(ctx context.Context, t *testing.T, e *env, name string) bool {
+	lo, hi := guestClock(ctx, t, e, name)
+	return lo >= -time.Second && hi <= time.Second
+}
+
+// clockWithin fails the test unless the guest clock is within 1 s of the
+// host's.
+func clockWithin(ctx context.Context, t *testing.T, e *env, name, when string) {
+	t.Helper()
+	lo, hi := guestClock(ctx, t, e, name)
+	t.Logf("guest clock %s: between %v and %v from the host's", when, lo.Round(time.Millisecond), hi.Round(time.Millisecond))
+	if lo < -time.Second || hi > time.Second {
+		t.Errorf("guest clock %s: %v..%v from the host's, want within 1 s", when, lo, hi)
+	}
+}
+
+// execChecks runs the vm exec acceptance checks on a running VM.
+func execChecks(ctx context.Context, t *testing.T, e *env, name string) {
+	// stdout and stderr apart, the exit status as is.
+	r := e.banger(ctx, "vm", "exec", name, "--", "sh", "-c", "echo out; echo err >&2; exit 3")
+	if r.code != 3 || r.stdout != "out\n" || r.stderr != "err\n" {
+		t.Errorf("exec: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	// argv exactly, -e and -w.
+	if out := e.must(ctx, "vm", "exec", "-e", "A=b c", "-w", "/tmp", name, "--", "sh", "-c", `printf '%s|%s|%s' "$1" "$A" "$PWD"`, "x", "$HOME *"); out != "$HOME *|b c|/tmp" {
+		t.Errorf("exec argv/env/dir: %q", out)
+	}
+	// A missing command.
+	if r := e.banger(ctx, "vm", "exec", name, "--", "no-such-cmd"); r.code != 127 || !strings.Contains(r.stderr, "no-such-cmd") {
+		t.Errorf("missing command: exit %d, stderr %q", r.code, r.stderr)
+	}
+	// 10 MiB of random bytes through cat, binary-safe.
+	data := make([]byte, 10<<20)
+	rand.Read(data)
+	start := time.Now()
+	got := e.pipe(ctx, data, "vm", "exec", "-i", name, "--", "cat")
+	if sha256.Sum256(got) != sha256.Sum256(data) {
+		t.Errorf("10 MiB through cat: %d bytes back, SHA-256 differs", len(got))
+	}
+	t.Logf("10 MiB through cat: %s", time.Since(start).Round(10*time.Millisecond))
+	// -t sees a terminal, of the size of ours.
+	out := e.underPTY(ctx, 30, 100, "vm", "exec", "-t", name, "--", "sh", "-c", "test -t 0 && test -t 1 && echo tty-ok; stty size")
+	if !strings.Contains(out, "tty-ok") || !strings.Contains(out, "30 100") {
+		t.Errorf("exec -t under a pty: %q", out)
+	}
+	// Without sshd and with the guest network down.
+	e.must(ctx, "vm", "exec", name, "--", "systemctl", "stop", "ssh")
+	e.must(ctx, "vm", "exec", name, "--", "ip", "link", "set", "eth0", "down")
+	if out := e.must(ctx, "vm", "exec", name, "--", "sh", "-c", "cat /sys/class/net/eth0/operstate; pgrep -x sshd || echo no-sshd"); !strings.Contains(out, "down") || !strings.Contains(out, "no-sshd") {
+		t.Errorf("exec without network and sshd: %q", out)
+	}
+	e.must(ctx, "vm", "exec", name, "--", "ip", "link", "set", "eth0", "up")
+	e.must(ctx, "vm", "exec", name, "--", "systemctl", "start", "ssh")
+}
+
+// cpChecks copies a tree with a symlink, an executable, an empty
+// directory and a file name with spaces into the VM and back, and
+// compares content and modes; missing paths on either side are clear
+// errors.
+func cpChecks(ctx context.Context, t *testing.T, e *env, name string) {
+	src := filepath.Join(e.root, "cp-src")
+	for _, d := range []string{"tree/empty", "tree/sub"} {
+		if err := os.MkdirAll(filepath.Join(src, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	files := map[string]os.FileMode{"tree/a file with spaces.txt": 0o640, "tree/sub/run.sh": 0o755}
+	for f, mode := range files {
+		if err := os.WriteFile(filepath.Join(src, f), []byte("content of "+f+"\n"), mode); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(filepath.Join(src, f), mode)
+	}
+	if err := os.Symlink("../a file with spaces.txt", filepath.Join(src, "tree/sub/link")); err != nil {
+		t.Fatal(err)
+	}
+	e.must(ctx, "vm", "cp", "-r", filepath.Join(src, "tree"), name+":/tmp/")
+	// In the guest: the executable runs, the link is a link, the empty dir is there.
+	out := e.must(ctx, "vm", "exec", name, "--", "sh", "-c",
+		`cd /tmp/tree && sub/run.sh >/dev/null; stat -c '%n %a %F' 'a file with spaces.txt' sub/run.sh sub/link empty; readlink sub/link; cat sub/link`)
+	for _, want := range []string{"a file with spaces.txt 640 regular file", "sub/run.sh 755 regular file", "sub/link 777 symbolic link", "empty 755 directory", "../a file with spaces.txt", "content of tree/a file with spaces.txt"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("in the guest after cp: no %q in\n%s", want, out)
+		}
+	}
+	back := filepath.Join(e.root, "cp-back")
+	if err := os.Mkdir(back, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e.must(ctx, "vm", "cp", "-r", name+":/tmp/tree", back)
+	for _, rel := range []string{"", "empty", "sub", "a file with spaces.txt", "sub/run.sh", "sub/link"} {
+		a, err1 := os.Lstat(filepath.Join(src, "tree", rel))
+		b, err2 := os.Lstat(filepath.Join(back, "tree", rel))
+		if err1 != nil || err2 != nil {
+			t.Errorf("%s: %v %v", rel, err1, err2)
+			continue
+		}
+		if a.Mode() != b.Mode() {
+			t.Errorf("%s: mode %v after the round trip, was %v", rel, b.Mode(), a.Mode())
+		}
+		if a.Mode().IsRegular() {
+			x, _ := os.ReadFile(filepath.Join(src, "tree", rel))
+			y, _ := os.ReadFile(filepath.Join(back, "tree", rel))
+			if !bytes.Equal(x, y) || !a.ModTime().Equal(b.ModTime()) {
+				t.Errorf("%s: content or time differ after the round trip", rel)
+			}
+		}
+	}
+	if l, _ := os.Readlink(filepath.Join(back, "tree/sub/link")); l != "../a file with spaces.txt" {
+		t.Errorf("link after the round trip: %q", l)
+	}
+	// A single file to a new name, and missing paths on either side.
+	e.must(ctx, "vm", "cp", name+":/etc/hostname", filepath.Join(back, "hn"))
+	if b, _ := os.ReadFile(filepath.Join(back, "hn")); string(b) != name+"\n" {
+		t.Errorf("single file: %q", b)
+	}
+	if stderr := e.fails(ctx, "vm", "cp", name+":/no/such/file", back); !strings.Contains(stderr, "no such file or directory in the guest: /no/such/file") {
+		t.Errorf("missing guest path: %s", stderr)
+	}
+	if stderr := e.fails(ctx, "vm", "cp", filepath.Join(src, "nope"), name+":/tmp"); !strings.Contains(stderr, "nope: no such file or directory") {
+		t.Errorf("missing host path: %s", stderr)
+	}
+	if stderr := e.fails(ctx, "vm", "cp", filepath.Join(src, "tree"), name+":/tmp"); !strings.Contains(stderr, "-r") {
+		t.Errorf("directory without -r: %s", stderr)
+	}
+	if stderr := e.fails(ctx, "vm", "cp", filepath.Join(src, "tree/sub/run.sh"), name+":/no/such/dir/x"); !strings.Contains(stderr, "no such file or directory") {
+		t.Errorf("missing guest folder: %s", stderr)
+	}
+}
