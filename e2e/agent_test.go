@@ -33,11 +33,7 @@ func TestAgent(t *testing.T) {
 	e.debianImage(ctx)
 	e.must(ctx, "daemon", "stop")
 	e.enterNetns()
-	step := time.Now()
-	logStep := func(what string) {
-		t.Logf("%s: %s", what, time.Since(step).Round(100*time.Millisecond))
-		step = time.Now()
-	}
+	logStep := stepLogger(t)
 	stopBurners := burnCPUs(t, 2)
 	defer stopBurners()
 

@@ -371,6 +371,17 @@ func (e *env) inNetns(args ...string) (string, error) {
 	return string(out), err
 }
 
+// stepLogger returns a func that logs what was done and how long it took
+// since the previous call (or since stepLogger).
+func stepLogger(t *testing.T) func(what string) {
+	step := time.Now()
+	return func(what string) {
+		t.Helper()
+		t.Logf("%s: %s", what, time.Since(step).Round(100*time.Millisecond))
+		step = time.Now()
+	}
+}
+
 // waitFor polls cond until it is true or timeout passes.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()

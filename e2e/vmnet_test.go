@@ -34,11 +34,7 @@ func TestNetworkPolicy(t *testing.T) {
 	e.debianImage(ctx)
 	e.must(ctx, "daemon", "stop")
 	e.enterNetns()
-	step := time.Now()
-	logStep := func(what string) {
-		t.Logf("%s: %s", what, time.Since(step).Round(100*time.Millisecond))
-		step = time.Now()
-	}
+	logStep := stepLogger(t)
 
 	for _, name := range []string{"a", "b"} {
 		e.must(ctx, "vm", "create", name, "--cpus", "1", "--memory", "512")
