@@ -25,8 +25,8 @@ type vmList struct {
 }
 
 type vmListKeys struct {
-	nav                                               navKeys
-	page                                              pageKeys // Switch: the images
+	nav                                                      navKeys
+	page                                                     pageKeys // Switch: the images
 	SSH, Shell, Start, Stop, ForceStop, Restart, Delete, Log key.Binding
 }
 
