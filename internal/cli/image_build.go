@@ -35,6 +35,8 @@ the guest agent, the runtime kernel's modules) from scripts/customize.sh.
 An unchanged rebuild (same source digest, script, kernel, agent and options)
 reuses the cached result; --no-cache builds anyway.`,
 		Args: cobra.ExactArgs(1),
+		// NAME is a new name: nothing to complete.
+		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if from == "" {
 				return fmt.Errorf("--from is required, for example --from debian:bookworm or --from oci:docker.io/library/debian:bookworm")

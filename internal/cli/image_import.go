@@ -31,6 +31,13 @@ func newImageImportCmd() *cobra.Command {
 
 The image's digest is the SHA-256 of the file.`,
 		Args: cobra.ExactArgs(2),
+		// NAME is a new name; FILE a file.
+		ValidArgsFunction: func(_ *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+			if len(args) == 1 {
+				return nil, cobra.ShellCompDirectiveDefault
+			}
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name, file := args[0], args[1]
 			abs, err := filepath.Abs(file)

@@ -18,7 +18,7 @@ type ExitError struct{ Code int }
 
 func (e *ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code) }
 
-// NewRoot returns the banger command tree.
+// NewRoot returns the banger command tree, finished by finishTree.
 func NewRoot() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "banger",
@@ -28,6 +28,7 @@ func NewRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newVersionCmd(), newDaemonCmd(), newVMCmd(), newImageCmd(), newDoctorCmd(), newRuntimeCmd(), newTUICmd())
+	finishTree(root)
 	return root
 }
 

@@ -239,8 +239,9 @@ func fetcher(cmd *cobra.Command) *bundle.Fetcher {
 func newRuntimeFetchCmd(o *runtimeOpts) *cobra.Command {
 	var bundleURL, sha string
 	cmd := &cobra.Command{
-		Use:   "fetch [COMPONENT...]",
-		Short: "Download components (or a whole bundle) and verify them",
+		Use:               "fetch [COMPONENT...]",
+		ValidArgsFunction: cobra.FixedCompletions(bundle.KnownComponents, cobra.ShellCompDirectiveNoFileComp),
+		Short:             "Download components (or a whole bundle) and verify them",
 		Long: "fetch downloads the manifest's download components (default: all of them; today Firecracker) into " +
 			"$XDG_CACHE_HOME/banger/downloads, verifies each archive against its pinned SHA-256 or, when none is " +
 			"pinned, the release's published checksum file, and puts its files into the bundle atomically. An " +
@@ -360,8 +361,9 @@ func newRuntimeInstallCmd(o *runtimeOpts) *cobra.Command {
 
 func newRuntimeLockCmd(o *runtimeOpts) *cobra.Command {
 	return &cobra.Command{
-		Use:   "lock [COMPONENT...]",
-		Short: "Record the hashes of locally built components (make runtime runs this)",
+		Use:               "lock [COMPONENT...]",
+		ValidArgsFunction: cobra.FixedCompletions(bundle.KnownComponents, cobra.ShellCompDirectiveNoFileComp),
+		Short:             "Record the hashes of locally built components (make runtime runs this)",
 		Long: "lock hashes the recipe and build components (kernel, agent) in the bundle directory and writes " +
 			"bundle.lock.toml (and a copy of the manifest) there. Download components are locked by fetch.",
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -19,6 +19,8 @@ func newVMCreateCmd() *cobra.Command {
 		Long: "Create a VM from an image and boot it; returns once the guest answers SSH.\n" +
 			"Without a name, banger picks a memorable one.",
 		Args: cobra.MaximumNArgs(1),
+		// NAME is a new name: nothing to complete.
+		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 1 {
 				if args[0] == "" {
