@@ -6,6 +6,9 @@ import (
 	"fmt"
 
 	tea "github.com/charmbracelet/bubbletea"
+
+	// Imported before Bubble Tea initialises: see its documentation.
+	_ "github.com/bangerhq/banger/internal/tui/quietterm"
 )
 
 // Run shows the TUI on the terminal until the user quits or ctx ends. The
