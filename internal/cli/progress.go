@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +14,8 @@ import (
 	"golang.org/x/term"
 
 	"github.com/bangerhq/banger/internal/api"
+	"github.com/bangerhq/banger/internal/paths"
+	"github.com/bangerhq/banger/internal/progress"
 	"github.com/bangerhq/banger/internal/units"
 )
 
@@ -110,6 +114,40 @@ func newProgressPrinter(w io.Writer, mode progressMode) (report func(api.Progres
 		p.tick(time.Second) // the elapsed time moves even without reports
 	}
 	return p.report, p.done
+}
+
+// withProgress runs call with a printer of its progress (in the mode pf
+// chose, on cmd's stderr) in its context, which VM calls of the client
+// hand their daemon's reports to (see progress.With), and ends the display
+// when call returns, before the caller prints its result.
+func withProgress[T any](cmd *cobra.Command, pf *progressFlags, call func(ctx context.Context) (T, error)) (T, error) {
+	report, done := newProgressPrinter(cmd.ErrOrStderr(), pf.Mode())
+	v, err := call(progress.With(cmd.Context(), report))
+	done()
+	return v, err
+}
+
+// bootFailure adds where to read more to the error of a call that booted or
+// stopped VM name: the VM's whole serial console (`banger vm logs`) when
+// the VM is still there (gone says a failed create removed it), and the
+// daemon's log. Errors the daemon classed (not found, invalid, a failed
+// precondition, ...) already say what to do and are returned unchanged.
+func bootFailure(err error, name string, gone bool) error {
+	var re *api.RemoteError
+	if err == nil || !errors.As(err, &re) || re.Unwrap() != nil {
+		return err
+	}
+	var where []string
+	if !gone && name != "" {
+		where = append(where, fmt.Sprintf("`banger vm logs %s` (its whole serial console)", name))
+	}
+	if dirs, derr := paths.Resolve(); derr == nil {
+		where = append(where, dirs.DaemonLog()+" (the daemon's log)")
+	}
+	if len(where) == 0 {
+		return err
+	}
+	return fmt.Errorf("%w\nmore in %s", err, strings.Join(where, " and "))
 }
 
 // isTerminal reports whether w is a terminal.

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bangerhq/banger/internal/api"
+	"github.com/bangerhq/banger/internal/progress"
 )
 
 // fakeClock is a clock the test moves.
@@ -194,5 +197,118 @@ func TestProgressFlags(t *testing.T) {
 		if err != nil || f.Mode() != tc.want {
 			t.Errorf("%v: mode %v, %v; want %v", tc.args, f.Mode(), err, tc.want)
 		}
+	}
+}
+
+// vmBootReports feeds the phases of a VM create as the daemon reports them.
+func vmBootReports(clock *fakeClock, report func(api.Progress)) {
+	for _, r := range []struct {
+		p    api.Progress
+		took time.Duration
+	}{
+		{api.Progress{Phase: "disk", Message: "copying image default into a 4 GiB disk"}, 400 * time.Millisecond},
+		{api.Progress{Phase: "vmm", Message: "starting qemu"}, 200 * time.Millisecond},
+		{api.Progress{Phase: "boot", Message: "kernel booting (qemu pid 42, tcg)"}, 9 * time.Second},
+		{api.Progress{Phase: "ssh", Message: "the guest's network is up; waiting for sshd at 172.16.0.2:22"}, 3 * time.Second},
+		{api.Progress{Phase: "agent", Message: "sshd answers; waiting for the guest agent"}, time.Second},
+	} {
+		report(r.p)
+		clock.advance(r.took / 2)
+		report(r.p) // repeated reports of a phase print nothing new
+		clock.advance(r.took / 2)
+	}
+}
+
+func TestPlainProgressOfAVMBoot(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(1000, 0)}
+	var buf bytes.Buffer
+	p := newPrinter(&buf, false, clock.now)
+	vmBootReports(clock, p.report)
+	p.done()
+	want := strings.Join([]string{
+		"[  0.0s] disk: copying image default into a 4 GiB disk",
+		"[  0.4s] vmm: starting qemu",
+		"[  0.6s] boot: kernel booting (qemu pid 42, tcg)",
+		"[  9.6s] ssh: the guest's network is up; waiting for sshd at 172.16.0.2:22",
+		"[ 12.6s] agent: sshd answers; waiting for the guest agent",
+		"",
+	}, "\n")
+	if got := buf.String(); got != want {
+		t.Fatalf("plain output:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+func TestLiveProgressOfAVMBoot(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(1000, 0)}
+	var buf bytes.Buffer
+	p := newPrinter(&buf, true, clock.now)
+	vmBootReports(clock, p.report)
+	p.draw() // the ticker, 1 s into the agent phase
+	p.done()
+	got := buf.String()
+	for _, want := range []string{
+		"\rdisk  copying image default into a 4 GiB disk  0s\x1b[K",
+		"\rboot  kernel booting (qemu pid 42, tcg)  0s\x1b[K",
+		"\rboot  kernel booting (qemu pid 42, tcg)  5s\x1b[K", // redrawn: the time moved
+		"\ragent  sshd answers; waiting for the guest agent  1s\x1b[K\n",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("live output lacks %q:\n%q", want, got)
+		}
+	}
+	if strings.Count(got, "\n") != 1 || !strings.HasSuffix(got, "\n") {
+		t.Errorf("live output is not one rewritten line ended once: %q", got)
+	}
+}
+
+func TestWithProgress(t *testing.T) {
+	var errBuf bytes.Buffer
+	cmd := &cobra.Command{Use: "x"}
+	cmd.SetErr(&errBuf)
+	cmd.SetContext(context.Background())
+	pf := addProgressFlags(cmd)
+	if err := cmd.ParseFlags([]string{"--progress=plain"}); err != nil {
+		t.Fatal(err)
+	}
+	v, err := withProgress(cmd, pf, func(ctx context.Context) (string, error) {
+		progress.Report(ctx, api.Progress{Phase: "disk", Message: "copying"})
+		return "dev", nil
+	})
+	if v != "dev" || err != nil || !strings.HasSuffix(errBuf.String(), "] disk: copying\n") {
+		t.Fatalf("withProgress: %q, %v; stderr %q", v, err, errBuf.String())
+	}
+
+	errBuf.Reset()
+	if err := cmd.ParseFlags([]string{"-q"}); err != nil {
+		t.Fatal(err)
+	}
+	withProgress(cmd, pf, func(ctx context.Context) (string, error) {
+		progress.Report(ctx, api.Progress{Phase: "disk", Message: "copying"})
+		return "", nil
+	})
+	if errBuf.Len() != 0 {
+		t.Fatalf("--quiet printed %q", errBuf.String())
+	}
+}
+
+func TestBootFailure(t *testing.T) {
+	t.Setenv("XDG_STATE_HOME", "/state")
+	boot := &api.RemoteError{Code: api.CodeInternal, Message: `vm "dev": no SSH answer within 2m0s`}
+	got := bootFailure(boot, "dev", false).Error()
+	if !strings.HasPrefix(got, boot.Message+"\nmore in `banger vm logs dev` (its whole serial console) and /state/banger/bangerd.log") {
+		t.Errorf("start failure: %q", got)
+	}
+	if !errors.Is(bootFailure(boot, "dev", false), boot) {
+		t.Error("the hint hides the daemon's error")
+	}
+	if got := bootFailure(boot, "", true).Error(); strings.Contains(got, "vm logs") || !strings.Contains(got, "bangerd.log") {
+		t.Errorf("create failure (VM removed): %q", got)
+	}
+	notFound := &api.RemoteError{Code: api.CodeNotFound, Message: `no VM named "dve"`}
+	if got := bootFailure(notFound, "dve", false); got != error(notFound) {
+		t.Errorf("a classed error got a hint: %q", got)
+	}
+	if bootFailure(nil, "dev", false) != nil {
+		t.Error("no error became one")
 	}
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -13,6 +14,7 @@ func newVMCreateCmd() *cobra.Command {
 	var p api.VMCreateParams
 	var disk, name string
 	var asJSON bool
+	var pf *progressFlags
 	cmd := &cobra.Command{
 		Use:   "create [NAME]",
 		Short: "Create a VM and wait until it answers SSH",
@@ -46,9 +48,9 @@ func newVMCreateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			vm, err := c.CreateVM(cmd.Context(), p)
+			vm, err := withProgress(cmd, pf, func(ctx context.Context) (api.VM, error) { return c.CreateVM(ctx, p) })
 			if err != nil {
-				return err
+				return bootFailure(err, "", true)
 			}
 			if asJSON {
 				return printJSON(cmd.OutOrStdout(), vm)
@@ -70,6 +72,7 @@ func newVMCreateCmd() *cobra.Command {
 	f.BoolVar(&p.NoStart, "no-start", false, "create the VM without booting it")
 	f.StringVar(&p.VMM, "vmm", "", "virtual machine monitor: qemu or firecracker (default: the best available)")
 	f.BoolVar(&asJSON, "json", false, "print the VM as JSON")
+	pf = addProgressFlags(cmd)
 	return cmd
 }
 

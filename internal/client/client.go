@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/bangerhq/banger/internal/api"
+	"github.com/bangerhq/banger/internal/progress"
 )
 
 // ErrDaemonNotRunning is returned when nothing listens on the socket.
@@ -44,9 +45,11 @@ func (c *Client) LastDaemon() api.DaemonInfo {
 
 // Call invokes method with params and decodes the result into out (which may
 // be nil). Cancelling ctx closes the connection, which cancels the request in
-// the daemon. Notifications the daemon sends before the response are skipped.
+// the daemon. When ctx carries a progress reporter (progress.With), the call
+// asks for progress and hands it each report (see CallProgress); otherwise
+// notifications the daemon sends before the response are skipped.
 func (c *Client) Call(ctx context.Context, method string, params, out any) error {
-	return c.CallProgress(ctx, method, params, out, nil)
+	return c.CallProgress(ctx, method, params, out, progress.From(ctx))
 }
 
 // CallProgress is Call for a long call that reports progress: it asks the
@@ -227,7 +230,8 @@ func (c *Client) Info(ctx context.Context) (api.DaemonInfo, error) {
 	return info, err
 }
 
-// CreateVM creates (and unless p.NoStart, boots) a VM.
+// CreateVM creates (and unless p.NoStart, boots) a VM. A progress reporter
+// in ctx gets its phases.
 func (c *Client) CreateVM(ctx context.Context, p api.VMCreateParams) (api.VM, error) {
 	var vm api.VM
 	err := c.Call(ctx, api.MethodVMCreate, p, &vm)
@@ -256,28 +260,32 @@ func (c *Client) GetVM(ctx context.Context, name string) (api.VM, error) {
 	return vm, err
 }
 
-// StartVM boots a stopped VM and waits until it answers SSH.
+// StartVM boots a stopped VM and waits until it answers SSH. A progress
+// reporter in ctx gets its phases.
 func (c *Client) StartVM(ctx context.Context, name string) (api.VM, error) {
 	var vm api.VM
 	err := c.Call(ctx, api.MethodVMStart, api.VMRef{Name: name}, &vm)
 	return vm, err
 }
 
-// StopVM stops a VM, gracefully unless force.
+// StopVM stops a VM, gracefully unless force. A progress reporter in ctx
+// gets its phases.
 func (c *Client) StopVM(ctx context.Context, name string, force bool) (api.VM, error) {
 	var vm api.VM
 	err := c.Call(ctx, api.MethodVMStop, api.VMStopParams{Name: name, Force: force}, &vm)
 	return vm, err
 }
 
-// RestartVM stops then starts a VM.
+// RestartVM stops then starts a VM. A progress reporter in ctx gets its
+// phases.
 func (c *Client) RestartVM(ctx context.Context, name string) (api.VM, error) {
 	var vm api.VM
 	err := c.Call(ctx, api.MethodVMRestart, api.VMRef{Name: name}, &vm)
 	return vm, err
 }
 
-// DeleteVM deletes a VM; a running VM needs force.
+// DeleteVM deletes a VM; a running VM needs force. A progress reporter in
+// ctx gets its phases.
 func (c *Client) DeleteVM(ctx context.Context, name string, force bool) error {
 	return c.Call(ctx, api.MethodVMDelete, api.VMStopParams{Name: name, Force: force}, nil)
 }

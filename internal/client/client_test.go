@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/bangerhq/banger/internal/api"
+	"github.com/bangerhq/banger/internal/progress"
 )
 
 // fakeDaemon answers one connection: it reads the request line, sends it
@@ -104,6 +105,31 @@ func TestCallSkipsNotificationsAndDoesNotAskForThem(t *testing.T) {
 	}
 	if c.LastDaemon().Version != "fake" {
 		t.Fatalf("daemon info not kept: %+v", c.LastDaemon())
+	}
+}
+
+// TestCallAsksForProgressWhenTheContextHasAReporter: a VM call whose
+// context carries a reporter (as the CLI's and the TUI's do) asks for
+// progress and gets the reports.
+func TestCallAsksForProgressWhenTheContextHasAReporter(t *testing.T) {
+	sock, reqs := fakeDaemon(t, func(req map[string]json.RawMessage) []string {
+		return []string{
+			`{"jsonrpc":"2.0","method":"progress","params":{"phase":"disk"}}`,
+			`{"jsonrpc":"2.0","method":"progress","params":{"phase":"boot","message":"kernel booting"}}`,
+			response(req, `{"name":"dev","state":"running"}`),
+		}
+	})
+	var got []string
+	ctx := progress.With(context.Background(), func(p api.Progress) { got = append(got, p.Phase) })
+	vm, err := New(sock).CreateVM(ctx, api.VMCreateParams{Name: "dev"})
+	if err != nil || vm.Name != "dev" {
+		t.Fatalf("create: %+v, %v", vm, err)
+	}
+	if string((<-reqs)["progress"]) != "true" {
+		t.Fatal("the call did not ask for progress")
+	}
+	if !reflect.DeepEqual(got, []string{"disk", "boot"}) {
+		t.Fatalf("phases %q", got)
 	}
 }
 

@@ -33,6 +33,7 @@ import (
 	"github.com/bangerhq/banger/internal/image/oci"
 	"github.com/bangerhq/banger/internal/image/tarlimit"
 	"github.com/bangerhq/banger/internal/network"
+	"github.com/bangerhq/banger/internal/progress"
 	"github.com/bangerhq/banger/internal/sandbox"
 	"github.com/bangerhq/banger/internal/store"
 	"github.com/bangerhq/banger/internal/subid"
@@ -302,7 +303,7 @@ func (s *imageService) progress(ctx context.Context, p api.Progress) {
 	if p.Message != "" && p.Done == 0 {
 		s.log.Info(p.Message, "phase", p.Phase)
 	}
-	reportProgress(ctx, p)
+	progress.Report(ctx, p)
 }
 
 // inputs returns the cache inputs that come from this daemon: the scripts,
@@ -581,7 +582,7 @@ func (s *imageService) limits() tarlimit.Limits {
 // while its output is read on another goroutine).
 func (s *imageService) buildLog(ctx context.Context, name string, phase *atomic.Pointer[string]) io.Writer {
 	return &slogWriter{log: s.log, image: name, onLine: func(l string) {
-		reportProgress(ctx, api.Progress{Phase: *phase.Load(), Message: l})
+		progress.Report(ctx, api.Progress{Phase: *phase.Load(), Message: l})
 	}}
 }
 

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -20,20 +19,6 @@ var progressInterval = 100 * time.Millisecond
 // one per phase is queued, so this only matters when phases change faster
 // than the client reads.
 const maxQueuedProgress = 16
-
-type progressKey struct{}
-
-// reportProgress sends p to the client of the call ctx belongs to, as a
-// progress notification, when that client asked for progress; otherwise it
-// does nothing. It never blocks on the client and never fails: reports are
-// queued and written by the connection's progress writer, coalesced to at
-// most one every progressInterval per phase, and dropped once a write
-// failed (the client went away; the call's context is cancelled then).
-func reportProgress(ctx context.Context, p api.Progress) {
-	if s, ok := ctx.Value(progressKey{}).(*progressSink); ok {
-		s.report(p)
-	}
-}
 
 // progressRequested reads the "progress" extension member of a request
 // (see api.ProgressRequest): absent or false is false, true is true, and
@@ -64,8 +49,13 @@ func (l *lockedWriter) Write(b []byte) (int, error) {
 
 // progressSink queues one call's progress reports and writes them as
 // notifications from its own goroutine, so a handler never waits for the
-// client. Start it with newProgressSink and end it with close before the
-// response is written.
+// client. The server puts its report into the context of a call that asked
+// for progress (progress.With), where handlers reach it with
+// progress.Report: it never blocks and never fails; reports are coalesced
+// to at most one every progressInterval per phase, and dropped once a write
+// failed (the client went away; the call's context is cancelled then).
+// Start it with newProgressSink and end it with close before the response
+// is written.
 type progressSink struct {
 	out      io.Writer
 	log      *slog.Logger

@@ -14,6 +14,7 @@ import (
 
 	"github.com/bangerhq/banger/internal/api"
 	"github.com/bangerhq/banger/internal/client"
+	"github.com/bangerhq/banger/internal/progress"
 )
 
 // withProgressInterval sets progressInterval for one test.
@@ -86,12 +87,12 @@ func TestProgressPhaseChangeIsImmediateAndBytesAreCoalesced(t *testing.T) {
 	step, release := make(chan struct{}), make(chan struct{})
 	m := &Methods{}
 	m.Register("test.progress", Typed(func(ctx context.Context, _ empty) (echoParams, error) {
-		reportProgress(ctx, api.Progress{Phase: "pull", Layer: 1, Layers: 1, Total: 100})
-		reportProgress(ctx, api.Progress{Phase: "pull", Layer: 1, Layers: 1, Done: 100, Total: 100})
-		reportProgress(ctx, api.Progress{Phase: "mkfs", Message: "writing ext4"})
+		progress.Report(ctx, api.Progress{Phase: "pull", Layer: 1, Layers: 1, Total: 100})
+		progress.Report(ctx, api.Progress{Phase: "pull", Layer: 1, Layers: 1, Done: 100, Total: 100})
+		progress.Report(ctx, api.Progress{Phase: "mkfs", Message: "writing ext4"})
 		<-step
 		for i := int64(1); i <= 50; i++ {
-			reportProgress(ctx, api.Progress{Phase: "mkfs", Message: "writing ext4", Done: i})
+			progress.Report(ctx, api.Progress{Phase: "mkfs", Message: "writing ext4", Done: i})
 		}
 		<-release
 		return echoParams{Text: "built"}, nil
@@ -135,14 +136,14 @@ func TestProgressRateLimitThroughClient(t *testing.T) {
 	m.Register("test.progress", Typed(func(ctx context.Context, _ empty) (echoParams, error) {
 		start := time.Now()
 		for i := int64(1); i <= 2000; i++ {
-			reportProgress(ctx, api.Progress{Phase: "pull", Layer: 1, Layers: 2, Done: i, Total: 2000})
+			progress.Report(ctx, api.Progress{Phase: "pull", Layer: 1, Layers: 2, Done: i, Total: 2000})
 			if i%100 == 0 {
 				time.Sleep(time.Millisecond)
 			}
 		}
-		reportProgress(ctx, api.Progress{Phase: "pull", Layer: 2, Layers: 2, Done: 5, Total: 5})
+		progress.Report(ctx, api.Progress{Phase: "pull", Layer: 2, Layers: 2, Done: 5, Total: 5})
 		took <- time.Since(start)
-		reportProgress(ctx, api.Progress{Phase: "customize", Message: "installing with apt: openssh-server"})
+		progress.Report(ctx, api.Progress{Phase: "customize", Message: "installing with apt: openssh-server"})
 		return echoParams{Text: "ok"}, nil
 	}))
 	sock := startTestServer(t, m)
@@ -172,7 +173,7 @@ func TestProgressRateLimitThroughClient(t *testing.T) {
 func TestProgressOnlyWhenAsked(t *testing.T) {
 	m := &Methods{}
 	m.Register("test.progress", Typed(func(ctx context.Context, _ empty) (empty, error) {
-		reportProgress(ctx, api.Progress{Phase: "pull"}) // no sink: a no-op
+		progress.Report(ctx, api.Progress{Phase: "pull"}) // no sink: a no-op
 		return empty{}, nil
 	}))
 	m.Register("test.echo", Typed(func(ctx context.Context, p echoParams) (echoParams, error) { return p, nil }))
@@ -215,13 +216,13 @@ func (w *failingWriter) Write(b []byte) (int, error) {
 func TestProgressWriteErrorDropsTheRest(t *testing.T) {
 	w := &failingWriter{}
 	s := newProgressSink(w, slog.New(slog.DiscardHandler))
-	ctx := context.WithValue(context.Background(), progressKey{}, s)
+	ctx := progress.With(context.Background(), s.report)
 	for _, phase := range []string{"pull", "flatten", "customize", "mkfs"} {
-		reportProgress(ctx, api.Progress{Phase: phase})
+		progress.Report(ctx, api.Progress{Phase: phase})
 		time.Sleep(5 * time.Millisecond)
 	}
 	s.close()
-	reportProgress(ctx, api.Progress{Phase: "late"}) // after close: dropped, no panic
+	progress.Report(ctx, api.Progress{Phase: "late"}) // after close: dropped, no panic
 	if w.writes != 1 {
 		t.Fatalf("%d writes after the first failed one, want none", w.writes-1)
 	}
@@ -233,7 +234,7 @@ func TestProgressClientHangupCancelsHandler(t *testing.T) {
 	m := &Methods{}
 	m.Register("test.progress", Typed(func(ctx context.Context, _ empty) (empty, error) {
 		for i := 0; ctx.Err() == nil; i++ {
-			reportProgress(ctx, api.Progress{Phase: "pull", Done: int64(i)})
+			progress.Report(ctx, api.Progress{Phase: "pull", Done: int64(i)})
 			time.Sleep(time.Millisecond)
 		}
 		done <- ctx.Err()

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bangerhq/banger/internal/api"
+	"github.com/bangerhq/banger/internal/progress"
 )
 
 // maxRequestBytes bounds one request so a misbehaving client cannot make the
@@ -258,7 +259,7 @@ func (s *rpcServer) serveConn(ctx context.Context, conn *net.UnixConn) {
 	var sink *progressSink
 	if wantProgress {
 		sink = newProgressSink(out, s.log.With("method", req.Method))
-		rctx = context.WithValue(rctx, progressKey{}, sink)
+		rctx = progress.With(rctx, sink.report)
 	}
 
 	result, herr := s.call(rctx, req.Method, h, req.Params)

@@ -14,6 +14,7 @@ import (
 	"github.com/bangerhq/banger/internal/atomicfile"
 	"github.com/bangerhq/banger/internal/image"
 	"github.com/bangerhq/banger/internal/network"
+	"github.com/bangerhq/banger/internal/progress"
 	"github.com/bangerhq/banger/internal/sshkey"
 	"github.com/bangerhq/banger/internal/store"
 	"github.com/bangerhq/banger/internal/units"
@@ -72,6 +73,8 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (api.VM, err
 	}
 
 	// Phase 2: the folder and the disk.
+	progress.Report(ctx, api.Progress{Phase: PhaseDisk,
+		Message: fmt.Sprintf("copying image %s into a %s disk", img.Name, units.IEC(row.DiskBytes))})
 	if err := s.makeDisk(ctx, row, img); err != nil {
 		return api.VM{}, undo(err)
 	}

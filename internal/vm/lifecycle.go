@@ -10,10 +10,12 @@ import (
 	"net"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/bangerhq/banger/internal/api"
 	"github.com/bangerhq/banger/internal/network"
+	"github.com/bangerhq/banger/internal/progress"
 	"github.com/bangerhq/banger/internal/store"
 	"github.com/bangerhq/banger/internal/vmm"
 )
@@ -83,6 +85,7 @@ func (s *Service) Start(ctx context.Context, ref string) (api.VM, error) {
 func (s *Service) startLocked(ctx context.Context, row *store.VM) (err error) {
 	s.setOp(row.ID, api.StateStarting)
 	drv := s.drivers[row.VMM]
+	progress.Report(ctx, api.Progress{Phase: PhaseVMM, Message: "starting " + drv.Name()})
 	if err := s.net.EnsureBridge(ctx); err != nil {
 		return err
 	}
@@ -115,6 +118,7 @@ func (s *Service) startLocked(ctx context.Context, row *store.VM) (err error) {
 		return errors.Join(err, stopErr(drv.Stop(context.WithoutCancel(ctx), st, true, 0)), s.deleteTAP(tap))
 	}
 	s.log.Info("vmm started", "vm", row.Name, "pid", st.PID, "accel", st.Accel)
+	progress.Report(ctx, api.Progress{Phase: PhaseBoot, Message: bootMessage(drv, st)})
 	s.watch(row.ID, st)
 
 	if err := s.waitForSSH(ctx, row, drv, st, consoleStart); err != nil {
@@ -166,18 +170,27 @@ func (s *Service) waitForSSH(ctx context.Context, row *store.VM, drv vmm.Driver,
 	addr := net.JoinHostPort(row.IP, "22")
 	var sshAt time.Time
 	var agentErr error
+	phase := PhaseBoot // the phase reported last (startLocked reported boot)
 	for {
 		if sshAt.IsZero() {
-			accepted, banner := sshProbe(ctx, addr)
-			if accepted {
+			answer := sshProbe(ctx, addr)
+			if answer >= sshAccepted {
 				// The guest's sshd took the connection: slow (a loaded
 				// host, an sshd that re-executes itself per connection
 				// under TCG) but not stalled.
 				lastProgress = time.Now()
 			}
-			if banner {
+			if answer == sshBanner {
 				sshAt = time.Now()
 			}
+			if answer >= sshRefused && phase == PhaseBoot {
+				phase = PhaseSSH
+				progress.Report(ctx, api.Progress{Phase: phase, Message: "the guest's network is up; waiting for sshd at " + addr})
+			}
+		}
+		if !sshAt.IsZero() && phase != PhaseAgent {
+			phase = PhaseAgent
+			progress.Report(ctx, api.Progress{Phase: phase, Message: "sshd answers; waiting for the guest agent"})
 		}
 		if !sshAt.IsZero() {
 			if _, agentErr = s.pingAgent(ctx, st, 2*time.Second); agentErr == nil {
@@ -215,22 +228,56 @@ func (s *Service) waitForSSH(ctx context.Context, row *store.VM, drv vmm.Driver,
 	}
 }
 
-// sshProbe connects to addr and waits for an SSH banner: accepted says a
-// connection was made, banner that an SSH server sent its banner. The
-// connect gives up after sshDialTimeout (nothing listens yet), the banner
-// wait after sshBannerTimeout: a guest that accepted may be slow to
-// answer, and closing before it does would make it start over.
-func sshProbe(ctx context.Context, addr string) (accepted, banner bool) {
+// sshAnswer is what an SSH probe of a guest found, each more than the
+// one before.
+type sshAnswer int
+
+const (
+	sshSilent   sshAnswer = iota // no answer: the guest's network is not up
+	sshRefused                   // refused: the network is up, sshd not yet
+	sshAccepted                  // a connection was made, but no SSH banner came
+	sshBanner                    // an SSH server sent its banner
+)
+
+// sshProbe connects to addr and waits for an SSH banner. The connect gives
+// up after sshDialTimeout (nothing answers yet), the banner wait after
+// sshBannerTimeout: a guest that accepted may be slow to answer, and
+// closing before it does would make it start over.
+func sshProbe(ctx context.Context, addr string) sshAnswer {
 	d := net.Dialer{Timeout: sshDialTimeout}
 	c, err := d.DialContext(ctx, "tcp", addr)
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return sshRefused
+	}
 	if err != nil {
-		return false, false
+		return sshSilent
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(sshBannerTimeout))
 	buf := make([]byte, 8)
 	n, _ := io.ReadAtLeast(c, buf, 4)
-	return true, bytes.HasPrefix(buf[:n], []byte("SSH-"))
+	if bytes.HasPrefix(buf[:n], []byte("SSH-")) {
+		return sshBanner
+	}
+	return sshAccepted
+}
+
+// bootMessage is the boot phase's message: "kernel booting (qemu pid 42,
+// tcg)".
+func bootMessage(drv vmm.Driver, st vmm.State) string {
+	how := fmt.Sprintf("%s pid %d", drv.Name(), st.PID)
+	if st.Accel != "" {
+		how += ", " + st.Accel
+	}
+	return "kernel booting (" + how + ")"
+}
+
+// stopMessage is the stop phase's message.
+func stopMessage(drv vmm.Driver, force bool, timeout time.Duration) string {
+	if force {
+		return "killing " + drv.Name()
+	}
+	return fmt.Sprintf("asking the guest to power off (%s is killed after %s)", drv.Name(), timeout)
 }
 
 // The SSH probe's waits (see sshProbe).
@@ -269,6 +316,7 @@ func (s *Service) stopLocked(ctx context.Context, row *store.VM, force bool) err
 		if !known {
 			return api.Errorf(api.ErrPrecondition, "it runs under %s, which this daemon cannot control", row.VMM)
 		}
+		progress.Report(ctx, api.Progress{Phase: PhaseStop, Message: stopMessage(drv, force, s.cfg.StopTimeout)})
 		errs = append(errs, stopErr(drv.Stop(ctx, st, force, s.cfg.StopTimeout)))
 		if drv.Alive(st) {
 			// Still running: keep the record so the user can retry.
@@ -345,6 +393,7 @@ func (s *Service) Delete(ctx context.Context, ref string, force bool) error {
 	if err := s.stopLocked(ctx, &row, true); err != nil {
 		return fmt.Errorf("delete vm %q: %w", row.Name, err)
 	}
+	progress.Report(ctx, api.Progress{Phase: PhaseRemove, Message: "deleting the disk and folder"})
 	if err := store.DeleteVM(context.WithoutCancel(ctx), s.store.DB, row.ID); err != nil {
 		return fmt.Errorf("delete vm %q: %w", row.Name, err)
 	}

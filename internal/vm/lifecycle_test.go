@@ -295,8 +295,8 @@ func TestSSHProbe(t *testing.T) {
 		}
 	}()
 	ctx := context.Background()
-	if accepted, banner := sshProbe(ctx, ln.Addr().String()); !accepted || !banner {
-		t.Errorf("slow sshd: accepted %v, banner %v", accepted, banner)
+	if got := sshProbe(ctx, ln.Addr().String()); got != sshBanner {
+		t.Errorf("slow sshd: %v, want the banner", got)
 	}
 
 	silent, err := net.Listen("tcp", "127.0.0.1:0")
@@ -310,12 +310,12 @@ func TestSSHProbe(t *testing.T) {
 			c.Close()
 		}
 	}()
-	if accepted, banner := sshProbe(ctx, silent.Addr().String()); !accepted || banner {
-		t.Errorf("not an sshd: accepted %v, banner %v", accepted, banner)
+	if got := sshProbe(ctx, silent.Addr().String()); got != sshAccepted {
+		t.Errorf("not an sshd: %v, want accepted without a banner", got)
 	}
 	addr := silent.Addr().String()
 	silent.Close()
-	if accepted, banner := sshProbe(ctx, addr); accepted || banner {
-		t.Errorf("nothing listening: accepted %v, banner %v", accepted, banner)
+	if got := sshProbe(ctx, addr); got != sshRefused {
+		t.Errorf("nothing listening: %v, want refused (the host answered)", got)
 	}
 }
