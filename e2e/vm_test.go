@@ -46,12 +46,14 @@ func TestVMLifecycle(t *testing.T) {
 
 	t.Run("bad input leaves nothing behind", func(t *testing.T) { badInput(ctx, t, e) })
 
+	// Created at a terminal, as a user would: the boot's phases show.
 	start := time.Now()
-	out := e.must(ctx, "vm", "create", "dev", "--cpus", "1", "--memory", "512")
+	out, code := e.onTerminal(10*time.Minute, "vm", "create", "dev", "--cpus", "1", "--memory", "512")
 	t.Logf("vm create (to SSH): %s", time.Since(start).Round(time.Millisecond))
-	if !strings.Contains(out, "running") {
-		t.Fatalf("vm create output: %s", out)
+	if code != 0 {
+		t.Fatalf("vm create: exit %d:\n%s\ndaemon log:\n%s", code, out, e.daemonLogTail())
 	}
+	checkBootProgress(t, out, "dev")
 	v := e.vm(ctx, "dev")
 	if v.State != api.StateRunning || v.IP == "" || v.PID == 0 || v.TAP == "" {
 		t.Fatalf("after create: %+v", v)
@@ -62,6 +64,7 @@ func TestVMLifecycle(t *testing.T) {
 		t.Fatalf("vm ls:\n%s", out)
 	}
 	assertListJSON(ctx, t, e)
+	t.Run("terminal: completion, no terminal queries, unknown commands", func(t *testing.T) { terminalCLI(ctx, t, e) })
 
 	// SSH: output, exit status, a file written.
 	if out := e.must(ctx, "vm", "ssh", "dev", "--", "cat", "/etc/hostname"); strings.TrimSpace(out) != "dev" {

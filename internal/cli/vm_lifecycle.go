@@ -7,7 +7,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/bangerhq/banger/internal/api"
 	"github.com/bangerhq/banger/internal/client"
 )
 
@@ -27,91 +26,59 @@ func each(cmd *cobra.Command, names []string, fn func(c *client.Client, name str
 	return errors.Join(errs...)
 }
 
-func newVMStartCmd() *cobra.Command {
-	var pf *progressFlags
-	cmd := &cobra.Command{
-		Use:   "start NAME...",
-		Short: "Boot stopped VMs and wait until they answer SSH",
-		Args:  cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return each(cmd, args, func(c *client.Client, name string) error {
-				vm, err := withProgress(cmd, pf, func(ctx context.Context) (api.VM, error) { return c.StartVM(ctx, name) })
-				if err != nil {
-					return bootFailure(err, name, false)
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%s is running at %s\n", vm.Name, vm.IP)
-				return nil
-			})
-		},
+// vmOpCmd completes cmd into a command that runs op on each VM it names,
+// one after the other, showing op's progress and printing the line op
+// returns. A failure says where to read more (bootFailure) and does not
+// stop the others.
+func vmOpCmd(cmd *cobra.Command, op func(ctx context.Context, c *client.Client, name string) (string, error)) *cobra.Command {
+	pf := addProgressFlags(cmd)
+	cmd.Args = cobra.MinimumNArgs(1)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		return each(cmd, args, func(c *client.Client, name string) error {
+			line, err := withProgress(cmd, pf, func(ctx context.Context) (string, error) { return op(ctx, c, name) })
+			if err != nil {
+				return bootFailure(err, name, false)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), line)
+			return nil
+		})
 	}
-	pf = addProgressFlags(cmd)
 	return cmd
+}
+
+func newVMStartCmd() *cobra.Command {
+	return vmOpCmd(&cobra.Command{Use: "start NAME...", Short: "Boot stopped VMs and wait until they answer SSH"},
+		func(ctx context.Context, c *client.Client, name string) (string, error) {
+			vm, err := c.StartVM(ctx, name)
+			return fmt.Sprintf("%s is running at %s", vm.Name, vm.IP), err
+		})
 }
 
 func newVMStopCmd() *cobra.Command {
 	var force bool
-	var pf *progressFlags
-	cmd := &cobra.Command{
-		Use:   "stop NAME...",
-		Short: "Stop VMs (ACPI power-off, then kill after a timeout)",
-		Args:  cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return each(cmd, args, func(c *client.Client, name string) error {
-				vm, err := withProgress(cmd, pf, func(ctx context.Context) (api.VM, error) { return c.StopVM(ctx, name, force) })
-				if err != nil {
-					return bootFailure(err, name, false)
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%s is %s\n", vm.Name, vm.State)
-				return nil
-			})
-		},
-	}
+	cmd := vmOpCmd(&cobra.Command{Use: "stop NAME...", Short: "Stop VMs (ACPI power-off, then kill after a timeout)"},
+		func(ctx context.Context, c *client.Client, name string) (string, error) {
+			vm, err := c.StopVM(ctx, name, force)
+			return fmt.Sprintf("%s is %s", vm.Name, vm.State), err
+		})
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "kill the VMM at once instead of asking the guest to power off")
-	pf = addProgressFlags(cmd)
 	return cmd
 }
 
 func newVMRestartCmd() *cobra.Command {
-	var pf *progressFlags
-	cmd := &cobra.Command{
-		Use:   "restart NAME...",
-		Short: "Stop and start VMs",
-		Args:  cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return each(cmd, args, func(c *client.Client, name string) error {
-				vm, err := withProgress(cmd, pf, func(ctx context.Context) (api.VM, error) { return c.RestartVM(ctx, name) })
-				if err != nil {
-					return bootFailure(err, name, false)
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%s is running at %s\n", vm.Name, vm.IP)
-				return nil
-			})
-		},
-	}
-	pf = addProgressFlags(cmd)
-	return cmd
+	return vmOpCmd(&cobra.Command{Use: "restart NAME...", Short: "Stop and start VMs"},
+		func(ctx context.Context, c *client.Client, name string) (string, error) {
+			vm, err := c.RestartVM(ctx, name)
+			return fmt.Sprintf("%s is running at %s", vm.Name, vm.IP), err
+		})
 }
 
 func newVMRemoveCmd() *cobra.Command {
 	var force bool
-	var pf *progressFlags
-	cmd := &cobra.Command{
-		Use:     "rm NAME...",
-		Aliases: []string{"delete"},
-		Short:   "Delete VMs and their disks",
-		Args:    cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return each(cmd, args, func(c *client.Client, name string) error {
-				_, err := withProgress(cmd, pf, func(ctx context.Context) (struct{}, error) { return struct{}{}, c.DeleteVM(ctx, name, force) })
-				if err != nil {
-					return bootFailure(err, name, false)
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "deleted %s\n", name)
-				return nil
-			})
-		},
-	}
+	cmd := vmOpCmd(&cobra.Command{Use: "rm NAME...", Aliases: []string{"delete"}, Short: "Delete VMs and their disks"},
+		func(ctx context.Context, c *client.Client, name string) (string, error) {
+			return "deleted " + name, c.DeleteVM(ctx, name, force)
+		})
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "stop running VMs first (kills them)")
-	pf = addProgressFlags(cmd)
 	return cmd
 }
