@@ -20,9 +20,12 @@
 #   exec   `vm exec NAME true` vs `vm ssh NAME true`, interleaved, 20 each
 #   cp     `vm cp` of a 256 MiB file into and out of a VM vs the same bytes
 #          through `vm ssh NAME -- cat`, interleaved, 3 runs each way
+#   startup how fast the CLI starts: `banger --help`, `banger version` and
+#          `banger vm ls` against a minimal static Go binary, interleaved,
+#          STARTUP_RUNS times each (bench/startup; goal: --help within 2x)
 # Needs root, QEMU, python3, a built runtime (make runtime) and bin/ (make build).
 # The daemon and VMs run in a network namespace this script creates.
-# Usage: bench/run.sh [boot] [ls] [clone] [ping] [paths] [exec] [cp]   (default: boot ls clone ping)
+# Usage: bench/run.sh [boot] [ls] [clone] [ping] [paths] [exec] [cp] [startup]   (default: boot ls clone ping startup)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -30,7 +33,7 @@ RUNS=${RUNS:-5}
 ROOT=${BENCH_ROOT:-/tmp/bgr-bench}
 NS=bgr-bench-$$
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(boot ls clone ping)
+[ ${#parts[@]} -gt 0 ] || parts=(boot ls clone ping startup)
 
 export XDG_CONFIG_HOME=$ROOT/config XDG_STATE_HOME=$ROOT/state XDG_DATA_HOME=$ROOT/data XDG_RUNTIME_DIR=$ROOT/run
 export BANGER_RUNTIME_DIR=${BANGER_RUNTIME_DIR:-$REPO/runtime}
@@ -84,8 +87,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The image build needs Debian's mirror, so it runs outside the namespace.
-if ! "$B" image ls --json | grep -q '"name": "default"'; then
+# The image build needs Debian's mirror, so it runs outside the namespace;
+# startup alone needs no image.
+if [ "${parts[*]}" != startup ] && ! "$B" image ls --json | grep -q '"name": "default"'; then
 	"$B" image build default --from debian:bookworm
 fi
 # The paths part's second image: the default image's tree as a tarball,
@@ -338,6 +342,12 @@ bench_cp() {
 	echo "cp: into the VM median vm cp ${a} s, ssh cat ${b} s, speed ratio $(ratio "$b" "$a"); out of the VM vm cp ${c} s, ssh cat ${d} s, speed ratio $(ratio "$d" "$c") (goal >= 1)"
 	rm -f "$f" "$back" "$back.ssh"
 	N "$B" vm rm --force copier >/dev/null
+}
+
+bench_startup() {
+	# The daemon vm ls talks to starts inside the namespace.
+	go build -o "$ROOT/startup" ./bench/startup
+	N "$ROOT/startup" -banger "$B" -runs "${STARTUP_RUNS:-200}"
 }
 
 for p in "${parts[@]}"; do "bench_$p"; done
