@@ -56,6 +56,31 @@ func OnTerminal(t testing.TB, cmd *exec.Cmd, timeout time.Duration) (out string,
 	return buf.String(), code
 }
 
+// RawPTY opens a pseudo-terminal pair with the slave in raw mode, so bytes
+// pass unchanged (it stands in for a serial port or a terminal), and
+// closes both when t ends. The slave stays open meanwhile, which keeps the
+// pair alive while code under test closes and reopens the slave by its
+// name. It skips (Skip) where there are no pseudo-terminals.
+func RawPTY(t testing.TB) (master, slave *os.File) {
+	t.Helper()
+	m, s := openPTY(t)
+	t.Cleanup(func() { m.Close(); s.Close() })
+	tio, err := unix.IoctlGetTermios(int(s.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tio.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
+	tio.Oflag &^= unix.OPOST
+	tio.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
+	tio.Cflag &^= unix.CSIZE | unix.PARENB
+	tio.Cflag |= unix.CS8
+	tio.Cc[unix.VMIN], tio.Cc[unix.VTIME] = 1, 0
+	if err := unix.IoctlSetTermios(int(s.Fd()), unix.TCSETS, tio); err != nil {
+		t.Fatal(err)
+	}
+	return m, s
+}
+
 // openPTY opens a pseudo-terminal pair; the caller closes both.
 func openPTY(t testing.TB) (master, slave *os.File) {
 	t.Helper()

@@ -21,7 +21,6 @@ import (
 	"testing"
 
 	"github.com/bangerhq/banger/internal/subid"
-	"golang.org/x/sys/unix"
 )
 
 // Skip skips t, saying what is missing; under CI=true it fails t instead:
@@ -224,52 +223,4 @@ func Attacker(t testing.TB, repo string) string {
 		os.RemoveAll(dir)
 	})
 	return bin
-}
-
-// RawPTY opens a pseudo-terminal pair with the slave in raw mode, so bytes
-// pass unchanged (it stands in for a serial port or a terminal), and
-// closes both when t ends. The slave stays open meanwhile, which keeps the
-// pair alive while code under test closes and reopens the slave by its
-// name. It skips (Skip) where there are no pseudo-terminals.
-func RawPTY(t testing.TB) (master, slave *os.File) {
-	t.Helper()
-	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		Skip(t, "no pseudo-terminals here: %v", err)
-	}
-	t.Cleanup(func() { m.Close() })
-	rc, err := m.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n int
-	var ioErr error
-	rc.Control(func(fd uintptr) {
-		if ioErr = unix.IoctlSetPointerInt(int(fd), unix.TIOCSPTLCK, 0); ioErr != nil {
-			return
-		}
-		n, ioErr = unix.IoctlGetInt(int(fd), unix.TIOCGPTN)
-	})
-	if ioErr != nil {
-		t.Fatalf("unlock pty: %v", ioErr)
-	}
-	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	tio, err := unix.IoctlGetTermios(int(s.Fd()), unix.TCGETS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tio.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
-	tio.Oflag &^= unix.OPOST
-	tio.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
-	tio.Cflag &^= unix.CSIZE | unix.PARENB
-	tio.Cflag |= unix.CS8
-	tio.Cc[unix.VMIN], tio.Cc[unix.VTIME] = 1, 0
-	if err := unix.IoctlSetTermios(int(s.Fd()), unix.TCSETS, tio); err != nil {
-		t.Fatal(err)
-	}
-	return m, s
 }
