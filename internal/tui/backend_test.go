@@ -9,6 +9,7 @@ import (
 
 	"github.com/bangerhq/banger/internal/api"
 	"github.com/bangerhq/banger/internal/client"
+	"github.com/bangerhq/banger/internal/progress"
 	"github.com/bangerhq/banger/internal/vm"
 )
 
@@ -164,6 +165,9 @@ func (b *testBackend) withVM(name string, fn func(v api.VM) error) error {
 }
 
 func (b *testBackend) CreateVM(ctx context.Context, p api.VMCreateParams) (api.VM, error) {
+	if !p.NoStart {
+		reportBoot(ctx, true)
+	}
 	if err := b.enter(); err != nil {
 		return api.VM{}, err
 	}
@@ -197,7 +201,18 @@ func (b *testBackend) boot(v api.VM) api.VM {
 	return v
 }
 
+// reportBoot reports the phases a daemon reports while it boots a VM (the
+// disk first when it creates one), before the gate holds the call.
+func reportBoot(ctx context.Context, create bool) {
+	if create {
+		progress.Report(ctx, api.Progress{Phase: vm.PhaseDisk, Message: "copying image default into a 4 GiB disk"})
+	}
+	progress.Report(ctx, api.Progress{Phase: vm.PhaseVMM, Message: "starting qemu"})
+	progress.Report(ctx, api.Progress{Phase: vm.PhaseBoot, Message: "kernel booting (qemu pid 4242, tcg)"})
+}
+
 func (b *testBackend) StartVM(ctx context.Context, name string) (out api.VM, err error) {
+	reportBoot(ctx, false)
 	err = b.withVM(name, func(v api.VM) error {
 		if msg := b.startErr[name]; msg != "" {
 			v.LastError = msg

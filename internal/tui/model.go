@@ -60,7 +60,10 @@ type Model struct {
 	connErr      error
 	attempts     int
 
-	pending  map[string]op // VM name -> the op in progress
+	pending map[string]op // VM name -> the op in progress
+	// phases holds the latest progress report of each op in progress
+	// (the boot's phases: disk, vmm, boot, ssh, agent), by VM name.
+	phases   map[string]api.Progress
 	spinning bool
 	sshBusy  string
 
@@ -85,7 +88,7 @@ func New(ctx context.Context, opts Options) *Model {
 		opts: opts, ctx: ctx, cancel: cancel, backend: opts.Backend,
 		help: help.New(), spin: spinner.New(spinner.WithSpinner(spinner.MiniDot)),
 		width: 80, height: 24,
-		pending: map[string]op{},
+		pending: map[string]op{}, phases: map[string]api.Progress{},
 	}
 	m.help.ShortSeparator = "  "
 	m.vmList = newVMList(m)
@@ -124,6 +127,11 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, m.fetchCmd()
 	case opMsg:
 		return m, m.onOp(msg)
+	case phaseMsg:
+		if _, busy := m.pending[msg.key]; busy {
+			m.phases[msg.key] = msg.report
+		}
+		return m, msg.next
 	case sshInfoMsg:
 		return m, m.onSSHInfo(msg)
 	case sshDoneMsg:

@@ -295,6 +295,25 @@ func TestQuitWhileBusy(t *testing.T) {
 	}
 }
 
+// TestBootPhasesShow: while a start runs, the status line shows the boot
+// phase the daemon reported last; it goes when the start ends.
+func TestBootPhasesShow(t *testing.T) {
+	b := seedBasic()
+	b.gate = make(chan struct{})
+	m := newTestModel(b)
+	d := newDriver(t, m)
+	d.until("first list", 10*time.Second, func() bool { return m.loaded })
+	d.keys("j", "s") // start alpha
+	d.until("the boot phase", 10*time.Second, func() bool {
+		return strings.Contains(screen(m), "starting alpha: boot, kernel booting (qemu pid 4242, tcg)")
+	})
+	close(b.gate)
+	d.until("the start to end", 10*time.Second, d.idle)
+	if scr := screen(m); strings.Contains(scr, "kernel booting") || m.statusErr {
+		t.Fatalf("after the start:\n%s", scr)
+	}
+}
+
 // TestOpsReachTheDaemon: each key's operation is the daemon call it names.
 func TestOpsReachTheDaemon(t *testing.T) {
 	b := seedBasic()

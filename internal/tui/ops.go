@@ -8,6 +8,7 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 
 	"github.com/bangerhq/banger/internal/api"
+	"github.com/bangerhq/banger/internal/progress"
 )
 
 // op is a daemon action the TUI runs on one VM.
@@ -87,18 +88,58 @@ func (m *Model) runOp(r opRequest) tea.Cmd {
 		return nil
 	}
 	m.pending[key] = r.op
-	b, ctx := m.backend, m.ctx
+	// The daemon's progress reports (the phases of a boot) come through
+	// the call's context, as for the CLI, and on to the status line.
+	reports := make(chan api.Progress, 16)
+	ctx := progress.With(m.ctx, func(p api.Progress) {
+		select {
+		case reports <- p:
+		default: // the TUI has not caught up: never hold the call
+		}
+	})
+	b := m.backend
 	start := time.Now()
 	run := func() tea.Msg {
 		vm, err := r.call(ctx, b)
+		close(reports)
 		return opMsg{req: r, vm: vm, err: err, took: time.Since(start)}
 	}
-	return tea.Batch(run, m.startSpinner(), m.refresh())
+	return tea.Batch(run, listenPhases(key, reports), m.startSpinner(), m.refresh())
+}
+
+// phaseMsg is a progress report of the op on the VM key; next waits for
+// the following one.
+type phaseMsg struct {
+	key    string
+	report api.Progress
+	next   tea.Cmd
+}
+
+// listenPhases waits for the next report on ch, until ch is closed (the
+// op ended).
+func listenPhases(key string, ch <-chan api.Progress) tea.Cmd {
+	return func() tea.Msg {
+		p, ok := <-ch
+		if !ok {
+			return nil
+		}
+		return phaseMsg{key: key, report: p, next: listenPhases(key, ch)}
+	}
+}
+
+// phaseText is how the status line shows a report: "boot, kernel booting
+// (qemu pid 42, tcg)".
+func phaseText(p api.Progress) string {
+	if p.Message == "" {
+		return p.Phase
+	}
+	return p.Phase + ", " + p.Message
 }
 
 func (m *Model) onOp(msg opMsg) tea.Cmd {
 	r := msg.req
 	delete(m.pending, r.key())
+	delete(m.phases, r.key())
 	if m.ctx.Err() != nil {
 		return nil
 	}

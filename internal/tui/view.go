@@ -158,7 +158,11 @@ const maxStatusLines = 3
 func (m *Model) statusText() string {
 	var ops []string
 	for name, o := range m.pending {
-		ops = append(ops, opWords[o].running+" "+name)
+		op := opWords[o].running + " " + name
+		if p, ok := m.phases[name]; ok {
+			op += ": " + phaseText(p)
+		}
+		ops = append(ops, op)
 	}
 	if m.sshBusy != "" {
 		ops = append(ops, "ssh "+m.sshBusy)
