@@ -16,7 +16,10 @@ import (
 // every start once the agent answers, then every clockInterval while the
 // VM runs, and at once when the host's clock jumped (the host slept:
 // CLOCK_BOOTTIME ran on while CLOCK_MONOTONIC stood still). Offsets within
-// clockTolerance (plus half the round trip) are left alone.
+// clockTolerance (plus half the round trip) are left alone. A VM that
+// resumes from a snapshot (a warm template's clone) has the snapshot's
+// time: whatever resumes it should call syncClock once the agent answers,
+// as startLocked does after a boot.
 const (
 	clockInterval  = 10 * time.Second
 	clockTolerance = 5 * time.Millisecond
