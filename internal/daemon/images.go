@@ -369,8 +369,15 @@ func (s *imageService) importExt4(ctx context.Context, name, file string) (api.I
 	if err := image.CloneDisk(ctx, file, out, st.Size()); err != nil {
 		return fail(fmt.Errorf("import %s: %w", file, err))
 	}
+	// The file is whatever someone handed over: e2fsck and debugfs read
+	// it in a build sandbox.
+	ids, err := s.sandboxIDs()
+	if err != nil {
+		return fail(err)
+	}
 	s.progress(ctx, api.Progress{Phase: "check", Message: "checking the file system (e2fsck -fn)"})
-	if err := image.CheckExt4(ctx, out); err != nil {
+	info, err := image.InspectImported(ctx, ids, out, []string{sshdImagePath, doctor.AgentImagePath})
+	if err != nil {
 		switch {
 		case errors.Is(err, image.ErrMissingTool):
 			return fail(api.Errorf(api.ErrPrecondition, "%w", err))
@@ -378,19 +385,15 @@ func (s *imageService) importExt4(ctx context.Context, name, file string) (api.I
 			why := strings.ReplaceAll(strings.TrimPrefix(err.Error(), image.ErrBadFileSystem.Error()+": "), out, file)
 			return fail(api.Errorf(api.ErrInvalid, "%s does not hold a sound ext4 file system (%s): repair it with `e2fsck -f %s`, or import another file", file, why, file))
 		}
-		return fail(err)
+		if ctx.Err() != nil {
+			return fail(err)
+		}
+		return fail(api.Errorf(api.ErrInvalid, "read %s: %w", file, err))
 	}
 	s.progress(ctx, api.Progress{Phase: "digest", Message: "hashing the image"})
 	digest, err := fileDigest(ctx, out)
 	if err != nil {
 		return fail(err)
-	}
-	info, err := image.InspectExt4(ctx, out, []string{sshdImagePath, doctor.AgentImagePath})
-	if err != nil {
-		if errors.Is(err, image.ErrMissingTool) {
-			return fail(api.Errorf(api.ErrPrecondition, "%w", err))
-		}
-		return fail(api.Errorf(api.ErrInvalid, "read %s: %w", file, err))
 	}
 	var warnings []string
 	if !info.Present[sshdImagePath] {

@@ -3,12 +3,16 @@ package image
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os/exec"
 	"path"
 	"sort"
 	"strings"
+
+	"github.com/bangerhq/banger/internal/sandbox"
+	"github.com/bangerhq/banger/internal/subid"
 )
 
 // ErrBadFileSystem is wrapped by CheckExt4's error when e2fsck finds the
@@ -144,4 +148,69 @@ func parseLsDirs(out string) []string {
 		names = append(names, name)
 	}
 	return names
+}
+
+func init() {
+	sandbox.RegisterJob("image.inspect", inspectJob)
+}
+
+// inspectArg and inspectResult cross the sandbox for InspectImported.
+type inspectArg struct{ Paths []string }
+
+type inspectResult struct {
+	// Bad is e2fsck's finding when the file system is not sound.
+	Bad  string
+	Info RootfsInfo
+}
+
+// sbDisk is where an inspected image is seen in the sandbox.
+const sbDisk = "/disk"
+
+func inspectJob(_ *sandbox.Sandbox, raw json.RawMessage) (any, error) {
+	var a inspectArg
+	if err := json.Unmarshal(raw, &a); err != nil {
+		return nil, err
+	}
+	ctx := context.Background()
+	if err := CheckExt4(ctx, sbDisk); err != nil {
+		if errors.Is(err, ErrBadFileSystem) {
+			return inspectResult{Bad: strings.TrimPrefix(err.Error(), ErrBadFileSystem.Error()+": ")}, nil
+		}
+		return nil, err
+	}
+	info, err := InspectExt4(ctx, sbDisk, a.Paths)
+	if err != nil {
+		return nil, err
+	}
+	return inspectResult{Info: info}, nil
+}
+
+// InspectImported is CheckExt4 and InspectExt4 of an image file someone
+// handed to banger (image import), run in a build sandbox: e2fsck and
+// debugfs parse a file system that may be crafted against them, so they do
+// it without host privilege, seeing nothing of the host but that file
+// (read-only). ids are the daemon user's subordinate ids.
+func InspectImported(ctx context.Context, ids subid.IDs, disk string, paths []string) (RootfsInfo, error) {
+	if _, err := lookTools(toolE2fsck, toolDebugfs); err != nil {
+		return RootfsInfo{}, err
+	}
+	for _, p := range paths {
+		if err := checkDebugfsPath(p); err != nil {
+			return RootfsInfo{}, err
+		}
+	}
+	var log strings.Builder
+	raw, err := sandbox.Run(ctx, sandbox.Spec{IDs: ids, Job: "image.inspect", Arg: inspectArg{Paths: paths},
+		Binds: []sandbox.Bind{{Source: disk, At: sbDisk, Give: true}}, Log: &log})
+	if err != nil {
+		return RootfsInfo{}, fmt.Errorf("inspect %s: %s", disk, strings.ReplaceAll(err.Error(), sbDisk, disk))
+	}
+	var res inspectResult
+	if err := json.Unmarshal(raw, &res); err != nil {
+		return RootfsInfo{}, err
+	}
+	if res.Bad != "" {
+		return RootfsInfo{}, fmt.Errorf("%w: %s", ErrBadFileSystem, strings.ReplaceAll(res.Bad, sbDisk, disk))
+	}
+	return res.Info, nil
 }

@@ -100,3 +100,32 @@ func TestParseLsDirs(t *testing.T) {
 		t.Fatalf("got %v", got)
 	}
 }
+
+// TestInspectImported: the same answers from the sandbox, and a damaged or
+// foreign file is a bad file system named by its host path.
+func TestInspectImported(t *testing.T) {
+	ids := needRootfsTools(t)
+	ctx := context.Background()
+	img := mkfsTree(t, func(root string) {
+		os.MkdirAll(filepath.Join(root, "usr/sbin"), 0o755)
+		os.MkdirAll(filepath.Join(root, "lib/modules/6.1.0-18-amd64"), 0o755)
+		os.WriteFile(filepath.Join(root, "usr/sbin/sshd"), []byte("x"), 0o755)
+	})
+	os.Chmod(img, 0o600)
+	info, err := InspectImported(ctx, ids, img, []string{"/usr/sbin/sshd", "/nope"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !info.Present["/usr/sbin/sshd"] || info.Present["/nope"] || strings.Join(info.KernelModules, ",") != "6.1.0-18-amd64" {
+		t.Fatalf("got %+v", info)
+	}
+	if fi, err := os.Stat(img); err != nil || !ownedByMe(fi) || fi.Mode().Perm() != 0o600 {
+		t.Errorf("the file was not given back as it was: %v %v", fi, err)
+	}
+	junk := filepath.Join(t.TempDir(), "junk")
+	os.WriteFile(junk, make([]byte, 1<<20), 0o644)
+	_, err = InspectImported(ctx, ids, junk, []string{"/x"})
+	if !errors.Is(err, ErrBadFileSystem) || !strings.Contains(err.Error(), junk) {
+		t.Fatalf("zeros: %v, want ErrBadFileSystem naming %s", err, junk)
+	}
+}
