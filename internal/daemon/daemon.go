@@ -25,12 +25,15 @@ import (
 	"github.com/bangerhq/banger/internal/bundle"
 	"github.com/bangerhq/banger/internal/config"
 	"github.com/bangerhq/banger/internal/doctor"
+	"github.com/bangerhq/banger/internal/image/tarlimit"
+	"github.com/bangerhq/banger/internal/imagesvc"
 	"github.com/bangerhq/banger/internal/network"
 	"github.com/bangerhq/banger/internal/paths"
 	"github.com/bangerhq/banger/internal/safesocket"
 	"github.com/bangerhq/banger/internal/sandbox"
 	"github.com/bangerhq/banger/internal/sshkey"
 	"github.com/bangerhq/banger/internal/store"
+	"github.com/bangerhq/banger/internal/units"
 	"github.com/bangerhq/banger/internal/version"
 	"github.com/bangerhq/banger/internal/vm"
 	"github.com/bangerhq/banger/internal/vmm"
@@ -46,7 +49,8 @@ type Daemon struct {
 	log     *slog.Logger
 	store   *store.Store
 	vms     *vm.Service
-	images  *imageService
+	images  *imagesvc.Service
+	accel   string // kvm or tcg, chosen at start
 	net     *hostNet
 	info    api.DaemonInfo
 	started time.Time
@@ -105,7 +109,7 @@ func Run(ctx context.Context, log *slog.Logger) error {
 	return nil
 }
 
-func (d *Daemon) vmsAccel() string { return d.images.accel }
+func (d *Daemon) vmsAccel() string { return d.accel }
 
 // setup prepares everything and returns the listening socket.
 func setup(ctx context.Context, log *slog.Logger) (*Daemon, *net.UnixListener, error) {
@@ -196,14 +200,26 @@ func setup(ctx context.Context, log *slog.Logger) (*Daemon, *net.UnixListener, e
 		SSHPublicKey:     pub,
 		Preflight:        d.preflight,
 	}, d.store, drivers, d.net, log)
-	d.images = &imageService{d: d, accel: accel, sshPub: pub, log: log.With("component", "image")}
+	d.accel = accel
+	limits := tarlimit.Limits{MaxFiles: cfg.Image.MaxFiles}
+	if v := cfg.Image.MaxSize; v != "" {
+		limits.MaxBytes, _ = units.ParseSize(v) // checked when the config was loaded
+	}
+	d.images = imagesvc.New(imagesvc.Config{
+		Dirs: dirs, Runtime: d.runtime, SSHPublicKey: pub, Owner: ownerToken(dirs),
+		Limits: limits, DNS: cfg.Network.DNS,
+		Bridge: d.net.policy.Bridge, Subnet: d.net.policy.Subnet, Network: d.net,
+		Preflight: func(ctx context.Context) error {
+			return doctor.Preflight(ctx, d.doctorEnv(), doctor.PurposeImageBuild)
+		},
+	}, d.store, log)
 	if err := d.vms.Recover(ctx); err != nil {
 		return fail(fmt.Errorf("recover vms: %w", err))
 	}
 	if err := d.net.restore(); err != nil {
 		return fail(err)
 	}
-	d.images.sweep(ctx)
+	d.images.Sweep(ctx)
 	return d, ln, nil
 }
 

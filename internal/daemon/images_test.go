@@ -3,7 +3,6 @@ package daemon
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"os"
@@ -11,12 +10,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/bangerhq/banger/internal/api"
 	"github.com/bangerhq/banger/internal/client"
+	"github.com/bangerhq/banger/internal/imagesvc"
 	"github.com/bangerhq/banger/internal/paths"
-	"github.com/bangerhq/banger/internal/sandbox"
 	"github.com/bangerhq/banger/internal/store"
 	"github.com/bangerhq/banger/internal/testhost"
 	"github.com/bangerhq/banger/internal/vm"
@@ -52,7 +50,7 @@ func newImageTestDaemon(t *testing.T) (*Daemon, *client.Client) {
 	log := slog.New(slog.DiscardHandler)
 	d := &Daemon{dirs: dirs, store: st, log: log}
 	d.vms = vm.New(vm.Config{Dirs: dirs}, st, map[string]vmm.Driver{}, nopNet{}, log)
-	d.images = &imageService{d: d, log: log}
+	d.images = imagesvc.New(imagesvc.Config{Dirs: dirs}, st, log)
 	return d, client.New(startTestServer(t, d.methods()))
 }
 
@@ -241,33 +239,6 @@ func TestImageImportCancelledLeavesNothing(t *testing.T) {
 	}
 }
 
-func TestDetectImportKind(t *testing.T) {
-	ext4 := make([]byte, 4096)
-	ext4[1080], ext4[1081] = 0x53, 0xEF
-	tarball := make([]byte, 1024)
-	copy(tarball[257:], "ustar\x0000")
-	gnuTar := make([]byte, 1024)
-	copy(gnuTar[257:], "ustar  \x00")
-	for _, tc := range []struct {
-		name string
-		data []byte
-		want string
-	}{
-		{"ext4", ext4, importExt4},
-		{"posix tar", tarball, importTar},
-		{"gnu tar", gnuTar, importTar},
-		{"gzip", []byte{0x1f, 0x8b, 8, 0, 0, 0}, importTarGzip},
-		{"xz", []byte("\xfd7zXZ\x00\x00\x04"), importTarXz},
-		{"zstd", []byte{0x28, 0xb5, 0x2f, 0xfd, 0x24}, importTarZstd},
-		{"text", []byte("hello, world\n"), ""},
-		{"empty", nil, ""},
-	} {
-		if got := detectImportKind(bytes.NewReader(tc.data)); got != tc.want {
-			t.Errorf("%s: got %q, want %q", tc.name, got, tc.want)
-		}
-	}
-}
-
 // insertVM records a stopped VM built from image id, as vm create would,
 // without making its disk.
 func insertVM(t *testing.T, d *Daemon, name, imageID, mac string) {
@@ -371,33 +342,6 @@ func TestImageRemoveWithUsersNeedsForceAndLeavesATombstone(t *testing.T) {
 	}
 }
 
-func TestSweepRemovesOnlyOrphanImageFolders(t *testing.T) {
-	ctx := context.Background()
-	d, _ := newImageTestDaemon(t)
-	root := d.dirs.ImagesDir()
-	live := store.Image{ID: "0123456789ab", Name: "live", Source: "debian:bookworm",
-		Path: filepath.Join(root, "0123456789ab", "rootfs.ext4"), SizeBytes: 1}
-	if err := store.InsertImage(ctx, d.store.DB, &live); err != nil {
-		t.Fatal(err)
-	}
-	// A tombstone no VM names (the daemon died before deleting it).
-	dead := store.Image{ID: "ba9876543210", Name: "dead", Source: "debian:bookworm",
-		Path: filepath.Join(root, "ba9876543210", "rootfs.ext4"), SizeBytes: 1}
-	store.InsertImage(ctx, d.store.DB, &dead)
-	store.MarkImageRemoved(ctx, d.store.DB, dead.ID)
-	for _, f := range []string{"0123456789ab", "ba9876543210", "deadbeef0000", "not-an-image"} {
-		os.MkdirAll(filepath.Join(root, f), 0o700)
-		os.WriteFile(filepath.Join(root, f, "rootfs.ext4"), []byte("x"), 0o600)
-	}
-	if err := d.images.sweepImageFolders(ctx); err != nil {
-		t.Fatal(err)
-	}
-	folders, rows := imagesLeft(t, d)
-	if strings.Join(folders, ",") != "0123456789ab,not-an-image" || rows != 1 {
-		t.Fatalf("after the sweep: folders %v, %d rows; want the live image's folder and the unknown one, 1 row", folders, rows)
-	}
-}
-
 // A tarball goes to the rootfs-tar build; when that fails (here: the test
 // daemon has no runtime bundle, or the stream is not gzip at all) nothing
 // is left.
@@ -422,62 +366,6 @@ func TestImageImportTarballFailureLeavesNothing(t *testing.T) {
 		if folders, rows := imagesLeft(t, d); len(folders) != 0 || rows != 0 {
 			t.Fatalf("a failed tarball import left folders %v and %d rows", folders, rows)
 		}
-	}
-}
-
-func init() {
-	// A build that never ends, writing into its folder (test.sweep).
-	sandbox.RegisterJob("daemon.test.block", func(sb *sandbox.Sandbox, _ json.RawMessage) (any, error) {
-		if err := os.WriteFile("/work/partial", []byte("x"), 0o644); err != nil {
-			return nil, err
-		}
-		sb.Event("started")
-		time.Sleep(time.Hour)
-		return nil, nil
-	})
-}
-
-// TestSweepKillsEarlierBuildsFirst: a build of an earlier daemon (same
-// state folder) still runs, writing into its image folder: the sweep ends
-// it before it removes the folder (with the sandbox's files in it).
-func TestSweepKillsEarlierBuildsFirst(t *testing.T) {
-	ctx := context.Background()
-	d, _ := newImageTestDaemon(t)
-	ids, err := d.images.sandboxIDs()
-	if err != nil {
-		testhost.Skip(t, "image builds need subordinate ids: %v", err)
-	}
-	folder := filepath.Join(d.dirs.ImagesDir(), "0123456789ab")
-	work := filepath.Join(folder, "banger-rootfs-1")
-	if err := os.MkdirAll(work, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := sandbox.SetOwner(ownerToken(d.dirs)); err != nil {
-		t.Fatal(err)
-	}
-	started := make(chan bool)
-	done := make(chan error, 1)
-	go func() {
-		_, err := sandbox.Run(ctx, sandbox.Spec{IDs: ids, Job: "daemon.test.block",
-			Binds:   []sandbox.Bind{{Source: work, At: "/work", Writable: true, Give: true}},
-			OnEvent: func(json.RawMessage) { close(started) }})
-		done <- err
-	}()
-	select {
-	case <-started:
-	case err := <-done:
-		t.Fatalf("the earlier build ended: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("the earlier build did not start")
-	}
-	d.images.sweep(ctx)
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the earlier daemon's build still runs after the sweep")
-	}
-	if _, err := os.Stat(folder); !os.IsNotExist(err) {
-		t.Errorf("the earlier build's folder is still there: %v", err)
 	}
 }
 

@@ -1,17 +1,15 @@
-package daemon
+package imagesvc
 
 import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"net/netip"
+	"log/slog"
 	"os"
 	"os/exec"
 	"os/user"
@@ -23,18 +21,13 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/zstd"
-	"github.com/vishvananda/netns"
 
 	"github.com/bangerhq/banger/internal/api"
 	"github.com/bangerhq/banger/internal/buildcache"
 	"github.com/bangerhq/banger/internal/bundle"
-	"github.com/bangerhq/banger/internal/doctor"
 	"github.com/bangerhq/banger/internal/image"
 	"github.com/bangerhq/banger/internal/image/oci"
-	"github.com/bangerhq/banger/internal/image/tarlimit"
-	"github.com/bangerhq/banger/internal/network"
 	"github.com/bangerhq/banger/internal/progress"
-	"github.com/bangerhq/banger/internal/sandbox"
 	"github.com/bangerhq/banger/internal/store"
 	"github.com/bangerhq/banger/internal/subid"
 	"github.com/bangerhq/banger/internal/units"
@@ -74,7 +67,7 @@ func parseBuildSource(from string) (buildSource, error) {
 // when an earlier build had the same inputs (unless p.NoCache). Only one
 // build of a name runs at a time; a failed or cancelled build leaves no
 // file, no temporary tree and no row.
-func (s *imageService) Build(ctx context.Context, p api.ImageBuildParams) (api.Image, error) {
+func (s *Service) Build(ctx context.Context, p api.ImageBuildParams) (api.Image, error) {
 	start := time.Now()
 	if err := vm.ValidateName(p.Name); err != nil {
 		return api.Image{}, api.Errorf(api.ErrInvalid, "invalid image name %q: use 1-63 lowercase letters, digits and hyphens", p.Name)
@@ -83,11 +76,13 @@ func (s *imageService) Build(ctx context.Context, p api.ImageBuildParams) (api.I
 	if err != nil {
 		return api.Image{}, err
 	}
-	if _, err := store.GetImage(ctx, s.d.store.DB, p.Name); err == nil {
+	if _, err := store.GetImage(ctx, s.store.DB, p.Name); err == nil {
 		return api.Image{}, api.Errorf(api.ErrExists, "an image named %q already exists: remove it first with `banger image rm %s`", p.Name, p.Name)
 	}
-	if err := doctor.Preflight(ctx, s.d.doctorEnv(), doctor.PurposeImageBuild); err != nil {
-		return api.Image{}, api.Errorf(api.ErrPrecondition, "%w", err)
+	if s.cfg.Preflight != nil {
+		if err := s.cfg.Preflight(ctx); err != nil {
+			return api.Image{}, api.Errorf(api.ErrPrecondition, "%w", err)
+		}
 	}
 	kernelRelease, err := s.runtimeReady()
 	if err != nil {
@@ -126,7 +121,7 @@ func (s *imageService) Build(ctx context.Context, p api.ImageBuildParams) (api.I
 // buildFromRootfsTar makes image name from the root file system tarball
 // file (plain, gzip, xz or zstd), whose content digest is digest, the way an
 // OCI image is built. The caller has validated and claimed name.
-func (s *imageService) buildFromRootfsTar(ctx context.Context, name, file, digest string) (api.Image, error) {
+func (s *Service) buildFromRootfsTar(ctx context.Context, name, file, digest string) (api.Image, error) {
 	start := time.Now()
 	if err := image.CheckRootfsTools(); err != nil {
 		return api.Image{}, api.Errorf(api.ErrPrecondition, "%w", err)
@@ -163,9 +158,9 @@ type production struct {
 // produce makes the image folder, fills it from the cache or by building,
 // records the row and keeps a fresh build in the cache. Any failure removes
 // the folder; no row is left.
-func (s *imageService) produce(ctx context.Context, p production) (api.Image, error) {
+func (s *Service) produce(ctx context.Context, p production) (api.Image, error) {
 	id := store.NewID()
-	dir := filepath.Join(s.d.dirs.ImagesDir(), id)
+	dir := filepath.Join(s.cfg.Dirs.ImagesDir(), id)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return api.Image{}, err
 	}
@@ -202,7 +197,7 @@ func (s *imageService) produce(ctx context.Context, p production) (api.Image, er
 	row := store.Image{ID: id, Name: p.name, Source: p.source, Path: out, SizeBytes: st.Size(),
 		KernelRelease: p.kernelRelease, Digest: p.digest, CacheKey: p.key, Cached: hit,
 		BuildSeconds: time.Since(p.start).Seconds()}
-	if err := store.InsertImage(context.WithoutCancel(ctx), s.d.store.DB, &row); err != nil {
+	if err := store.InsertImage(context.WithoutCancel(ctx), s.store.DB, &row); err != nil {
 		if errors.Is(err, store.ErrExists) {
 			return fail(api.Errorf(api.ErrExists, "an image named %q already exists", p.name))
 		}
@@ -282,24 +277,24 @@ func (r readerCtx) Read(p []byte) (int, error) {
 
 // runtimeReady checks that the runtime bundle has the guest agent every
 // image gets, and returns the release of its kernel (whose modules too).
-func (s *imageService) runtimeReady() (string, error) {
-	if err := s.d.runtime.CheckAgent(); err != nil {
+func (s *Service) runtimeReady() (string, error) {
+	if err := s.cfg.Runtime.CheckAgent(); err != nil {
 		return "", api.Errorf(api.ErrPrecondition, "%w", err)
 	}
-	release, err := s.d.runtime.KernelRelease()
+	release, err := s.cfg.Runtime.KernelRelease()
 	if err != nil {
 		return "", api.Errorf(api.ErrPrecondition, "read the runtime kernel release: %w", err)
 	}
 	return release, nil
 }
 
-func (s *imageService) cache() buildcache.Cache {
-	return buildcache.Cache{Dir: filepath.Join(s.d.dirs.Cache, "builds")}
+func (s *Service) cache() buildcache.Cache {
+	return buildcache.Cache{Dir: filepath.Join(s.cfg.Dirs.Cache, "builds")}
 }
 
 // progress reports p to the client (when it asked for progress) and logs
 // phase changes.
-func (s *imageService) progress(ctx context.Context, p api.Progress) {
+func (s *Service) progress(ctx context.Context, p api.Progress) {
 	if p.Message != "" && p.Done == 0 {
 		s.log.Info(p.Message, "phase", p.Phase)
 	}
@@ -310,18 +305,18 @@ func (s *imageService) progress(ctx context.Context, p api.Progress) {
 // the runtime's kernel and agent, the SSH key. The runtime parts are
 // identified by the bundle lock's checksums (verified before every build)
 // or, without a lock, by hashing the files.
-func (s *imageService) inputs(kernelRelease string) (buildcache.Inputs, error) {
-	in := buildcache.Inputs{Script: scripts.Digest(), SSHPubKey: s.sshPub}
-	if lock, err := bundle.ReadLock(s.d.runtime.Path); err == nil && lock.Components["kernel"] != nil && lock.Components["agent"] != nil {
+func (s *Service) inputs(kernelRelease string) (buildcache.Inputs, error) {
+	in := buildcache.Inputs{Script: scripts.Digest(), SSHPubKey: s.cfg.SSHPublicKey}
+	if lock, err := bundle.ReadLock(s.cfg.Runtime.Path); err == nil && lock.Components["kernel"] != nil && lock.Components["agent"] != nil {
 		in.Kernel = kernelRelease + " " + lockDigest(lock.Components["kernel"])
 		in.Agent = lockDigest(lock.Components["agent"])
 		return in, nil
 	}
-	k, err := treeDigest(s.d.runtime.ModulesDir())
+	k, err := treeDigest(s.cfg.Runtime.ModulesDir())
 	if err != nil {
 		return in, fmt.Errorf("identify the runtime kernel modules: %w", err)
 	}
-	a, err := treeDigest(s.d.runtime.Agent())
+	a, err := treeDigest(s.cfg.Runtime.Agent())
 	if err != nil {
 		return in, fmt.Errorf("identify the guest agent: %w", err)
 	}
@@ -366,11 +361,11 @@ type ociImage struct {
 	digest string
 }
 
-func (s *imageService) openOCI(ctx context.Context, src oci.Source) (ociImage, error) {
+func (s *Service) openOCI(ctx context.Context, src oci.Source) (ociImage, error) {
 	if err := image.CheckRootfsTools(); err != nil {
 		return ociImage{}, api.Errorf(api.ErrPrecondition, "%w", err)
 	}
-	img, digest, err := oci.Open(ctx, src, oci.Options{LayerDir: filepath.Join(s.d.dirs.Cache, "layers")})
+	img, digest, err := oci.Open(ctx, src, oci.Options{LayerDir: filepath.Join(s.cfg.Dirs.Cache, "layers")})
 	if err != nil {
 		if errors.Is(err, oci.ErrPlatform) {
 			return ociImage{}, api.Errorf(api.ErrInvalid, "%v: banger runs linux/amd64 guests here; build from an image for that platform", err)
@@ -384,7 +379,7 @@ func (s *imageService) openOCI(ctx context.Context, src oci.Source) (ociImage, e
 }
 
 // build runs the build for src into out, with temporary files in dir.
-func (s *imageService) build(ctx context.Context, name string, src buildSource, img ociImage, dir, out string) error {
+func (s *Service) build(ctx context.Context, name string, src buildSource, img ociImage, dir, out string) error {
 	if src.release != "" {
 		o, done, err := s.buildOptions(ctx, name, dir, out, "bootstrap")
 		if err != nil {
@@ -393,7 +388,7 @@ func (s *imageService) build(ctx context.Context, name string, src buildSource, 
 		defer done()
 		return image.BuildDebian(ctx, image.DebianOptions{Release: src.release, RootfsOptions: o})
 	}
-	limits := s.limits()
+	limits := s.cfg.Limits
 	flatten := func(ctx context.Context, w io.Writer) error {
 		// The first pass (pulling, for a registry) learns each layer's
 		// uncompressed size: the second pass's totals.
@@ -417,7 +412,7 @@ func (s *imageService) build(ctx context.Context, name string, src buildSource, 
 
 // buildFromTar builds out from a root file system tar stream with
 // image.BuildRootfs and the embedded customize script.
-func (s *imageService) buildFromTar(ctx context.Context, name string, tarStream func(context.Context, io.Writer) error, dir, out string) error {
+func (s *Service) buildFromTar(ctx context.Context, name string, tarStream func(context.Context, io.Writer) error, dir, out string) error {
 	o, done, err := s.buildOptions(ctx, name, dir, out, "extract")
 	if err != nil {
 		return err
@@ -431,7 +426,7 @@ func (s *imageService) buildFromTar(ctx context.Context, name string, tarStream 
 // embedded scripts (written into dir; done removes them), the runtime's
 // modules and agent, the SSH key, the sandbox's ids, the limits, the log
 // and the progress phases (starting with firstPhase).
-func (s *imageService) buildOptions(ctx context.Context, name, dir, out, firstPhase string) (image.RootfsOptions, func(), error) {
+func (s *Service) buildOptions(ctx context.Context, name, dir, out, firstPhase string) (image.RootfsOptions, func(), error) {
 	ids, err := s.sandboxIDs()
 	if err != nil {
 		return image.RootfsOptions{}, nil, err
@@ -443,118 +438,17 @@ func (s *imageService) buildOptions(ctx context.Context, name, dir, out, firstPh
 	phase := newPhase(firstPhase)
 	netw, release := s.buildNet(ctx, name)
 	return image.RootfsOptions{
-		Output: out, Scripts: scriptDir, ModulesDir: s.d.runtime.ModulesDir(), SSHPubKey: s.sshPub,
-		AgentBinary: s.d.runtime.Agent(), IDs: ids, Limits: s.limits(), TempDir: dir,
-		Net: netw, DNS: buildDNS(s.d.cfg.Network.DNS),
+		Output: out, Scripts: scriptDir, ModulesDir: s.cfg.Runtime.ModulesDir(), SSHPubKey: s.cfg.SSHPublicKey,
+		AgentBinary: s.cfg.Runtime.Agent(), IDs: ids, Limits: s.cfg.Limits, TempDir: dir,
+		Net: netw, DNS: buildDNS(s.cfg.DNS),
 		Log:   s.buildLog(ctx, name, phase),
 		Phase: func(p, msg string) { phase.Store(&p); s.progress(ctx, api.Progress{Phase: p, Message: msg}) },
 	}, func() { release(); os.RemoveAll(scriptDir) }, nil
 }
 
-// buildNet gives a build sandbox its network, for the packages
-// customize.sh may install: an address of the VM subnet (a build lease, so
-// no VM gets it meanwhile) on a veth whose peer is the sandbox's eth0,
-// attached to the bridge and guarded with its MAC and address like a VM's
-// TAP, so the guest network policy applies to builds as to guests. It
-// returns nil when the daemon cannot manage the bridge (an ordinary user
-// without CAP_NET_ADMIN): the build then has no network, which only an
-// image missing packages needs. release frees the address and the guard
-// (the veth itself goes with the sandbox's network namespace).
-func (s *imageService) buildNet(ctx context.Context, name string) (*sandbox.Net, func()) {
-	nop := func() {}
-	if err := s.d.net.EnsureBridge(ctx); err != nil {
-		s.log.Warn("image build without network: customize.sh cannot install missing packages", "image", name, "err", err)
-		return nil, nop
-	}
-	subnet := s.d.net.policy.Subnet
-	var ip netip.Addr
-	err := s.d.store.Tx(ctx, func(tx *sql.Tx) error {
-		used, err := store.LeasedAddrs(ctx, tx)
-		if err != nil {
-			return err
-		}
-		if ip, err = network.AllocateIP(subnet, used); err != nil {
-			return err
-		}
-		return store.InsertBuildLease(ctx, tx, ip.String(), "build:"+name)
-	})
-	if err != nil {
-		s.log.Warn("image build without network: no address for it", "image", name, "err", err)
-		return nil, nop
-	}
-	mac, err := network.RandomMAC()
-	if err != nil {
-		store.DeleteBuildLease(context.WithoutCancel(ctx), s.d.store.DB, ip.String())
-		return nil, nop
-	}
-	var id [4]byte
-	rand.Read(id[:])
-	veth := "bgb" + hex.EncodeToString(id[:])
-	port, err := network.ParsePort(veth, mac, ip.String())
-	if err != nil {
-		store.DeleteBuildLease(context.WithoutCancel(ctx), s.d.store.DB, ip.String())
-		return nil, nop
-	}
-	release := func() {
-		if err := errors.Join(s.d.net.UnguardPort(veth), network.DeleteLink(veth),
-			store.DeleteBuildLease(context.WithoutCancel(ctx), s.d.store.DB, ip.String())); err != nil {
-			s.log.Warn("release a build's network", "image", name, "veth", veth, "err", err)
-		}
-	}
-	return &sandbox.Net{
-		Iface: "eth0", Addr: netip.PrefixFrom(ip, subnet.Bits()), Gateway: network.Gateway(subnet),
-		Attach: func(pid int) error {
-			ns, err := netns.GetFromPid(pid)
-			if err != nil {
-				return err
-			}
-			defer ns.Close()
-			if err := network.CreateVeth(veth, s.d.net.policy.Bridge, "eth0", ns, port.MAC); err != nil {
-				return err
-			}
-			// The sandbox brings eth0 up only after Attach returns: the
-			// guard is in place before anything inside can send.
-			return s.d.net.GuardPort(port)
-		},
-	}, release
-}
-
-// buildDNS is the name server a build's package manager is given:
-// network.dns when set, else the host's first IPv4 name server that another
-// network namespace can reach. A resolver on loopback (systemd-resolved's
-// 127.0.0.53) cannot be; its upstream servers are read from
-// /run/systemd/resolve/resolv.conf then. "" when there is none.
-func buildDNS(configured string) string {
-	if configured != "" {
-		return configured
-	}
-	return reachableNameserver("/etc/resolv.conf", "/run/systemd/resolve/resolv.conf")
-}
-
-// reachableNameserver is the first IPv4, non-loopback nameserver of the
-// resolv.conf files, or "".
-func reachableNameserver(files ...string) string {
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		for _, l := range strings.Split(string(b), "\n") {
-			fields := strings.Fields(l)
-			if len(fields) < 2 || fields[0] != "nameserver" {
-				continue
-			}
-			if a, err := netip.ParseAddr(fields[1]); err == nil && a.Is4() && !a.IsLoopback() && !a.IsUnspecified() {
-				return a.String()
-			}
-		}
-	}
-	return ""
-}
-
 // sandboxIDs are the subordinate ids of the daemon's user, which build
 // sandboxes map (also when the daemon is root).
-func (s *imageService) sandboxIDs() (subid.IDs, error) {
+func (s *Service) sandboxIDs() (subid.IDs, error) {
 	name := ""
 	if u, err := user.Current(); err == nil {
 		name = u.Username
@@ -566,21 +460,10 @@ func (s *imageService) sandboxIDs() (subid.IDs, error) {
 	return ids, nil
 }
 
-// limits are the build limits from the config ([image] max_size,
-// max_files; image's defaults when unset).
-func (s *imageService) limits() tarlimit.Limits {
-	l := tarlimit.Limits{MaxFiles: s.d.cfg.Image.MaxFiles}
-	if v := s.d.cfg.Image.MaxSize; v != "" {
-		// Checked when the config was loaded.
-		l.MaxBytes, _ = units.ParseSize(v)
-	}
-	return l
-}
-
 // buildLog is the Log of a build: every line goes to the daemon log, and to
 // the client as a progress message of the current phase (set by the build
 // while its output is read on another goroutine).
-func (s *imageService) buildLog(ctx context.Context, name string, phase *atomic.Pointer[string]) io.Writer {
+func (s *Service) buildLog(ctx context.Context, name string, phase *atomic.Pointer[string]) io.Writer {
 	return &slogWriter{log: s.log, image: name, onLine: func(l string) {
 		progress.Report(ctx, api.Progress{Phase: *phase.Load(), Message: l})
 	}}
@@ -593,7 +476,7 @@ func newPhase(p string) *atomic.Pointer[string] {
 }
 
 // claim reserves name for one build or import at a time; release frees it.
-func (s *imageService) claim(name string) (release func(), err error) {
+func (s *Service) claim(name string) (release func(), err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.building == nil {
@@ -604,4 +487,24 @@ func (s *imageService) claim(name string) (release func(), err error) {
 	}
 	s.building[name] = true
 	return func() { s.mu.Lock(); delete(s.building, name); s.mu.Unlock() }, nil
+}
+
+// slogWriter turns build progress lines into log records.
+type slogWriter struct {
+	log   *slog.Logger
+	image string
+	// onLine, when set, also gets every line.
+	onLine func(string)
+}
+
+func (w *slogWriter) Write(p []byte) (int, error) {
+	for _, l := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		if l != "" {
+			w.log.Info(l, "image", w.image)
+			if w.onLine != nil {
+				w.onLine(l)
+			}
+		}
+	}
+	return len(p), nil
 }
