@@ -413,7 +413,7 @@ func TestCheckAgent(t *testing.T) {
 	if err != nil || r.Status != "warn" {
 		t.Fatalf("unreadable images: %+v, %v", r, err)
 	}
-	for _, want := range []string{"image gone: image file", "image junk: debugfs cannot open", "Bad magic number"} {
+	for _, want := range []string{"image gone: image file", "image junk: bad ext4 file system", "Bad magic number"} {
 		if !strings.Contains(r.Detail, want) {
 			t.Errorf("detail %q lacks %q", r.Detail, want)
 		}

@@ -31,6 +31,7 @@ import (
 	"github.com/bangerhq/banger/internal/paths"
 	"github.com/bangerhq/banger/internal/sandbox"
 	"github.com/bangerhq/banger/internal/store"
+	"github.com/bangerhq/banger/internal/subid"
 )
 
 // Config is what the service needs from the daemon, resolved once at its
@@ -243,13 +244,20 @@ func (s *Service) removeBuildFolder(ctx context.Context, dir string) error {
 const agentCheckParallelism = 4
 
 // CheckAgent is `banger doctor`'s image-agent check: it looks inside every
-// image (read-only, with debugfs) for the guest agent. An image that cannot
+// image for the guest agent, with e2fsck and debugfs run in a build
+// sandbox as for an import (image.InspectImported: an imported image's
+// file system may be crafted against them). An image that cannot
 // be read is reported as such, not as one without the agent; without
 // debugfs the check is skipped, with the fix.
 func (s *Service) CheckAgent(ctx context.Context) (api.CheckResult, error) {
 	rows, err := store.ListImages(ctx, s.store.DB)
 	if err != nil {
 		return api.CheckResult{}, err
+	}
+	ids, err := s.sandboxIDs()
+	if err != nil {
+		return api.CheckResult{Status: string(doctor.StatusSkip), Detail: "cannot look inside images: " + err.Error(),
+			Fix: "give this user subordinate ids (`make deps` gives root its range)"}, nil
 	}
 	found := make([]doctor.ImageAgent, len(rows))
 	missingTool := make([]error, len(rows))
@@ -260,7 +268,7 @@ func (s *Service) CheckAgent(ctx context.Context) (api.CheckResult, error) {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			has, err := imageHasAgent(ctx, im.Path)
+			has, err := imageHasAgent(ctx, ids, im.Path)
 			if errors.Is(err, image.ErrMissingTool) {
 				missingTool[i] = err
 			}
@@ -279,7 +287,7 @@ func (s *Service) CheckAgent(ctx context.Context) (api.CheckResult, error) {
 // imageHasAgent reports whether the image file at path holds the guest
 // agent. The file must be a regular file (a row's path is the daemon's own,
 // but a file replaced by hand is read as little as possible).
-func imageHasAgent(ctx context.Context, path string) (bool, error) {
+func imageHasAgent(ctx context.Context, ids subid.IDs, path string) (bool, error) {
 	st, err := os.Lstat(path)
 	if err != nil {
 		return false, fmt.Errorf("image file: %w", err)
@@ -287,7 +295,7 @@ func imageHasAgent(ctx context.Context, path string) (bool, error) {
 	if !st.Mode().IsRegular() {
 		return false, fmt.Errorf("%s is not a regular file", path)
 	}
-	info, err := image.InspectExt4(ctx, path, []string{doctor.AgentImagePath})
+	info, err := image.InspectImported(ctx, ids, path, []string{doctor.AgentImagePath})
 	if err != nil {
 		return false, err
 	}
