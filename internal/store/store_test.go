@@ -305,3 +305,33 @@ func TestSweepFolders(t *testing.T) {
 		t.Errorf("missing root: %v", err)
 	}
 }
+
+// TestListVMsByName: the list comes ordered by name, whatever the order of
+// the rows, with and without driver state.
+func TestListVMsByName(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	seedImage(t, s)
+	for i, name := range []string{"mike", "alpha", "zulu", "bravo"} {
+		vm := testVM(name, fmt.Sprintf("52:54:00:00:00:%02x", i+1))
+		if name != "alpha" {
+			vm.DriverState = `{"version":1}`
+		}
+		if err := InsertVM(ctx, s.DB, &vm); err != nil {
+			t.Fatal(err)
+		}
+	}
+	names := func(vms []VM) string {
+		var n []string
+		for _, v := range vms {
+			n = append(n, v.Name)
+		}
+		return strings.Join(n, ",")
+	}
+	if vms, err := ListVMs(ctx, s.DB); err != nil || names(vms) != "alpha,bravo,mike,zulu" {
+		t.Errorf("ListVMs: %s, %v", names(vms), err)
+	}
+	if vms, err := ListVMsWithDriverState(ctx, s.DB); err != nil || names(vms) != "bravo,mike,zulu" {
+		t.Errorf("ListVMsWithDriverState: %s, %v", names(vms), err)
+	}
+}
