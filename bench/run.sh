@@ -40,6 +40,16 @@ export BANGER_RUNTIME_DIR=${BANGER_RUNTIME_DIR:-$REPO/runtime}
 mkdir -p "$ROOT"
 B="$REPO/bin/banger"
 DB=$XDG_STATE_HOME/banger/banger.db
+# A bridge of its own (two benches, or a bench and a test, must not share
+# one): inside the namespace for the VMs, and on the host for the image
+# build's sandbox network, which is removed again after the build.
+BRIDGE=bgrbench$(( $$ % 100000 ))
+mkdir -p "$XDG_CONFIG_HOME/banger"
+printf '[network]\nbridge = "%s"\n' "$BRIDGE" >"$XDG_CONFIG_HOME/banger/config.toml"
+remove_host_bridge() {
+	ip link del "$BRIDGE" >/dev/null 2>&1 || true
+	for fam in ip bridge netdev; do nft delete table "$fam" "banger-$BRIDGE" >/dev/null 2>&1 || true; done
+}
 
 now() { date +%s.%N; }
 median() { sort -g | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.3f\n", m}'; }
@@ -80,6 +90,8 @@ PIDS=$ROOT/standins.pids # the ls part's stand-in VMM processes
 cleanup() {
 	for p in $(ip netns pids "$NS" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
 	ip netns del "$NS" 2>/dev/null || true
+	"$B" daemon stop >/dev/null 2>&1 || true # a daemon outside the namespace (image builds)
+	remove_host_bridge
 	if [ -f "$PIDS" ]; then
 		xargs -r kill -9 <"$PIDS" 2>/dev/null || true
 		rm -f "$PIDS"
@@ -102,6 +114,7 @@ if [[ " ${parts[*]} " == *" paths "* ]] && ! "$B" image ls --json | grep -q '"na
 	rm -f "$ROOT/default-rootfs.tar"
 fi
 "$B" daemon stop >/dev/null
+remove_host_bridge
 ip netns add "$NS"
 ip netns exec "$NS" ip link set lo up
 N() { ip netns exec "$NS" "$@"; }
@@ -139,7 +152,7 @@ bench_boot() {
 		t0=$(now)
 		cp --sparse=always "$ROOT/pristine.ext4" "$dir/disk.ext4"
 		N ip tuntap add dev "$tap" mode tap vnet_hdr
-		N ip link set "$tap" master banger0 up
+		N ip link set "$tap" master "$BRIDGE" up
 		N "${argv[@]}"
 		wait_ssh "$ip"
 		wait_agent "$agent"
