@@ -13,6 +13,7 @@ import (
 
 	"github.com/bangerhq/banger/internal/api"
 	"github.com/bangerhq/banger/internal/cli"
+	"github.com/bangerhq/banger/internal/cli/heavy"
 	"github.com/bangerhq/banger/internal/testhost"
 )
 
@@ -134,7 +135,8 @@ func terminalCLI(ctx context.Context, t *testing.T, e *env) {
 		}
 	}
 
-	// Every command group refuses an unknown subcommand.
+	// Every command group refuses an unknown subcommand, those bangerd runs
+	// too.
 	var groups [][]string
 	var walk func(*cobra.Command)
 	walk = func(c *cobra.Command) {
@@ -146,6 +148,7 @@ func terminalCLI(ctx context.Context, t *testing.T, e *env) {
 		}
 	}
 	walk(cli.NewRoot())
+	walk(heavy.NewRoot()) // doctor and runtime, which bangerd runs
 	if len(groups) < 5 {
 		t.Fatalf("only %d command groups: %q", len(groups), groups)
 	}

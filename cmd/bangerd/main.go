@@ -10,6 +10,7 @@ import (
 	"runtime/pprof"
 	"syscall"
 
+	"github.com/bangerhq/banger/internal/cli/heavy"
 	"github.com/bangerhq/banger/internal/daemon"
 	"github.com/bangerhq/banger/internal/sandbox"
 	"github.com/bangerhq/banger/internal/version"
@@ -18,6 +19,14 @@ import (
 func main() {
 	// A sandbox stage (image builds) runs here and exits; see package sandbox.
 	sandbox.Main()
+	// The commands banger hands over (doctor, runtime, tui) run here and
+	// exit; see package heavy.
+	if heavy.Handles(os.Args[1:]) {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		code := heavy.Main(ctx, os.Args[1:])
+		stop()
+		os.Exit(code)
+	}
 	if len(os.Args) > 1 && (os.Args[1] == "--version" || os.Args[1] == "version") {
 		fmt.Println("bangerd", version.String())
 		return

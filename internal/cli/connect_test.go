@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -8,6 +9,8 @@ import (
 	"time"
 
 	"github.com/bangerhq/banger/internal/api"
+	"github.com/bangerhq/banger/internal/client"
+	"github.com/bangerhq/banger/internal/testhost"
 	"github.com/bangerhq/banger/internal/version"
 )
 
@@ -31,5 +34,17 @@ func TestStaleDaemonDetection(t *testing.T) {
 	os.Chtimes(exe, later, later)
 	if r := stale(same); !strings.Contains(r, "was rebuilt") {
 		t.Fatalf("rebuilt binary: %q", r)
+	}
+}
+
+// TestDaemonInfoFromOldDaemon: a daemon without daemon.info is still seen
+// (and found stale) by its build on the answer.
+func TestDaemonInfoFromOldDaemon(t *testing.T) {
+	info, err := daemonInfo(context.Background(), client.New(testhost.OldDaemon(t)))
+	if err != nil || info.Version != "old-1" || info.PID != 99 {
+		t.Fatalf("daemonInfo: %+v, %v", info, err)
+	}
+	if reason := stale(info); !strings.Contains(reason, "daemon version old-1") {
+		t.Errorf("stale(%+v) = %q", info, reason)
 	}
 }

@@ -18,8 +18,17 @@ type ExitError struct{ Code int }
 
 func (e *ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code) }
 
-// NewRoot returns the banger command tree, finished by finishTree.
+// NewRoot returns the banger command tree, finished by finishTree and
+// with every completion registered (completeTree).
 func NewRoot() *cobra.Command {
+	root := newRoot()
+	completeTree(root)
+	return root
+}
+
+// newRoot returns the command tree without the completion functions that
+// only a completion request (`banger __complete ...`) needs.
+func newRoot() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "banger",
 		Short:         "Disposable Linux microVMs on your own machine",
@@ -27,14 +36,26 @@ func NewRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCmd(), newDaemonCmd(), newVMCmd(), newImageCmd(), newDoctorCmd(), newRuntimeCmd(), newTUICmd())
+	root.AddCommand(newVersionCmd(), newDaemonCmd(), newVMCmd(), newImageCmd(), newTUICmd())
+	for _, c := range BangerdCommands {
+		root.AddCommand(newBangerdCmd(c.Name, c.Short))
+	}
 	finishTree(root)
 	return root
 }
 
 // Main runs the CLI and returns the process exit status.
 func Main(ctx context.Context, args []string) int {
-	root := NewRoot()
+	root := newRoot()
+	if len(args) > 0 && (args[0] == cobra.ShellCompRequestCmd || args[0] == cobra.ShellCompNoDescRequestCmd) {
+		completeTree(root)
+	}
+	return Execute(ctx, root, args)
+}
+
+// Execute runs root with args and returns the process exit status: 0, an
+// ExitError's code, or 1 after printing the error as "banger: ...".
+func Execute(ctx context.Context, root *cobra.Command, args []string) int {
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
@@ -47,6 +68,9 @@ func Main(ctx context.Context, args []string) int {
 	fmt.Fprintln(os.Stderr, "banger: "+err.Error())
 	return 1
 }
+
+// PrintJSON writes v as indented JSON, as every --json flag does.
+func PrintJSON(w io.Writer, v any) error { return printJSON(w, v) }
 
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)

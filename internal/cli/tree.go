@@ -8,8 +8,9 @@ import (
 	"github.com/spf13/pflag"
 )
 
-// finishTree applies the rules every command of the tree follows, once the
-// tree is built, so a command added later follows them without more code:
+// finishTree and completeTree apply the rules every command of a tree
+// follows, once the tree is built, so a command added later follows them
+// without more code. finishTree:
 //
 //   - A group (a command with subcommands and no Run of its own) prints
 //     its help when called alone and refuses anything else with an
@@ -18,6 +19,11 @@ import (
 //     refuses an unknown X the same way.
 //   - A command that says nothing about arguments takes none, unless its
 //     Use line names some.
+//
+// completeTree, which only a completion request (`banger __complete ...`)
+// needs: it is the larger part of building the tree, which every command
+// pays for at start-up.
+//
 //   - Positional arguments complete from the placeholders of the Use line
 //     (see argKindOf): VM names for NAME under `vm`, image names for NAME
 //     under `image`, files for FILE, SRC, DST, ... A command whose
@@ -26,7 +32,9 @@ import (
 //   - Flags complete by name: --image to image names, --vmm to the VMMs,
 //     numbers and durations to nothing (not file names).
 //
-// TestCommandTree walks the tree and fails when a command escapes a rule.
+// FinishTree applies both to the tree of the commands bangerd runs for
+// banger. TestCommandTree walks the tree and fails when a command escapes a
+// rule.
 func finishTree(root *cobra.Command) {
 	root.SetHelpCommand(newHelpCmd())
 	root.InitDefaultHelpCmd()
@@ -43,6 +51,13 @@ func finishTree(root *cobra.Command) {
 				cmd.Args = cobra.ArbitraryArgs
 			}
 		}
+	})
+}
+
+// completeTree registers the completion functions of finishTree's rules
+// for every command of root that has none of its own.
+func completeTree(root *cobra.Command) {
+	walk(root, func(cmd *cobra.Command) {
 		if cmd.ValidArgsFunction == nil && len(cmd.ValidArgs) == 0 && !cmd.HasSubCommands() {
 			if f := positionalCompletion(cmd); f != nil {
 				cmd.ValidArgsFunction = f
@@ -50,6 +65,13 @@ func finishTree(root *cobra.Command) {
 		}
 		completeFlagsByName(cmd)
 	})
+}
+
+// FinishTree applies finishTree and completeTree to root: for the commands
+// bangerd runs for banger (see BangerdCommands).
+func FinishTree(root *cobra.Command) {
+	finishTree(root)
+	completeTree(root)
 }
 
 // walk calls fn for cmd and every command below it, parents first.

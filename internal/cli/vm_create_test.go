@@ -8,13 +8,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/bangerhq/banger/internal/testhost"
 )
 
 // TestVMCreateRefusesGivenEmptyOrZero: a flag or name given as "" or 0
 // (or a negative number) is refused with what to do, before any daemon is
 // asked (or started); leaving it out is how to get the default.
 func TestVMCreateRefusesGivenEmptyOrZero(t *testing.T) {
-	root, _ := isolate(t)
+	root, _ := testhost.PrivateBanger(t)
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -47,7 +49,7 @@ func TestVMCreateRefusesGivenEmptyOrZero(t *testing.T) {
 }
 
 func TestVMPingRefusesNonPositiveTimeout(t *testing.T) {
-	isolate(t)
+	testhost.PrivateBanger(t)
 	for _, d := range []string{"0s", "-1s"} {
 		cmd := newVMPingCmd()
 		cmd.SetArgs([]string{"dev", "--timeout", d})

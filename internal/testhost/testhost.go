@@ -224,3 +224,23 @@ func Attacker(t testing.TB, repo string) string {
 	})
 	return bin
 }
+
+// PrivateBanger points every XDG directory and the runtime bundle
+// ($BANGER_RUNTIME_DIR, an empty folder) at fresh temporary folders for
+// the rest of t, and clears $BANGER_ACCEL: code under test sees a private
+// banger with nothing in it. It returns the root of those folders and the
+// bundle folder.
+func PrivateBanger(t testing.TB) (root, runtimeDir string) {
+	t.Helper()
+	root = t.TempDir()
+	for _, v := range []string{"XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_RUNTIME_DIR"} {
+		t.Setenv(v, filepath.Join(root, strings.ToLower(v)))
+	}
+	t.Setenv("BANGER_ACCEL", "")
+	runtimeDir = filepath.Join(root, "runtime")
+	if err := os.MkdirAll(runtimeDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("BANGER_RUNTIME_DIR", runtimeDir)
+	return root, runtimeDir
+}

@@ -1,39 +1,22 @@
-package cli
+package heavy
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
-	"github.com/bangerhq/banger/internal/api"
 	"github.com/bangerhq/banger/internal/bundle"
+	"github.com/bangerhq/banger/internal/cli"
 	"github.com/bangerhq/banger/internal/client"
 	"github.com/bangerhq/banger/internal/doctor"
+	"github.com/bangerhq/banger/internal/testhost"
 )
-
-// isolate points every XDG directory and the runtime bundle at fresh temp
-// directories, so doctor sees a private banger with an empty bundle.
-func isolate(t *testing.T) (root, runtimeDir string) {
-	root = t.TempDir()
-	for _, v := range []string{"XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_RUNTIME_DIR"} {
-		t.Setenv(v, filepath.Join(root, strings.ToLower(v)))
-	}
-	t.Setenv("BANGER_ACCEL", "")
-	runtimeDir = filepath.Join(root, "runtime")
-	if err := os.MkdirAll(runtimeDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("BANGER_RUNTIME_DIR", runtimeDir)
-	return root, runtimeDir
-}
 
 func runDoctor(t *testing.T, args ...string) (string, error) {
 	t.Helper()
@@ -50,11 +33,11 @@ func runDoctor(t *testing.T, args ...string) (string, error) {
 }
 
 func TestDoctorJSON(t *testing.T) {
-	root, _ := isolate(t)
+	root, _ := testhost.PrivateBanger(t)
 	out, err := runDoctor(t, "--json")
-	var ee *ExitError
+	var ee *cli.ExitError
 	if !errors.As(err, &ee) || ee.Code != 1 {
-		t.Fatalf("doctor with an empty runtime bundle returned %v, want *ExitError{Code: 1}", err)
+		t.Fatalf("doctor with an empty runtime bundle returned %v, want *cli.ExitError{Code: 1}", err)
 	}
 
 	var rep struct {
@@ -131,7 +114,7 @@ func TestDoctorJSON(t *testing.T) {
 }
 
 func TestDoctorTable(t *testing.T) {
-	_, rt := isolate(t)
+	_, rt := testhost.PrivateBanger(t)
 	out, err := runDoctor(t, "--no-probe")
 	t.Log("\n" + out)
 	if err == nil {
@@ -160,7 +143,7 @@ func TestDoctorTable(t *testing.T) {
 // TestDoctorExitStatus: the command fails exactly when a check fails,
 // whatever this host is like.
 func TestDoctorExitStatus(t *testing.T) {
-	_, rt := isolate(t)
+	_, rt := testhost.PrivateBanger(t)
 	for _, p := range []string{"kernel/vmlinux", "kernel/initrd.img", "agent/banger-vsock-pingd"} {
 		os.MkdirAll(filepath.Dir(filepath.Join(rt, p)), 0o755)
 		os.WriteFile(filepath.Join(rt, p), []byte("stand-in"), 0o755)
@@ -170,7 +153,7 @@ func TestDoctorExitStatus(t *testing.T) {
 	os.WriteFile(filepath.Join(rt, "kernel", "modules", "lib", "modules", "6.1.0-test", "modules.dep"), nil, 0o644)
 	// A complete bundle has a lock recording what was built (make runtime
 	// writes it); doctor verifies the files against it.
-	m, err := bundle.LoadManifest(filepath.Join("..", "..", bundle.ManifestName))
+	m, err := bundle.LoadManifest(filepath.Join("..", "..", "..", bundle.ManifestName))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,7 +165,7 @@ func TestDoctorExitStatus(t *testing.T) {
 	if jerr := json.Unmarshal([]byte(out), &rep); jerr != nil {
 		t.Fatal(jerr)
 	}
-	var ee *ExitError
+	var ee *cli.ExitError
 	switch {
 	case rep.Failed() && (!errors.As(err, &ee) || ee.Code != 1):
 		t.Errorf("failures %+v but error %v", rep.Summary, err)
@@ -197,7 +180,7 @@ func TestDoctorExitStatus(t *testing.T) {
 }
 
 func TestDoctorBadConfig(t *testing.T) {
-	root, _ := isolate(t)
+	root, _ := testhost.PrivateBanger(t)
 	cfg := filepath.Join(root, "xdg_config_home", "banger", "config.toml")
 	os.MkdirAll(filepath.Dir(cfg), 0o755)
 	os.WriteFile(cfg, []byte("[vmm]\nacel = \"kvm\"\n"), 0o644)
@@ -211,56 +194,11 @@ func TestDoctorBadConfig(t *testing.T) {
 	}
 }
 
-// oldDaemon serves a daemon from before the newer methods: it answers every
-// request "method not found" (as rpcServer does for an unknown method),
-// with its build on the answer. It returns the socket.
-func oldDaemon(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "bgr-cli-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	sock := filepath.Join(dir, "d.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			var req api.Request
-			json.NewDecoder(c).Decode(&req)
-			resp := api.Response{JSONRPC: api.Version, ID: req.ID, Daemon: api.DaemonInfo{Version: "old-1", PID: 99},
-				Error: &api.Error{Code: api.CodeMethodNotFound, Message: fmt.Sprintf("method %q not found", req.Method)}}
-			json.NewEncoder(c).Encode(resp)
-			c.Close()
-		}
-	}()
-	return sock
-}
-
 // TestImageAgentFromOldDaemon: doctor says to restart a daemon too old for
 // the image check rather than reporting an error.
 func TestImageAgentFromOldDaemon(t *testing.T) {
-	r := imageAgentFromDaemon(context.Background(), client.New(oldDaemon(t)), "/x/bangerd.log")
+	r := imageAgentFromDaemon(context.Background(), client.New(testhost.OldDaemon(t)), "/x/bangerd.log")
 	if r.Status != doctor.StatusSkip || !strings.Contains(r.Detail, "old-1") || !strings.Contains(r.Detail, "banger daemon restart") {
 		t.Errorf("finding from an old daemon: %+v", r)
-	}
-}
-
-// TestDaemonInfoFromOldDaemon: a daemon without daemon.info is still seen
-// (and found stale) by its build on the answer.
-func TestDaemonInfoFromOldDaemon(t *testing.T) {
-	info, err := daemonInfo(context.Background(), client.New(oldDaemon(t)))
-	if err != nil || info.Version != "old-1" || info.PID != 99 {
-		t.Fatalf("daemonInfo: %+v, %v", info, err)
-	}
-	if reason := stale(info); !strings.Contains(reason, "daemon version old-1") {
-		t.Errorf("stale(%+v) = %q", info, reason)
 	}
 }

@@ -1,4 +1,4 @@
-package cli
+package heavy
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/bangerhq/banger/internal/api"
 	"github.com/bangerhq/banger/internal/bundle"
+	"github.com/bangerhq/banger/internal/cli"
 	"github.com/bangerhq/banger/internal/client"
 	"github.com/bangerhq/banger/internal/doctor"
 )
@@ -49,14 +50,14 @@ func newDoctorCmd() *cobra.Command {
 			}
 			rep := doctor.Run(cmd.Context(), env, doctor.Filter{})
 			if asJSON {
-				if err := printJSON(cmd.OutOrStdout(), rep); err != nil {
+				if err := cli.PrintJSON(cmd.OutOrStdout(), rep); err != nil {
 					return err
 				}
 			} else if err := printDoctorReport(cmd.OutOrStdout(), rep); err != nil {
 				return err
 			}
 			if rep.Failed() {
-				return &ExitError{Code: 1}
+				return &cli.ExitError{Code: 1}
 			}
 			return nil
 		},
