@@ -1,6 +1,6 @@
 # banger: build, test, runtime bundle.
 #   make deps      install the Debian/Ubuntu packages banger needs (root)
-#   make build     bin/banger and bin/bangerd (static, CGO_ENABLED=0)
+#   make build     bin/banger, bin/bangerd and bin/banger-tui (static, CGO_ENABLED=0)
 #   make runtime   guest kernel, initramfs, modules and agent under ./runtime, locked in runtime/bundle.lock.toml
 #   make package-runtime   bin/banger-runtime-VERSION.tar.gz (+ .sha256) from ./runtime
 #   make install PREFIX=/usr/local   binaries, runtime bundle, completions, systemd user unit
@@ -36,6 +36,7 @@ all: build
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/banger ./cmd/banger
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/bangerd ./cmd/bangerd
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/banger-tui ./cmd/banger-tui
 
 deps:
 	apt-get update -qq
@@ -87,7 +88,7 @@ install: package-runtime
 		$(DESTDIR)$(PREFIX)/share/bash-completion/completions \
 		$(DESTDIR)$(PREFIX)/share/zsh/site-functions \
 		$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
-	install -m 0755 bin/banger bin/bangerd $(DESTDIR)$(PREFIX)/bin/
+	install -m 0755 bin/banger bin/bangerd bin/banger-tui $(DESTDIR)$(PREFIX)/bin/
 	bin/banger runtime install --dir $(DESTDIR)$(PREFIX)/lib/banger $(RUNTIME_TARBALL)
 	bin/banger completion bash >$(DESTDIR)$(PREFIX)/share/bash-completion/completions/banger
 	bin/banger completion zsh >$(DESTDIR)$(PREFIX)/share/zsh/site-functions/_banger
@@ -101,7 +102,7 @@ install: package-runtime
 	chmod 0644 $(DESTDIR)$(PREFIX)/lib/systemd/user/bangerd.service
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/banger $(DESTDIR)$(PREFIX)/bin/bangerd \
+	rm -f $(DESTDIR)$(PREFIX)/bin/banger $(DESTDIR)$(PREFIX)/bin/bangerd $(DESTDIR)$(PREFIX)/bin/banger-tui \
 		$(DESTDIR)$(PREFIX)/lib/systemd/user/bangerd.service \
 		$(DESTDIR)$(PREFIX)/share/bash-completion/completions/banger \
 		$(DESTDIR)$(PREFIX)/share/zsh/site-functions/_banger \

@@ -81,7 +81,7 @@ func newEnv(t *testing.T) *env {
 		os.RemoveAll(root)
 	})
 	ldflags := "-X github.com/bangerhq/banger/internal/version.Version=e2e-" + fmt.Sprint(time.Now().UnixNano())
-	for _, name := range []string{"banger", "bangerd"} {
+	for _, name := range []string{"banger", "bangerd", "banger-tui"} {
 		out, err := exec.Command("go", "build", "-ldflags", ldflags, "-o", filepath.Join(e.bin, name), filepath.Join(repo, "cmd", name)).CombinedOutput()
 		if err != nil {
 			t.Fatalf("build %s: %v\n%s", name, err, out)

@@ -39,7 +39,7 @@ func installedTree(ctx context.Context, t *testing.T, e *env) {
 		t.Fatalf("runtime install from %s: %v\n%s", srv.URL, err, out)
 	}
 	os.MkdirAll(filepath.Join(prefix, "bin"), 0o755)
-	for _, b := range []string{"banger", "bangerd"} {
+	for _, b := range []string{"banger", "bangerd", "banger-tui"} {
 		data, err := os.ReadFile(filepath.Join(e.bin, b))
 		if err != nil {
 			t.Fatal(err)

@@ -13,7 +13,7 @@ import (
 
 	"github.com/bangerhq/banger/internal/api"
 	"github.com/bangerhq/banger/internal/cli"
-	"github.com/bangerhq/banger/internal/cli/heavy"
+	"github.com/bangerhq/banger/internal/cli/hostcmd"
 	"github.com/bangerhq/banger/internal/testhost"
 )
 
@@ -148,7 +148,7 @@ func terminalCLI(ctx context.Context, t *testing.T, e *env) {
 		}
 	}
 	walk(cli.NewRoot())
-	walk(heavy.NewRoot()) // doctor and runtime, which bangerd runs
+	walk(hostcmd.NewRoot()) // doctor and runtime, which bangerd runs
 	if len(groups) < 5 {
 		t.Fatalf("only %d command groups: %q", len(groups), groups)
 	}

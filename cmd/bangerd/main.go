@@ -10,7 +10,7 @@ import (
 	"runtime/pprof"
 	"syscall"
 
-	"github.com/bangerhq/banger/internal/cli/heavy"
+	"github.com/bangerhq/banger/internal/cli/hostcmd"
 	"github.com/bangerhq/banger/internal/daemon"
 	"github.com/bangerhq/banger/internal/sandbox"
 	"github.com/bangerhq/banger/internal/version"
@@ -20,10 +20,10 @@ func main() {
 	// A sandbox stage (image builds) runs here and exits; see package sandbox.
 	sandbox.Main()
 	// The commands banger hands over (doctor, runtime, tui) run here and
-	// exit; see package heavy.
-	if heavy.Handles(os.Args[1:]) {
+	// exit; see package hostcmd.
+	if hostcmd.Handles(os.Args[1:]) {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		code := heavy.Main(ctx, os.Args[1:])
+		code := hostcmd.Main(ctx, os.Args[1:])
 		stop()
 		os.Exit(code)
 	}

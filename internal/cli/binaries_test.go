@@ -13,14 +13,14 @@ import (
 	"github.com/bangerhq/banger/internal/testhost"
 )
 
-// TestRealBinaries builds banger and bangerd and runs them as a user would,
-// with a private banger (no daemon is started).
+// TestRealBinaries builds banger, bangerd and banger-tui and runs them as
+// a user would, with a private banger (no daemon is started).
 func TestRealBinaries(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds the banger and bangerd binaries")
+		t.Skip("builds the banger, bangerd and banger-tui binaries")
 	}
 	bin := t.TempDir()
-	for _, name := range []string{"banger", "bangerd"} {
+	for _, name := range []string{"banger", "bangerd", "banger-tui"} {
 		build := exec.Command("go", "build", "-o", filepath.Join(bin, name), "../../cmd/"+name)
 		build.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := build.CombinedOutput(); err != nil {
@@ -34,11 +34,11 @@ func TestRealBinaries(t *testing.T) {
 
 	// No command writes a terminal query (OSC 11 for the background
 	// colour, a cursor position report): Bubble Tea's init sends both
-	// unless package quietterm settles the question first; bangerd runs
-	// doctor and runtime. (The
+	// unless package quietterm settles the question first (banger-tui
+	// runs the TUI); bangerd runs doctor and runtime. (The
 	// end-to-end test does the same for commands that talk to a daemon.)
 	t.Run("no terminal query", func(t *testing.T) {
-		for _, args := range [][]string{{"--help"}, {"version"}, {"vm", "frobnicate"}, {"vm", "create", "--help"}, {"doctor", "--help"}} {
+		for _, args := range [][]string{{"--help"}, {"version"}, {"vm", "frobnicate"}, {"vm", "create", "--help"}, {"doctor", "--help"}, {"tui", "--help"}} {
 			cmd := exec.Command(banger, args...)
 			cmd.Env = env
 			// A query waits up to 5 s for an answer this terminal never gives.
@@ -52,7 +52,8 @@ func TestRealBinaries(t *testing.T) {
 		}
 	})
 
-	// doctor and runtime run in bangerd, as banger's commands: help,
+	// doctor and runtime run in bangerd, tui in banger-tui, as banger's
+	// commands: help,
 	// errors, exit status and completion as if banger ran them.
 	t.Run("commands bangerd runs", func(t *testing.T) {
 		run := func(bin string, args ...string) (stdout, stderr string, code int) {
@@ -74,7 +75,9 @@ func TestRealBinaries(t *testing.T) {
 			code int
 			want []string // in stdout, or stderr when code != 0
 		}{
-			{[]string{"--help"}, 0, []string{"doctor ", "runtime ", BangerdCommands[0].Short}},
+			{[]string{"--help"}, 0, []string{"doctor ", "runtime ", "tui ", Companions[0].Short}},
+			{[]string{"tui", "--help"}, 0, []string{"banger tui [flags]"}},
+			{[]string{"tui", "extra"}, 1, []string{`unknown command "extra" for "banger tui"`}},
 			{[]string{"doctor", "--help"}, 0, []string{"banger doctor [flags]", "--no-probe"}},
 			{[]string{"help", "runtime"}, 0, []string{"banger runtime [command]", "fetch"}},
 			{[]string{"runtime", "frobnicate"}, 1, []string{`banger: unknown command "frobnicate" for "banger runtime"`}},

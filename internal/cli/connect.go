@@ -21,6 +21,9 @@ import (
 // start may probe whether KVM can run guests, which takes seconds.
 const daemonStartTimeout = 60 * time.Second
 
+// Connect is connect, for the TUI's command (package tuicmd).
+func Connect(ctx context.Context) (*client.Client, error) { return connect(ctx) }
+
 // connect returns a client for a daemon of this build: it starts bangerd
 // when none runs, and restarts it when the running one is a different build
 // (after a rebuild). VMs keep running across the restart.
@@ -77,19 +80,23 @@ func stale(d api.DaemonInfo) string {
 	return ""
 }
 
-// bangerdPath finds the daemon binary: beside this executable, else $PATH.
-func bangerdPath() (string, error) {
+// bangerdPath finds the daemon binary (see companionPath).
+func bangerdPath() (string, error) { return companionPath("bangerd") }
+
+// companionPath finds one of the binaries that come with banger (bangerd,
+// banger-tui): beside this executable, else in $PATH.
+func companionPath(name string) (string, error) {
 	if exe, err := os.Executable(); err == nil {
 		if exe, err = filepath.EvalSymlinks(exe); err == nil {
-			p := filepath.Join(filepath.Dir(exe), "bangerd")
+			p := filepath.Join(filepath.Dir(exe), name)
 			if _, err := os.Stat(p); err == nil {
 				return p, nil
 			}
 		}
 	}
-	p, err := exec.LookPath("bangerd")
+	p, err := exec.LookPath(name)
 	if err != nil {
-		return "", errors.New("bangerd not found beside banger or in $PATH: build it with `make build` or install banger with `make install`")
+		return "", fmt.Errorf("%s not found beside banger or in $PATH: build it with `make build` or install banger with `make install`", name)
 	}
 	return p, nil
 }

@@ -36,9 +36,9 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCmd(), newDaemonCmd(), newVMCmd(), newImageCmd(), newTUICmd())
-	for _, c := range BangerdCommands {
-		root.AddCommand(newBangerdCmd(c.Name, c.Short))
+	root.AddCommand(newVersionCmd(), newDaemonCmd(), newVMCmd(), newImageCmd())
+	for _, c := range Companions {
+		root.AddCommand(newCompanionCmd(c))
 	}
 	finishTree(root)
 	return root

@@ -32,9 +32,9 @@ import (
 //   - Flags complete by name: --image to image names, --vmm to the VMMs,
 //     numbers and durations to nothing (not file names).
 //
-// FinishTree applies both to the tree of the commands bangerd runs for
-// banger. TestCommandTree walks the tree and fails when a command escapes a
-// rule.
+// CompanionRoot applies both to the tree of the commands another binary
+// runs for banger. TestCommandTree walks the tree and fails when a command
+// escapes a rule.
 func finishTree(root *cobra.Command) {
 	root.SetHelpCommand(newHelpCmd())
 	root.InitDefaultHelpCmd()
@@ -65,13 +65,6 @@ func completeTree(root *cobra.Command) {
 		}
 		completeFlagsByName(cmd)
 	})
-}
-
-// FinishTree applies finishTree and completeTree to root: for the commands
-// bangerd runs for banger (see BangerdCommands).
-func FinishTree(root *cobra.Command) {
-	finishTree(root)
-	completeTree(root)
 }
 
 // walk calls fn for cmd and every command below it, parents first.

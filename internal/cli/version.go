@@ -19,8 +19,9 @@ func newVersionCmd() *cobra.Command {
 			fmt.Fprintf(cmd.OutOrStdout(), "banger %s\n", version.String())
 			// Report the daemon only if one is running; never start one here.
 			if dirs, err := paths.Resolve(); err == nil {
-				if st, err := client.New(dirs.Socket()).Status(cmd.Context()); err == nil {
-					fmt.Fprintf(cmd.OutOrStdout(), "bangerd %s (pid %d)\n", st.Version, st.PID)
+				// daemon.info, not daemon.status: no pass over every VM.
+				if info, err := daemonInfo(cmd.Context(), client.New(dirs.Socket())); err == nil {
+					fmt.Fprintf(cmd.OutOrStdout(), "bangerd %s (pid %d)\n", info.Version, info.PID)
 				}
 			}
 			return nil

@@ -53,6 +53,9 @@ func newVMSSHCmd() *cobra.Command {
 	return cmd
 }
 
+// RemindEnabled is remindEnabled, for the TUI's command (package tuicmd).
+func RemindEnabled() bool { return remindEnabled() }
+
 // remindEnabled reads the config key ssh.remind (default on).
 func remindEnabled() bool {
 	dirs, err := paths.Resolve()
