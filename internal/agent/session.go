@@ -121,14 +121,18 @@ type StreamResponse struct {
 
 // Keepalive timing (variables for tests).
 var (
-	keepAliveInterval = 5 * time.Second
-	keepAliveTimeout  = 15 * time.Second
+	keepAliveInterval = 10 * time.Second
+	keepAliveTimeout  = time.Minute
 )
 
 // yamuxConfig is the multiplexer's configuration on both sides.
-// Keepalives every 5 s, answered within 15 s, find a vanished peer (a
-// rebooted guest, whose new agent scans for a sync line and ignores yamux
-// frames) in at most 20 s. The larger window keeps bulk copies flowing
+// Keepalives every 10 s, answered within a minute, find a vanished peer in
+// at most 70 s. The timeout is long because it also bounds a write to the
+// channel: a TCG guest on a busy host, its vCPU starved while it writes a
+// copy to disk, went 15 s without reading, and a shorter timeout ended the
+// session and the copy with it. A restarted agent is found at once anyway
+// (it answers stray requests with BANGER-NOSESSION), and a guest that goes
+// away closes the channel. The larger window keeps bulk copies flowing
 // over a channel with a long round trip (virtio-serial under TCG).
 func yamuxConfig(log *slog.Logger) *yamux.Config {
 	c := yamux.DefaultConfig()

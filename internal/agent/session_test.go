@@ -247,7 +247,8 @@ func connectHost(t *testing.T, c net.Conn) *Session {
 // syncs and works.
 func TestSessionRecovers(t *testing.T) {
 	keepAliveInterval, keepAliveTimeout = 200*time.Millisecond, time.Second
-	t.Cleanup(func() { keepAliveInterval, keepAliveTimeout = 5*time.Second, 15*time.Second })
+	kai, kat := keepAliveInterval, keepAliveTimeout
+	t.Cleanup(func() { keepAliveInterval, keepAliveTimeout = kai, kat })
 	f := newFakeSerial(t)
 	srv := echoServer(t)
 	stopGuest := runGuest(t, srv, f.guest)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"path/filepath"
+	"time"
 
 	"github.com/bangerhq/banger/internal/agent"
 )
@@ -136,9 +137,18 @@ func Push(rw writeCloser, src string, recursive bool, progress func(int64)) (InR
 		}
 		return res, nil
 	case serr := <-sent:
-		if serr != nil {
-			return res, serr
+		if serr == nil {
+			return res, <-resc
 		}
-		return res, <-resc
+		// The stream broke while sending: the guest's answer, when it
+		// gave one, says why better than the broken pipe.
+		select {
+		case err := <-resc:
+			if err != nil {
+				return res, err
+			}
+		case <-time.After(time.Second):
+		}
+		return res, serr
 	}
 }
