@@ -246,9 +246,6 @@ func connectHost(t *testing.T, c net.Conn) *Session {
 // middle of a session and agent restarts: every time the next session
 // syncs and works.
 func TestSessionRecovers(t *testing.T) {
-	keepAliveInterval, keepAliveTimeout = 200*time.Millisecond, time.Second
-	kai, kat := keepAliveInterval, keepAliveTimeout
-	t.Cleanup(func() { keepAliveInterval, keepAliveTimeout = kai, kat })
 	f := newFakeSerial(t)
 	srv := echoServer(t)
 	stopGuest := runGuest(t, srv, f.guest)
@@ -271,14 +268,10 @@ func TestSessionRecovers(t *testing.T) {
 			f.mu.Lock()
 			f.host.Close()
 			f.mu.Unlock()
-		case 2: // the agent restarts under a live session, which must notice
+		case 2: // the agent restarts under a live session
 			stopGuest()
 			stopGuest = runGuest(t, srv, f.guest)
-			select {
-			case <-sess.Done():
-			case <-time.After(10 * time.Second):
-				t.Fatalf("round %d: the host's session did not notice the agent's restart", i)
-			}
+			sessionEndsOnNextRequest(t, sess, fmt.Sprintf("round %d: the agent's restart", i))
 		}
 	}
 
@@ -287,12 +280,30 @@ func TestSessionRecovers(t *testing.T) {
 	sess := connectHost(t, f.connect(fault{}))
 	useSession(t, sess)
 	f.garble()
+	sessionEndsOnNextRequest(t, sess, "garbage in the session")
+	useSession(t, connectHost(t, f.connect(fault{})))
+}
+
+// sessionEndsOnNextRequest checks that a session whose agent side is gone
+// (restarted, or back to scanning after garbage) fails its next request
+// and ends at once: the scanning agent answers it with BANGER-NOSESSION,
+// well before any keepalive could tell.
+func sessionEndsOnNextRequest(t *testing.T, sess *Session, what string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := sess.Call(ctx, OpPing, nil, nil); err == nil {
+		t.Fatalf("%s: a request on the old session succeeded", what)
+	}
 	select {
 	case <-sess.Done():
-	case <-time.After(10 * time.Second):
-		t.Fatal("garbage in the session did not end it")
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%s: the host's session did not end", what)
 	}
-	useSession(t, connectHost(t, f.connect(fault{})))
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("%s: the session took %v to end", what, took)
+	}
 }
 
 // TestConnectLegacyAgent: an agent that speaks only the line protocol is
