@@ -11,6 +11,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"time"
 
 	"github.com/bangerhq/banger/internal/api"
@@ -97,11 +98,17 @@ func (o *Options) defaults() {
 	}
 }
 
-// agentShell runs root's login shell in vm through `banger vm exec`.
+// agentShell runs root's login shell in vm through `banger vm exec`, with
+// the banger beside this executable (the TUI runs as banger-tui), else the
+// one in $PATH.
 func agentShell(vm string) *exec.Cmd {
-	self, err := os.Executable()
-	if err != nil {
-		self = "banger"
+	bin := "banger"
+	if self, err := os.Executable(); err == nil {
+		if p := filepath.Join(filepath.Dir(self), "banger"); p != self {
+			if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+				bin = p
+			}
+		}
 	}
-	return exec.Command(self, "vm", "exec", "-it", vm, "--", "sh", "-c", `exec "${SHELL:-/bin/sh}" -l`)
+	return exec.Command(bin, "vm", "exec", "-it", vm, "--", "sh", "-c", `exec "${SHELL:-/bin/sh}" -l`)
 }

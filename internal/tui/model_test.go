@@ -403,7 +403,7 @@ func TestShellAction(t *testing.T) {
 	if m.status != "shell in "+ran+" ended" || m.statusErr {
 		t.Errorf("status %q", m.status)
 	}
-	if got := strings.Join(agentShell("dev").Args[1:], " "); got != `vm exec -it dev -- sh -c exec "${SHELL:-/bin/sh}" -l` {
-		t.Errorf("default shell command: %s", got)
+	if c := agentShell("dev"); filepath.Base(c.Path) != "banger" || strings.Join(c.Args[1:], " ") != `vm exec -it dev -- sh -c exec "${SHELL:-/bin/sh}" -l` {
+		t.Errorf("default shell command: %s %q", c.Path, c.Args)
 	}
 }
