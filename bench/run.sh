@@ -55,6 +55,15 @@ now() { date +%s.%N; }
 median() { sort -g | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.3f\n", m}'; }
 jsonget() { python3 -c 'import json,sys; v=json.load(sys.stdin); print(v[sys.argv[1]])' "$1"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a/b}'; }
+ms() { awk -v s="$1" 'BEGIN {print s*1000}'; }
+# elapsed CMD...: runs CMD, prints its wall time in seconds.
+elapsed() {
+	local t0 t1
+	t0=$(now)
+	"$@" >/dev/null
+	t1=$(now)
+	awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}'
+}
 wait_ssh() { # wait_ssh IP: until sshd sends its banner, inside the namespace
 	until ip netns exec "$NS" timeout 1 bash -c "exec 3<>/dev/tcp/$1/22 && head -c4 <&3 | grep -q SSH-" 2>/dev/null; do sleep 0.1; done
 }
@@ -138,12 +147,8 @@ bench_boot() {
 
 	local banger_times=() raw_times=() t
 	banger_run() { # banger_run I: prints its time
-		local t0 t1
-		t0=$(now)
-		N "$B" vm create "boot-$1" --cpus 1 --memory 512 >/dev/null
-		t1=$(now)
+		elapsed N "$B" vm create "boot-$1" --cpus 1 --memory 512
 		N "$B" vm rm --force "boot-$1" >/dev/null
-		awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}'
 	}
 	raw_run() { # raw_run: prints its time
 		local t0 t1
@@ -183,17 +188,14 @@ bench_ls() {
 	echo "== ls: banger vm ls --json with 1,000 VMs in the store (100 running, 50 whose VMM died, 850 stopped)"
 	N "$B" daemon stop >/dev/null || true
 	(cd "$REPO" && go run ./bench/seed -db "$DB" -image default -vms 1000 -running 100 -dead 50 -pids "$PIDS")
-	local times=() t0 t1 n
+	local times=() n
 	# The CLI reaches the daemon by its socket, so it runs outside the
 	# namespace here: `ip netns exec` would add its own start-up to the figure.
 	# The call from inside also makes sure the daemon (in the namespace) is
 	# this build, so the CLI outside never restarts it outside.
 	n=$(N "$B" vm ls --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
 	for i in $(seq 21); do
-		t0=$(now)
-		"$B" vm ls --json >/dev/null
-		t1=$(now)
-		times+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN{print (b-a)*1000}')")
+		times+=("$(ms "$(elapsed "$B" vm ls --json)")")
 	done
 	echo "ls: $n VMs listed ($(N "$B" vm ls --json | python3 -c 'import json,sys; print(sum(v["state"]=="running" for v in json.load(sys.stdin)))') running), median $(printf '%s\n' "${times[@]}" | median) ms over 21 runs (goal <= 50 ms)"
 	N "$B" daemon stop >/dev/null
@@ -238,16 +240,14 @@ db.commit()
 EOF
 		(cd "$REPO" && go run ./bench/seed -db "$DB" -image "img${size}g" -path "$img")
 	done
-	local t1s=() t8s=() t0 t1
+	local t1s=() t8s=() t
 	local order
 	for i in $(seq "$RUNS"); do
 		order="1 8"
 		[ $((i % 2)) = 1 ] || order="8 1" # neither always goes first
 		for size in $order; do
-			t0=$(now)
-			N "$B" vm create "clone-$size-$i" --no-start --image "img${size}g" --disk 9G >/dev/null
-			t1=$(now)
-			if [ "$size" = 1 ]; then t1s+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')"); else t8s+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')"); fi
+			t=$(elapsed N "$B" vm create "clone-$size-$i" --no-start --image "img${size}g" --disk 9G)
+			if [ "$size" = 1 ]; then t1s+=("$t"); else t8s+=("$t"); fi
 			N "$B" vm rm "clone-$size-$i" >/dev/null
 		done
 	done
@@ -269,7 +269,7 @@ bench_ping() {
 		out=$("$B" vm ping --json pinger)
 		t1=$(now)
 		rtts+=("$(jsonget rtt_ms <<<"$out")")
-		walls+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN{print (b-a)*1000}')")
+		walls+=("$(ms "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')")")
 	done
 	echo "ping: agent round trip median $(printf '%s\n' "${rtts[@]}" | median) ms over 100 pings; whole \`banger vm ping\` (CLI process, RPC, ping) median $(printf '%s\n' "${walls[@]}" | median) ms"
 	# The reminder's cost, measured inside the CLI from ssh's exit to the
@@ -284,17 +284,11 @@ bench_ping() {
 
 bench_paths() {
 	echo "== paths: time to SSH + agent from the Debian-built image vs the same tree built by the rootfs/OCI path ($RUNS runs each, interleaved)"
-	local deb=() oci=() t0 t1
+	local deb=() oci=()
 	for i in $(seq "$RUNS"); do
-		t0=$(now)
-		N "$B" vm create "pd-$i" --image default --cpus 1 --memory 512 >/dev/null
-		t1=$(now)
-		deb+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')")
+		deb+=("$(elapsed N "$B" vm create "pd-$i" --image default --cpus 1 --memory 512)")
 		N "$B" vm rm --force "pd-$i" >/dev/null
-		t0=$(now)
-		N "$B" vm create "po-$i" --image default-rootfs --cpus 1 --memory 512 >/dev/null
-		t1=$(now)
-		oci+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')")
+		oci+=("$(elapsed N "$B" vm create "po-$i" --image default-rootfs --cpus 1 --memory 512)")
 		N "$B" vm rm --force "po-$i" >/dev/null
 		echo "run $i: debian ${deb[-1]} s, rootfs/OCI path ${oci[-1]} s"
 	done
@@ -302,15 +296,6 @@ bench_paths() {
 	md=$(printf '%s\n' "${deb[@]}" | median)
 	mo=$(printf '%s\n' "${oci[@]}" | median)
 	echo "paths: median vm create (to SSH + agent) debian-built ${md} s, rootfs/OCI-built ${mo} s, ratio $(ratio "$mo" "$md")"
-}
-
-# elapsed CMD...: runs CMD, prints its wall time in seconds.
-elapsed() {
-	local t0 t1
-	t0=$(now)
-	"$@" >/dev/null
-	t1=$(now)
-	awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}'
 }
 
 bench_exec() {
