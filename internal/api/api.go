@@ -61,12 +61,15 @@ type Request struct {
 // Response is a JSON-RPC 2.0 response. Daemon is an extension member that
 // identifies the daemon's build on every response, so a client can spot a
 // stale daemon.
+//
+// The daemon writes the members in this order, the result (large for a
+// list) last, so a client can take it without scanning it twice.
 type Response struct {
 	JSONRPC string          `json:"jsonrpc"`
 	ID      json.RawMessage `json:"id"`
-	Result  json.RawMessage `json:"result,omitempty"`
-	Error   *Error          `json:"error,omitempty"`
 	Daemon  DaemonInfo      `json:"daemon"`
+	Error   *Error          `json:"error,omitempty"`
+	Result  json.RawMessage `json:"result,omitempty"`
 }
 
 // DaemonInfo identifies a running daemon's build.

@@ -194,3 +194,33 @@ func TestRawResult(t *testing.T) {
 		t.Fatal("a malformed response was taken")
 	}
 }
+
+// TestSplitResponse: a response in the daemon's order is split without
+// decoding its result, and gives what a full decode gives; anything else
+// is left to the full decode.
+func TestSplitResponse(t *testing.T) {
+	daemonFirst := `{"jsonrpc":"2.0","id":7,"daemon":{"version":"v1","pid":3,"executable":"/b","executable_id":"1-2"},"result":{"vms":[{"name":"a","n":{"x":"}"}}]}}` + "\n"
+	m, ok := splitResponse([]byte(daemonFirst))
+	if !ok || string(m.Result) != `{"vms":[{"name":"a","n":{"x":"}"}}]}` || string(m.ID) != "7" || m.Daemon.Version != "v1" || m.JSONRPC != "2.0" {
+		t.Fatalf("split: %v %+v result %s", ok, m, m.Result)
+	}
+	var full incoming
+	if err := json.Unmarshal([]byte(daemonFirst), &full); err != nil || !reflect.DeepEqual(full, m) {
+		t.Errorf("split %+v differs from the full decode %+v (%v)", m, full, err)
+	}
+	for _, line := range []string{
+		`{"jsonrpc":"2.0","id":7,"result":[1],"daemon":{"version":"v1"}}`,                  // result before daemon
+		`{"jsonrpc":"2.0","id":7,"daemon":{"version":"v1"},"error":{"code":-32001,"message":"x"}}`, // an error
+		`{"jsonrpc":"2.0","method":"progress","params":{"phase":"x"}}`,                       // a notification
+		`{"jsonrpc":"2.0","id":7,"daemon":{"version":"v1"},"result":[1],"extra":1`,            // no closing brace
+		`not json`,
+	} {
+		if _, ok := splitResponse([]byte(line)); ok {
+			t.Errorf("split %s", line)
+		}
+	}
+	// Those still decode (or fail) in full.
+	if m, err := decodeLine([]byte(`{"jsonrpc":"2.0","id":7,"daemon":{"version":"v1"},"error":{"code":-32001,"message":"x"}}`)); err != nil || m.Error == nil || m.Error.Message != "x" {
+		t.Errorf("error response: %+v, %v", m, err)
+	}
+}

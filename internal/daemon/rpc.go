@@ -348,6 +348,8 @@ func encodeResponse(id json.RawMessage, result []byte, rerr *api.Error, info api
 	b := make([]byte, 0, len(result)+len(daemon)+128)
 	b = append(b, `{"jsonrpc":"`+api.Version+`","id":`...)
 	b = append(b, idBuf.Bytes()...)
+	b = append(b, `,"daemon":`...)
+	b = append(b, daemon...)
 	if rerr != nil {
 		e, _ := json.Marshal(rerr)
 		b = append(b, `,"error":`...)
@@ -356,8 +358,6 @@ func encodeResponse(id json.RawMessage, result []byte, rerr *api.Error, info api
 		b = append(b, `,"result":`...)
 		b = append(b, result...)
 	}
-	b = append(b, `,"daemon":`...)
-	b = append(b, daemon...)
 	return append(b, "}\n"...)
 }
 
