@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -400,6 +401,33 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 func (e *env) sandboxProcesses() []int {
 	sum := sha256.Sum256([]byte(filepath.Join(e.root, "state", "banger")))
 	return processesMatching("bgr-" + hex.EncodeToString(sum[:8]))
+}
+
+// processesUsing returns pids that hold a file below dir open (a VMM
+// opens nothing by path: its command line names no file, but its
+// descriptors do) or whose command line names dir.
+func processesUsing(dir string) []int {
+	var pids []int
+	named := processesMatching(dir)
+	ents, _ := os.ReadDir("/proc")
+	for _, ent := range ents {
+		var pid int
+		if _, err := fmt.Sscan(ent.Name(), &pid); err != nil || pid == os.Getpid() {
+			continue
+		}
+		fds, _ := os.ReadDir(filepath.Join("/proc", ent.Name(), "fd"))
+		held := false
+		for _, fd := range fds {
+			if l, err := os.Readlink(filepath.Join("/proc", ent.Name(), "fd", fd.Name())); err == nil && strings.HasPrefix(l, dir+"/") {
+				held = true
+				break
+			}
+		}
+		if held || slices.Contains(named, pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // processesMatching returns pids whose command line contains s.

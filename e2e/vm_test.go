@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -58,6 +60,7 @@ func TestVMLifecycle(t *testing.T) {
 	if v.State != api.StateRunning || v.IP == "" || v.PID == 0 || v.TAP == "" {
 		t.Fatalf("after create: %+v", v)
 	}
+	assertVMMConfined(ctx, t, e, v)
 
 	// vm ls in both forms.
 	if out := e.must(ctx, "vm", "ls"); !strings.Contains(out, "dev") || !strings.Contains(out, "running") {
@@ -303,6 +306,33 @@ func badInput(ctx context.Context, t *testing.T, e *env) {
 	assertNoLeaks(ctx, t, e)
 }
 
+// assertVMMConfined: the VMM of a root daemon runs as a uid of its own, not
+// root, under a seccomp filter with no_new_privs, and vm show says which.
+func assertVMMConfined(ctx context.Context, t *testing.T, e *env, v api.VM) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(v.PID), "status"))
+	if err != nil {
+		t.Fatalf("status of the vmm: %v", err)
+	}
+	st := map[string]string{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, val, ok := strings.Cut(l, ":"); ok {
+			st[k] = strings.Join(strings.Fields(val), " ")
+		}
+	}
+	uid := strings.Fields(st["Uid"])
+	t.Logf("vmm pid %d: Uid %s, Seccomp %s, NoNewPrivs %s, CapEff %s; vm show: vmm user %s", v.PID, st["Uid"], st["Seccomp"], st["NoNewPrivs"], st["CapEff"], v.VMMUser)
+	if len(uid) != 4 || slices.Contains(uid, "0") || st["Seccomp"] != "2" || st["NoNewPrivs"] != "1" || st["CapEff"] != "0000000000000000" {
+		t.Errorf("the vmm of a root daemon is not confined: Uid %q, Seccomp %q, NoNewPrivs %q, CapEff %q", st["Uid"], st["Seccomp"], st["NoNewPrivs"], st["CapEff"])
+	}
+	if len(uid) > 0 && !strings.HasPrefix(v.VMMUser, "uid "+uid[0]+" ") {
+		t.Errorf("vm show says the vmm runs as %q; it runs as uid %s", v.VMMUser, uid[0])
+	}
+	if out := e.must(ctx, "vm", "show", v.Name); !strings.Contains(out, "vmm user") {
+		t.Errorf("vm show does not say which user the vmm runs as:\n%s", out)
+	}
+}
+
 // assertNoLeaks checks that no VM row, lease, folder, TAP or VMM process is left.
 func assertNoLeaks(ctx context.Context, t *testing.T, e *env) {
 	t.Helper()
@@ -324,7 +354,7 @@ func assertNoLeaks(ctx context.Context, t *testing.T, e *env) {
 	if out, _ := e.inNetns("ip", "-o", "link", "show"); strings.Contains(out, "bgr-") {
 		t.Errorf("TAP devices left:\n%s", out)
 	}
-	if pids := processesMatching(vmsDir); len(pids) != 0 {
+	if pids := processesUsing(vmsDir); len(pids) != 0 {
 		t.Errorf("VMM processes left: %v", pids)
 	}
 }
@@ -345,9 +375,15 @@ func checkDoctor(ctx context.Context, t *testing.T, e *env) {
 	for i, c := range rep.Checks {
 		byID[c.ID] = i
 	}
-	for _, id := range []string{"runtime", "qemu", "kvm", "tun", "net-admin", "image-tools", "image-agent", "firecracker"} {
+	for _, id := range []string{"runtime", "runtime-owner", "qemu", "kvm", "vmm-user", "tun", "net-admin", "image-tools", "image-agent", "firecracker"} {
 		if _, ok := byID[id]; !ok {
 			t.Errorf("doctor --json lacks check %q", id)
+		}
+	}
+	// As root: the bundle is root's alone, and VMMs get users of their own.
+	for _, id := range []string{"runtime-owner", "vmm-user"} {
+		if i, ok := byID[id]; ok && rep.Checks[i].Status != "ok" {
+			t.Errorf("%s: %s: %s", id, rep.Checks[i].Status, rep.Checks[i].Detail)
 		}
 	}
 	if i, ok := byID["image-agent"]; ok && rep.Checks[i].Status != "ok" {

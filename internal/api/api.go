@@ -120,32 +120,34 @@ const (
 // VM is a virtual machine as shown to users. State is derived from observed
 // facts, never stored.
 type VM struct {
-	ID           string     `json:"id"`
-	Name         string     `json:"name"`
-	State        string     `json:"state"`
-	DesiredState string     `json:"desired_state"`
-	IP           string     `json:"ip"`
-	MAC          string     `json:"mac"`
-	CPUs         int        `json:"cpus"`
-	MemoryMiB    int        `json:"memory_mib"`
-	DiskBytes    int64      `json:"disk_bytes"`
-	Image        string     `json:"image"`
-	VMM          string     `json:"vmm"`
-	Accel        string     `json:"accel,omitempty"`
-	Kernel       string     `json:"kernel"`
-	KernelArgs   string     `json:"kernel_args"`
-	PID          int        `json:"pid,omitempty"`
-	TAP          string     `json:"tap,omitempty"`
-	Dir          string     `json:"dir"`
-	ConsoleLog   string     `json:"console_log"`
-	Argv         []string   `json:"argv,omitempty"`
-	VsockCID     uint32     `json:"vsock_cid,omitempty"`
-	AgentSocket  string     `json:"agent_socket,omitempty"`
-	Notes        []string   `json:"notes,omitempty"`
-	LastError    string     `json:"last_error,omitempty"`
-	CreatedAt    time.Time  `json:"created_at"`
-	UpdatedAt    time.Time  `json:"updated_at"`
-	StartedAt    *time.Time `json:"started_at,omitempty"`
+	ID           string `json:"id"`
+	Name         string `json:"name"`
+	State        string `json:"state"`
+	DesiredState string `json:"desired_state"`
+	IP           string `json:"ip"`
+	MAC          string `json:"mac"`
+	CPUs         int    `json:"cpus"`
+	MemoryMiB    int    `json:"memory_mib"`
+	DiskBytes    int64  `json:"disk_bytes"`
+	Image        string `json:"image"`
+	VMM          string `json:"vmm"`
+	Accel        string `json:"accel,omitempty"`
+	Kernel       string `json:"kernel"`
+	KernelArgs   string `json:"kernel_args"`
+	PID          int    `json:"pid,omitempty"`
+	// VMMUser is the uid and gid the VMM runs as ("uid N gid N").
+	VMMUser     string     `json:"vmm_user,omitempty"`
+	TAP         string     `json:"tap,omitempty"`
+	Dir         string     `json:"dir"`
+	ConsoleLog  string     `json:"console_log"`
+	Argv        []string   `json:"argv,omitempty"`
+	VsockCID    uint32     `json:"vsock_cid,omitempty"`
+	AgentSocket string     `json:"agent_socket,omitempty"`
+	Notes       []string   `json:"notes,omitempty"`
+	LastError   string     `json:"last_error,omitempty"`
+	CreatedAt   time.Time  `json:"created_at"`
+	UpdatedAt   time.Time  `json:"updated_at"`
+	StartedAt   *time.Time `json:"started_at,omitempty"`
 	// ClockOffsetMillis is how far the guest's wall clock was ahead of the
 	// host's (negative: behind) when the daemon last measured it, at
 	// ClockMeasuredAt (it measures every 10 s while the VM runs, and

@@ -55,6 +55,7 @@ func newVMShowCmd() *cobra.Command {
 			if v.PID > 0 {
 				row("pid", fmt.Sprint(v.PID))
 			}
+			row("vmm user", v.VMMUser)
 			row("tap", v.TAP)
 			if v.VsockCID > 0 {
 				row("vsock cid", fmt.Sprint(v.VsockCID))

@@ -33,11 +33,12 @@ import (
 	"github.com/bangerhq/banger/internal/sandbox"
 	"github.com/bangerhq/banger/internal/sshkey"
 	"github.com/bangerhq/banger/internal/store"
+	"github.com/bangerhq/banger/internal/subid"
 	"github.com/bangerhq/banger/internal/units"
 	"github.com/bangerhq/banger/internal/version"
 	"github.com/bangerhq/banger/internal/vm"
 	"github.com/bangerhq/banger/internal/vmm"
-	"github.com/bangerhq/banger/internal/vmm/firecracker"
+	"github.com/bangerhq/banger/internal/vmm/drivers"
 	"github.com/bangerhq/banger/internal/vmm/qemu"
 )
 
@@ -167,30 +168,19 @@ func setup(ctx context.Context, log *slog.Logger) (*Daemon, *net.UnixListener, e
 	if bridge == "" {
 		bridge = "banger0"
 	}
-	d.net = newHostNet(guestPolicy(cfg.Network, bridge, subnet), os.Getuid(), os.Getgid(), log.With("component", "network"))
+	d.net = newHostNet(guestPolicy(cfg.Network, bridge, subnet), log.With("component", "network"))
 
 	accel, err := d.resolveAccel(ctx)
 	if err != nil {
 		return fail(err)
 	}
-	qemuBin := cfg.VMM.QEMU
-	if qemuBin == "" {
-		qemuBin = "qemu-system-x86_64"
-	}
-	drivers := map[string]vmm.Driver{"qemu": qemu.New(qemuBin, log.With("component", "qemu"))}
-	// Firecracker is always registered so `--vmm firecracker` on a host
-	// without it fails in preflight with the fix, not with "unknown VMM".
-	fcBin, fcErr := firecracker.FindBinary(d.runtime.Path)
-	if fcErr != nil {
-		fcBin = "firecracker"
-	}
-	drivers["firecracker"] = firecracker.New(fcBin, log.With("component", "firecracker"))
-	defaultVMM, why := chooseDefaultVMM(cfg.VMM.Default, fcErr, accel)
-	log.Info("default vmm", "vmm", defaultVMM, "why", why)
+	drv := drivers.Load(drivers.Options{QEMU: cfg.VMM.QEMU, RuntimeDir: d.runtime.Path,
+		Default: cfg.VMM.Default, Accel: accel, Log: log})
+	log.Info("default vmm", "vmm", drv.Default, "why", drv.Why)
 	d.vms = vm.New(vm.Config{
 		Dirs: dirs, Runtime: d.runtime, Bridge: bridge, Subnet: subnet, DNS: cfg.Network.DNS,
-		Accel: accel, UID: os.Getuid(), GID: os.Getgid(),
-		DefaultVMM: defaultVMM, DefaultImage: firstNonEmpty(cfg.VM.Image, "default"),
+		Accel: accel, VMMIDs: vmmIDs(),
+		DefaultVMM: drv.Default, DefaultImage: firstNonEmpty(cfg.VM.Image, "default"),
 		DefaultCPUs: firstPositive(cfg.VM.CPUs, 2), DefaultMemoryMiB: firstPositive(cfg.VM.MemoryMiB, 1024),
 		DefaultDiskBytes: 4 << 30,
 		BootTimeout:      durationEnv("BANGER_BOOT_TIMEOUT", 180*time.Second),
@@ -199,7 +189,7 @@ func setup(ctx context.Context, log *slog.Logger) (*Daemon, *net.UnixListener, e
 		AgentTimeout:     durationEnv("BANGER_AGENT_TIMEOUT", 60*time.Second),
 		SSHPublicKey:     pub,
 		Preflight:        d.preflight,
-	}, d.store, drivers, d.net, log)
+	}, d.store, drv.Drivers, d.net, log)
 	d.accel = accel
 	limits := tarlimit.Limits{MaxFiles: cfg.Image.MaxFiles}
 	if v := cfg.Image.MaxSize; v != "" {
@@ -230,20 +220,14 @@ func ownerToken(dirs paths.Dirs) string {
 	return "bgr-" + hex.EncodeToString(sum[:8])
 }
 
-// chooseDefaultVMM picks the VMM for VMs created without --vmm: the
-// configured vmm.default, else Firecracker where its binary is present and
-// KVM can run guests, else QEMU. It also says why, for the log.
-func chooseDefaultVMM(configured string, fcErr error, accel string) (string, string) {
-	switch {
-	case configured != "":
-		return configured, "config vmm.default"
-	case fcErr != nil:
-		return "qemu", fcErr.Error()
-	case accel != "kvm":
-		return "qemu", "KVM cannot run guests here, and Firecracker needs it"
-	default:
-		return "firecracker", "firecracker binary present and KVM runs guests"
+// vmmIDs is how a root daemon finds the ids its VMMs run as (root's
+// subordinate ids, see subid); a daemon that is not root runs them as
+// itself.
+func vmmIDs() func() (subid.IDs, error) {
+	if os.Geteuid() != 0 {
+		return nil
 	}
+	return func() (subid.IDs, error) { return subid.Lookup(subid.System, "root", 0) }
 }
 
 // listen binds the daemon's socket with mode 0600, replacing a stale one;
@@ -301,7 +285,7 @@ func (d *Daemon) resolveAccel(ctx context.Context) (string, error) {
 	}
 	c, err := qemu.ResolveAccel(ctx, qemu.AccelOptions{
 		Override: override,
-		Binary:   firstNonEmpty(d.cfg.VMM.QEMU, "qemu-system-x86_64"),
+		Binary:   d.cfg.VMM.QEMU,
 		Kernel:   d.runtime.Kernel(),
 		Initrd:   d.runtime.Initrd(),
 		Cache:    filepath.Join(d.dirs.State, "accel-probe.json"),

@@ -10,6 +10,7 @@ import (
 
 	"github.com/bangerhq/banger/internal/config"
 	"github.com/bangerhq/banger/internal/network"
+	"github.com/bangerhq/banger/internal/vmm"
 )
 
 // hostNet adapts package network to vm.Network for one bridge and subnet.
@@ -18,9 +19,8 @@ import (
 // in this daemon (VM TAPs, and any other device attached to the bridge) is
 // guarded through it, never with package network directly.
 type hostNet struct {
-	policy   network.Policy
-	uid, gid int
-	log      *slog.Logger
+	policy network.Policy
+	log    *slog.Logger
 
 	mu    sync.Mutex
 	ports map[string]network.Port // guarded bridge ports, by device name
@@ -41,8 +41,8 @@ func guestPolicy(cfg config.Network, bridge string, subnet netip.Prefix) network
 	return p
 }
 
-func newHostNet(policy network.Policy, uid, gid int, log *slog.Logger) *hostNet {
-	return &hostNet{policy: policy, uid: uid, gid: gid, log: log, ports: map[string]network.Port{}}
+func newHostNet(policy network.Policy, log *slog.Logger) *hostNet {
+	return &hostNet{policy: policy, log: log, ports: map[string]network.Port{}}
 }
 
 // EnsureBridge makes the bridge, NAT and guest policy current, guarding
@@ -115,15 +115,15 @@ func (h *hostNet) UnguardPort(name string) error {
 	return network.UnguardPort(h.policy.Bridge, name)
 }
 
-// CreateTAP creates the TAP device of a VM, owned by the daemon's user and
-// attached to the bridge, and guards it with the VM's MAC and IP; on error
-// nothing is left.
-func (h *hostNet) CreateTAP(name, mac, ip string) error {
+// CreateTAP creates the TAP device of a VM, owned by owner (the user its
+// VMM runs as) and attached to the bridge, and guards it with the VM's MAC
+// and IP; on error nothing is left.
+func (h *hostNet) CreateTAP(name, mac, ip string, owner vmm.Identity) error {
 	port, err := network.ParsePort(name, mac, ip)
 	if err != nil {
 		return err
 	}
-	if err := network.CreateTAP(name, h.policy.Bridge, h.uid, h.gid); err != nil {
+	if err := network.CreateTAP(name, h.policy.Bridge, int(owner.UID), int(owner.GID)); err != nil {
 		return err
 	}
 	if err := h.GuardPort(port); err != nil {

@@ -24,11 +24,11 @@ import (
 // nopNet is a host network that does nothing: the tests never boot a VM.
 type nopNet struct{}
 
-func (nopNet) EnsureBridge(context.Context) error     { return nil }
-func (nopNet) CreateTAP(string, string, string) error { return nil }
-func (nopNet) AdoptTAP(string, string, string) error  { return nil }
-func (nopNet) DeleteTAP(string) error                 { return nil }
-func (nopNet) TAPExists(string) bool                  { return false }
+func (nopNet) EnsureBridge(context.Context) error                   { return nil }
+func (nopNet) CreateTAP(string, string, string, vmm.Identity) error { return nil }
+func (nopNet) AdoptTAP(string, string, string) error                { return nil }
+func (nopNet) DeleteTAP(string) error                               { return nil }
+func (nopNet) TAPExists(string) bool                                { return false }
 
 // newImageTestDaemon returns a daemon with a real store and image and VM
 // services (no VMM drivers, no network) serving on a temp socket.

@@ -272,26 +272,6 @@ func TestOtherUIDIsRefused(t *testing.T) {
 	}
 }
 
-func TestChooseDefaultVMM(t *testing.T) {
-	missing := errors.New("firecracker not found")
-	for _, tc := range []struct {
-		configured string
-		fcErr      error
-		accel      string
-		want       string
-	}{
-		{"", nil, "kvm", "firecracker"},
-		{"", nil, "tcg", "qemu"},
-		{"", missing, "kvm", "qemu"},
-		{"qemu", nil, "kvm", "qemu"},
-		{"firecracker", missing, "tcg", "firecracker"},
-	} {
-		if got, _ := chooseDefaultVMM(tc.configured, tc.fcErr, tc.accel); got != tc.want {
-			t.Errorf("chooseDefaultVMM(%q, %v, %q) = %q, want %q", tc.configured, tc.fcErr, tc.accel, got, tc.want)
-		}
-	}
-}
-
 // TestAfterResponse: a handler's afterResponse function runs only once the
 // client has the response (it waits for the client here: run before the
 // write, it would never return).

@@ -12,6 +12,7 @@ const (
 	IDFirecracker  = "firecracker"
 	IDKVM          = "kvm"
 	IDKVMGuest     = "kvm-guest"
+	IDVMMUser      = "vmm-user"
 	IDTUN          = "tun"
 	IDNetAdmin     = "net-admin"
 	IDVsock        = "vsock"
@@ -44,6 +45,7 @@ func Checks() []Check {
 			Strict: []Purpose{PurposeFirecracker}, Run: checkKVM},
 		{ID: IDKVMGuest, Title: "KVM runs guests", Concerns: []Purpose{PurposeVMStart},
 			Strict: []Purpose{PurposeFirecracker}, Run: checkKVMGuest},
+		{ID: IDVMMUser, Title: "VMM user", Concerns: anyVM, Run: checkVMMUser},
 		{ID: IDTUN, Title: "/dev/net/tun", Concerns: anyVM, Run: checkTUN},
 		{ID: IDNetAdmin, Title: "CAP_NET_ADMIN", Concerns: anyVM, Run: checkNetAdmin},
 		{ID: IDVsock, Title: "vsock", Run: checkVsock},

@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/bangerhq/banger/internal/paths"
 	"github.com/bangerhq/banger/internal/strictmodes"
+	"github.com/bangerhq/banger/internal/vmm/firecracker"
+	"github.com/bangerhq/banger/internal/vmm/qemu"
 )
 
 // AgentBundlePath is where the runtime bundle keeps the guest agent,
@@ -33,11 +36,11 @@ func checkConfig(_ context.Context, env *Env) Result {
 }
 
 func checkSocketPath(_ context.Context, env *Env) Result {
-	// The daemon's socket, and the longest fixed-name socket in a VM
-	// folder (VM ids are 12 hex digits).
-	vmSock := filepath.Join(env.Dirs.VMDir("0123456789ab"), "agent.sock")
+	// The daemon's socket, and the longest sockets the drivers put in a
+	// VM folder (VM ids are 12 hex digits).
+	vmDir := env.Dirs.VMDir("0123456789ab")
 	var errs []string
-	for _, p := range []string{env.Dirs.Socket(), vmSock} {
+	for _, p := range []string{env.Dirs.Socket(), qemu.AgentSocket(vmDir), firecracker.ListenerSocket(vmDir, math.MaxUint32)} {
 		if err := paths.CheckSocketPath(p); err != nil {
 			errs = append(errs, err.Error())
 		}

@@ -11,15 +11,19 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bangerhq/banger/internal/subid"
+	"github.com/bangerhq/banger/internal/vmm"
+	"github.com/bangerhq/banger/internal/vmm/firecracker"
+	"github.com/bangerhq/banger/internal/vmm/firecracker/fcapi"
 	"github.com/bangerhq/banger/internal/vmm/qemu"
 )
 
 // FirecrackerBundlePath is where the runtime bundle keeps the firecracker
 // binary, relative to the bundle directory; $PATH is searched after it.
-const FirecrackerBundlePath = "firecracker/firecracker"
+const FirecrackerBundlePath = firecracker.BundlePath
 
 // FirecrackerVersion is the Firecracker release banger's driver targets.
-const FirecrackerVersion = "v1.16.1"
+const FirecrackerVersion = "v" + fcapi.Version
 
 // overrideSource names where AccelOverride comes from, for messages.
 const overrideSource = "BANGER_ACCEL or vmm.accel in config.toml"
@@ -95,6 +99,51 @@ func checkFirecracker(ctx context.Context, env *Env) Result {
 		return Result{Status: StatusOK, Detail: fmt.Sprintf("%s at %s (%s)", v, p, kvm.sentence())}
 	}
 	return Result{Status: StatusOK, Detail: fmt.Sprintf("%s at %s; KVM runs guests", v, p)}
+}
+
+func checkVMMUser(ctx context.Context, env *Env) Result {
+	if env.EUID != 0 {
+		return Result{Status: StatusOK, Detail: fmt.Sprintf("bangerd is not root: VMMs run as %s (uid %d), QEMU under its seccomp sandbox", userLabel(env), env.EUID)}
+	}
+	user := env.User
+	if user == "" {
+		user = "root"
+	}
+	ids, err := subid.Lookup(env.SubIDs, user, 0)
+	if err != nil {
+		why, _, _ := strings.Cut(err.Error(), " (fix: ")
+		return Result{Status: StatusFail,
+			Detail: "a root bangerd runs each VM's VMM as a user of its own, taken from root's subordinate ids, and cannot: " + why,
+			Fix:    "sudo " + subid.FixCommand(user, 0)}
+	}
+	first, firstGID, _ := ids.VMM(0)
+	last, lastGID, _ := ids.VMM(subid.VMMSlots - 1)
+	r := Result{Status: StatusOK, Detail: fmt.Sprintf("VMMs run as uids %d-%d and gids %d-%d (one pair per running VM, from root's subordinate ids), QEMU under its seccomp sandbox",
+		first, last, firstGID, lastGID)}
+	// A KVM guest needs /dev/kvm, and Firecracker /dev/net/tun, open to
+	// those users.
+	var devs []string
+	if kvm := env.kvmState(ctx); !kvm.cannotRunGuests() && env.AccelOverride != "tcg" {
+		devs = append(devs, env.DevKVM)
+	}
+	if _, ok := findFirecracker(env); ok {
+		devs = append(devs, env.DevTUN)
+	}
+	var problems, fixes []string
+	for _, dev := range devs {
+		_, err := vmm.DeviceGroups(vmm.Identity{UID: first, GID: firstGID}, dev)
+		var de *vmm.DeviceError
+		if errors.As(err, &de) {
+			problems = append(problems, fmt.Sprintf("%s (mode %04o, owner %d:%d) is closed to them", de.Device, de.Mode, de.UID, de.GID))
+			fixes = append(fixes, "sudo "+de.Fix)
+		}
+	}
+	if len(problems) > 0 {
+		r.Status = StatusWarn
+		r.Detail += "; but " + strings.Join(problems, "; ")
+		r.Fix = strings.Join(fixes, "\n")
+	}
+	return r
 }
 
 func checkKVM(ctx context.Context, env *Env) Result {

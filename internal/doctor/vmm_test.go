@@ -6,8 +6,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/bangerhq/banger/internal/bundle"
 	"github.com/bangerhq/banger/internal/config"
@@ -25,8 +28,8 @@ func fakeFirecracker(t *testing.T, path string) string {
 // fakeQEMU writes a shell script named qemu-system-x86_64 standing in for
 // QEMU: --version prints a version line; any other invocation is a probe
 // boot, which it records in calls and answers by writing the probe marker
-// to the console file named on its command line, as the runtime initramfs
-// does under a working accelerator.
+// to the console descriptor named on its command line (-add-fd of set 1),
+// as the runtime initramfs does under a working accelerator.
 func fakeQEMU(t *testing.T, dir, calls string) string {
 	return writeScript(t, filepath.Join(dir, "qemu-system-x86_64"), `
 if [ "$1" = "--version" ]; then
@@ -37,10 +40,10 @@ fi
 echo "$*" >> '`+calls+`'
 for a in "$@"; do
 	case "$a" in
-	file,id=con0,path=*) p=${a#file,id=con0,path=}; p=${p%,append=on} ;;
+	fd=*,set=1) fd=${a#fd=}; fd=${fd%,set=1} ;;
 	esac
 done
-echo "`+qemu.ProbeMarker+`" >> "$p"
+eval 'echo "`+qemu.ProbeMarker+`" >&'"$fd"
 `)
 }
 
@@ -260,7 +263,7 @@ func TestKVMGuestProbe(t *testing.T) {
 	if err != nil {
 		t.Fatal("no probe ran")
 	}
-	wantContains(t, "probe command line", string(b), "-accel kvm", f.env.Runtime.Kernel(), qemu.ProbeKernelArg)
+	wantContains(t, "probe command line", string(b), "-accel kvm", "-kernel /proc/self/fd/", qemu.ProbeKernelArg)
 	if _, err := os.Stat(f.env.AccelCache); err != nil {
 		t.Fatalf("probe result not cached: %v", err)
 	}
@@ -270,4 +273,50 @@ func TestKVMGuestProbe(t *testing.T) {
 	if _, err := os.Stat(calls); err == nil {
 		t.Error("second run probed again despite the cache")
 	}
+}
+
+func TestVMMUser(t *testing.T) {
+	setup := newFixture // root has its range, as make deps gives it
+	t.Run("not root", func(t *testing.T) {
+		f := setup(t)
+		f.env.EUID, f.env.User = 1000, "dev"
+		r := f.run(t, IDVMMUser)
+		wantStatus(t, r, StatusOK)
+		wantContains(t, "detail", r.Detail, "dev (uid 1000)", "seccomp")
+	})
+	t.Run("root without subordinate ids", func(t *testing.T) {
+		f := setup(t)
+		writeFile(t, f.env.SubIDs.SubUID, "", 0o644)
+		writeFile(t, f.env.SubIDs.SubGID, "", 0o644)
+		r := f.run(t, IDVMMUser)
+		wantStatus(t, r, StatusFail)
+		wantContains(t, "detail", r.Detail, "a user of its own", "has no entry for root")
+		wantContains(t, "fix", r.Fix, "usermod --add-subuids 2147483648-2147614719 --add-subgids 2147483648-2147614719 root")
+		err := Preflight(context.Background(), f.env, PurposeVMStart)
+		if err == nil || !strings.Contains(err.Error(), IDVMMUser) {
+			t.Errorf("vm start preflight: %v, want it blocked by %s", err, IDVMMUser)
+		}
+	})
+	t.Run("root with subordinate ids", func(t *testing.T) {
+		f := setup(t)
+		r := f.run(t, IDVMMUser)
+		wantStatus(t, r, StatusOK)
+		wantContains(t, "detail", r.Detail, "uids 2147549184-2147614719", "gids 2147549184-2147614719", "seccomp")
+	})
+	t.Run("kvm closed to the vmm users", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			t.Skip("needs root to make a device node")
+		}
+		f := setup(t)
+		f.env.DevKVM = filepath.Join(f.root, "kvm")
+		if err := syscall.Mknod(f.env.DevKVM, syscall.S_IFCHR|0o600, int(unix.Mkdev(1, 3))); err != nil {
+			t.Fatal(err)
+		}
+		r := f.run(t, IDVMMUser)
+		wantStatus(t, r, StatusWarn)
+		wantContains(t, "detail", r.Detail, f.env.DevKVM+" (mode 0600", "closed to them")
+		wantContains(t, "fix", r.Fix, "chmod 0660 "+f.env.DevKVM)
+		f.env.AccelOverride = "tcg" // KVM is not used: nothing to warn about
+		wantStatus(t, f.run(t, IDVMMUser), StatusOK)
+	})
 }

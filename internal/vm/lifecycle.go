@@ -89,8 +89,17 @@ func (s *Service) startLocked(ctx context.Context, row *store.VM) (err error) {
 	if err := s.net.EnsureBridge(ctx); err != nil {
 		return err
 	}
+	runAs, release, err := s.reserveVMMUser(ctx, row.ID)
+	if err != nil {
+		return api.Errorf(api.ErrPrecondition, "%w", err)
+	}
+	defer release() // by then the row's driver state records it
+	owner := vmm.Self()
+	if runAs != nil {
+		owner = *runAs
+	}
 	tap := network.TAPName(row.ID)
-	if err := s.net.CreateTAP(tap, row.MAC, row.IP); err != nil {
+	if err := s.net.CreateTAP(tap, row.MAC, row.IP, owner); err != nil {
 		return err
 	}
 	spec := vmm.Spec{
@@ -99,9 +108,8 @@ func (s *Service) startLocked(ctx context.Context, row *store.VM) (err error) {
 		Kernel: row.Kernel, Initrd: row.Initrd, KernelArgs: row.KernelArgs,
 		Disk: s.diskPath(row.ID), TAP: tap, MAC: row.MAC,
 		ConsoleLog: s.consoleLog(row.ID), Accel: s.cfg.Accel,
-		AgentSocket: s.cfg.Dirs.VMDir(row.ID) + "/agent.sock",
-		VsockCID:    row.VsockCID,
-		OwnerUID:    s.cfg.UID, OwnerGID: s.cfg.GID,
+		Agent: true, VsockCID: row.VsockCID,
+		RunAs: runAs,
 	}
 	// Mark where this boot's console output starts, for the failure tail.
 	consoleStart := fileSize(spec.ConsoleLog)
@@ -123,6 +131,7 @@ func (s *Service) startLocked(ctx context.Context, row *store.VM) (err error) {
 
 	if err := s.waitForSSH(ctx, row, drv, st, consoleStart); err != nil {
 		s.unwatch(row.ID)
+		s.dropAgentSession(st.AgentSocket)
 		err = errors.Join(err, stopErr(drv.Stop(context.WithoutCancel(ctx), st, true, 0)), s.deleteTAP(tap))
 		return s.failStart(row, err, spec.ConsoleLog, consoleStart)
 	}
@@ -150,7 +159,6 @@ func (s *Service) failStart(row *store.VM, err error, consoleLog string, from in
 		err = errors.Join(err, fmt.Errorf("record the failed start: %w", uerr))
 	}
 	s.unwatch(row.ID)
-	s.dropAgentSession(s.cfg.Dirs.VMDir(row.ID) + "/agent.sock")
 	tail := consoleTail(consoleLog, from, 25)
 	if tail == "" {
 		return fmt.Errorf("%w\n--- the serial console (%s) is empty: the guest kernel printed nothing ---", err, consoleLog)

@@ -21,6 +21,7 @@ import (
 	"github.com/bangerhq/banger/internal/bundle"
 	"github.com/bangerhq/banger/internal/paths"
 	"github.com/bangerhq/banger/internal/store"
+	"github.com/bangerhq/banger/internal/subid"
 	"github.com/bangerhq/banger/internal/vmm"
 )
 
@@ -33,8 +34,6 @@ type Config struct {
 	Subnet  netip.Prefix
 	DNS     string
 	Accel   string // "kvm" or "tcg"
-	UID     int
-	GID     int
 
 	DefaultVMM       string
 	DefaultImage     string
@@ -52,6 +51,10 @@ type Config struct {
 	AgentTimeout time.Duration
 	// SSHPublicKey is the daemon's public key, installed in every VM.
 	SSHPublicKey string
+	// VMMIDs returns the subordinate ids a root daemon runs VMMs as, one
+	// uid and gid per running VM (see subid); nil runs every VMM as the
+	// daemon's own user.
+	VMMIDs func() (subid.IDs, error)
 	// Preflight runs the host checks a start under drv needs (`banger
 	// doctor`'s, shared; see vmm.Preflighter); nil skips them.
 	Preflight func(ctx context.Context, drv vmm.Driver) error
@@ -63,9 +66,10 @@ type Config struct {
 type Network interface {
 	// EnsureBridge makes the bridge, NAT and guest network policy current.
 	EnsureBridge(ctx context.Context) error
-	// CreateTAP creates a VM's TAP device and guards it: the VM may send
-	// only from mac and ip (its lease). On error nothing is left.
-	CreateTAP(name, mac, ip string) error
+	// CreateTAP creates a VM's TAP device, owned by owner (the user its
+	// VMM runs as), and guards it: the VM may send only from mac and ip
+	// (its lease). On error nothing is left.
+	CreateTAP(name, mac, ip string, owner vmm.Identity) error
 	// DeleteTAP deletes the TAP device and its guard.
 	DeleteTAP(name string) error
 	TAPExists(name string) bool
@@ -93,6 +97,8 @@ type Service struct {
 	monitors sync.WaitGroup
 	// closed is set by Shutdown (guarded by mu): no monitor starts after.
 	closed bool
+	// vmmUIDs are the VMM uids reserved by starts in progress, by VM id.
+	vmmUIDs map[string]uint32
 }
 
 // vmOp serialises operations on one VM and records the one in progress.
@@ -224,6 +230,9 @@ func (s *Service) view(vm store.VM) api.VM {
 	if f.HasDriverState {
 		out.PID, out.TAP, out.Accel, out.Argv = st.PID, st.TAP, st.Accel, st.Argv
 		out.AgentSocket, out.Notes = st.AgentSocket, st.Notes
+		if st.RunAs != nil {
+			out.VMMUser = st.RunAs.String()
+		}
 	}
 	if _, _, err := driverState(vm); err != nil {
 		out.Notes = append(out.Notes, untouchable(vm.Name, err).Error())

@@ -27,7 +27,7 @@ type fakeNet struct {
 }
 
 func (n *fakeNet) EnsureBridge(context.Context) error { return nil }
-func (n *fakeNet) CreateTAP(name, mac, ip string) error {
+func (n *fakeNet) CreateTAP(name, mac, ip string, _ vmm.Identity) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.taps[name] = true

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"time"
 )
 
@@ -26,7 +27,7 @@ var ErrUnsupported = errors.New("not supported by this vmm driver")
 type Spec struct {
 	ID   string // stable VM id, [a-z0-9-]
 	Name string
-	Dir  string // the VM's private folder; sockets and pid files go here
+	Dir  string // the VM's private folder; the driver's sockets and files go here
 
 	CPUs      int
 	MemoryMiB int
@@ -45,19 +46,34 @@ type Spec struct {
 	// Accel is "kvm" or "tcg" (QEMU only).
 	Accel string
 
-	// AgentSocket is the host-side Unix socket of the guest agent channel:
-	// a virtio-serial port under QEMU, the hybrid vsock socket under
-	// Firecracker.
-	AgentSocket string
+	// Agent asks for a channel to banger's guest agent that does not
+	// depend on the guest network: a virtio-serial port under QEMU, a vsock
+	// device under Firecracker. The driver puts its host-side Unix socket
+	// in Dir and records it in State.AgentSocket.
+	Agent bool
 
-	// VsockCID is the guest's vsock context id (>= 3); 0 means no vsock
-	// device (QEMU on hosts without /dev/vhost-vsock).
+	// VsockCID is the guest's vsock context id (>= 3) for drivers that
+	// use one (see VsockUser); 0 otherwise.
 	VsockCID uint32
 
-	// OwnerUID and OwnerGID own the sockets the VMM creates, even when the
-	// VMM had to run with more privileges; -1 leaves them as created.
-	OwnerUID, OwnerGID int
+	// RunAs is the user the VMM process runs as, from its first
+	// instruction; nil runs it as the daemon's own user. A root daemon
+	// gives every running VM ids of its own (see package subid), so that a
+	// VMM escape is neither host root nor another VM.
+	RunAs *Identity
 }
+
+// Identity is a uid and gid a VMM process runs as.
+type Identity struct {
+	UID uint32 `json:"uid"`
+	GID uint32 `json:"gid"`
+}
+
+// Self is the daemon's own identity.
+func Self() Identity { return Identity{UID: uint32(os.Getuid()), GID: uint32(os.Getgid())} }
+
+// String reads "uid 2147549184 gid 2147549184".
+func (id Identity) String() string { return fmt.Sprintf("uid %d gid %d", id.UID, id.GID) }
 
 // StateVersion is the version of the persisted State layout. A daemon
 // reads the versions from 1 to StateVersion; a later one was written by a
@@ -101,7 +117,10 @@ type State struct {
 	Argv []string `json:"argv,omitempty"`
 	// VsockCID is the guest CID of the vsock device, 0 when there is none.
 	VsockCID uint32 `json:"vsock_cid,omitempty"`
-	// Notes are facts worth showing the user, e.g. "sockets chowned to uid 1000".
+	// RunAs is the uid and gid the VMM runs as; nil in states written
+	// before banger recorded it.
+	RunAs *Identity `json:"run_as,omitempty"`
+	// Notes are facts worth showing the user, e.g. which descriptor is which file.
 	Notes []string `json:"notes,omitempty"`
 }
 

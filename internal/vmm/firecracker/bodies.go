@@ -2,24 +2,45 @@ package firecracker
 
 import (
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/bangerhq/banger/internal/vmm"
 	"github.com/bangerhq/banger/internal/vmm/firecracker/fcapi"
 )
 
-// File names inside Spec.Dir owned by this driver.
+// Files of this driver. Firecracker opens and creates files by path, and
+// runs as the Spec's RunAs user, who may not even reach the VM folder: so
+// everything Firecracker creates lives in a folder of its own that this
+// user owns, <Dir>/firecracker (the jail), which it reaches through an
+// inherited descriptor, and the files it only opens (kernel, initrd, disk)
+// are inherited descriptors it reopens through /proc/self/fd (see Argv).
+// Firecracker's jailer would chroot into the same folder.
 const (
-	// APISocketName is Firecracker's API socket, <Dir>/firecracker.sock.
-	APISocketName = "firecracker.sock"
-	// LogFileName is Firecracker's own log (PUT /logger),
-	// <Dir>/firecracker.log. Start keeps the previous one as
-	// firecracker.log.1, because Firecracker writes its log from the start
-	// of an existing file without truncating it.
+	// JailName is the folder Firecracker creates its files in,
+	// <Dir>/firecracker, owned by the user it runs as, mode 0700.
+	JailName = "firecracker"
+	// APISocketName is Firecracker's API socket, in the jail.
+	APISocketName = "api.sock"
+	// VsockSocketName is the hybrid vsock socket of the guest agent's
+	// vsock device, in the jail.
+	VsockSocketName = "vsock.sock"
+	// LogFileName is Firecracker's own log (PUT /logger), in the jail.
+	// Start keeps the previous one as firecracker.log.1, because
+	// Firecracker writes its log from the start of an existing file without
+	// truncating it.
 	LogFileName = "firecracker.log"
 	// OutFileName receives Firecracker's stderr (panics, messages from
-	// before the API is up), appended, <Dir>/firecracker.out.
+	// before the API is up), appended, <Dir>/firecracker.out. The daemon
+	// opens it: it is not in the jail.
 	OutFileName = "firecracker.out"
+)
+
+// jailFD is the descriptor of the jail in Firecracker, and jailPath the
+// jail as Firecracker names it.
+const (
+	jailFD   = 3
+	jailPath = "/proc/self/fd/3"
 )
 
 // Resource ids used in API paths. Firecracker allows only letters, digits
@@ -31,20 +52,70 @@ const (
 	IfaceID = "eth0"
 )
 
+// JailDir returns the jail folder for a VM folder.
+func JailDir(dir string) string { return filepath.Join(dir, JailName) }
+
 // APISocket returns the API socket path for a VM folder.
-func APISocket(dir string) string { return filepath.Join(dir, APISocketName) }
+func APISocket(dir string) string { return filepath.Join(JailDir(dir), APISocketName) }
+
+// VsockSocket returns the hybrid vsock socket path for a VM folder.
+func VsockSocket(dir string) string { return filepath.Join(JailDir(dir), VsockSocketName) }
+
+// ListenerSocket returns the socket a host listener for guest-initiated
+// vsock connections to port binds for a VM folder: Firecracker connects to
+// "<vsock socket>_<port>".
+func ListenerSocket(dir string, port uint32) string {
+	return VsockSocket(dir) + "_" + strconv.FormatUint(uint64(port), 10)
+}
 
 // LogFile returns Firecracker's log file path for a VM folder.
-func LogFile(dir string) string { return filepath.Join(dir, LogFileName) }
+func LogFile(dir string) string { return filepath.Join(JailDir(dir), LogFileName) }
 
 // OutFile returns the path that receives Firecracker's stderr.
 func OutFile(dir string) string { return filepath.Join(dir, OutFileName) }
 
+// File is one file Start opens and Firecracker inherits as descriptor FD.
+type File struct {
+	FD   int
+	Path string
+	// Dir is true for the jail (opened O_PATH|O_DIRECTORY); other files
+	// are opened read-write when RW, else read-only.
+	Dir, RW bool
+}
+
 // Argv returns the command line (bin first) that launches Firecracker for
-// spec: its API socket in spec.Dir and spec.ID as the instance id. It is a
-// pure function: it neither validates spec nor touches the file system.
-func Argv(bin string, spec vmm.Spec) []string {
-	return []string{bin, "--api-sock", APISocket(spec.Dir), "--id", spec.ID}
+// spec, with its API socket in the jail and spec.ID as the instance id, and
+// the files Start opens and passes to it: the jail first (descriptor 3),
+// then the kernel, the initrd and the disk as spec names them. View(spec)
+// is where Firecracker finds them. It is a pure function: it neither
+// validates spec nor touches the file system.
+func Argv(bin string, spec vmm.Spec) ([]string, []File) {
+	files := []File{{FD: jailFD, Path: JailDir(spec.Dir), Dir: true}}
+	add := func(p string, rw bool) {
+		if p != "" {
+			files = append(files, File{FD: 3 + len(files), Path: p, RW: rw})
+		}
+	}
+	add(spec.Kernel, false)
+	add(spec.Initrd, false)
+	add(spec.Disk, true)
+	return []string{bin, "--api-sock", jailPath + "/" + APISocketName, "--id", spec.ID}, files
+}
+
+// View returns spec as Firecracker sees it when launched with Argv: its
+// VM folder is the jail, and the kernel, initrd and disk are the
+// /proc/self/fd links of their inherited descriptors.
+func View(spec vmm.Spec) vmm.Spec {
+	v := spec
+	v.Dir = jailPath
+	fd := 4
+	for _, p := range []*string{&v.Kernel, &v.Initrd, &v.Disk} {
+		if *p != "" {
+			*p = "/proc/self/fd/" + strconv.Itoa(fd)
+			fd++
+		}
+	}
+	return v
 }
 
 // MachineConfig returns the body of PUT /machine-config: spec.CPUs vCPUs
@@ -106,10 +177,10 @@ func NetworkInterface(spec vmm.Spec) fcapi.NetworkInterface {
 }
 
 // Vsock returns the body of PUT /vsock: guest CID spec.VsockCID and the
-// hybrid vsock Unix socket spec.AgentSocket, on which Firecracker listens
-// for host-initiated connections (see DialVsock).
+// hybrid vsock Unix socket VsockSocketName in spec.Dir, on which
+// Firecracker listens for host-initiated connections (see DialVsock).
 func Vsock(spec vmm.Spec) fcapi.Vsock {
-	return fcapi.Vsock{GuestCID: spec.VsockCID, UDSPath: spec.AgentSocket}
+	return fcapi.Vsock{GuestCID: spec.VsockCID, UDSPath: spec.Dir + "/" + VsockSocketName}
 }
 
 // Serial returns the body of PUT /serial that sends the serial console to
@@ -132,9 +203,9 @@ func Serial(spec vmm.Spec) fcapi.SerialDevice {
 }
 
 // Logger returns the body of PUT /logger: Firecracker's own log goes to
-// <Dir>/firecracker.log at level Info, with levels shown.
+// LogFileName in spec.Dir at level Info, with levels shown.
 func Logger(spec vmm.Spec) fcapi.Logger {
-	return fcapi.Logger{LogPath: LogFile(spec.Dir), Level: "Info", ShowLevel: ptr(true)}
+	return fcapi.Logger{LogPath: spec.Dir + "/" + LogFileName, Level: "Info", ShowLevel: ptr(true)}
 }
 
 // Action returns the body of PUT /actions for actionType, one of
@@ -154,10 +225,10 @@ type Request struct {
 }
 
 // ConfigRequests returns, in order, the calls Start makes to configure a
-// fresh Firecracker for spec before InstanceStart: logger, machine config,
-// boot source, root drive (when spec.Disk is set), network interface (when
-// spec.TAP is set) and vsock (when spec.VsockCID is set). There is no PUT
-// /serial; see Serial for why.
+// fresh Firecracker for spec (as Firecracker sees it: see View) before
+// InstanceStart: logger, machine config, boot source, root drive (when
+// spec.Disk is set), network interface (when spec.TAP is set) and vsock
+// (when spec.VsockCID is set). There is no PUT /serial; see Serial for why.
 func ConfigRequests(spec vmm.Spec) []Request {
 	reqs := []Request{
 		{"logger", "PUT", "/logger", Logger(spec)},

@@ -3,6 +3,7 @@ package firecracker
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"reflect"
 	"strings"
@@ -35,10 +36,9 @@ func fullSpec() vmm.Spec {
 		KernelArgs: "console=ttyS0 reboot=k panic=1 root=/dev/vda rw banger.ip=10.0.0.2/24",
 		Disk:       "/var/lib/banger/vms/vm-1/disk.ext4",
 		TAP:        "bg-vm-1", MAC: "52:54:00:12:34:56",
-		ConsoleLog:  "/var/lib/banger/vms/vm-1/console.log",
-		AgentSocket: "/var/lib/banger/vms/vm-1/agent.sock",
-		VsockCID:    42,
-		OwnerUID:    -1, OwnerGID: -1,
+		ConsoleLog: "/var/lib/banger/vms/vm-1/console.log",
+		Agent:      true,
+		VsockCID:   42,
 	}
 }
 
@@ -63,7 +63,7 @@ func TestBodies(t *testing.T) {
 		{"boot source without initrd", BootSource(vmm.Spec{Kernel: "/k", KernelArgs: "console=ttyS0"}), `{"kernel_image_path":"/k","boot_args":"console=ttyS0"}`},
 		{"drive", Drive(s), `{"drive_id":"rootfs","is_root_device":true,"is_read_only":false,"path_on_host":"/var/lib/banger/vms/vm-1/disk.ext4"}`},
 		{"network interface", NetworkInterface(s), `{"iface_id":"eth0","host_dev_name":"bg-vm-1","guest_mac":"52:54:00:12:34:56"}`},
-		{"vsock", Vsock(s), `{"guest_cid":42,"uds_path":"/var/lib/banger/vms/vm-1/agent.sock"}`},
+		{"vsock", Vsock(s), `{"guest_cid":42,"uds_path":"/var/lib/banger/vms/vm-1/vsock.sock"}`},
 		{"serial", Serial(s), `{"serial_out_path":"/var/lib/banger/vms/vm-1/console.log"}`},
 		{"logger", Logger(s), `{"log_path":"/var/lib/banger/vms/vm-1/firecracker.log","level":"Info","show_level":true}`},
 		{"instance start", Action(fcapi.ActionInstanceStart), `{"action_type":"InstanceStart"}`},
@@ -78,10 +78,49 @@ func TestBodies(t *testing.T) {
 }
 
 func TestArgv(t *testing.T) {
-	got := Argv("/rt/firecracker/firecracker", fullSpec())
-	want := []string{"/rt/firecracker/firecracker", "--api-sock", "/var/lib/banger/vms/vm-1/firecracker.sock", "--id", "vm-1"}
+	got, files := Argv("/rt/firecracker/firecracker", fullSpec())
+	want := []string{"/rt/firecracker/firecracker", "--api-sock", "/proc/self/fd/3/api.sock", "--id", "vm-1"}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Argv = %q, want %q", got, want)
+	}
+	wantFiles := []File{
+		{FD: 3, Path: "/var/lib/banger/vms/vm-1/firecracker", Dir: true},
+		{FD: 4, Path: "/rt/vmlinux"},
+		{FD: 5, Path: "/rt/initrd.img"},
+		{FD: 6, Path: "/var/lib/banger/vms/vm-1/disk.ext4", RW: true},
+	}
+	if !reflect.DeepEqual(files, wantFiles) {
+		t.Errorf("files = %+v, want %+v", files, wantFiles)
+	}
+}
+
+// TestView: what Firecracker is told matches the descriptors Argv passes.
+func TestView(t *testing.T) {
+	for name, s := range specVariants() {
+		_, files := Argv("fc", s)
+		v := View(s)
+		byPath := map[string]string{}
+		for _, f := range files {
+			byPath[f.Path] = fmt.Sprintf("/proc/self/fd/%d", f.FD)
+		}
+		if v.Dir != byPath[JailDir(s.Dir)] {
+			t.Errorf("%s: view dir %s, want the jail's descriptor %s", name, v.Dir, byPath[JailDir(s.Dir)])
+		}
+		for what, pair := range map[string][2]string{"kernel": {s.Kernel, v.Kernel}, "initrd": {s.Initrd, v.Initrd}, "disk": {s.Disk, v.Disk}} {
+			if pair[0] != "" && pair[1] != byPath[pair[0]] {
+				t.Errorf("%s: view %s %s, want %s", name, what, pair[1], byPath[pair[0]])
+			}
+			if pair[0] == "" && pair[1] != "" {
+				t.Errorf("%s: view %s %s for no file", name, what, pair[1])
+			}
+		}
+	}
+	v := View(fullSpec())
+	for _, r := range ConfigRequests(v) {
+		b := mustJSON(t, r.Body)
+		if strings.Contains(b, "/var/lib") || strings.Contains(b, "/rt/") {
+			t.Errorf("%s tells firecracker a host path: %s", r.What, b)
+		}
 	}
 }
 
@@ -123,10 +162,12 @@ func specVariants() map[string]vmm.Spec {
 	full := fullSpec()
 	minimal := vmm.Spec{ID: "m", Dir: "/d", CPUs: 1, MemoryMiB: 128, Kernel: "/k"}
 	noVsock := full
-	noVsock.VsockCID, noVsock.AgentSocket = 0, ""
+	noVsock.VsockCID, noVsock.Agent = 0, false
+	noInitrd := full
+	noInitrd.Initrd = ""
 	big := full
 	big.CPUs, big.MemoryMiB = 32, 65536
-	return map[string]vmm.Spec{"full": full, "minimal": minimal, "no vsock": noVsock, "32 cpus": big}
+	return map[string]vmm.Spec{"full": full, "minimal": minimal, "no vsock": noVsock, "no initrd": noInitrd, "32 cpus": big}
 }
 
 // TestContract checks that every request body the driver sends validates
@@ -153,7 +194,7 @@ func TestContract(t *testing.T) {
 	}
 	for name, s := range specVariants() {
 		t.Run(name, func(t *testing.T) {
-			reqs := ConfigRequests(s)
+			reqs := ConfigRequests(View(s))
 			if len(reqs) < 3 {
 				t.Fatalf("only %d requests", len(reqs))
 			}

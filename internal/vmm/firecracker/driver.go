@@ -4,6 +4,18 @@
 // vsock handshake (DialVsock), and a vmm.Driver that launches and controls
 // Firecracker processes.
 //
+// Firecracker runs as the Spec's RunAs user (a root daemon gives each
+// running VM a uid and gid of its own, see package subid) from its first
+// instruction, with an empty environment, and reaches only what it is
+// given: a folder of its own (the jail, <Dir>/firecracker) through an
+// inherited descriptor, where it creates its API and vsock sockets and
+// writes its log; the kernel, initrd and disk as inherited descriptors it
+// reopens through /proc/self/fd; the TAP device, which the daemon creates
+// owned by that user; /dev/kvm and /dev/net/tun, which that user must be
+// able to open (Start says how when it cannot). The disk is handed to that
+// user, since Firecracker opens it read-write. The jailer (its chroot,
+// cgroups and namespaces) is not used yet; it would chroot into the jail.
+//
 // Firecracker has no daemonize option, so Start launches it as its own
 // child in a new session (setsid), with stdin on /dev/null and its output in
 // files of the VM folder, and reaps it from a goroutine while the daemon
@@ -24,6 +36,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,11 +44,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/bangerhq/banger/internal/paths"
-	"github.com/bangerhq/banger/internal/safesocket"
 	"github.com/bangerhq/banger/internal/vmm"
 	"github.com/bangerhq/banger/internal/vmm/firecracker/fcapi"
 	"github.com/bangerhq/banger/internal/vmm/proc"
@@ -72,6 +82,10 @@ var (
 type Driver struct {
 	bin string
 	log *slog.Logger
+	// Tests point these elsewhere: the simulator opens no device, and
+	// needs its settings from the environment.
+	devKVM, devTUN string
+	inheritEnv     bool
 }
 
 // New returns a driver that runs the Firecracker binary bin: a path (see
@@ -81,7 +95,7 @@ func New(bin string, log *slog.Logger) *Driver {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Driver{bin: bin, log: log.With("component", "vmm.firecracker")}
+	return &Driver{bin: bin, log: log.With("component", "vmm.firecracker"), devKVM: "/dev/kvm", devTUN: "/dev/net/tun"}
 }
 
 // Name returns "firecracker".
@@ -166,129 +180,131 @@ func checkSpec(spec vmm.Spec) error {
 	if spec.MemoryMiB < 1 {
 		errs = append(errs, fmt.Errorf("memory %d MiB: want at least 1", spec.MemoryMiB))
 	}
-	if fi, err := os.Stat(spec.Dir); err != nil {
-		errs = append(errs, fmt.Errorf("vm folder: %w", err))
-	} else if !fi.IsDir() {
-		errs = append(errs, fmt.Errorf("vm folder %s is not a directory", spec.Dir))
+	if spec.TAP != "" && !macRE.MatchString(spec.MAC) {
+		errs = append(errs, fmt.Errorf("mac %q: want xx:xx:xx:xx:xx:xx (required with a tap device)", spec.MAC))
 	}
-	file := func(what, p string) {
-		if !filepath.IsAbs(p) {
-			errs = append(errs, fmt.Errorf("%s %q: path must be absolute", what, p))
-			return
-		}
-		if fi, err := os.Stat(p); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", what, err))
-		} else if !fi.Mode().IsRegular() {
-			errs = append(errs, fmt.Errorf("%s %s is not a regular file", what, p))
-		}
-	}
-	file("kernel", spec.Kernel)
-	if spec.Initrd != "" {
-		file("initrd", spec.Initrd)
-	}
-	if spec.Disk != "" {
-		file("disk", spec.Disk)
-	}
-	if !filepath.IsAbs(spec.Dir) {
-		errs = append(errs, fmt.Errorf("vm folder %q: path must be absolute", spec.Dir))
-	}
-	if spec.ConsoleLog != "" {
-		if !filepath.IsAbs(spec.ConsoleLog) {
-			errs = append(errs, fmt.Errorf("console log %q: path must be absolute", spec.ConsoleLog))
-		} else if _, err := os.Stat(filepath.Dir(spec.ConsoleLog)); err != nil {
-			errs = append(errs, fmt.Errorf("console log folder: %w", err))
-		}
-	}
-	if spec.TAP != "" {
-		if len(spec.TAP) > unix.IFNAMSIZ-1 {
-			errs = append(errs, fmt.Errorf("tap name %q: longer than %d bytes", spec.TAP, unix.IFNAMSIZ-1))
-		}
-		if !macRE.MatchString(spec.MAC) {
-			errs = append(errs, fmt.Errorf("mac %q: want xx:xx:xx:xx:xx:xx (required with a tap device)", spec.MAC))
-		}
-	}
-	socks := []string{APISocket(spec.Dir)}
 	switch {
 	case spec.VsockCID != 0 && spec.VsockCID < 3:
 		errs = append(errs, fmt.Errorf("vsock cid %d: want 3 or more (0 for no vsock device)", spec.VsockCID))
-	case spec.VsockCID != 0 && spec.AgentSocket == "":
-		errs = append(errs, fmt.Errorf("vsock cid %d without an agent socket path for the hybrid vsock", spec.VsockCID))
-	case spec.VsockCID == 0 && spec.AgentSocket != "":
-		errs = append(errs, fmt.Errorf("agent socket %s without a vsock cid: under firecracker the agent socket is the vsock device's", spec.AgentSocket))
+	case spec.VsockCID != 0 && !spec.Agent:
+		errs = append(errs, fmt.Errorf("vsock cid %d without the agent channel: the vsock device is the agent's", spec.VsockCID))
+	case spec.VsockCID == 0 && spec.Agent:
+		errs = append(errs, errors.New("agent channel without a vsock cid: under firecracker the agent channel is a vsock device"))
 	}
-	if spec.AgentSocket != "" {
-		if !filepath.IsAbs(spec.AgentSocket) {
-			errs = append(errs, fmt.Errorf("agent socket %q: path must be absolute", spec.AgentSocket))
-		}
-		socks = append(socks, spec.AgentSocket)
-	}
-	for _, s := range socks {
-		if err := paths.CheckSocketPath(s); err != nil {
-			errs = append(errs, err)
-		}
-	}
+	// The longest: a listener for guest-initiated vsock connections.
+	errs = append(errs, vmm.CheckPaths(spec, APISocket(spec.Dir), ListenerSocket(spec.Dir, math.MaxUint32))...)
 	return errors.Join(errs...)
 }
 
-// owner says who should own the sockets and files Start creates, and
-// whether anything needs changing for that.
-type owner struct{ uid, gid int }
-
-func ownerOf(spec vmm.Spec) (owner, bool) {
-	o := owner{uid: -1, gid: -1}
-	if spec.OwnerUID >= 0 && spec.OwnerUID != os.Getuid() {
-		o.uid = spec.OwnerUID
-	}
-	if spec.OwnerGID >= 0 && spec.OwnerGID != os.Getgid() {
-		o.gid = spec.OwnerGID
-	}
-	return o, o.uid >= 0 || o.gid >= 0
-}
-
-// String reads like "uid 1000 gid 1000".
-func (o owner) String() string {
-	var parts []string
-	if o.uid >= 0 {
-		parts = append(parts, "uid "+strconv.Itoa(o.uid))
-	}
-	if o.gid >= 0 {
-		parts = append(parts, "gid "+strconv.Itoa(o.gid))
-	}
-	return strings.Join(parts, " ")
-}
-
-// openAppend opens (creating with mode 0600) p for appending.
-func openAppend(p string) (*os.File, error) {
-	return os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-}
-
 // rotateLog keeps the previous Firecracker log as <log>.1 and creates an
-// empty log with mode 0600: Firecracker opens log_path without O_APPEND or
-// O_TRUNC, so writing into an old log would garble it.
-func rotateLog(p string) error {
+// empty log with mode 0600 owned by id: Firecracker opens log_path without
+// O_APPEND or O_TRUNC, so writing into an old log would garble it.
+func rotateLog(p string, id vmm.Identity) error {
 	if err := os.Rename(p, p+".1"); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("keep previous firecracker log: %w", err)
 	}
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("create firecracker log: %w", err)
 	}
-	return f.Close()
+	defer f.Close()
+	if err := f.Chown(int(id.UID), int(id.GID)); err != nil {
+		return fmt.Errorf("hand firecracker log to %s: %w", id, err)
+	}
+	return nil
+}
+
+// prepareJail makes the jail folder, owned by id with mode 0700, and a
+// fresh log in it. A jail left by an earlier run (perhaps of another uid)
+// is taken over; its stale sockets were removed before.
+func prepareJail(dir string, id vmm.Identity) error {
+	jail := JailDir(dir)
+	if err := os.Mkdir(jail, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("create firecracker folder: %w", err)
+	}
+	fi, err := os.Lstat(jail)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s is not a folder: remove it", jail)
+	}
+	if err := os.Lchown(jail, int(id.UID), int(id.GID)); err != nil {
+		return fmt.Errorf("hand %s to %s: %w", jail, id, err)
+	}
+	if err := os.Chmod(jail, 0o700); err != nil {
+		return err
+	}
+	return rotateLog(LogFile(dir), id)
+}
+
+// handOver gives the files Firecracker opens read-write by path (the disk)
+// to id, when Firecracker runs as someone else than their owner.
+func handOver(files []File, id vmm.Identity) error {
+	for _, f := range files {
+		if !f.RW {
+			continue
+		}
+		if err := os.Chown(f.Path, int(id.UID), int(id.GID)); err != nil {
+			return fmt.Errorf("hand %s to %s, which firecracker runs as: %w", f.Path, id, err)
+		}
+	}
+	return nil
+}
+
+// tapOwner returns the uid that owns the TAP device name, and false when it
+// cannot be read (no such device in this namespace).
+func tapOwner(name string) (int, bool) {
+	b, err := os.ReadFile("/sys/class/net/" + name + "/owner")
+	if err != nil {
+		return 0, false
+	}
+	uid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	return uid, err == nil
+}
+
+// openFiles opens files for Firecracker in descriptor order.
+func openFiles(files []File) ([]*os.File, error) {
+	var out []*os.File
+	for _, f := range files {
+		var fh *os.File
+		var err error
+		switch {
+		case f.Dir:
+			fh, err = os.OpenFile(f.Path, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+		case f.RW:
+			fh, err = os.OpenFile(f.Path, os.O_RDWR, 0)
+		default:
+			fh, err = os.Open(f.Path)
+		}
+		if err != nil {
+			closeFiles(out)
+			return nil, fmt.Errorf("open %s for firecracker: %w", f.Path, err)
+		}
+		out = append(out, fh)
+	}
+	return out, nil
+}
+
+func closeFiles(fs []*os.File) {
+	for _, f := range fs {
+		f.Close()
+	}
 }
 
 // Start launches Firecracker for spec and returns once the guest has been
 // started (InstanceStart answered). It checks spec first (files and folder
 // exist, id and CID valid, socket paths within the kernel's limit) and
 // refuses to start while something still answers on the VM's API or vsock
-// socket; stale sockets are removed. Firecracker runs in its own session
-// with stdin on /dev/null, the serial console appended to spec.ConsoleLog
-// (see Serial for why through stdout) and stderr appended to
-// <Dir>/firecracker.out; it is configured with ConfigRequests. When
-// spec.OwnerUID/OwnerGID are set (>= 0) and differ from this process's, the
-// API and vsock sockets, the console log and the firecracker log files are
-// chowned to them, and State.Notes says so. On any error nothing is left
-// running, the sockets are removed, and Firecracker's fault message (or its
-// stderr when it exited) is part of the error.
+// socket; stale sockets are removed. Firecracker runs as spec.RunAs (see
+// the package comment for what it is given; a /dev/kvm or /dev/net/tun it
+// cannot open, or a TAP device owned by another user, is an error saying
+// how to fix it), in its own session with stdin on /dev/null, the serial
+// console appended to spec.ConsoleLog (see Serial for why through stdout)
+// and stderr appended to <Dir>/firecracker.out; it is configured with
+// ConfigRequests(View(spec)). On any error nothing is left running, the
+// sockets are removed, and Firecracker's fault message (or its output when
+// it exited) is part of the error.
 func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.State, error) {
 	st, err := d.start(ctx, spec)
 	if err != nil {
@@ -308,115 +324,58 @@ func (d *Driver) start(ctx context.Context, spec vmm.Spec) (vmm.State, error) {
 	if root := RootArgConflict(spec.KernelArgs); root != "" && spec.Disk != "" {
 		d.log.Warn("kernel arguments name a root other than /dev/vda; firecracker appends root=/dev/vda, which wins", "vm", spec.ID, "root", root)
 	}
-	apiPath := APISocket(spec.Dir)
-	for _, p := range []string{apiPath, spec.AgentSocket} {
-		if p == "" {
-			continue
-		}
-		if err := safesocket.ClearStale(p, "an earlier firecracker of this VM"); err != nil {
+	apiPath, vsockPath := APISocket(spec.Dir), ""
+	if spec.Agent {
+		vsockPath = VsockSocket(spec.Dir)
+	}
+	sockets := []string{apiPath, vsockPath}
+	if err := vmm.ClearStaleSockets("an earlier firecracker of this VM", sockets...); err != nil {
+		return vmm.State{}, err
+	}
+	devices := []string{d.devKVM}
+	if spec.TAP != "" {
+		devices = append(devices, d.devTUN)
+	}
+	cred, runAs, err := vmm.Credential(spec.RunAs, devices...)
+	if err != nil {
+		return vmm.State{}, err
+	}
+	if uid, ok := tapOwner(spec.TAP); ok && spec.TAP != "" && uid != int(runAs.UID) && uid != -1 {
+		return vmm.State{}, fmt.Errorf("tap %s is owned by uid %d, but firecracker runs as %s and opens it by name: create it owned by that uid", spec.TAP, uid, runAs)
+	}
+	if err := prepareJail(spec.Dir, runAs); err != nil {
+		return vmm.State{}, err
+	}
+	argv, files := Argv(bin, spec)
+	if spec.RunAs != nil {
+		if err := handOver(files, runAs); err != nil {
 			return vmm.State{}, err
 		}
 	}
-	own, chown := ownerOf(spec)
-	if err := rotateLog(LogFile(spec.Dir)); err != nil {
-		return vmm.State{}, err
-	}
-	outPath := OutFile(spec.Dir)
-	out, err := openAppend(outPath)
-	if err != nil {
-		return vmm.State{}, fmt.Errorf("open firecracker output file: %w", err)
-	}
-	defer out.Close()
-	// Only this launch's stderr goes into errors.
-	var outStart int64
-	if fi, err := out.Stat(); err == nil {
-		outStart = fi.Size()
-	}
-	console := out
-	if spec.ConsoleLog != "" {
-		if console, err = openAppend(spec.ConsoleLog); err != nil {
-			return vmm.State{}, fmt.Errorf("open console log: %w", err)
-		}
-		defer console.Close()
-	}
-	devNull, err := os.Open(os.DevNull)
+	passed, err := openFiles(files)
 	if err != nil {
 		return vmm.State{}, err
 	}
-	defer devNull.Close()
-	var chowned []string
-	if chown {
-		for _, p := range []string{spec.ConsoleLog, LogFile(spec.Dir), outPath} {
-			if p == "" {
-				continue
-			}
-			if err := os.Chown(p, own.uid, own.gid); err != nil {
-				return vmm.State{}, fmt.Errorf("hand %s to %s (Spec.OwnerUID/OwnerGID; -1 leaves ownership alone): %w", p, own, err)
-			}
-		}
-		chowned = append(chowned, "console log and firecracker log files")
-	}
-
-	argv := Argv(bin, spec)
 	t0 := time.Now()
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Stdin = devNull
-	cmd.Stdout = console
-	cmd.Stderr = out
-	cmd.Dir = spec.Dir
-	// A session of its own: no controlling terminal, no signals meant for
-	// the daemon's process group. No Pdeathsig: the VMM must outlive the
-	// daemon.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	d.log.Debug("launching firecracker", "vm", spec.ID, "argv", argv)
-	if err := cmd.Start(); err != nil {
-		return vmm.State{}, fmt.Errorf("run %s: %w", bin, err)
+	d.log.Debug("launching firecracker", "vm", spec.ID, "argv", argv, "run_as", runAs)
+	var env []string
+	if d.inheritEnv {
+		env = os.Environ()
 	}
-	pid := cmd.Process.Pid
-	// Read before the reaper runs: until then the process (even a dead
-	// one) keeps its /proc entry.
-	start, startErr := proc.StartTime(pid)
-	exited := make(chan error, 1)
-	go func() {
-		// Reaping is all this goroutine does; the daemon finds out that a
-		// VM stopped through Alive.
-		err := cmd.Wait()
-		d.log.Debug("firecracker exited", "vm", spec.ID, "pid", pid, "status", err)
-		exited <- err
-	}()
-
+	child, err := proc.Launch(proc.Command{Argv: argv, Files: passed, Stdout: spec.ConsoleLog, Output: OutFile(spec.Dir),
+		Credential: cred, Env: env, Log: d.log})
+	closeFiles(passed)
 	fail := func(err error) (vmm.State, error) {
-		select {
-		case werr := <-exited:
-			exited <- werr
-			if errors.Is(err, errExited) {
-				err = fmt.Errorf("firecracker exited before its api socket answered (%v)", werr)
-			} else {
-				err = fmt.Errorf("%w; firecracker has exited (%v)", err, werr)
-			}
-			if tail := fileTail(outPath, outStart, 2000); tail != "" {
-				err = fmt.Errorf("%w; its stderr (%s) ends with:\n%s", err, outPath, tail)
-			}
-		default:
-			if startErr == nil {
-				proc.Signal(pid, start, syscall.SIGKILL)
-			} else {
-				proc.Kill(pid, syscall.SIGKILL) // not reaped: the pid is still ours
-			}
-			select {
-			case <-exited:
-			case <-time.After(killWait):
-				d.log.Warn("firecracker did not exit after SIGKILL", "vm", spec.ID, "pid", pid)
-			}
+		if child != nil && !child.Kill(killWait) {
+			d.log.Warn("firecracker did not exit after SIGKILL", "vm", spec.ID, "pid", child.PID)
 		}
-		return vmm.State{}, errors.Join(err, removeFiles(apiPath, spec.AgentSocket))
+		return vmm.State{}, errors.Join(err, vmm.RemoveFiles(sockets...))
 	}
-	if startErr != nil {
-		return fail(fmt.Errorf("firecracker pid %d: %w", pid, startErr))
+	if err != nil {
+		return fail(err)
 	}
-
 	client := NewClient(apiPath, apiTimeout)
-	info, err := waitAPI(ctx, client, exited)
+	info, err := waitAPI(ctx, client, child)
 	if err != nil {
 		return fail(err)
 	}
@@ -424,70 +383,59 @@ func (d *Driver) start(ctx context.Context, spec vmm.Spec) (vmm.State, error) {
 		return fail(fmt.Errorf("the api socket %s answers with instance id %q, want %q", apiPath, info.ID, spec.ID))
 	}
 	ready := time.Since(t0)
-	for _, r := range ConfigRequests(spec) {
+	for _, r := range ConfigRequests(View(spec)) {
 		if err := client.Put(ctx, r.Path, r.Body); err != nil {
-			return fail(fmt.Errorf("configure %s: %w", r.What, err))
+			return fail(d.withOutput(fmt.Errorf("configure %s: %w", r.What, err), child))
 		}
 	}
-	socks := []string{apiPath}
-	if spec.AgentSocket != "" {
-		socks = append(socks, spec.AgentSocket)
-	}
-	for _, p := range socks {
-		// Firecracker creates its sockets under its umask; only the owner
-		// gets to drive the VM.
-		if err := os.Chmod(p, 0o600); err != nil {
-			return fail(fmt.Errorf("restrict %s: %w", p, err))
-		}
-		if chown {
-			if err := os.Chown(p, own.uid, own.gid); err != nil {
-				return fail(fmt.Errorf("hand %s to %s: %w", p, own, err))
-			}
-		}
-	}
-	var notes []string
-	if chown {
-		what := "API socket"
-		if spec.AgentSocket != "" {
-			what = "API and vsock sockets"
-		}
-		notes = append(notes, fmt.Sprintf("%s, %s chowned to %s", what, strings.Join(chowned, ", "), own))
-	}
+	// The sockets need no chmod (which would follow a link Firecracker
+	// put in their place): only the jail's owner and root reach them.
 	if err := client.Put(ctx, "/actions", Action(fcapi.ActionInstanceStart)); err != nil {
-		return fail(fmt.Errorf("start the guest: %w", err))
+		return fail(d.withOutput(fmt.Errorf("start the guest: %w", err), child))
 	}
-	d.log.Info("firecracker started", "vm", spec.ID, "pid", pid,
+	d.log.Info("firecracker started", "vm", spec.ID, "pid", child.PID, "run_as", runAs,
 		"api_ready", ready.Round(time.Millisecond), "guest_started", time.Since(t0).Round(time.Millisecond))
+	var notes []string
+	for _, f := range files {
+		notes = append(notes, fmt.Sprintf("%d=%s", f.FD, f.Path))
+	}
 	return vmm.State{
 		Version:       vmm.StateVersion,
 		Driver:        d.Name(),
-		PID:           pid,
-		StartTime:     start,
+		PID:           child.PID,
+		StartTime:     child.StartTime,
 		ControlSocket: apiPath,
-		AgentSocket:   spec.AgentSocket,
+		AgentSocket:   vsockPath,
 		ConsoleLog:    spec.ConsoleLog,
 		TAP:           spec.TAP,
 		Accel:         "kvm", // Firecracker runs on KVM only
 		Argv:          argv,
 		VsockCID:      spec.VsockCID,
-		Notes:         notes,
+		RunAs:         &runAs,
+		Notes:         []string{"descriptors: " + strings.Join(notes, ", ")},
 	}, nil
 }
 
-// errExited is waitAPI's error when the process ended first.
-var errExited = errors.New("firecracker exited before its api socket answered")
+// withOutput adds what Firecracker printed, when it exited, to err.
+func (d *Driver) withOutput(err error, child *proc.Child) error {
+	select {
+	case <-child.Exited():
+		return fmt.Errorf("%w; %w", err, child.ExitError("it was configured"))
+	case <-time.After(100 * time.Millisecond):
+		return err
+	}
+}
 
 // waitAPI polls the API socket until GET / answers, the process exits, ctx
 // ends or apiReadyTimeout passes.
-func waitAPI(ctx context.Context, c *Client, exited chan error) (fcapi.InstanceInfo, error) {
+func waitAPI(ctx context.Context, c *Client, child *proc.Child) (fcapi.InstanceInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, apiReadyTimeout)
 	defer cancel()
 	var lastErr error
 	for {
 		select {
-		case err := <-exited:
-			exited <- err
-			return fcapi.InstanceInfo{}, errExited
+		case <-child.Exited():
+			return fcapi.InstanceInfo{}, child.ExitError("its api socket answered")
 		default:
 		}
 		if _, err := os.Stat(c.Socket()); err == nil {
@@ -503,52 +451,10 @@ func waitAPI(ctx context.Context, c *Client, exited chan error) (fcapi.InstanceI
 				lastErr = fmt.Errorf("%s was never created", c.Socket())
 			}
 			return fcapi.InstanceInfo{}, fmt.Errorf("api socket not ready: %w (%w)", ctx.Err(), lastErr)
+		case <-child.Exited():
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
-}
-
-// fileTail returns up to the last n bytes of the file at p past offset
-// from, starting at a line start, or "" when there are none or the file is
-// unreadable.
-func fileTail(p string, from, n int64) string {
-	f, err := os.Open(p)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return ""
-	}
-	off := max(fi.Size()-n, from, 0)
-	if off >= fi.Size() {
-		return ""
-	}
-	b := make([]byte, fi.Size()-off)
-	k, _ := f.ReadAt(b, off)
-	s := string(b[:k])
-	if off > from {
-		if i := strings.IndexByte(s, '\n'); i >= 0 {
-			s = s[i+1:]
-		}
-	}
-	return strings.TrimSpace(s)
-}
-
-// removeFiles removes paths, ignoring empty ones and ones already gone, and
-// joins the other errors.
-func removeFiles(paths ...string) error {
-	var errs []error
-	for _, p := range paths {
-		if p == "" {
-			continue
-		}
-		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // vsockListeners returns the guest-to-host listener sockets of the hybrid
@@ -590,35 +496,18 @@ func vsockListeners(uds string) ([]string, error) {
 // When ctx ends early Stop skips the remaining waits and escalates to
 // SIGKILL at once.
 func (d *Driver) Stop(ctx context.Context, st vmm.State, force bool, timeout time.Duration) error {
-	var errs []error
-	if proc.Alive(st.PID, st.StartTime) {
-		if err := d.stop(ctx, st, force, timeout); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	files := []string{st.ControlSocket, st.AgentSocket}
 	listeners, err := vsockListeners(st.AgentSocket)
 	if err != nil {
-		errs = append(errs, fmt.Errorf("list vsock listener sockets: %w", err))
+		d.log.Warn("list vsock listener sockets", "err", err)
 	}
-	if err := removeFiles(append(files, listeners...)...); err != nil {
-		errs = append(errs, fmt.Errorf("remove sockets: %w", err))
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("stop firecracker pid %d: %w", st.PID, err)
-	}
-	return nil
-}
-
-func (d *Driver) stop(ctx context.Context, st vmm.State, force bool, timeout time.Duration) error {
-	return proc.Stop(ctx, st.PID, st.StartTime, force, proc.Shutdown{
+	return vmm.StopProcess(ctx, st, force, proc.Shutdown{
 		Name:     "firecracker",
 		Ask:      func(ctx context.Context) error { return d.ctrlAltDel(ctx, st.ControlSocket) },
 		Timeout:  timeout,
 		TermWait: termWait,
 		KillWait: killWait,
 		Log:      d.log,
-	})
+	}, append([]string{st.ControlSocket, st.AgentSocket}, listeners...)...)
 }
 
 func (d *Driver) ctrlAltDel(ctx context.Context, apiPath string) error {
@@ -644,11 +533,8 @@ func (d *Driver) Alive(st vmm.State) bool {
 // started), gives an error that does NOT wrap ErrNotRunning: the VMM still
 // runs, and Stop can still end it.
 func (d *Driver) Recover(ctx context.Context, st vmm.State) error {
-	if st.Driver != "" && st.Driver != d.Name() {
-		return fmt.Errorf("recover: state belongs to driver %q, not firecracker", st.Driver)
-	}
-	if !proc.Alive(st.PID, st.StartTime) {
-		return fmt.Errorf("recover firecracker pid %d: %w", st.PID, vmm.ErrNotRunning)
+	if err := vmm.CheckAdoptable(st, d.Name()); err != nil {
+		return err
 	}
 	info, err := NewClient(st.ControlSocket, apiTimeout).InstanceInfo(ctx)
 	if err != nil {

@@ -3,11 +3,9 @@ package firecracker
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -22,12 +20,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/bangerhq/banger/internal/testhost"
 	"github.com/bangerhq/banger/internal/vmm"
 	"github.com/bangerhq/banger/internal/vmm/firecracker/fcapi"
 	"github.com/bangerhq/banger/internal/vmm/firecracker/fcsim"
 	"github.com/bangerhq/banger/internal/vmm/firecracker/fcspec"
-	"github.com/bangerhq/banger/internal/vmm/proc"
+	"github.com/bangerhq/banger/internal/vmm/vmmtest"
 )
 
 var fake struct {
@@ -45,12 +42,19 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// Environment of the stand-in daemon of TestVMMSurvivesDaemonKill.
+const (
+	binEnv    = "BANGER_FC_TEST_BIN"
+	devDirEnv = "BANGER_FC_TEST_DEVDIR"
+)
+
 // fakeBinary builds fcsim's fake-firecracker once per test binary, with the
-// specification's path compiled in, and returns its path. It skips when the
-// specification is absent.
+// specification's path compiled in, in a folder the VMM user can reach
+// (mode 0755), and returns its path. It skips when the specification is
+// absent.
 func fakeBinary(t *testing.T) string {
 	t.Helper()
-	if p := os.Getenv("BANGER_FC_TEST_BIN"); p != "" { // in a helper process
+	if p := os.Getenv(binEnv); p != "" { // in a helper process
 		return p
 	}
 	loadSpec(t)
@@ -61,6 +65,9 @@ func fakeBinary(t *testing.T) string {
 			return
 		}
 		if fake.dir, fake.err = os.MkdirTemp("", "fake-fc"); fake.err != nil {
+			return
+		}
+		if fake.err = os.Chmod(fake.dir, 0o755); fake.err != nil {
 			return
 		}
 		fake.bin = filepath.Join(fake.dir, "fake-firecracker")
@@ -79,38 +86,46 @@ func fakeBinary(t *testing.T) string {
 	return fake.bin
 }
 
-// testLogger logs through t and keeps a copy of everything logged.
-func testLogger(t *testing.T) (*slog.Logger, *logBuf) {
-	buf := &logBuf{t: t}
-	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})), buf
+// devDir is a folder of stand-ins for /dev/kvm and /dev/net/tun that
+// anyone may open: the simulator opens neither, and the real ones may be
+// closed to the VMM user on this host. TestStartErrors covers a device the
+// VMM user cannot open.
+func devDir(t *testing.T) string {
+	if d := os.Getenv(devDirEnv); d != "" {
+		return d
+	}
+	d := shortDir(t)
+	os.Chmod(d, 0o755)
+	for _, n := range []string{"kvm", "tun"} {
+		p := filepath.Join(d, n)
+		os.WriteFile(p, nil, 0o600)
+		if err := os.Chmod(p, 0o666); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return d
 }
 
-type logBuf struct {
-	t  *testing.T
-	mu sync.Mutex
-	b  strings.Builder
+// testDriver is a driver for the simulator: the fake binary, stand-in
+// devices, and the test's environment passed on (the simulator's FCSIM_*
+// settings).
+func testDriver(t *testing.T, bin string, log *slog.Logger) *Driver {
+	d := New(bin, log)
+	dev := devDir(t)
+	d.devKVM, d.devTUN = filepath.Join(dev, "kvm"), filepath.Join(dev, "tun")
+	d.inheritEnv = true
+	return d
 }
 
-func (w *logBuf) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return w.b.Write(p)
-}
-
-func (w *logBuf) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
-}
-
-// testSpec returns a spec for the simulator in a fresh short folder, with
-// a placeholder kernel and disk (the simulator only opens them), a TAP
-// name (not created: the simulator does not open it), and a vsock device.
+// testSpec returns a spec for the simulator in a fresh short private
+// folder, with a placeholder kernel and initrd (readable by anyone, as a
+// runtime bundle's are) and disk (the daemon's, mode 0600; the simulator
+// only opens them), a TAP name (not created: the simulator does not open
+// it), an agent vsock device, and the VMM user a root daemon would give it.
 func testSpec(t *testing.T, id string) vmm.Spec {
 	dir := shortDir(t)
-	for _, f := range []string{"vmlinux", "initrd.img", "disk.ext4"} {
-		if err := os.WriteFile(filepath.Join(dir, f), []byte("placeholder"), 0o600); err != nil {
+	for f, mode := range map[string]os.FileMode{"vmlinux": 0o644, "initrd.img": 0o644, "disk.ext4": 0o600} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("placeholder"), mode); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -118,37 +133,15 @@ func testSpec(t *testing.T, id string) vmm.Spec {
 		ID: id, Name: id, Dir: dir,
 		CPUs: 2, MemoryMiB: 256,
 		Kernel: filepath.Join(dir, "vmlinux"), Initrd: filepath.Join(dir, "initrd.img"),
-		KernelArgs:  "console=ttyS0 reboot=k panic=1 root=/dev/vda rw",
-		Disk:        filepath.Join(dir, "disk.ext4"),
-		TAP:         "tap-" + id,
-		MAC:         "52:54:00:00:00:01",
-		ConsoleLog:  filepath.Join(dir, "console.log"),
-		AgentSocket: filepath.Join(dir, "agent.sock"),
-		VsockCID:    3,
-		OwnerUID:    -1, OwnerGID: -1,
+		KernelArgs: "console=ttyS0 reboot=k panic=1 root=/dev/vda rw",
+		Disk:       filepath.Join(dir, "disk.ext4"),
+		TAP:        "tap-" + id,
+		MAC:        "52:54:00:00:00:01",
+		ConsoleLog: filepath.Join(dir, "console.log"),
+		Agent:      true,
+		VsockCID:   3,
+		RunAs:      vmmtest.RunAs(t),
 	}
-}
-
-// ensureStopped kills whatever st describes at test end, so a failing test
-// leaves no process behind.
-func ensureStopped(t *testing.T, st vmm.State) {
-	t.Cleanup(func() {
-		if proc.Alive(st.PID, st.StartTime) {
-			t.Logf("cleanup: killing leftover firecracker %d", st.PID)
-			proc.Signal(st.PID, st.StartTime, syscall.SIGKILL)
-		}
-	})
-}
-
-func procStat(pid int) (state byte, ppid int, ok bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, 0, false
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	n, _ := strconv.Atoi(f[1])
-	return f[0][0], n, true
 }
 
 // processesUsing returns the pids whose command line contains s.
@@ -162,7 +155,7 @@ func processesUsing(s string) []int {
 		}
 		b, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
 		if strings.Contains(string(b), s) {
-			if st, _, ok := procStat(pid); ok && st != 'Z' {
+			if st, err := os.ReadFile("/proc/" + e.Name() + "/stat"); err == nil && !strings.Contains(string(st), ") Z ") {
 				pids = append(pids, pid)
 			}
 		}
@@ -170,19 +163,11 @@ func processesUsing(s string) []int {
 	return pids
 }
 
-func gone(t *testing.T, paths ...string) {
-	t.Helper()
-	for _, p := range paths {
-		if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
-			t.Errorf("%s left behind (%v)", p, err)
-		}
-	}
-}
-
 func TestDriverLifecycle(t *testing.T) {
 	bin := fakeBinary(t)
 	spec := testSpec(t, "lifecycle")
 	// A stale socket from a crashed run: removed, not refused.
+	os.Mkdir(JailDir(spec.Dir), 0o700)
 	stale, err := net.Listen("unix", APISocket(spec.Dir))
 	if err != nil {
 		t.Fatal(err)
@@ -190,8 +175,8 @@ func TestDriverLifecycle(t *testing.T) {
 	stale.(*net.UnixListener).SetUnlinkOnClose(false)
 	stale.Close()
 
-	log, logs := testLogger(t)
-	d := New(bin, log)
+	log, logs := vmmtest.Logger(t)
+	d := testDriver(t, bin, log)
 	ctx := context.Background()
 	t0 := time.Now()
 	st, err := d.Start(ctx, spec)
@@ -199,15 +184,39 @@ func TestDriverLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("Start (launch to InstanceStart answered): %v", time.Since(t0).Round(time.Millisecond))
-	ensureStopped(t, st)
+	vmmtest.EnsureStopped(t, st)
 
+	argv, files := Argv(bin, spec)
+	runAs := vmm.Self()
+	if spec.RunAs != nil {
+		runAs = *spec.RunAs
+	}
 	want := vmm.State{
 		Version: vmm.StateVersion, Driver: "firecracker", PID: st.PID, StartTime: st.StartTime,
-		ControlSocket: APISocket(spec.Dir), AgentSocket: spec.AgentSocket, ConsoleLog: spec.ConsoleLog,
-		TAP: spec.TAP, Accel: "kvm", Argv: Argv(bin, spec), VsockCID: 3,
+		ControlSocket: APISocket(spec.Dir), AgentSocket: VsockSocket(spec.Dir), ConsoleLog: spec.ConsoleLog,
+		TAP: spec.TAP, Accel: "kvm", Argv: argv, VsockCID: 3, RunAs: &runAs,
+		Notes: []string{fmt.Sprintf("descriptors: 3=%s, 4=%s, 5=%s, 6=%s", files[0].Path, spec.Kernel, spec.Initrd, spec.Disk)},
 	}
 	if st.PID <= 0 || st.StartTime == 0 || fmt.Sprint(st) != fmt.Sprint(want) {
 		t.Fatalf("state\n got %+v\nwant %+v", st, want)
+	}
+	// It runs as the VMM user, with no environment but what the test
+	// passed, and only the jail and the disk are that user's.
+	vmmtest.AssertConfined(t, st, spec.RunAs, false)
+	if spec.RunAs != nil {
+		vmmtest.AssertNotOwnedBy(t, spec.Dir, spec.RunAs.UID, JailDir(spec.Dir), spec.Disk)
+		for _, p := range []string{JailDir(spec.Dir), spec.Disk, LogFile(spec.Dir), st.ControlSocket, st.AgentSocket} {
+			fi, err := os.Stat(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if uid := fi.Sys().(*syscall.Stat_t).Uid; uid != spec.RunAs.UID {
+				t.Errorf("%s is owned by uid %d, want the vmm's %d", p, uid, spec.RunAs.UID)
+			}
+		}
+	}
+	if fi, err := os.Stat(JailDir(spec.Dir)); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("jail: %v, %v; want mode 0700", fi, err)
 	}
 	if !d.Alive(st) {
 		t.Fatal("not alive after Start")
@@ -219,21 +228,12 @@ func TestDriverLifecycle(t *testing.T) {
 	if info, err := c.InstanceInfo(ctx); err != nil || info.State != fcapi.StateRunning || info.ID != spec.ID {
 		t.Fatalf("GET / = %+v, %v", info, err)
 	}
-	for _, p := range []string{st.ControlSocket, st.AgentSocket} {
-		fi, err := os.Stat(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if fi.Mode().Perm() != 0o600 {
-			t.Errorf("%s mode %v, want 0600", p, fi.Mode().Perm())
-		}
-	}
 	console, _ := os.ReadFile(spec.ConsoleLog)
 	if !strings.Contains(string(console), "kernel command line: console=ttyS0 reboot=k panic=1 root=/dev/vda rw root=/dev/vda rw") {
 		t.Errorf("console lacks the simulated boot line:\n%s", console)
 	}
 	fclog, _ := os.ReadFile(LogFile(spec.Dir))
-	for _, req := range ConfigRequests(spec) {
+	for _, req := range ConfigRequests(View(spec)) {
 		if !strings.Contains(string(fclog), fmt.Sprintf("%s request on %q", req.Method, req.Path)) {
 			t.Errorf("firecracker.log lacks %s %s:\n%s", req.Method, req.Path, fclog)
 		}
@@ -266,25 +266,10 @@ func TestDriverLifecycle(t *testing.T) {
 	}
 
 	// The daemon forgets everything but the persisted State.
-	b, _ := json.Marshal(st)
-	var st2 vmm.State
-	if err := json.Unmarshal(b, &st2); err != nil {
-		t.Fatal(err)
-	}
-	d2 := New(bin, log)
-	if err := d2.Recover(ctx, st2); err != nil {
-		t.Fatalf("Recover: %v", err)
-	}
-	bogus := st2
-	bogus.StartTime++
-	if d2.Alive(bogus) {
-		t.Fatal("state with a wrong start time reported alive")
-	}
-	if err := d2.Recover(ctx, bogus); !errors.Is(err, vmm.ErrNotRunning) {
-		t.Fatalf("Recover with a wrong start time: %v, want ErrNotRunning", err)
-	}
+	d2 := testDriver(t, bin, log)
+	st2 := vmmtest.Readopt(t, d2, st)
 	other := st2
-	other.Argv = Argv(bin, vmm.Spec{Dir: spec.Dir, ID: "someone-else"})
+	other.Argv, _ = Argv(bin, vmm.Spec{Dir: spec.Dir, ID: "someone-else"})
 	if err := d2.Recover(ctx, other); err == nil || errors.Is(err, vmm.ErrNotRunning) {
 		t.Fatalf("Recover with another instance id: %v", err)
 	}
@@ -309,34 +294,14 @@ func TestDriverLifecycle(t *testing.T) {
 	if took > 3*time.Second || !strings.Contains(logs.String(), "exited after the guest shut down") {
 		t.Errorf("Stop took %v and did not end through ctrl-alt-del; log:\n%s", took, logs.String())
 	}
-	if d2.Alive(st2) {
-		t.Fatal("alive after Stop")
-	}
-	gone(t, st.ControlSocket, st.AgentSocket, listener)
+	vmmtest.AssertStopped(t, d2, st2)
+	vmmtest.Gone(t, listener)
 	if _, err := os.Stat(keep); err != nil {
 		t.Errorf("Stop removed %s, which is no vsock listener: %v", keep, err)
 	}
 	console, _ = os.ReadFile(spec.ConsoleLog)
 	if !strings.Contains(string(console), "reboot: Restarting system") {
 		t.Errorf("console lacks the guest reset:\n%s", console)
-	}
-	// Reaped by the driver's goroutine: no zombie of ours.
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		s, ppid, ok := procStat(st.PID)
-		if !ok || ppid != os.Getpid() {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pid %d still our child in state %c", st.PID, s)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if err := d2.Stop(ctx, st2, false, time.Second); err != nil {
-		t.Errorf("Stop of a stopped VM: %v", err)
-	}
-	if err := d2.Recover(ctx, st2); !errors.Is(err, vmm.ErrNotRunning) {
-		t.Errorf("Recover after Stop: %v, want ErrNotRunning", err)
 	}
 
 	// Starting again appends to the console log and keeps the previous
@@ -346,7 +311,7 @@ func TestDriverLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ensureStopped(t, st3)
+	vmmtest.EnsureStopped(t, st3)
 	after, _ := os.ReadFile(spec.ConsoleLog)
 	if len(after) <= len(before) || string(after[:len(before)]) != string(before) {
 		t.Errorf("console log was not appended to (%d -> %d bytes)", len(before), len(after))
@@ -365,10 +330,7 @@ func TestDriverLifecycle(t *testing.T) {
 	if time.Since(t0) > 2*time.Second {
 		t.Errorf("forced Stop took %v", time.Since(t0))
 	}
-	if d.Alive(st3) {
-		t.Fatal("alive after forced Stop")
-	}
-	gone(t, st3.ControlSocket, st3.AgentSocket)
+	vmmtest.AssertStopped(t, d, st3)
 }
 
 // TestStopEscalates covers a guest that ignores ctrl-alt-del and a VMM
@@ -376,8 +338,8 @@ func TestDriverLifecycle(t *testing.T) {
 func TestStopEscalates(t *testing.T) {
 	bin := fakeBinary(t)
 	ctx := context.Background()
-	log, logs := testLogger(t)
-	d := New(bin, log)
+	log, logs := vmmtest.Logger(t)
+	d := testDriver(t, bin, log)
 
 	t.Setenv("FCSIM_GUEST_IGNORES_CTRL_ALT_DEL", "1")
 	spec := testSpec(t, "stubborn")
@@ -385,7 +347,7 @@ func TestStopEscalates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ensureStopped(t, st)
+	vmmtest.EnsureStopped(t, st)
 	moved := st.ControlSocket + ".moved"
 	if err := os.Rename(st.ControlSocket, moved); err != nil {
 		t.Fatal(err)
@@ -402,14 +364,14 @@ func TestStopEscalates(t *testing.T) {
 	if d.Alive(st) || !strings.Contains(logs.String(), "did not shut down in time") {
 		t.Fatalf("Stop did not escalate to SIGTERM; log:\n%s", logs.String())
 	}
-	gone(t, st.ControlSocket, st.AgentSocket)
+	vmmtest.Gone(t, st.ControlSocket, st.AgentSocket)
 
 	t.Setenv("FCSIM_IGNORE_SIGTERM", "1")
 	spec = testSpec(t, "deaf")
 	if st, err = d.Start(ctx, spec); err != nil {
 		t.Fatal(err)
 	}
-	ensureStopped(t, st)
+	vmmtest.EnsureStopped(t, st)
 	t0 = time.Now()
 	if err := d.Stop(ctx, st, true, 0); err != nil {
 		t.Fatal(err)
@@ -418,35 +380,7 @@ func TestStopEscalates(t *testing.T) {
 	if d.Alive(st) || !strings.Contains(logs.String(), "ignored SIGTERM") {
 		t.Fatalf("Stop did not escalate to SIGKILL; log:\n%s", logs.String())
 	}
-	gone(t, st.ControlSocket, st.AgentSocket)
-}
-
-func TestStartChownsSockets(t *testing.T) {
-	if os.Getuid() != 0 {
-		testhost.Skip(t, "needs root to give files away")
-	}
-	bin := fakeBinary(t)
-	spec := testSpec(t, "owned")
-	spec.OwnerUID, spec.OwnerGID = 1000, 1000
-	st, err := New(bin, nil).Start(context.Background(), spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ensureStopped(t, st)
-	defer New(bin, nil).Stop(context.Background(), st, true, 0)
-	for _, p := range []string{st.ControlSocket, st.AgentSocket, spec.ConsoleLog, LogFile(spec.Dir), OutFile(spec.Dir)} {
-		fi, err := os.Stat(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if s := fi.Sys().(*syscall.Stat_t); s.Uid != 1000 || s.Gid != 1000 {
-			t.Errorf("%s owned by %d:%d, want 1000:1000", p, s.Uid, s.Gid)
-		}
-	}
-	if len(st.Notes) != 1 || !strings.Contains(st.Notes[0], "API and vsock sockets") || !strings.Contains(st.Notes[0], "uid 1000") {
-		t.Errorf("notes = %q", st.Notes)
-	}
-	t.Logf("note: %s", st.Notes)
+	vmmtest.Gone(t, st.ControlSocket, st.AgentSocket)
 }
 
 // writeScript writes an executable shell script.
@@ -458,37 +392,53 @@ func writeScript(t *testing.T, dir, name, body string) string {
 	return p
 }
 
+// scriptDir is a folder for wrapper scripts the VMM user may run (the
+// folders t.TempDir makes are private).
+func scriptDir(t *testing.T) string {
+	d := shortDir(t)
+	os.Chmod(d, 0o755)
+	return d
+}
+
 func TestStartErrors(t *testing.T) {
 	bin := fakeBinary(t)
 	ctx := context.Background()
-	log, _ := testLogger(t)
-	d := New(bin, log)
+	log, _ := vmmtest.Logger(t)
+	d := testDriver(t, bin, log)
+	wrapped := func(script string) *Driver { return testDriver(t, script, log) }
 
 	t.Run("config error from the api", func(t *testing.T) {
-		// The kernel vanishes after Start checked the spec: Firecracker's
-		// own check (the file must open) fails PUT /boot-source.
+		// A kernel only root may read: the daemon opens it, but
+		// Firecracker, running as the VMM user, cannot reopen it, and its
+		// own check fails PUT /boot-source.
 		spec := testSpec(t, "nokernel")
-		wrapper := writeScript(t, spec.Dir, "fc-wrapper", fmt.Sprintf("rm -f %q\nexec %q \"$@\"\n", spec.Kernel, bin))
-		_, err := New(wrapper, log).Start(ctx, spec)
+		if spec.RunAs == nil {
+			t.Skip("needs a VMM user other than the kernel's owner (root)")
+		}
+		if err := os.Chmod(spec.Kernel, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		st, err := d.Start(ctx, spec)
 		if err == nil {
-			t.Fatal("Start with a vanished kernel succeeded")
+			vmmtest.EnsureStopped(t, st)
+			t.Fatal("Start with a kernel the VMM cannot read succeeded")
 		}
 		t.Logf("error: %v", err)
 		var ae *APIError
 		if !errors.As(err, &ae) || !strings.Contains(err.Error(), "configure boot source") ||
-			!strings.Contains(err.Error(), "Boot source error: The kernel file cannot be opened: No such file or directory (os error 2)") {
+			!strings.Contains(err.Error(), "Boot source error: The kernel file cannot be opened: Permission denied (os error 13)") {
 			t.Errorf("error lacks the step or the fault message: %v", err)
 		}
-		gone(t, APISocket(spec.Dir), spec.AgentSocket)
-		if pids := processesUsing(APISocket(spec.Dir)); len(pids) > 0 {
+		vmmtest.Gone(t, APISocket(spec.Dir), VsockSocket(spec.Dir))
+		if pids := processesUsing("--id\x00" + spec.ID); len(pids) > 0 {
 			t.Errorf("processes left running: %v", pids)
 		}
 	})
 
 	t.Run("firecracker exits at once", func(t *testing.T) {
 		spec := testSpec(t, "crash")
-		crash := writeScript(t, spec.Dir, "fc-crash", "echo 'Error: Arguments(UnexpectedArgument(\"bogus\"))' >&2\nexit 153\n")
-		_, err := New(crash, log).Start(ctx, spec)
+		crash := writeScript(t, scriptDir(t), "fc-crash", "echo 'Error: Arguments(UnexpectedArgument(\"bogus\"))' >&2\nexit 153\n")
+		_, err := wrapped(crash).Start(ctx, spec)
 		if err == nil || !strings.Contains(err.Error(), "exited before its api socket answered") ||
 			!strings.Contains(err.Error(), "UnexpectedArgument") || !strings.Contains(err.Error(), "153") {
 			t.Fatalf("err = %v, want one with the exit status and stderr", err)
@@ -496,34 +446,26 @@ func TestStartErrors(t *testing.T) {
 		t.Logf("error: %v", err)
 	})
 
-	t.Run("socket path too long", func(t *testing.T) {
-		spec := testSpec(t, "long")
-		long := filepath.Join(spec.Dir, strings.Repeat("x", 100))
-		if err := os.Mkdir(long, 0o700); err != nil {
-			t.Fatal(err)
+	t.Run("devices the vmm user cannot open", func(t *testing.T) {
+		spec := testSpec(t, "nodev")
+		if spec.RunAs == nil {
+			t.Skip("the daemon's own user runs the VMM")
 		}
-		spec.Dir = long
-		_, err := d.Start(ctx, spec)
-		if err == nil || !strings.Contains(err.Error(), APISocket(long)) || !strings.Contains(err.Error(), "limit of 107") {
-			t.Fatalf("err = %v, want one naming the socket path and the limit", err)
+		closed := filepath.Join(t.TempDir(), "kvm")
+		os.WriteFile(closed, nil, 0o600)
+		dd := testDriver(t, bin, log)
+		dd.devKVM = closed
+		_, err := dd.Start(ctx, spec)
+		if err == nil || !strings.Contains(err.Error(), "cannot open "+closed) || !strings.Contains(err.Error(), "mode 0600") {
+			t.Fatalf("err = %v, want one naming the device and its mode", err)
+		}
+		if _, err := os.Stat(JailDir(spec.Dir)); err == nil {
+			t.Error("the jail was made for a VM that cannot start")
 		}
 	})
 
-	t.Run("socket answers", func(t *testing.T) {
-		spec := testSpec(t, "busy")
-		l, err := net.Listen("unix", spec.AgentSocket)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		_, err = d.Start(ctx, spec)
-		if err == nil || !strings.Contains(err.Error(), "answers") {
-			t.Fatalf("err = %v, want a refusal because the socket answers", err)
-		}
-		if _, err := os.Stat(spec.AgentSocket); err != nil {
-			t.Errorf("live socket was removed: %v", err)
-		}
-	})
+	vmmtest.StartRefusals(t, vmmtest.Refusals{Driver: d, Spec: testSpec, Control: APISocket, Agent: VsockSocket,
+		WithBinary: func(bin string) vmm.Driver { return testDriver(t, bin, log) }})
 
 	t.Run("invalid spec", func(t *testing.T) {
 		spec := testSpec(t, "inv")
@@ -541,13 +483,10 @@ func TestStartErrors(t *testing.T) {
 				t.Errorf("error lacks %q: %v", want, err)
 			}
 		}
-	})
-
-	t.Run("missing binary", func(t *testing.T) {
-		spec := testSpec(t, "nobin")
-		_, err := New("/nonexistent/firecracker", nil).Start(ctx, spec)
-		if err == nil || !strings.Contains(err.Error(), "/nonexistent/firecracker") {
-			t.Fatalf("err = %v", err)
+		spec = testSpec(t, "noagent")
+		spec.Agent = false
+		if _, err := d.Start(ctx, spec); err == nil || !strings.Contains(err.Error(), "the vsock device is the agent's") {
+			t.Errorf("vsock without the agent: %v", err)
 		}
 	})
 }
@@ -589,71 +528,21 @@ func TestFindBinary(t *testing.T) {
 // binary as a stand-in daemon that starts a VM, prints its State and waits
 // to be SIGKILLed.
 func TestHelperDaemon(t *testing.T) {
-	specJSON := os.Getenv("BANGER_FC_TEST_HELPER")
-	if specJSON == "" {
-		t.Skip("helper process for TestVMMSurvivesDaemonKill")
-	}
-	var spec vmm.Spec
-	if err := json.Unmarshal([]byte(specJSON), &spec); err != nil {
-		fmt.Println("ERR", err)
-		os.Exit(1)
-	}
-	st, err := New(os.Getenv("BANGER_FC_TEST_BIN"), nil).Start(context.Background(), spec)
-	if err != nil {
-		fmt.Println("ERR", err)
-		os.Exit(1)
-	}
-	b, _ := json.Marshal(st)
-	fmt.Println("STATE", string(b))
-	select {} // until killed
+	vmmtest.HelperDaemon(t, func() vmm.Driver { return testDriver(t, os.Getenv(binEnv), nil) })
 }
 
 func TestVMMSurvivesDaemonKill(t *testing.T) {
 	bin := fakeBinary(t)
 	spec := testSpec(t, "survivor")
-	sj, _ := json.Marshal(spec)
-	helper := exec.Command(os.Args[0], "-test.run=^TestHelperDaemon$", "-test.v")
-	helper.Env = append(os.Environ(), "BANGER_FC_TEST_HELPER="+string(sj), "BANGER_FC_TEST_BIN="+bin)
-	out, err := helper.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := helper.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { helper.Process.Kill(); helper.Wait() })
-	var st vmm.State
-	sc := bufio.NewScanner(out)
-	for sc.Scan() {
-		line := sc.Text()
-		if s, ok := strings.CutPrefix(line, "STATE "); ok {
-			if err := json.Unmarshal([]byte(s), &st); err != nil {
-				t.Fatal(err)
-			}
-			break
-		}
-		if strings.HasPrefix(line, "ERR ") {
-			t.Fatalf("helper daemon: %s", line)
-		}
-	}
-	if st.PID == 0 {
-		t.Fatal("helper daemon printed no state")
-	}
-	ensureStopped(t, st)
-	if _, ppid, _ := procStat(st.PID); ppid != helper.Process.Pid {
-		t.Errorf("firecracker's parent is %d, want the helper daemon %d", ppid, helper.Process.Pid)
-	}
+	st, helper := vmmtest.StartInHelper(t, spec, binEnv+"="+bin, devDirEnv+"="+devDir(t))
+	vmmtest.KillHelper(helper)
 
-	// SIGKILL the "daemon": no chance to clean up anything.
-	helper.Process.Kill()
-	helper.Wait()
-	time.Sleep(300 * time.Millisecond)
-
-	log, _ := testLogger(t)
-	d := New(bin, log)
+	log, _ := vmmtest.Logger(t)
+	d := testDriver(t, bin, log)
 	if !d.Alive(st) {
 		t.Fatal("firecracker died with the daemon")
 	}
+	vmmtest.AssertConfined(t, st, spec.RunAs, false)
 	if err := d.Recover(context.Background(), st); err != nil {
 		t.Fatalf("Recover after daemon SIGKILL: %v", err)
 	}
@@ -665,8 +554,5 @@ func TestVMMSurvivesDaemonKill(t *testing.T) {
 	if err := d.Stop(context.Background(), st, false, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if d.Alive(st) {
-		t.Fatal("alive after Stop")
-	}
-	gone(t, st.ControlSocket, st.AgentSocket)
+	vmmtest.AssertStopped(t, d, st)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/bangerhq/banger/internal/testhost"
 	"github.com/bangerhq/banger/internal/vmm"
 	"github.com/bangerhq/banger/internal/vmm/qemu"
+	"github.com/bangerhq/banger/internal/vmm/vmmtest"
 )
 
 // runtimeDir is the runtime bundle of this checkout (built by
@@ -88,7 +89,7 @@ func TestRealFirecracker(t *testing.T) {
 	}
 	t.Logf("firecracker %s; %s", bin, kvmWhy)
 
-	log, logs := testLogger(t)
+	log, logs := vmmtest.Logger(t)
 	d := New(bin, log)
 	ctx := context.Background()
 	newSpec := func(id, args string) vmm.Spec {
@@ -96,9 +97,9 @@ func TestRealFirecracker(t *testing.T) {
 		return vmm.Spec{
 			ID: id, Name: id, Dir: dir, CPUs: 1, MemoryMiB: 256,
 			Kernel: kernel, Initrd: initrd, KernelArgs: args,
-			ConsoleLog:  filepath.Join(dir, "console.log"),
-			AgentSocket: filepath.Join(dir, "agent.sock"), VsockCID: 3,
-			OwnerUID: -1, OwnerGID: -1,
+			ConsoleLog: filepath.Join(dir, "console.log"),
+			Agent:      true, VsockCID: 3,
+			RunAs: vmmtest.RunAs(t),
 		}
 	}
 
@@ -110,7 +111,7 @@ func TestRealFirecracker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ensureStopped(t, st)
+	vmmtest.EnsureStopped(t, st)
 	t.Logf("Start: %v", time.Since(t0).Round(time.Millisecond))
 	if v, err := NewClient(st.ControlSocket, time.Second).Version(ctx); err == nil {
 		t.Logf("firecracker version %s", v)
@@ -124,7 +125,7 @@ func TestRealFirecracker(t *testing.T) {
 	if err := d.Stop(ctx, st, false, time.Second); err != nil {
 		t.Fatal(err)
 	}
-	gone(t, st.ControlSocket, st.AgentSocket)
+	vmmtest.Gone(t, st.ControlSocket, st.AgentSocket)
 
 	// Without the probe argument and without a disk, the initramfs waits
 	// 30 s for /dev/vda: time to recover the VM, try the vsock device and
@@ -134,7 +135,7 @@ func TestRealFirecracker(t *testing.T) {
 	if st, err = d.Start(ctx, spec); err != nil {
 		t.Fatal(err)
 	}
-	ensureStopped(t, st)
+	vmmtest.EnsureStopped(t, st)
 	waitFor(t, 30*time.Second, "the kernel on the console", func() bool {
 		b, _ := os.ReadFile(spec.ConsoleLog)
 		return strings.Contains(string(b), "Run /init")
@@ -157,7 +158,7 @@ func TestRealFirecracker(t *testing.T) {
 	if d.Alive(st) {
 		t.Fatal("alive after Stop")
 	}
-	gone(t, st.ControlSocket, st.AgentSocket)
+	vmmtest.Gone(t, st.ControlSocket, st.AgentSocket)
 }
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {

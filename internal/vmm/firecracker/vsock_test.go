@@ -6,39 +6,14 @@ import (
 	"errors"
 	"io"
 	"net"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/bangerhq/banger/internal/agent"
 	"github.com/bangerhq/banger/internal/vmm"
+	"github.com/bangerhq/banger/internal/vmm/vmmtest"
 )
-
-// hybridSocket listens on a fresh Unix socket whose connections handle
-// serves, as Firecracker serves its hybrid vsock socket.
-func hybridSocket(t *testing.T, handle func(net.Conn)) string {
-	t.Helper()
-	path := filepath.Join(shortDir(t), "v.sock")
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				handle(c)
-			}()
-		}
-	}()
-	return path
-}
 
 // answer reads the CONNECT line and writes s.
 func answer(s string) func(net.Conn) {
@@ -69,7 +44,7 @@ func TestDialVsockAnswers(t *testing.T) {
 		{name: "never answers", handle: func(net.Conn) { time.Sleep(2 * time.Second) }, wantIs: context.DeadlineExceeded},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			path := hybridSocket(t, tc.handle)
+			path := vmmtest.ServeUnix(t, tc.handle)
 			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 			defer cancel()
 			c, err := DialVsock(ctx, path, agent.Port)
@@ -92,10 +67,10 @@ func TestDialVsockAnswers(t *testing.T) {
 
 // TestDialAgent reaches an agent behind the hybrid vsock handshake, with
 // the guest's first bytes in the same write as OK, and refuses a state
-// without a vsock socket or with one too long for the kernel.
+// with a socket path too long for the kernel.
 func TestDialAgent(t *testing.T) {
 	gotCmd := make(chan string, 1)
-	path := hybridSocket(t, func(c net.Conn) {
+	path := vmmtest.ServeUnix(t, func(c net.Conn) {
 		var cmd []byte
 		b := make([]byte, 1) // byte by byte, as Firecracker reads
 		for {
@@ -108,32 +83,16 @@ func TestDialAgent(t *testing.T) {
 			cmd = append(cmd, b[0])
 		}
 		gotCmd <- string(cmd)
-		io.WriteString(c, "OK 1073741824\nhello from the guest\n")
-		agent.Serve(context.Background(), c, func() (agent.Info, error) { return agent.Info{Hostname: "dev"}, nil })
+		io.WriteString(c, "OK 1073741824\n")
+		vmmtest.ServeAgent(c)
 	})
 	d := New("", nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	c, err := vmm.DialAgent(ctx, d, vmm.State{Driver: "firecracker", AgentSocket: path})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	vmmtest.AssertDialAgent(t, d, vmm.State{Driver: "firecracker", AgentSocket: path}, "vsock")
 	if cmd := <-gotCmd; cmd != "CONNECT 1024" {
 		t.Fatalf("sent %q", cmd)
 	}
-	r, _, err := agent.Ping(ctx, c)
-	if err != nil || !r.OK || r.Hostname != "dev" {
-		t.Fatalf("ping = %+v, %v", r, err)
-	}
-	if ch := vmm.AgentChannel(d); ch != "vsock" {
-		t.Errorf("channel %q", ch)
-	}
-	if _, err := d.DialAgent(ctx, vmm.State{}); !errors.Is(err, vmm.ErrUnsupported) {
-		t.Errorf("no vsock: %v, want ErrUnsupported", err)
-	}
 	long := "/" + strings.Repeat("d", 120) + "/v.sock"
-	if _, err := d.DialAgent(ctx, vmm.State{AgentSocket: long}); err == nil || !strings.Contains(err.Error(), "longer than the kernel's limit of 107") {
+	if _, err := d.DialAgent(context.Background(), vmm.State{AgentSocket: long}); err == nil || !strings.Contains(err.Error(), "longer than the kernel's limit of 107") {
 		t.Errorf("long path: %v", err)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/bangerhq/banger/internal/atomicfile"
+	"github.com/bangerhq/banger/internal/vmm"
 )
 
 // ProbeMarker is the console line the runtime initramfs prints when booted
@@ -111,15 +112,18 @@ func probeAccel(ctx context.Context, bin, accel, kernel, initrd string, timeout 
 	if accel == "tcg" {
 		cmdline = withTSCHint(cmdline, tscArgs())
 	}
-	argv := []string{bin, "-name", "banger-probe-" + accel}
-	argv = append(argv, machineArgs(accel, 256, 1, console)...)
-	argv = append(argv, "-kernel", kernel)
-	if initrd != "" {
-		argv = append(argv, "-initrd", initrd)
+	var plan fdPlan
+	argv := append([]string{bin, "-name", "banger-probe-" + accel}, bootArgs(&plan, vmm.Spec{
+		Accel: accel, MemoryMiB: 256, CPUs: 1, ConsoleLog: console,
+		Kernel: kernel, Initrd: initrd, KernelArgs: cmdline})...)
+	passed, err := openFiles(plan.files)
+	if err != nil {
+		return ProbeOutcome{}, err
 	}
-	argv = append(argv, "-append", cmdline)
+	defer closeFiles(passed)
 
 	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.ExtraFiles = passed
 	var stderr bytes.Buffer
 	cmd.Stdout = &stderr
 	cmd.Stderr = &stderr

@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,20 +16,20 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden from the curr
 
 func TestArgvGolden(t *testing.T) {
 	full := vmm.Spec{
-		ID:          "dev-1",
-		Name:        "dev",
-		Dir:         "/home/u/.local/state/banger/vms/dev-1",
-		CPUs:        2,
-		MemoryMiB:   1024,
-		Kernel:      "/opt/banger/kernel/vmlinux",
-		Initrd:      "/opt/banger/kernel/initrd.img",
-		KernelArgs:  "console=ttyS0 reboot=k panic=1 root=/dev/vda rw",
-		Disk:        "/home/u/.local/state/banger/vms/dev-1/root.ext4",
-		TAP:         "bgtap0",
-		MAC:         "52:54:00:12:34:56",
-		ConsoleLog:  "/home/u/.local/state/banger/vms/dev-1/console.log",
-		Accel:       "kvm",
-		AgentSocket: "/run/user/1000/banger/dev-1.agent.sock",
+		ID:         "dev-1",
+		Name:       "dev",
+		Dir:        "/home/u/.local/state/banger/vms/dev-1",
+		CPUs:       2,
+		MemoryMiB:  1024,
+		Kernel:     "/opt/banger/kernel/vmlinux",
+		Initrd:     "/opt/banger/kernel/initrd.img",
+		KernelArgs: "console=ttyS0 reboot=k panic=1 root=/dev/vda rw",
+		Disk:       "/home/u/.local/state/banger/vms/dev-1/root.ext4",
+		TAP:        "bgtap0",
+		MAC:        "52:54:00:12:34:56",
+		ConsoleLog: "/home/u/.local/state/banger/vms/dev-1/console.log",
+		Accel:      "kvm",
+		Agent:      true,
 	}
 	tcgFull := full
 	tcgFull.Accel = "tcg"
@@ -46,7 +47,7 @@ func TestArgvGolden(t *testing.T) {
 	commas.Dir = "/tmp/a,b"
 	commas.ConsoleLog = "/tmp/a,b/console,log"
 	commas.Disk = "/tmp/a,b/root,disk"
-	commas.AgentSocket = "/tmp/a,b/agent,sock"
+	commas.Agent = true
 	tests := []struct {
 		name string
 		spec vmm.Spec
@@ -58,7 +59,11 @@ func TestArgvGolden(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := strings.Join(Argv("/usr/bin/qemu-system-x86_64", tt.spec), "\n") + "\n"
+			argv, files := Argv("/usr/bin/qemu-system-x86_64", tt.spec)
+			got := strings.Join(argv, "\n") + "\n--- descriptors ---\n"
+			for _, f := range files {
+				got += f.String() + "\n"
+			}
 			path := filepath.Join("testdata", tt.name+".golden")
 			if *update {
 				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
@@ -77,15 +82,28 @@ func TestArgvGolden(t *testing.T) {
 }
 
 func TestArgvOmitsEmptyParts(t *testing.T) {
-	a := strings.Join(Argv("qemu", vmm.Spec{ID: "x", Dir: "/d", Accel: "tcg", CPUs: 1, MemoryMiB: 128}), " ")
-	for _, s := range []string{"-initrd", "-netdev", "virtio-net", "-drive", "virtio-blk", "virtio-serial", "agent"} {
+	argv, files := Argv("qemu", vmm.Spec{ID: "x", Dir: "/d", Accel: "tcg", CPUs: 1, MemoryMiB: 128, ConsoleLog: "/d/c", Kernel: "/k"})
+	a := strings.Join(argv, " ")
+	for _, s := range []string{"-initrd", "-netdev", "virtio-net", "-drive", "virtio-blk", "virtio-serial", "agent", "-daemonize", "-pidfile", "-runas"} {
 		if strings.Contains(a, s) {
 			t.Errorf("argv without %s fields contains %q: %s", s, s, a)
 		}
 	}
-	for _, s := range []string{"-daemonize", "-pidfile /d/qemu.pid", "path=/d/qmp.sock", "-no-reboot", "-cpu max"} {
+	for _, s := range []string{"-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+		"-add-fd fd=3,set=1 -chardev file,id=con0,path=/dev/fdset/1,append=on", "-kernel /proc/self/fd/4",
+		"socket,id=qmp,fd=5,server=on,wait=off", "-no-reboot", "-cpu max"} {
 		if !strings.Contains(a, s) {
 			t.Errorf("argv lacks %q: %s", s, a)
+		}
+	}
+	want := []File{{3, "/d/c", HowAppend}, {4, "/k", HowRead}, {5, "/d/qmp.sock", HowListen}}
+	if fmt.Sprint(files) != fmt.Sprint(want) {
+		t.Errorf("files = %v, want %v", files, want)
+	}
+	// No path reaches QEMU's command line: it opens nothing by name.
+	for _, p := range []string{"/d/", "/k"} {
+		if strings.Contains(a, p) {
+			t.Errorf("argv names %s: %s", p, a)
 		}
 	}
 }

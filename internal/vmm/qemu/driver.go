@@ -1,33 +1,38 @@
 // Package qemu is the QEMU (-M microvm) driver for banger VMs.
 //
-// QEMU runs with -daemonize: the process that Start executes forks the real
-// VMM into its own session and exits once the VM is set up, so the VMM is
-// never a child of the daemon. It survives the daemon exiting or being
-// killed and never becomes the daemon's zombie. The daemon finds it again
-// through the persisted vmm.State (pid plus start time, QMP socket).
+// QEMU runs with least privilege: Start runs it as the Spec's RunAs user
+// (a root daemon gives each running VM a uid and gid of its own, see
+// package subid) from its first instruction, under its seccomp sandbox
+// (-sandbox, which also sets no_new_privs), with an empty environment and
+// / as its working directory. QEMU opens nothing by path: the daemon opens
+// the console log, kernel, initrd, disk and TAP device, binds the QMP and
+// agent sockets, and passes them as inherited descriptors (see Argv), so
+// the VMM user needs no access to the VM folder, the runtime bundle or
+// /dev/net/tun, and no file in the VM folder becomes its. A VMM escape is
+// thus neither host root nor the daemon's user, and cannot reach another
+// VM's files.
+//
+// QEMU is not daemonized (its sandbox forbids the fork): it runs as the
+// daemon's child in a session of its own, reaped by the daemon while the
+// daemon lives, and re-parented when the daemon exits or is killed; a
+// daemon started later finds it again through the persisted vmm.State (pid
+// plus start time, QMP socket).
 package qemu
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/bangerhq/banger/internal/paths"
-	"github.com/bangerhq/banger/internal/safesocket"
 	"github.com/bangerhq/banger/internal/vmm"
 	"github.com/bangerhq/banger/internal/vmm/proc"
-	"golang.org/x/sys/unix"
 )
 
 // DefaultBinary is the QEMU binary looked up in $PATH when none is given.
@@ -35,7 +40,7 @@ const DefaultBinary = "qemu-system-x86_64"
 
 // Timeouts used by Start and Stop.
 const (
-	launchTimeout = 30 * time.Second // the launcher exits once the VM is set up
+	launchTimeout = 30 * time.Second // launch until QMP answers
 	qmpTimeout    = 5 * time.Second
 	termWait      = 5 * time.Second // after SIGTERM, before SIGKILL
 	killWait      = 5 * time.Second // after SIGKILL
@@ -112,95 +117,29 @@ func checkSpec(spec vmm.Spec) error {
 	if spec.Accel != "kvm" && spec.Accel != "tcg" {
 		errs = append(errs, fmt.Errorf("accel %q: want \"kvm\" or \"tcg\"", spec.Accel))
 	}
-	if fi, err := os.Stat(spec.Dir); err != nil {
-		errs = append(errs, fmt.Errorf("vm folder: %w", err))
-	} else if !fi.IsDir() {
-		errs = append(errs, fmt.Errorf("vm folder %s is not a directory", spec.Dir))
+	if spec.ConsoleLog == "" {
+		errs = append(errs, errors.New("console log: missing"))
 	}
-	file := func(what, p string) {
-		if !filepath.IsAbs(p) {
-			errs = append(errs, fmt.Errorf("%s %q: path must be absolute", what, p))
-			return
-		}
-		if fi, err := os.Stat(p); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", what, err))
-		} else if !fi.Mode().IsRegular() {
-			errs = append(errs, fmt.Errorf("%s %s is not a regular file", what, p))
-		}
+	if spec.TAP != "" && !macRE.MatchString(spec.MAC) {
+		errs = append(errs, fmt.Errorf("mac %q: want lower-case xx:xx:xx:xx:xx:xx (required with a tap device)", spec.MAC))
 	}
-	file("kernel", spec.Kernel)
-	if spec.Initrd != "" {
-		file("initrd", spec.Initrd)
-	}
-	if spec.Disk != "" {
-		file("disk", spec.Disk)
-	}
-	for what, p := range map[string]string{"vm folder": spec.Dir, "console log": spec.ConsoleLog} {
-		if !filepath.IsAbs(p) {
-			errs = append(errs, fmt.Errorf("%s %q: path must be absolute", what, p))
-		}
-	}
-	if _, err := os.Stat(filepath.Dir(spec.ConsoleLog)); err != nil {
-		errs = append(errs, fmt.Errorf("console log folder: %w", err))
-	}
-	if spec.TAP != "" {
-		if len(spec.TAP) > unix.IFNAMSIZ-1 {
-			errs = append(errs, fmt.Errorf("tap name %q: longer than %d bytes", spec.TAP, unix.IFNAMSIZ-1))
-		}
-		if !macRE.MatchString(spec.MAC) {
-			errs = append(errs, fmt.Errorf("mac %q: want lower-case xx:xx:xx:xx:xx:xx (required with a tap device)", spec.MAC))
-		}
-	}
-	socks := []string{QMPSocket(spec.Dir)}
-	if spec.AgentSocket != "" {
-		if !filepath.IsAbs(spec.AgentSocket) {
-			errs = append(errs, fmt.Errorf("agent socket %q: path must be absolute", spec.AgentSocket))
-		}
-		socks = append(socks, spec.AgentSocket)
-	}
-	for _, s := range socks {
-		if err := paths.CheckSocketPath(s); err != nil {
-			errs = append(errs, err)
-		}
-	}
+	errs = append(errs, vmm.CheckPaths(spec, QMPSocket(spec.Dir), AgentSocket(spec.Dir))...)
 	return errors.Join(errs...)
 }
 
-// clearStalePIDFile removes a leftover pid file unless a live QEMU still
-// holds the lock QEMU takes on it.
-func clearStalePIDFile(p string) error {
-	f, err := os.OpenFile(p, os.O_RDWR, 0)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0}
-	err = unix.FcntlFlock(f.Fd(), unix.F_GETLK, &lk)
-	f.Close()
-	if err != nil {
-		return fmt.Errorf("check lock on %s: %w", p, err)
-	}
-	if lk.Type != unix.F_UNLCK {
-		return fmt.Errorf("%s is locked by running process %d: the VM's QEMU is still running", p, lk.Pid)
-	}
-	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	return nil
-}
-
-// Start launches QEMU for spec and returns once QEMU has daemonized and its
-// QMP socket completed a handshake. It checks spec first (files and folder
-// exist, socket paths fit the kernel's limit) and refuses to start while a
-// previous QEMU of the same VM still answers on its sockets or holds its pid
-// file; stale files are removed. Under TCG it appends tsc_early_khz=<host
-// TSC> (and tsc=reliable when the host's TSC is constant and nonstop) to
-// the kernel command line unless already present (see tsc.go); the
-// State's Argv shows the exact command line. The launcher's stderr is part
-// of the error when QEMU fails to start. On any error nothing is left
-// running and the files Start created are removed.
+// Start launches QEMU for spec and returns once its QMP socket completed a
+// handshake and answered query-status. It checks spec first (files and
+// folder exist, socket paths fit the kernel's limit) and refuses to start
+// while a previous QEMU of the same VM still answers on its sockets; stale
+// sockets are removed. QEMU runs as spec.RunAs (with the group of /dev/kvm
+// under KVM; an error says how to fix a /dev/kvm that user cannot open),
+// its output appended to <Dir>/qemu.out. Under TCG it appends
+// tsc_early_khz=<host TSC> (and tsc=reliable when the host's TSC is
+// constant and nonstop) to the kernel command line unless already present
+// (see tsc.go); the State's Argv shows the exact command line, its
+// Notes which descriptor is which file. When QEMU fails to start, the end
+// of its output is part of the error. On any error nothing is left running
+// and the sockets Start bound are removed.
 func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.State, error) {
 	st, err := d.start(ctx, spec)
 	if err != nil {
@@ -217,17 +156,21 @@ func (d *Driver) start(ctx context.Context, spec vmm.Spec) (vmm.State, error) {
 	if err := checkSpec(spec); err != nil {
 		return vmm.State{}, fmt.Errorf("invalid spec: %w", err)
 	}
-	qmpPath, pidPath := QMPSocket(spec.Dir), PIDFile(spec.Dir)
-	if err := clearStalePIDFile(pidPath); err != nil {
+	qmpPath, agentPath := QMPSocket(spec.Dir), ""
+	if spec.Agent {
+		agentPath = AgentSocket(spec.Dir)
+	}
+	sockets := []string{qmpPath, agentPath}
+	if err := vmm.ClearStaleSockets("an earlier qemu of this VM", sockets...); err != nil {
 		return vmm.State{}, err
 	}
-	for _, p := range []string{qmpPath, spec.AgentSocket} {
-		if p == "" {
-			continue
-		}
-		if err := safesocket.ClearStale(p, "an earlier qemu of this VM"); err != nil {
-			return vmm.State{}, err
-		}
+	var devices []string
+	if spec.Accel == "kvm" {
+		devices = append(devices, "/dev/kvm")
+	}
+	cred, runAs, err := vmm.Credential(spec.RunAs, devices...)
+	if err != nil {
+		return vmm.State{}, err
 	}
 	if spec.Accel == "tcg" {
 		if _, err := hostTSCKHz(); err != nil {
@@ -235,148 +178,90 @@ func (d *Driver) start(ctx context.Context, spec vmm.Spec) (vmm.State, error) {
 		}
 		spec.KernelArgs = withTSCHint(spec.KernelArgs, tscArgs())
 	}
-	argv := Argv(bin, spec)
-
+	argv, files := Argv(bin, spec)
+	passed, err := openFiles(files)
+	if err != nil {
+		return vmm.State{}, err
+	}
 	t0 := time.Now()
-	launchCtx, cancel := context.WithTimeout(ctx, launchTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(launchCtx, argv[0], argv[1:]...)
-	var stderr bytes.Buffer
-	cmd.Stdout = &stderr
-	cmd.Stderr = &stderr
-	// Own process group, so a terminal's Ctrl-C aimed at a foreground
-	// daemon does not reach the launcher; QEMU's daemon child calls setsid
-	// itself. No Pdeathsig: the VMM must outlive the daemon.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.WaitDelay = time.Second
-	d.log.Debug("launching qemu", "vm", spec.ID, "argv", argv)
-	runErr := cmd.Run()
-
-	files := []string{qmpPath, pidPath, spec.AgentSocket}
+	d.log.Debug("launching qemu", "vm", spec.ID, "argv", argv, "run_as", runAs)
+	child, err := proc.Launch(proc.Command{Argv: argv, Files: passed, Output: OutFile(spec.Dir), Credential: cred, Log: d.log})
+	closeFiles(passed) // QEMU holds its own copies now
 	fail := func(err error) (vmm.State, error) {
-		// Whatever got that far (daemon child, pid file, sockets) goes.
-		if pid, e := readPIDFile(pidPath); e == nil {
-			if start, e := proc.StartTime(pid); e == nil && isOurQEMU(pid, qmpPath) {
-				d.kill(pid, start)
-			}
+		if child != nil && !child.Kill(killWait) {
+			d.log.Warn("qemu did not exit after SIGKILL", "vm", spec.ID, "pid", child.PID)
 		}
-		return vmm.State{}, errors.Join(err, removeFiles(files...))
+		return vmm.State{}, errors.Join(err, vmm.RemoveFiles(sockets...))
 	}
-	if runErr != nil {
-		msg := strings.TrimSpace(stderr.String())
-		if msg == "" {
-			msg = "(no output)"
-		}
-		return fail(fmt.Errorf("%s: %w: %s", filepath.Base(bin), runErr, msg))
-	}
-	if msg := strings.TrimSpace(stderr.String()); msg != "" {
-		d.log.Warn("qemu printed warnings while starting", "vm", spec.ID, "output", msg)
-	}
-	pid, err := readPIDFile(pidPath)
 	if err != nil {
-		return fail(fmt.Errorf("qemu daemonized but: %w", err))
+		return fail(err)
 	}
-	start, err := proc.StartTime(pid)
-	if err != nil {
-		return fail(fmt.Errorf("qemu pid %d from %s: %w", pid, pidPath, err))
+	if err := waitQMP(ctx, qmpPath, child); err != nil {
+		return fail(err)
 	}
-	st := vmm.State{
+	if out := child.OutputTail(2000); out != "" {
+		d.log.Warn("qemu printed messages while starting", "vm", spec.ID, "output", out)
+	}
+	d.log.Info("qemu started", "vm", spec.ID, "pid", child.PID, "accel", spec.Accel, "run_as", runAs,
+		"qmp_ready", time.Since(t0).Round(time.Millisecond))
+	return vmm.State{
 		Version:       vmm.StateVersion,
 		Driver:        d.Name(),
-		PID:           pid,
-		StartTime:     start,
+		PID:           child.PID,
+		StartTime:     child.StartTime,
 		ControlSocket: qmpPath,
-		AgentSocket:   spec.AgentSocket,
+		AgentSocket:   agentPath,
 		ConsoleLog:    spec.ConsoleLog,
 		TAP:           spec.TAP,
 		Accel:         spec.Accel,
 		Argv:          argv,
-	}
-	// QEMU creates these under its own umask (027 after daemonizing);
-	// only the user gets to drive the VM.
-	for _, p := range []string{qmpPath, spec.AgentSocket, pidPath} {
-		if p == "" {
-			continue
-		}
-		if err := os.Chmod(p, 0o600); err != nil {
-			d.kill(pid, start)
-			return fail(fmt.Errorf("restrict %s: %w", p, err))
-		}
-	}
-	launched := time.Since(t0)
-	q, err := DialQMP(ctx, qmpPath, qmpTimeout)
-	if err != nil {
-		d.kill(pid, start)
-		return fail(err)
-	}
-	_, err = q.Execute(ctx, "query-status", nil)
-	q.Close()
-	if err != nil {
-		d.kill(pid, start)
-		return fail(err)
-	}
-	d.log.Info("qemu started", "vm", spec.ID, "pid", pid, "accel", spec.Accel,
-		"launch", launched.Round(time.Millisecond), "qmp_ready", time.Since(t0).Round(time.Millisecond))
-	return st, nil
+		RunAs:         &runAs,
+		Notes:         []string{filesNote(files)},
+	}, nil
 }
 
-// isOurQEMU guards the cleanup kill in Start: the pid from the pid file must
-// be a process whose command line names our QMP socket.
-func isOurQEMU(pid int, qmpPath string) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	return err == nil && bytes.Contains(b, []byte(escape(qmpPath)))
-}
-
-// readPIDFile reads the pid QEMU wrote; QEMU writes it before the launcher
-// exits, so a short retry only covers a slow file system.
-func readPIDFile(p string) (int, error) {
-	var lastErr error
-	for range 10 {
-		b, err := os.ReadFile(p)
-		if err == nil {
-			pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-			if err == nil && pid > 0 {
-				return pid, nil
-			}
-			lastErr = fmt.Errorf("bad pid file %s: %q", p, b)
-		} else {
-			lastErr = fmt.Errorf("read pid file: %w", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return 0, lastErr
-}
-
-// kill sends SIGKILL and waits briefly; used on failed starts.
-func (d *Driver) kill(pid int, start uint64) {
-	if err := proc.Signal(pid, start, syscall.SIGKILL); err != nil {
-		d.log.Warn("kill qemu", "pid", pid, "err", err)
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), killWait)
+// waitQMP waits until QEMU answers on its QMP socket (greeting, capability
+// negotiation, query-status), for at most launchTimeout. The daemon bound
+// the socket, so a connection is accepted at once; QEMU greets once it has
+// set the VM up. A QEMU that exits first ends the wait with its output.
+func waitQMP(ctx context.Context, qmpPath string, child *proc.Child) error {
+	ctx, cancel := context.WithTimeout(ctx, launchTimeout)
 	defer cancel()
-	if err := proc.WaitExit(ctx, pid, start, 0); err != nil {
-		d.log.Warn("qemu did not exit after SIGKILL", "pid", pid, "err", err)
-	}
-}
-
-// removeFiles removes paths, ignoring empty ones and ones already gone, and
-// joins the other errors.
-func removeFiles(paths ...string) error {
-	var errs []error
-	for _, p := range paths {
-		if p == "" {
-			continue
+	go func() {
+		select {
+		case <-child.Exited():
+			cancel()
+		case <-ctx.Done():
 		}
-		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			errs = append(errs, err)
+	}()
+	exited := func() bool {
+		select {
+		case <-child.Exited():
+			return true
+		case <-time.After(time.Second): // a reset connection may come before the reaper
+			return false
 		}
 	}
-	return errors.Join(errs...)
+	q, err := DialQMP(ctx, qmpPath, launchTimeout)
+	if err != nil {
+		if exited() {
+			return child.ExitError("its QMP socket answered")
+		}
+		return err
+	}
+	defer q.Close()
+	if _, err := q.Execute(ctx, "query-status", nil); err != nil {
+		if exited() {
+			return child.ExitError("it answered query-status")
+		}
+		return err
+	}
+	return nil
 }
 
-// stateFiles are the files a VM's QEMU owns: QMP socket, agent socket and
-// pid file (next to the QMP socket).
+// stateFiles are the files a VM's QEMU leaves: the QMP and agent sockets
+// the daemon bound, and the pid file of a VM started with -daemonize by an
+// earlier banger.
 func stateFiles(st vmm.State) []string {
 	files := []string{st.ControlSocket, st.AgentSocket}
 	if st.ControlSocket != "" {
@@ -395,30 +280,14 @@ func stateFiles(st vmm.State) []string {
 // When ctx ends early Stop skips the remaining waits and escalates to
 // SIGKILL at once.
 func (d *Driver) Stop(ctx context.Context, st vmm.State, force bool, timeout time.Duration) error {
-	var errs []error
-	if proc.Alive(st.PID, st.StartTime) {
-		if err := d.stop(ctx, st, force, timeout); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if err := removeFiles(stateFiles(st)...); err != nil {
-		errs = append(errs, fmt.Errorf("remove vmm files: %w", err))
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("stop qemu pid %d: %w", st.PID, err)
-	}
-	return nil
-}
-
-func (d *Driver) stop(ctx context.Context, st vmm.State, force bool, timeout time.Duration) error {
-	return proc.Stop(ctx, st.PID, st.StartTime, force, proc.Shutdown{
+	return vmm.StopProcess(ctx, st, force, proc.Shutdown{
 		Name:     "qemu",
 		Ask:      func(ctx context.Context) error { return d.powerdown(ctx, st.ControlSocket) },
 		Timeout:  timeout,
 		TermWait: termWait,
 		KillWait: killWait,
 		Log:      d.log,
-	})
+	}, stateFiles(st)...)
 }
 
 func (d *Driver) powerdown(ctx context.Context, qmpPath string) error {
@@ -451,11 +320,8 @@ func (d *Driver) Alive(st vmm.State) bool {
 // and QMP may simply be held by another client, since QEMU serves one at a
 // time.
 func (d *Driver) Recover(ctx context.Context, st vmm.State) error {
-	if st.Driver != "" && st.Driver != d.Name() {
-		return fmt.Errorf("recover: state belongs to driver %q, not qemu", st.Driver)
-	}
-	if !proc.Alive(st.PID, st.StartTime) {
-		return fmt.Errorf("recover qemu pid %d: %w", st.PID, vmm.ErrNotRunning)
+	if err := vmm.CheckAdoptable(st, d.Name()); err != nil {
+		return err
 	}
 	q, err := DialQMP(ctx, st.ControlSocket, qmpTimeout)
 	if err != nil {

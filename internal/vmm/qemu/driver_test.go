@@ -1,27 +1,18 @@
 package qemu
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
-	"errors"
-	"fmt"
-	"io/fs"
-	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/bangerhq/banger/internal/testhost"
 	"github.com/bangerhq/banger/internal/vmm"
-	"github.com/bangerhq/banger/internal/vmm/proc"
+	"github.com/bangerhq/banger/internal/vmm/vmmtest"
 )
 
 // runtimeKernel returns the runtime kernel and initramfs for boot tests:
@@ -46,63 +37,39 @@ func runtimeKernel(t *testing.T) (kernel, initrd string) {
 	return kernel, initrd
 }
 
-// testLogger logs through t and keeps a copy of everything logged.
-func testLogger(t *testing.T) (*slog.Logger, *logBuf) {
-	buf := &logBuf{t: t}
-	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})), buf
-}
-
-type logBuf struct {
-	t  *testing.T
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (w *logBuf) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *logBuf) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
-}
-
-// testSpec returns a TCG spec without disk or network in a fresh folder
-// whose name contains a comma, to exercise QEMU option escaping for real.
+// testSpec returns a TCG spec with an agent channel and a root disk (a
+// sparse file the initramfs never mounts) in a fresh folder whose name
+// contains a comma, run as a root daemon runs its VMMs (see
+// vmmtest.RunAs). The folder is private (0700): QEMU reaches nothing in it
+// but through the descriptors the driver passes.
 func testSpec(t *testing.T, id string) vmm.Spec {
 	kernel, initrd := runtimeKernel(t)
 	dir := filepath.Join(t.TempDir(), "vm,1")
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	return vmm.Spec{
-		ID:          id,
-		Name:        id,
-		Dir:         dir,
-		CPUs:        1,
-		MemoryMiB:   256,
-		Kernel:      kernel,
-		Initrd:      initrd,
-		KernelArgs:  "console=ttyS0 reboot=k panic=1",
-		ConsoleLog:  filepath.Join(dir, "console.log"),
-		Accel:       "tcg",
-		AgentSocket: filepath.Join(dir, "agent.sock"),
+	disk := filepath.Join(dir, "disk.ext4")
+	if err := os.WriteFile(disk, nil, 0o600); err != nil {
+		t.Fatal(err)
 	}
-}
-
-// ensureStopped kills whatever st describes at test end, so a failing test
-// leaves no QEMU behind.
-func ensureStopped(t *testing.T, st vmm.State) {
-	t.Cleanup(func() {
-		if proc.Alive(st.PID, st.StartTime) {
-			t.Logf("cleanup: killing leftover qemu %d", st.PID)
-			proc.Signal(st.PID, st.StartTime, syscall.SIGKILL)
-		}
-	})
+	if err := os.Truncate(disk, 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	return vmm.Spec{
+		ID:         id,
+		Name:       id,
+		Dir:        dir,
+		CPUs:       1,
+		MemoryMiB:  256,
+		Kernel:     kernel,
+		Initrd:     initrd,
+		KernelArgs: "console=ttyS0 reboot=k panic=1",
+		Disk:       disk,
+		ConsoleLog: filepath.Join(dir, "console.log"),
+		Accel:      "tcg",
+		Agent:      true,
+		RunAs:      vmmtest.RunAs(t),
+	}
 }
 
 // waitConsole waits until the console log shows want after its first
@@ -121,17 +88,6 @@ func waitConsole(t *testing.T, path string, skip int, want string, timeout time.
 	t.Fatalf("console never showed %q within %v; it ends with:\n%s", want, timeout, lastLines(string(b), 2000))
 }
 
-func ppid(t *testing.T, pid int) int {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	n, _ := strconv.Atoi(f[1])
-	return n
-}
-
 func TestDriverLifecycle(t *testing.T) {
 	qemuBinary(t)
 	spec := testSpec(t, "lifecycle")
@@ -143,7 +99,7 @@ func TestDriverLifecycle(t *testing.T) {
 	stale.(*net.UnixListener).SetUnlinkOnClose(false)
 	stale.Close()
 
-	log, logs := testLogger(t)
+	log, logs := vmmtest.Logger(t)
 	d := New("", log)
 	ctx := context.Background()
 	t0 := time.Now()
@@ -152,11 +108,12 @@ func TestDriverLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("Start (launch to QMP ready): %v", time.Since(t0).Round(time.Millisecond))
-	ensureStopped(t, st)
+	vmmtest.EnsureStopped(t, st)
 
 	if st.Version != vmm.StateVersion || st.Driver != "qemu" || st.PID <= 0 || st.StartTime == 0 ||
-		st.ControlSocket != QMPSocket(spec.Dir) || st.AgentSocket != spec.AgentSocket ||
-		st.ConsoleLog != spec.ConsoleLog || st.Accel != "tcg" || len(st.Argv) == 0 {
+		st.ControlSocket != QMPSocket(spec.Dir) || st.AgentSocket != AgentSocket(spec.Dir) ||
+		st.ConsoleLog != spec.ConsoleLog || st.Accel != "tcg" || len(st.Argv) == 0 ||
+		len(st.Notes) != 1 || !strings.Contains(st.Notes[0], spec.Disk+" (read-write)") {
 		t.Fatalf("state = %+v", st)
 	}
 	if !strings.Contains(strings.Join(st.Argv, " "), "tsc_early_khz=") {
@@ -165,15 +122,25 @@ func TestDriverLifecycle(t *testing.T) {
 	if !d.Alive(st) {
 		t.Fatal("not alive after Start")
 	}
-	// Daemonized: not our child, so it cannot become our zombie.
-	if p := ppid(t, st.PID); p == os.Getpid() {
-		t.Errorf("qemu %d is a child of the test process", st.PID)
+	// Least privilege: its own uid, no capabilities, seccomp, no_new_privs.
+	vmmtest.AssertConfined(t, st, spec.RunAs, true)
+	if spec.RunAs != nil {
+		// Only descriptors: nothing of the VM folder became the VMM's.
+		vmmtest.AssertNotOwnedBy(t, spec.Dir, spec.RunAs.UID)
+	}
+	// QEMU is our child (no -daemonize under its sandbox) in a session of
+	// its own, with no environment.
+	if p, _ := vmmtest.PPID(st.PID); p != os.Getpid() {
+		t.Errorf("qemu %d has parent %d, want the daemon %d", st.PID, p, os.Getpid())
+	}
+	if env, err := os.ReadFile("/proc/" + strconv.Itoa(st.PID) + "/environ"); err != nil || len(env) != 0 {
+		t.Errorf("qemu environment: %q, %v; want none", env, err)
 	}
 	cmdline, _ := os.ReadFile("/proc/" + strconv.Itoa(st.PID) + "/cmdline")
 	if !strings.Contains(string(cmdline), "banger-lifecycle") {
 		t.Errorf("cmdline lacks -name banger-lifecycle: %q", cmdline)
 	}
-	for _, p := range []string{st.ControlSocket, st.AgentSocket, PIDFile(spec.Dir)} {
+	for _, p := range []string{st.ControlSocket, st.AgentSocket} {
 		fi, err := os.Stat(p)
 		if err != nil {
 			t.Fatal(err)
@@ -189,39 +156,16 @@ func TestDriverLifecycle(t *testing.T) {
 	}
 
 	// A second Start of the same VM must refuse and leave the first alone.
-	if _, err := d.Start(ctx, spec); err == nil {
-		t.Fatal("second Start of a running VM succeeded")
-	} else {
-		t.Logf("second Start: %v", err)
+	if _, err := d.Start(ctx, spec); err == nil || !strings.Contains(err.Error(), "answers") {
+		t.Fatalf("second Start of a running VM: %v", err)
 	}
 	if !d.Alive(st) {
 		t.Fatal("second Start hurt the running VM")
 	}
 
 	// The daemon forgets everything but the persisted State.
-	b, err := json.Marshal(st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var st2 vmm.State
-	if err := json.Unmarshal(b, &st2); err != nil {
-		t.Fatal(err)
-	}
 	d2 := New("", log)
-	if !d2.Alive(st2) {
-		t.Fatal("fresh driver: not alive")
-	}
-	if err := d2.Recover(ctx, st2); err != nil {
-		t.Fatalf("Recover: %v", err)
-	}
-	bogus := st2
-	bogus.StartTime++
-	if d2.Alive(bogus) {
-		t.Fatal("state with wrong start time reported alive")
-	}
-	if err := d2.Recover(ctx, bogus); !errors.Is(err, vmm.ErrNotRunning) {
-		t.Fatalf("Recover with wrong start time: %v, want ErrNotRunning", err)
-	}
+	st2 := vmmtest.Readopt(t, d2, st)
 
 	waitConsole(t, spec.ConsoleLog, 0, "Run /init as init process", 60*time.Second)
 
@@ -237,38 +181,19 @@ func TestDriverLifecycle(t *testing.T) {
 	if took > timeout+termWait+killWait+time.Second {
 		t.Errorf("Stop took %v", took)
 	}
-	if d2.Alive(st2) {
-		t.Fatal("alive after Stop")
-	}
 	// The powerdown request itself must have gone through QMP.
 	if l := logs.String(); strings.Contains(l, "graceful shutdown request failed") || !strings.Contains(l, "did not shut down in time") {
 		t.Errorf("system_powerdown was not delivered; log:\n%s", l)
 	}
-	if _, err := os.Stat("/proc/" + strconv.Itoa(st.PID)); err == nil && proc.Alive(st.PID, st.StartTime) {
-		t.Fatal("process still there")
-	}
-	for _, p := range []string{st.ControlSocket, st.AgentSocket, PIDFile(spec.Dir)} {
-		if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
-			t.Errorf("%s left behind (%v)", p, err)
-		}
-	}
-	if _, err := os.Stat(spec.ConsoleLog); err != nil {
-		t.Errorf("console log removed: %v", err)
-	}
-	if err := d2.Stop(ctx, st2, false, timeout); err != nil {
-		t.Errorf("Stop of a stopped VM: %v", err)
-	}
-	if err := d2.Recover(ctx, st2); !errors.Is(err, vmm.ErrNotRunning) {
-		t.Errorf("Recover after Stop: %v, want ErrNotRunning", err)
-	}
+	vmmtest.AssertStopped(t, d2, st2)
 
-	// Starting again appends to the same console log.
+	// Starting again appends to the same console log; a forced stop kills.
 	before, _ := os.ReadFile(spec.ConsoleLog)
 	st3, err := d.Start(ctx, spec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ensureStopped(t, st3)
+	vmmtest.EnsureStopped(t, st3)
 	waitConsole(t, spec.ConsoleLog, len(before), "Linux version", 30*time.Second)
 	t0 = time.Now()
 	if err := d.Stop(ctx, st3, true, time.Minute); err != nil {
@@ -279,137 +204,109 @@ func TestDriverLifecycle(t *testing.T) {
 	if len(after) <= len(before) || string(after[:len(before)]) != string(before) {
 		t.Errorf("console log was not appended to (%d -> %d bytes)", len(before), len(after))
 	}
+	vmmtest.AssertStopped(t, d, st3)
 }
 
 // TestHelperDaemon is not a test: TestVMMSurvivesDaemonKill runs the test
 // binary as a stand-in daemon that starts a VM, prints its State and waits
 // to be SIGKILLed.
 func TestHelperDaemon(t *testing.T) {
-	specJSON := os.Getenv("BANGER_QEMU_TEST_HELPER")
-	if specJSON == "" {
-		t.Skip("helper process for TestVMMSurvivesDaemonKill")
-	}
-	var spec vmm.Spec
-	if err := json.Unmarshal([]byte(specJSON), &spec); err != nil {
-		fmt.Println("ERR", err)
-		os.Exit(1)
-	}
-	st, err := New("", nil).Start(context.Background(), spec)
-	if err != nil {
-		fmt.Println("ERR", err)
-		os.Exit(1)
-	}
-	b, _ := json.Marshal(st)
-	fmt.Println("STATE", string(b))
-	select {} // until killed
+	vmmtest.HelperDaemon(t, func() vmm.Driver { return New("", nil) })
 }
 
 func TestVMMSurvivesDaemonKill(t *testing.T) {
 	qemuBinary(t)
 	spec := testSpec(t, "survivor")
-	sj, _ := json.Marshal(spec)
-	helper := exec.Command(os.Args[0], "-test.run=^TestHelperDaemon$", "-test.v")
-	helper.Env = append(os.Environ(), "BANGER_QEMU_TEST_HELPER="+string(sj))
-	out, err := helper.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := helper.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { helper.Process.Kill(); helper.Wait() })
-	var st vmm.State
-	sc := bufio.NewScanner(out)
-	for sc.Scan() {
-		line := sc.Text()
-		if s, ok := strings.CutPrefix(line, "STATE "); ok {
-			if err := json.Unmarshal([]byte(s), &st); err != nil {
-				t.Fatal(err)
-			}
-			break
-		}
-		if strings.HasPrefix(line, "ERR ") {
-			t.Fatalf("helper daemon: %s", line)
-		}
-	}
-	if st.PID == 0 {
-		t.Fatal("helper daemon printed no state")
-	}
-	ensureStopped(t, st)
+	st, helper := vmmtest.StartInHelper(t, spec)
+	vmmtest.KillHelper(helper)
 
-	// SIGKILL the "daemon": no chance to clean up anything.
-	helper.Process.Kill()
-	helper.Wait()
-	time.Sleep(500 * time.Millisecond)
-
-	log, _ := testLogger(t)
+	log, _ := vmmtest.Logger(t)
 	d := New("", log)
 	if !d.Alive(st) {
 		t.Fatal("qemu died with the daemon")
 	}
+	if p, _ := vmmtest.PPID(st.PID); p == helper.Process.Pid {
+		t.Errorf("qemu was not re-parented")
+	}
+	vmmtest.AssertConfined(t, st, spec.RunAs, true)
 	if err := d.Recover(context.Background(), st); err != nil {
 		t.Fatalf("Recover after daemon SIGKILL: %v", err)
+	}
+	if c, err := vmm.DialAgent(context.Background(), d, st); err != nil {
+		t.Errorf("agent socket after daemon SIGKILL: %v", err)
+	} else {
+		c.Close()
 	}
 	if err := d.Stop(context.Background(), st, true, time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if d.Alive(st) {
-		t.Fatal("alive after forced Stop")
-	}
+	vmmtest.AssertStopped(t, d, st)
 }
 
 func TestStartErrors(t *testing.T) {
 	qemuBinary(t)
 	ctx := context.Background()
-	log, _ := testLogger(t)
+	log, _ := vmmtest.Logger(t)
 	d := New("", log)
 
-	t.Run("bad tap name", func(t *testing.T) {
-		spec := testSpec(t, "badtap")
-		spec.TAP = "bad:tap" // the kernel refuses ':' in interface names
-		spec.MAC = "52:54:00:00:00:01"
-		_, err := d.Start(ctx, spec)
-		if err == nil {
-			t.Fatal("Start with a bad tap succeeded")
-		}
-		t.Logf("error: %v", err)
-		if !strings.Contains(err.Error(), "bad:tap") || !strings.Contains(err.Error(), "tun") {
-			t.Errorf("error lacks qemu's stderr about the tap: %v", err)
-		}
-		entries, _ := os.ReadDir(spec.Dir)
+	// leftOnly fails unless dir holds only the files named.
+	leftOnly := func(t *testing.T, dir string, names ...string) {
+		t.Helper()
+		entries, _ := os.ReadDir(dir)
 		for _, e := range entries {
-			if e.Name() != "console.log" {
+			ok := false
+			for _, n := range names {
+				ok = ok || e.Name() == n
+			}
+			if !ok {
 				t.Errorf("left behind: %s", e.Name())
 			}
 		}
-	})
+	}
 
-	t.Run("socket path too long", func(t *testing.T) {
-		spec := testSpec(t, "long")
-		long := filepath.Join(spec.Dir, strings.Repeat("x", 100))
-		if err := os.Mkdir(long, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		spec.Dir = long
+	t.Run("missing tap", func(t *testing.T) {
+		spec := testSpec(t, "badtap")
+		spec.TAP = "bgnosuchtap0"
+		spec.MAC = "52:54:00:00:00:01"
 		_, err := d.Start(ctx, spec)
-		if err == nil || !strings.Contains(err.Error(), QMPSocket(long)) || !strings.Contains(err.Error(), "XDG_RUNTIME_DIR") {
-			t.Fatalf("err = %v, want one naming the socket path and XDG_RUNTIME_DIR", err)
+		if err == nil || !strings.Contains(err.Error(), `open tap "bgnosuchtap0"`) {
+			t.Fatalf("Start with a missing tap: %v", err)
 		}
+		t.Logf("error: %v", err)
+		leftOnly(t, spec.Dir, "console.log", "disk.ext4")
 	})
 
-	t.Run("socket answers", func(t *testing.T) {
-		spec := testSpec(t, "busy")
-		l, err := net.Listen("unix", spec.AgentSocket)
-		if err != nil {
-			t.Fatal(err)
+	t.Run("qemu refuses", func(t *testing.T) {
+		// A kernel QEMU cannot load: it exits, and its own message is in
+		// the error.
+		spec := testSpec(t, "junk")
+		spec.Kernel = filepath.Join(spec.Dir, "junk")
+		os.WriteFile(spec.Kernel, []byte("not a kernel"), 0o644)
+		_, err := d.Start(ctx, spec)
+		if err == nil || !strings.Contains(err.Error(), "qemu-system-x86_64 exited before its QMP socket answered") ||
+			!strings.Contains(err.Error(), OutFileName+") ends with:\nqemu") {
+			t.Fatalf("err = %v, want qemu's exit and its output", err)
 		}
-		defer l.Close()
+		t.Logf("error: %v", err)
+		leftOnly(t, spec.Dir, "console.log", "disk.ext4", "junk", OutFileName)
+	})
+
+	vmmtest.StartRefusals(t, vmmtest.Refusals{Driver: d, Spec: testSpec, Control: QMPSocket, Agent: AgentSocket,
+		WithBinary: func(bin string) vmm.Driver { return New(bin, log) }})
+
+	t.Run("kvm the vmm user cannot open", func(t *testing.T) {
+		spec := testSpec(t, "nokvm")
+		if spec.RunAs == nil {
+			t.Skip("the daemon's own user runs the VMM")
+		}
+		fi, err := os.Stat("/dev/kvm")
+		if err != nil || fi.Mode().Perm()&0o066 != 0 {
+			t.Skipf("/dev/kvm is missing or open to others (%v)", err)
+		}
+		spec.Accel = "kvm"
 		_, err = d.Start(ctx, spec)
-		if err == nil || !strings.Contains(err.Error(), "answers") {
-			t.Fatalf("err = %v, want a refusal because the socket answers", err)
-		}
-		if _, err := os.Stat(spec.AgentSocket); err != nil {
-			t.Errorf("live socket was removed: %v", err)
+		if err == nil || !strings.Contains(err.Error(), "cannot open /dev/kvm") || !strings.Contains(err.Error(), "chmod 0660 /dev/kvm") {
+			t.Fatalf("err = %v, want one naming /dev/kvm and the fix", err)
 		}
 	})
 
@@ -439,14 +336,6 @@ func TestStartErrors(t *testing.T) {
 		}
 		if _, err := New("no-such-qemu-xyz", nil).Binary(); err == nil || !strings.Contains(err.Error(), "apt-get install qemu-system-x86") {
 			t.Errorf("unknown name: %v", err)
-		}
-	})
-
-	t.Run("missing binary", func(t *testing.T) {
-		spec := testSpec(t, "nobin")
-		_, err := New("/nonexistent/qemu", nil).Start(ctx, spec)
-		if err == nil || !strings.Contains(err.Error(), "/nonexistent/qemu") {
-			t.Fatalf("err = %v", err)
 		}
 	})
 }

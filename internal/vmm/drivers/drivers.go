@@ -1,0 +1,71 @@
+// Package drivers is banger's set of VMM drivers: it builds each one and
+// picks the driver for VMs created without --vmm. It is the one place
+// outside a driver's own package that knows the drivers by name; the rest
+// of banger asks a driver for its abilities (see package vmm).
+package drivers
+
+import (
+	"log/slog"
+
+	"github.com/bangerhq/banger/internal/vmm"
+	"github.com/bangerhq/banger/internal/vmm/firecracker"
+	"github.com/bangerhq/banger/internal/vmm/qemu"
+)
+
+// Options are the inputs of Load.
+type Options struct {
+	// QEMU is the QEMU binary (config vmm.qemu); "" means qemu.DefaultBinary.
+	QEMU string
+	// RuntimeDir is the runtime bundle, where Firecracker may be.
+	RuntimeDir string
+	// Default is the configured default (config vmm.default), "" for
+	// automatic.
+	Default string
+	// Accel is the accelerator the daemon chose: "kvm" or "tcg".
+	Accel string
+	// Log is the daemon's logger.
+	Log *slog.Logger
+}
+
+// Set is the loaded drivers and the default among them.
+type Set struct {
+	// Drivers maps names to drivers. Firecracker is always there, so that
+	// `--vmm firecracker` on a host without it fails in preflight with the
+	// fix rather than as an unknown VMM.
+	Drivers map[string]vmm.Driver
+	// Default is the name of the driver for VMs created without --vmm, and
+	// Why says why, for the log.
+	Default, Why string
+}
+
+// Load builds the drivers. The default is the configured one, else
+// Firecracker where its binary is present and KVM can run guests, else
+// QEMU.
+func Load(opts Options) Set {
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	q := qemu.New(opts.QEMU, log)
+	fcBin, fcErr := firecracker.FindBinary(opts.RuntimeDir)
+	if fcErr != nil {
+		fcBin = firecracker.DefaultBinary
+	}
+	fc := firecracker.New(fcBin, log)
+	s := Set{Drivers: map[string]vmm.Driver{q.Name(): q, fc.Name(): fc}}
+	s.Default, s.Why = chooseDefault(opts.Default, fcErr, opts.Accel, q.Name(), fc.Name())
+	return s
+}
+
+func chooseDefault(configured string, fcErr error, accel, qemuName, fcName string) (string, string) {
+	switch {
+	case configured != "":
+		return configured, "config vmm.default"
+	case fcErr != nil:
+		return qemuName, fcErr.Error()
+	case accel != "kvm":
+		return qemuName, "KVM cannot run guests here, and Firecracker needs it"
+	default:
+		return fcName, "firecracker binary present and KVM runs guests"
+	}
+}
