@@ -305,7 +305,7 @@ func TestVMMUser(t *testing.T) {
 	})
 	t.Run("kvm closed to the vmm users", func(t *testing.T) {
 		if os.Geteuid() != 0 {
-			t.Skip("needs root to make a device node")
+			testhost.Skip(t, "needs root to make a device node")
 		}
 		f := setup(t)
 		f.env.DevKVM = filepath.Join(f.root, "kvm")

@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/bangerhq/banger/internal/testhost"
 	"github.com/bangerhq/banger/internal/vmm"
 	"github.com/bangerhq/banger/internal/vmm/firecracker/fcapi"
 	"github.com/bangerhq/banger/internal/vmm/firecracker/fcsim"
@@ -413,7 +414,7 @@ func TestStartErrors(t *testing.T) {
 		// own check fails PUT /boot-source.
 		spec := testSpec(t, "nokernel")
 		if spec.RunAs == nil {
-			t.Skip("needs a VMM user other than the kernel's owner (root)")
+			testhost.Skip(t, "needs root: a VMM user other than the kernel's owner")
 		}
 		if err := os.Chmod(spec.Kernel, 0o600); err != nil {
 			t.Fatal(err)
@@ -449,7 +450,7 @@ func TestStartErrors(t *testing.T) {
 	t.Run("devices the vmm user cannot open", func(t *testing.T) {
 		spec := testSpec(t, "nodev")
 		if spec.RunAs == nil {
-			t.Skip("the daemon's own user runs the VMM")
+			testhost.Skip(t, "needs root: the daemon's own user runs the VMM")
 		}
 		closed := filepath.Join(t.TempDir(), "kvm")
 		os.WriteFile(closed, nil, 0o600)

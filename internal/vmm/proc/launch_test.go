@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/bangerhq/banger/internal/testhost"
 )
 
 func TestLaunch(t *testing.T) {
@@ -65,7 +67,7 @@ func TestLaunch(t *testing.T) {
 
 func TestLaunchCredential(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to start a process as another user")
+		testhost.Skip(t, "needs root to start a process as another user")
 	}
 	c, err := Launch(Command{Argv: []string{"/bin/sleep", "30"}, Output: filepath.Join(t.TempDir(), "out"),
 		Credential: &syscall.Credential{Uid: 4242, Gid: 4343}})

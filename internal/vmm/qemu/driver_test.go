@@ -297,7 +297,7 @@ func TestStartErrors(t *testing.T) {
 	t.Run("kvm the vmm user cannot open", func(t *testing.T) {
 		spec := testSpec(t, "nokvm")
 		if spec.RunAs == nil {
-			t.Skip("the daemon's own user runs the VMM")
+			testhost.Skip(t, "needs root: the daemon's own user runs the VMM")
 		}
 		fi, err := os.Stat("/dev/kvm")
 		if err != nil || fi.Mode().Perm()&0o066 != 0 {

@@ -26,6 +26,7 @@ import (
 
 	"github.com/bangerhq/banger/internal/agent"
 	"github.com/bangerhq/banger/internal/subid"
+	"github.com/bangerhq/banger/internal/testhost"
 	"github.com/bangerhq/banger/internal/vmm"
 	"github.com/bangerhq/banger/internal/vmm/proc"
 )
@@ -73,7 +74,7 @@ func RunAs(t *testing.T) *vmm.Identity {
 	}
 	ids, err := subid.Lookup(subid.System, "root", 0)
 	if err != nil {
-		t.Skipf("root has no subordinate ids for VMMs: %v", err)
+		testhost.Skip(t, "root has no subordinate ids for VMMs: %v", err)
 	}
 	uid, gid, err := ids.VMM(TestSlot)
 	if err != nil {
