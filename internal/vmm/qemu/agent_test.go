@@ -2,6 +2,8 @@ package qemu
 
 import (
 	"context"
+	"io"
+	"net"
 	"strings"
 	"testing"
 
@@ -11,7 +13,12 @@ import (
 
 func TestDialAgent(t *testing.T) {
 	d := New("", nil)
-	path := vmmtest.ServeUnix(t, vmmtest.ServeAgent)
+	path := vmmtest.ServeUnix(t, func(c net.Conn) {
+		// QEMU hands over whatever the guest wrote while no client was
+		// connected: a stale reply comes first, which the ping skips.
+		io.WriteString(c, `{"id":"from-last-session","ok":true}`+"\n")
+		vmmtest.ServeAgent(c)
+	})
 	vmmtest.AssertDialAgent(t, d, vmm.State{Driver: "qemu", AgentSocket: path}, "virtio-serial")
 	ctx := context.Background()
 	missing := path + ".nope"
