@@ -199,6 +199,19 @@ func kvmHang(ctx context.Context, t *testing.T, e *env, autoAccel string) {
 		e.extraEnv = nil
 		e.banger(ctx, "daemon", "stop")
 	}()
+	// The root daemon's VMMs run as users of their own: where /dev/kvm is
+	// root's alone (as here), no VMM can use KVM, and forcing it fails at
+	// once, naming the device and the fix, before any guest can hang.
+	if fi, err := os.Stat("/dev/kvm"); err == nil && fi.Mode().Perm()&0o066 == 0 {
+		stderr := e.fails(ctx, "vm", "create", "hang", "--cpus", "1", "--memory", "512")
+		for _, want := range []string{"(vmm-user)", "/dev/kvm (mode 0600", "asks for kvm", "chmod 0660 /dev/kvm"} {
+			if !strings.Contains(stderr, want) {
+				t.Errorf("forced kvm with /dev/kvm closed to the VMM users: error lacks %q:\n%s", want, stderr)
+			}
+		}
+		assertNoLeaks(ctx, t, e)
+		return
+	}
 	// Knowing from its probe that KVM hangs here, preflight refuses at once.
 	stderr := e.fails(ctx, "vm", "create", "hang", "--cpus", "1", "--memory", "512")
 	if !strings.Contains(stderr, "asks for kvm: VMs will hang at boot") {

@@ -220,6 +220,25 @@ func ownerToken(dirs paths.Dirs) string {
 	return "bgr-" + hex.EncodeToString(sum[:8])
 }
 
+// firstVMMUser is the first user a root daemon runs VMMs as (all of them
+// are alike for device access), nil when the daemon runs them as itself or
+// has no ids for them (preflight says so).
+func firstVMMUser() *vmm.Identity {
+	f := vmmIDs()
+	if f == nil {
+		return nil
+	}
+	ids, err := f()
+	if err != nil {
+		return nil
+	}
+	uid, gid, err := ids.VMM(0)
+	if err != nil {
+		return nil
+	}
+	return &vmm.Identity{UID: uid, GID: gid}
+}
+
 // vmmIDs is how a root daemon finds the ids its VMMs run as (root's
 // subordinate ids, see subid); a daemon that is not root runs them as
 // itself.
@@ -289,6 +308,7 @@ func (d *Daemon) resolveAccel(ctx context.Context) (string, error) {
 		Kernel:   d.runtime.Kernel(),
 		Initrd:   d.runtime.Initrd(),
 		Cache:    filepath.Join(d.dirs.State, "accel-probe.json"),
+		RunAs:    firstVMMUser(),
 		Log:      d.log,
 	})
 	return c.Accel, err

@@ -136,11 +136,20 @@ func checkVMMUser(ctx context.Context, env *Env) Result {
 		if errors.As(err, &de) {
 			problems = append(problems, fmt.Sprintf("%s (mode %04o, owner %d:%d) is closed to them", de.Device, de.Mode, de.UID, de.GID))
 			fixes = append(fixes, "sudo "+de.Fix)
+			if dev == env.DevKVM && env.AccelOverride == "kvm" {
+				// No fallback: every VM start would fail.
+				r.Status = StatusFail
+			}
 		}
 	}
 	if len(problems) > 0 {
-		r.Status = StatusWarn
+		if r.Status == StatusOK {
+			r.Status = StatusWarn // banger uses TCG, and QEMU instead of Firecracker
+		}
 		r.Detail += "; but " + strings.Join(problems, "; ")
+		if r.Status == StatusFail {
+			r.Detail += ", and " + overrideSource + " asks for kvm"
+		}
 		r.Fix = strings.Join(fixes, "\n")
 	}
 	return r

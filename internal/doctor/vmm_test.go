@@ -316,6 +316,13 @@ func TestVMMUser(t *testing.T) {
 		wantStatus(t, r, StatusWarn)
 		wantContains(t, "detail", r.Detail, f.env.DevKVM+" (mode 0600", "closed to them")
 		wantContains(t, "fix", r.Fix, "chmod 0660 "+f.env.DevKVM)
+		f.env.AccelOverride = "kvm" // no fallback: VM starts would fail
+		r = f.run(t, IDVMMUser)
+		wantStatus(t, r, StatusFail)
+		wantContains(t, "detail", r.Detail, "asks for kvm")
+		if err := Preflight(context.Background(), f.env, PurposeVMStart); err == nil || !strings.Contains(err.Error(), IDVMMUser) {
+			t.Errorf("vm start preflight with forced kvm: %v", err)
+		}
 		f.env.AccelOverride = "tcg" // KVM is not used: nothing to warn about
 		wantStatus(t, f.run(t, IDVMMUser), StatusOK)
 	})

@@ -282,6 +282,9 @@ type AccelOptions struct {
 	Cache string
 	// KVMDevice is the KVM device node; "" means /dev/kvm.
 	KVMDevice string
+	// RunAs is a user VMs run as (see vmm.Spec.RunAs); when set, the
+	// automatic choice takes KVM only if that user may open the device.
+	RunAs *vmm.Identity
 	// Log receives the decision; nil discards it.
 	Log *slog.Logger
 }
@@ -301,9 +304,10 @@ type AccelChoice struct {
 // opts.Override wins: it must be "kvm" or "tcg" (otherwise an error naming
 // the bad value), and "kvm" also requires that the KVM device opens
 // read-write (otherwise an error saying how to fix the permission).
-// Automatic choice picks "kvm" only when the device opens read-write AND a
-// boot probe (ProbeAccel) under KVM succeeded, because /dev/kvm can exist
-// on hosts (nested VMs) where KVM guests hang; in every other case it picks
+// Automatic choice picks "kvm" only when the device opens read-write (and
+// opts.RunAs, when set, may open it) AND a boot probe (ProbeAccel) under KVM
+// succeeded, because /dev/kvm can exist on hosts (nested VMs) where KVM
+// guests hang; in every other case it picks
 // "tcg" and says why in Reason. Probe results are taken from and stored in
 // the cache file opts.Cache when given. Automatic choice returns an error only when ctx
 // ends.
@@ -336,6 +340,11 @@ func ResolveAccel(ctx context.Context, opts AccelOptions) (AccelChoice, error) {
 	}
 	if err := openKVM(dev); err != nil {
 		return choice(AccelChoice{Accel: "tcg", Reason: err.Error()})
+	}
+	if opts.RunAs != nil {
+		if _, err := vmm.DeviceGroups(*opts.RunAs, dev); err != nil {
+			return choice(AccelChoice{Accel: "tcg", Reason: err.Error()})
+		}
 	}
 	if opts.Kernel == "" {
 		return choice(AccelChoice{Accel: "tcg", Reason: "no runtime kernel to probe KVM with"})

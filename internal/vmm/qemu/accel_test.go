@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/bangerhq/banger/internal/testhost"
+	"github.com/bangerhq/banger/internal/vmm"
 )
 
 func TestProbeAccelTCG(t *testing.T) {
@@ -136,6 +137,16 @@ func TestResolveAccelAuto(t *testing.T) {
 		c, err = ResolveAccel(ctx, AccelOptions{Binary: bin, Kernel: kernel, KVMDevice: noAccess})
 		if err != nil || c.Accel != "tcg" || !strings.Contains(c.Reason, "usermod -aG kvm") {
 			t.Fatalf("unreadable device: %+v, %v", c, err)
+		}
+	}
+
+	// A device the VMMs' user cannot open means TCG, with the fix.
+	if os.Geteuid() == 0 {
+		closed := filepath.Join(t.TempDir(), "kvm-root")
+		os.WriteFile(closed, nil, 0o600)
+		c, err = ResolveAccel(ctx, AccelOptions{Binary: bin, Kernel: kernel, KVMDevice: closed, RunAs: &vmm.Identity{UID: 4242, GID: 4242}})
+		if err != nil || c.Accel != "tcg" || c.Probed || !strings.Contains(c.Reason, "cannot open "+closed) || !strings.Contains(c.Reason, "fix: ") {
+			t.Fatalf("device closed to the vmm user: %+v, %v", c, err)
 		}
 	}
 
