@@ -393,11 +393,13 @@ func checkDoctor(ctx context.Context, t *testing.T, e *env) {
 			t.Errorf("doctor --json lacks check %q", id)
 		}
 	}
-	// As root: the bundle is root's alone, and VMMs get users of their own.
-	for _, id := range []string{"runtime-owner", "vmm-user"} {
-		if i, ok := byID[id]; ok && rep.Checks[i].Status != "ok" {
-			t.Errorf("%s: %s: %s", id, rep.Checks[i].Status, rep.Checks[i].Detail)
-		}
+	// As root: the bundle is root's alone, and VMMs get users of their own
+	// (vmm-user warns where /dev/kvm is closed to them: TCG is used).
+	if i, ok := byID["runtime-owner"]; ok && rep.Checks[i].Status != "ok" {
+		t.Errorf("runtime-owner: %s: %s", rep.Checks[i].Status, rep.Checks[i].Detail)
+	}
+	if i, ok := byID["vmm-user"]; ok && (rep.Checks[i].Status == "fail" || !strings.Contains(rep.Checks[i].Detail, "VMMs run as uids")) {
+		t.Errorf("vmm-user: %s: %s", rep.Checks[i].Status, rep.Checks[i].Detail)
 	}
 	if i, ok := byID["image-agent"]; ok && rep.Checks[i].Status != "ok" {
 		t.Errorf("image-agent: %s: %s", rep.Checks[i].Status, rep.Checks[i].Detail)
