@@ -115,6 +115,11 @@ func (s *Service) startLocked(ctx context.Context, row *store.VM) (err error) {
 	consoleStart := fileSize(spec.ConsoleLog)
 	st, err := drv.Start(ctx, spec)
 	if err != nil {
+		if spec.Accel == "kvm" {
+			// Some nested hosts make QEMU abort at once under KVM
+			// (failed to set MSR ...) rather than hang.
+			err = fmt.Errorf("%w%s", err, kvmHint)
+		}
 		return s.failStart(row, errors.Join(err, s.deleteTAP(tap)), spec.ConsoleLog, consoleStart)
 	}
 	b, _ := json.Marshal(st)
@@ -165,6 +170,9 @@ func (s *Service) failStart(row *store.VM, err error, consoleLog string, from in
 	}
 	return fmt.Errorf("%w\n--- last lines of the serial console (%s) ---\n%s", err, consoleLog, tail)
 }
+
+// kvmHint ends an error of a VM that failed to boot under KVM.
+const kvmHint = ": KVM may be unable to run guests on this host (for example inside a nested VM); use TCG with BANGER_ACCEL=tcg or `vmm.accel = \"tcg\"` in config.toml"
 
 // waitForSSH waits until the guest is ready (its errors do not name the VM:
 // the caller does): its sshd sends its banner AND
@@ -217,7 +225,7 @@ func (s *Service) waitForSSH(ctx context.Context, row *store.VM, drv vmm.Driver,
 		if sshAt.IsZero() && time.Since(lastProgress) > s.cfg.StallTimeout {
 			hint := ""
 			if st.Accel == "kvm" {
-				hint = ": KVM may be unable to run guests on this host (for example inside a nested VM); use TCG with BANGER_ACCEL=tcg or `vmm.accel = \"tcg\"` in config.toml"
+				hint = kvmHint
 			}
 			return fmt.Errorf("the guest shows no progress on its console for %s (accel %s)%s", s.cfg.StallTimeout, st.Accel, hint)
 		}
