@@ -201,9 +201,12 @@ func (l *peerLog) peers() []netip.Addr {
 	return slices.Clone(l.addrs)
 }
 
-// listenInNetns listens on addr inside the named network namespace (the
-// socket is made by a thread that enters it and then ends) until the test
-// ends.
+// listenInNetns listens on addr inside the named network namespace until
+// the test ends. The socket is made by a locked thread that enters the
+// namespace and returns to its own before it is unlocked: a thread left in
+// the namespace could be the process's main thread (which Go never ends),
+// and then the namespace's cleanup would count the test binary among its
+// processes and kill it.
 func listenInNetns(t *testing.T, name string, addr netip.AddrPort) *peerLog {
 	t.Helper()
 	type result struct {
@@ -212,17 +215,29 @@ func listenInNetns(t *testing.T, name string, addr netip.AddrPort) *peerLog {
 	}
 	ch := make(chan result, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		runtime.LockOSThread()
+		own, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{err: fmt.Errorf("read this thread's network namespace: %w", err)}
+			return
+		}
+		defer own.Close()
 		ns, err := netns.GetFromName(name)
 		if err == nil {
 			defer ns.Close()
 			err = netns.Set(ns)
 		}
 		if err != nil {
+			// Never entered: the thread is as it was.
+			runtime.UnlockOSThread()
 			ch <- result{err: fmt.Errorf("enter network namespace %s: %w", name, err)}
 			return
 		}
 		ln, err := net.Listen("tcp4", addr.String())
+		if rerr := netns.Set(own); rerr == nil {
+			runtime.UnlockOSThread()
+		} // else the thread stays locked and ends with the goroutine
 		ch <- result{ln, err}
 	}()
 	r := <-ch

@@ -209,10 +209,10 @@ func TestSplitResponse(t *testing.T) {
 		t.Errorf("split %+v differs from the full decode %+v (%v)", m, full, err)
 	}
 	for _, line := range []string{
-		`{"jsonrpc":"2.0","id":7,"result":[1],"daemon":{"version":"v1"}}`,                  // result before daemon
+		`{"jsonrpc":"2.0","id":7,"result":[1],"daemon":{"version":"v1"}}`,                          // result before daemon
 		`{"jsonrpc":"2.0","id":7,"daemon":{"version":"v1"},"error":{"code":-32001,"message":"x"}}`, // an error
-		`{"jsonrpc":"2.0","method":"progress","params":{"phase":"x"}}`,                       // a notification
-		`{"jsonrpc":"2.0","id":7,"daemon":{"version":"v1"},"result":[1],"extra":1`,            // no closing brace
+		`{"jsonrpc":"2.0","method":"progress","params":{"phase":"x"}}`,                             // a notification
+		`{"jsonrpc":"2.0","id":7,"daemon":{"version":"v1"},"result":[1],"extra":1`,                 // no closing brace
 		`not json`,
 	} {
 		if _, ok := splitResponse([]byte(line)); ok {
