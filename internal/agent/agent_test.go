@@ -13,28 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/bangerhq/banger/internal/testhost"
 )
-
-// socketPair returns the two ends of a real AF_UNIX stream socketpair.
-func socketPair(t testing.TB) (net.Conn, net.Conn) {
-	t.Helper()
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatalf("socketpair: %v", err)
-	}
-	conn := func(fd int) net.Conn {
-		f := os.NewFile(uintptr(fd), "socketpair")
-		defer f.Close()
-		c, err := net.FileConn(f)
-		if err != nil {
-			t.Fatalf("FileConn: %v", err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
-	return conn(fds[0]), conn(fds[1])
-}
 
 var testInfo = Info{Hostname: "dev", UptimeSeconds: 12.5, BootID: "0b6a3e2c-boot", AgentVersion: "test"}
 
@@ -58,7 +38,7 @@ func startServe(t testing.TB, c net.Conn, info InfoFunc) <-chan error {
 }
 
 func TestPingOverSocketpair(t *testing.T) {
-	host, guest := socketPair(t)
+	host, guest := testhost.SocketPair(t)
 	startServe(t, guest, fixedInfo)
 
 	for i := range 3 { // the same connection serves several pings
@@ -83,7 +63,7 @@ func TestPingOverSocketpair(t *testing.T) {
 
 // TestPingIDsDiffer: every ping carries a fresh nonce.
 func TestPingIDsDiffer(t *testing.T) {
-	host, guest := socketPair(t)
+	host, guest := testhost.SocketPair(t)
 	startServe(t, guest, fixedInfo)
 	seen := map[string]bool{}
 	for range 20 {
@@ -133,7 +113,7 @@ func TestPingDiscardsStaleAndGarbage(t *testing.T) {
 		`{"ok":true}` + "\n"
 
 	t.Run("stale lines already queued", func(t *testing.T) {
-		host, guest := socketPair(t)
+		host, guest := testhost.SocketPair(t)
 		// Written before the ping is sent, like replies a previous
 		// session left in a virtio-serial port.
 		if _, err := io.WriteString(guest, stale+`{"id":"partial line from an old sess`); err != nil {
@@ -151,7 +131,7 @@ func TestPingDiscardsStaleAndGarbage(t *testing.T) {
 		}
 	})
 	t.Run("stale lines sent before the reply", func(t *testing.T) {
-		host, guest := socketPair(t)
+		host, guest := testhost.SocketPair(t)
 		fakeGuest(t, guest, stale, func(id string) string {
 			return `{"id":"` + id + `x","ok":true,"hostname":"near miss"}` + "\n" +
 				`{"id":"` + id + `","ok":true,"hostname":"new"}` + "\n"
@@ -167,7 +147,7 @@ func TestPingDiscardsStaleAndGarbage(t *testing.T) {
 }
 
 func TestPingNotOK(t *testing.T) {
-	host, guest := socketPair(t)
+	host, guest := testhost.SocketPair(t)
 	startServe(t, guest, func() (Info, error) { return Info{}, errors.New("read boot id: no such file") })
 	r, _, err := Ping(context.Background(), host)
 	if !errors.Is(err, ErrNotOK) {
@@ -180,7 +160,7 @@ func TestPingNotOK(t *testing.T) {
 
 func TestPingTimeout(t *testing.T) {
 	t.Run("deadline", func(t *testing.T) {
-		host, _ := socketPair(t) // the guest never answers
+		host, _ := testhost.SocketPair(t) // the guest never answers
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		defer cancel()
 		start := time.Now()
@@ -197,7 +177,7 @@ func TestPingTimeout(t *testing.T) {
 		}
 	})
 	t.Run("cancel", func(t *testing.T) {
-		host, _ := socketPair(t)
+		host, _ := testhost.SocketPair(t)
 		ctx, cancel := context.WithCancel(context.Background())
 		time.AfterFunc(100*time.Millisecond, cancel)
 		_, _, err := Ping(ctx, host)
@@ -206,7 +186,7 @@ func TestPingTimeout(t *testing.T) {
 		}
 	})
 	t.Run("answers only garbage", func(t *testing.T) {
-		host, guest := socketPair(t)
+		host, guest := testhost.SocketPair(t)
 		stop := make(chan struct{})
 		defer close(stop)
 		go func() { // a flood of lines that never match
@@ -228,7 +208,7 @@ func TestPingTimeout(t *testing.T) {
 		}
 	})
 	t.Run("closed", func(t *testing.T) {
-		host, guest := socketPair(t)
+		host, guest := testhost.SocketPair(t)
 		fakeGuest(t, guest, "", func(string) string { guest.Close(); return "" })
 		if _, _, err := Ping(context.Background(), host); !errors.Is(err, io.ErrUnexpectedEOF) {
 			t.Fatalf("err = %v, want ErrUnexpectedEOF", err)
@@ -240,7 +220,7 @@ func TestPingTimeout(t *testing.T) {
 // come back before the closing ping's reply.
 func exchange(t *testing.T, in string) []Reply {
 	t.Helper()
-	host, guest := socketPair(t)
+	host, guest := testhost.SocketPair(t)
 	errc := startServe(t, guest, fixedInfo)
 	go io.WriteString(host, in+"\n"+`{"op":"ping","id":"last"}`+"\n")
 	br := bufio.NewReader(host)
@@ -310,7 +290,7 @@ func TestServeSurvivesGarbage(t *testing.T) {
 
 func TestServeReturns(t *testing.T) {
 	t.Run("EOF", func(t *testing.T) {
-		host, guest := socketPair(t)
+		host, guest := testhost.SocketPair(t)
 		errc := make(chan error, 1)
 		go func() { errc <- Serve(context.Background(), guest, fixedInfo) }()
 		io.WriteString(host, `{"op":"ping","id":"half`) // a partial line is dropped
@@ -325,7 +305,7 @@ func TestServeReturns(t *testing.T) {
 		}
 	})
 	t.Run("cancel while reading", func(t *testing.T) {
-		_, guest := socketPair(t)
+		_, guest := testhost.SocketPair(t)
 		ctx, cancel := context.WithCancel(context.Background())
 		errc := make(chan error, 1)
 		go func() { errc <- Serve(ctx, guest, fixedInfo) }()
@@ -341,7 +321,7 @@ func TestServeReturns(t *testing.T) {
 		}
 	})
 	t.Run("idle timeout", func(t *testing.T) {
-		_, guest := socketPair(t)
+		_, guest := testhost.SocketPair(t)
 		err := serve(context.Background(), guest, fixedInfo, 100*time.Millisecond)
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
 			t.Fatalf("serve = %v, want ErrDeadlineExceeded", err)
@@ -355,7 +335,7 @@ func TestServeWriteTimeout(t *testing.T) {
 	if testing.Short() {
 		t.Skip("takes replyWriteTimeout")
 	}
-	host, guest := socketPair(t)
+	host, guest := testhost.SocketPair(t)
 	errc := make(chan error, 1)
 	go func() { errc <- Serve(context.Background(), guest, fixedInfo) }()
 	go func() {

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/bangerhq/banger/internal/testhost"
 )
 
 // fakeSerial stands in for a virtio-serial port between a guest agent and
@@ -32,7 +34,7 @@ type fakeSerial struct {
 }
 
 func newFakeSerial(t *testing.T) *fakeSerial {
-	g, p := socketPair(t)
+	g, p := testhost.SocketPair(t)
 	f := &fakeSerial{t: t, guest: g, port: p}
 	go f.fromGuest()
 	return f
@@ -67,7 +69,7 @@ type fault struct {
 
 // connect returns a new host connection with the given faults.
 func (f *fakeSerial) connect(fl fault) net.Conn {
-	hostEnd, relay := socketPair(f.t)
+	hostEnd, relay := testhost.SocketPair(f.t)
 	f.mu.Lock()
 	if f.host != nil {
 		f.host.Close()
@@ -309,7 +311,7 @@ func sessionEndsOnNextRequest(t *testing.T, sess *Session, what string) {
 // TestConnectLegacyAgent: an agent that speaks only the line protocol is
 // recognised by its ping answer, not waited for until the deadline.
 func TestConnectLegacyAgent(t *testing.T) {
-	host, guest := socketPair(t)
+	host, guest := testhost.SocketPair(t)
 	startServe(t, guest, fixedInfo)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -326,7 +328,7 @@ func TestConnectLegacyAgent(t *testing.T) {
 
 // TestConnectNoAgent: nothing answers; Connect ends with ctx.
 func TestConnectNoAgent(t *testing.T) {
-	host, _ := socketPair(t)
+	host, _ := testhost.SocketPair(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 	defer cancel()
 	_, err := Connect(ctx, host, testLog(t))

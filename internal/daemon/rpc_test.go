@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bangerhq/banger/internal/agent/agenttest"
 	"github.com/bangerhq/banger/internal/api"
 	"github.com/bangerhq/banger/internal/client"
 	"github.com/bangerhq/banger/internal/sandbox"
@@ -389,7 +388,7 @@ func TestStreamingMethod(t *testing.T) {
 		if p.Text == "no" {
 			return nil, api.Errorf(api.ErrNotFound, "no such thing")
 		}
-		d, g := agenttest.SocketPair(t)
+		d, g := testhost.SocketPair(t)
 		go func() { // the "guest": upper-cases until end of file, then closes
 			buf, _ := io.ReadAll(g)
 			g.Write([]byte(strings.ToUpper(string(buf))))

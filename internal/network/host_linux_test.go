@@ -368,7 +368,7 @@ func TestCreateTAPLeavesNothingOnError(t *testing.T) {
 }
 
 func TestMissingCapabilityError(t *testing.T) {
-	ns := newNetNS(t)
+	ns := testhost.NewNetns(t)
 	errc := make(chan error, 1)
 	go func() {
 		// This thread drops CAP_NET_ADMIN and enters the test namespace;

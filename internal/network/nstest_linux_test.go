@@ -1,16 +1,14 @@
 package network
 
-// Helpers that confine the host tests to network namespaces they create.
-// No thread of the test process ever stays in a test namespace: namespaces
-// are entered only by throwaway goroutines that lock their thread and never
-// unlock it, so the runtime ends the thread when the goroutine returns.
+// Helpers that confine the host tests to network namespaces they create
+// (testhost.NewNetns, testhost.InNetns: no thread of the test process
+// stays in one).
 
 import (
 	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 
@@ -96,49 +94,12 @@ func requireRoot(t *testing.T) {
 	}
 }
 
-// runInNS runs fn on a throwaway thread inside ns. Sockets fn creates stay
-// in ns after it returns.
-func runInNS(ns netns.NsHandle, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked, see the file comment
-		if err := netns.Set(ns); err != nil {
-			errc <- fmt.Errorf("enter namespace: %w", err)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
-
-// newNetNS creates a network namespace, closed (and so destroyed, with all
-// its devices and nftables state) when the test ends.
-func newNetNS(t *testing.T) netns.NsHandle {
-	t.Helper()
-	requireRoot(t)
-	type result struct {
-		ns  netns.NsHandle
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked, see the file comment
-		ns, err := netns.New()
-		ch <- result{ns, err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		t.Fatalf("create network namespace: %v", r.err)
-	}
-	t.Cleanup(func() { r.ns.Close() })
-	return r.ns
-}
-
 // testHost returns a Host bound to a fresh namespace, and a netlink handle
 // on it for the test's own checks.
 func testHost(t *testing.T) (*Host, *netlink.Handle, netns.NsHandle) {
 	t.Helper()
-	ns := newNetNS(t)
+	requireRoot(t)
+	ns := testhost.NewNetns(t)
 	h, err := NewAt(ns)
 	if err != nil {
 		t.Fatalf("NewAt: %v", err)

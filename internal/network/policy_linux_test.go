@@ -27,7 +27,7 @@ func nftIn(t *testing.T, ns netns.NsHandle) *nftables.Conn {
 func readIPForward(t *testing.T, ns netns.NsHandle) string {
 	t.Helper()
 	var got string
-	if err := runInNS(ns, func() error {
+	if err := testhost.InNetns(ns, func() error {
 		b, err := os.ReadFile(ipForwardPath)
 		got = strings.TrimSpace(string(b))
 		return err
@@ -41,7 +41,7 @@ func readIPForward(t *testing.T, ns netns.NsHandle) string {
 // the value of the host's, so tests that care set it first.
 func setIPForward(t *testing.T, ns netns.NsHandle, v string) {
 	t.Helper()
-	if err := runInNS(ns, func() error { return os.WriteFile(ipForwardPath, []byte(v+"\n"), 0o644) }); err != nil {
+	if err := testhost.InNetns(ns, func() error { return os.WriteFile(ipForwardPath, []byte(v+"\n"), 0o644) }); err != nil {
 		t.Fatalf("set ip_forward in test namespace: %v", err)
 	}
 }

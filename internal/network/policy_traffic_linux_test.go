@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bangerhq/banger/internal/testhost"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -79,7 +80,7 @@ var (
 
 func newLab(t *testing.T) *lab {
 	h, nl, host := testHost(t)
-	l := &lab{t: t, top: t, h: h, host: host, g1: newNetNS(t), g2: newNetNS(t), up: newNetNS(t), seen: map[string]string{},
+	l := &lab{t: t, top: t, h: h, host: host, g1: testhost.NewNetns(t), g2: testhost.NewNetns(t), up: testhost.NewNetns(t), seen: map[string]string{},
 		handles: map[netns.NsHandle]*netlink.Handle{},
 		g1MAC:   net.HardwareAddr{0x52, 0x54, 0, 0, 1, 2}, g2MAC: net.HardwareAddr{0x52, 0x54, 0, 0, 1, 3}}
 	l.policy = Policy{Bridge: testBridge, Subnet: labSubnet}
@@ -161,7 +162,7 @@ func newLab(t *testing.T) *lab {
 		dev string
 	}{{l.g1, testLinkPrefix + "-g1"}, {l.g2, testLinkPrefix + "-g2"}} {
 		for _, dev := range []string{"all", g.dev} {
-			if err := runInNS(g.ns, func() error {
+			if err := testhost.InNetns(g.ns, func() error {
 				return os.WriteFile("/proc/sys/net/ipv4/conf/"+dev+"/accept_redirects", []byte("0\n"), 0o644)
 			}); err != nil {
 				t.Fatal(err)
@@ -260,7 +261,7 @@ func (l *lab) saw(marker string) (string, bool) {
 func (l *lab) serveTCP(ns netns.NsHandle, addr string) {
 	l.t.Helper()
 	var ln net.Listener
-	if err := runInNS(ns, func() (err error) { ln, err = net.Listen("tcp4", addr); return err }); err != nil {
+	if err := testhost.InNetns(ns, func() (err error) { ln, err = net.Listen("tcp4", addr); return err }); err != nil {
 		l.t.Fatalf("listen tcp %s: %v", addr, err)
 	}
 	l.top.Cleanup(func() { ln.Close() })
@@ -287,7 +288,7 @@ func (l *lab) serveTCP(ns netns.NsHandle, addr string) {
 func (l *lab) serveUDP(ns netns.NsHandle, addr string) {
 	l.t.Helper()
 	var pc net.PacketConn
-	if err := runInNS(ns, func() (err error) { pc, err = net.ListenPacket("udp4", addr); return err }); err != nil {
+	if err := testhost.InNetns(ns, func() (err error) { pc, err = net.ListenPacket("udp4", addr); return err }); err != nil {
 		l.t.Fatalf("listen udp %s: %v", addr, err)
 	}
 	l.top.Cleanup(func() { pc.Close() })
@@ -343,7 +344,7 @@ func (l *lab) tcp(src netip.Addr, dst netip.AddrPort, want bool) string {
 		d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
 	}
 	var c net.Conn
-	err := runInNS(l.g1, func() (err error) { c, err = d.Dial("tcp4", dst.String()); return err })
+	err := testhost.InNetns(l.g1, func() (err error) { c, err = d.Dial("tcp4", dst.String()); return err })
 	if err == nil {
 		c.SetDeadline(time.Now().Add(allowedWait))
 		_, err = c.Write([]byte(marker))
@@ -390,7 +391,7 @@ func (l *lab) udp(src netip.Addr, dst netip.AddrPort, want bool) {
 		laddr = &net.UDPAddr{IP: src.AsSlice()}
 	}
 	var c *net.UDPConn
-	if err := runInNS(l.g1, func() (err error) { c, err = net.DialUDP("udp4", laddr, net.UDPAddrFromAddrPort(dst)); return err }); err != nil {
+	if err := testhost.InNetns(l.g1, func() (err error) { c, err = net.DialUDP("udp4", laddr, net.UDPAddrFromAddrPort(dst)); return err }); err != nil {
 		l.t.Fatalf("udp socket in guest1: %v", err)
 	}
 	defer c.Close()
@@ -451,7 +452,7 @@ func packetSocket(t *testing.T, ns netns.NsHandle, dev string) int {
 	t.Helper()
 	proto := int(htons(unix.ETH_P_ALL))
 	var fd int
-	err := runInNS(ns, func() error {
+	err := testhost.InNetns(ns, func() error {
 		link, err := netlink.LinkByName(dev)
 		if err != nil {
 			return err

@@ -4,12 +4,13 @@ import (
 	"net"
 	"testing"
 
+	"github.com/bangerhq/banger/internal/testhost"
 	"github.com/vishvananda/netlink"
 )
 
 func TestCreateVeth(t *testing.T) {
 	h, nl, _ := testHost(t)
-	peerNS := newNetNS(t)
+	peerNS := testhost.NewNetns(t)
 	peerNL, err := netlink.NewHandleAt(peerNS)
 	if err != nil {
 		t.Fatal(err)

@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -594,7 +593,7 @@ func TestSandboxNet(t *testing.T) {
 	if os.Geteuid() != 0 {
 		testhost.Skip(t, "attaching a sandbox to a bridge needs CAP_NET_ADMIN")
 	}
-	ns := newNetNS(t)
+	ns := testhost.NewNetns(t)
 	h, err := network.NewAt(ns)
 	if err != nil {
 		t.Fatal(err)
@@ -605,7 +604,7 @@ func TestSandboxNet(t *testing.T) {
 		t.Fatal(err)
 	}
 	var ln net.Listener
-	if err := inNetNS(ns, func() (err error) { ln, err = net.Listen("tcp", "10.213.0.1:0"); return err }); err != nil {
+	if err := testhost.InNetns(ns, func() (err error) { ln, err = net.Listen("tcp", "10.213.0.1:0"); return err }); err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
@@ -636,37 +635,4 @@ func TestSandboxNet(t *testing.T) {
 	if string(res) != `"hello from the bridge"` {
 		t.Fatalf("the sandbox read %s", res)
 	}
-}
-
-// newNetNS makes a network namespace, gone when the test ends.
-func newNetNS(t *testing.T) netns.NsHandle {
-	t.Helper()
-	ch := make(chan netns.NsHandle, 1)
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-		ns, err := netns.New()
-		ch <- ns
-		errc <- err
-	}()
-	ns := <-ch
-	if err := <-errc; err != nil {
-		t.Fatalf("new network namespace: %v", err)
-	}
-	t.Cleanup(func() { ns.Close() })
-	return ns
-}
-
-// inNetNS runs fn on a throwaway thread in ns (sockets it opens stay there).
-func inNetNS(ns netns.NsHandle, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-		if err := netns.Set(ns); err != nil {
-			errc <- err
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
 }

@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/bangerhq/banger/internal/api"
@@ -17,30 +15,11 @@ import (
 // the answer, until t ends. It returns the socket.
 func OldDaemon(t testing.TB) string {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "bgr-cli-") // short: a socket path has 108 bytes
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	sock := filepath.Join(dir, "d.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			var req api.Request
-			json.NewDecoder(c).Decode(&req)
-			resp := api.Response{JSONRPC: api.Version, ID: req.ID, Daemon: api.DaemonInfo{Version: "old-1", PID: 99},
-				Error: &api.Error{Code: api.CodeMethodNotFound, Message: fmt.Sprintf("method %q not found", req.Method)}}
-			json.NewEncoder(c).Encode(resp)
-			c.Close()
-		}
-	}()
-	return sock
+	return ServeUnix(t, func(c net.Conn) {
+		var req api.Request
+		json.NewDecoder(c).Decode(&req)
+		resp := api.Response{JSONRPC: api.Version, ID: req.ID, Daemon: api.DaemonInfo{Version: "old-1", PID: 99},
+			Error: &api.Error{Code: api.CodeMethodNotFound, Message: fmt.Sprintf("method %q not found", req.Method)}}
+		json.NewEncoder(c).Encode(resp)
+	})
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/bangerhq/banger/internal/agent"
+	"github.com/bangerhq/banger/internal/testhost"
 	"github.com/bangerhq/banger/internal/vmm"
 	"github.com/bangerhq/banger/internal/vmm/vmmtest"
 )
@@ -44,7 +45,7 @@ func TestDialVsockAnswers(t *testing.T) {
 		{name: "never answers", handle: func(net.Conn) { time.Sleep(2 * time.Second) }, wantIs: context.DeadlineExceeded},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			path := vmmtest.ServeUnix(t, tc.handle)
+			path := testhost.ServeUnix(t, tc.handle)
 			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 			defer cancel()
 			c, err := DialVsock(ctx, path, agent.Port)
@@ -70,7 +71,7 @@ func TestDialVsockAnswers(t *testing.T) {
 // with a socket path too long for the kernel.
 func TestDialAgent(t *testing.T) {
 	gotCmd := make(chan string, 1)
-	path := vmmtest.ServeUnix(t, func(c net.Conn) {
+	path := testhost.ServeUnix(t, func(c net.Conn) {
 		var cmd []byte
 		b := make([]byte, 1) // byte by byte, as Firecracker reads
 		for {

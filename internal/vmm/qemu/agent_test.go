@@ -7,13 +7,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bangerhq/banger/internal/testhost"
 	"github.com/bangerhq/banger/internal/vmm"
 	"github.com/bangerhq/banger/internal/vmm/vmmtest"
 )
 
 func TestDialAgent(t *testing.T) {
 	d := New("", nil)
-	path := vmmtest.ServeUnix(t, func(c net.Conn) {
+	path := testhost.ServeUnix(t, func(c net.Conn) {
 		// QEMU hands over whatever the guest wrote while no client was
 		// connected: a stale reply comes first, which the ping skips.
 		io.WriteString(c, `{"id":"from-last-session","ok":true}`+"\n")

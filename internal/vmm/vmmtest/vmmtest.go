@@ -405,36 +405,6 @@ func AssertStopped(t *testing.T, d vmm.Driver, st vmm.State) {
 	}
 }
 
-// ServeUnix listens on a fresh Unix socket in a short folder and runs
-// handle on every connection until the test ends; it returns the path.
-func ServeUnix(t *testing.T, handle func(net.Conn)) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "vmmtest")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	path := filepath.Join(dir, "s.sock")
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				handle(c)
-			}()
-		}
-	}()
-	return path
-}
-
 // AssertDialAgent checks d's agent channel: it is called channel, reaches
 // the agent of st (whose other end serves the agent protocol as "dev"),
 // and refuses a state without an agent socket with ErrUnsupported.
