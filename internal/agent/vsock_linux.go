@@ -127,7 +127,8 @@ func (c *vsockConn) SetWriteDeadline(t time.Time) error { return c.f.SetWriteDea
 
 // DialVsock connects to port on the vsock context cid through the kernel's
 // AF_VSOCK (for example a QEMU guest with a vhost-vsock device; Firecracker
-// guests are reached with DialHybridVsock instead). ctx bounds the connect.
+// guests are reached through their hybrid vsock socket instead: see the
+// Firecracker driver's DialVsock). ctx bounds the connect.
 // The error wraps ErrVsockUnavailable when the kernel lacks AF_VSOCK.
 func DialVsock(ctx context.Context, cid, port uint32) (net.Conn, error) {
 	remote := VsockAddr{CID: cid, Port: port}

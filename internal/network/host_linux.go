@@ -527,3 +527,16 @@ func LinkExists(name string) (ok bool, err error) {
 	err = withHost(func(h *Host) error { ok, err = h.LinkExists(name); return err })
 	return ok, err
 }
+
+// CreateDetachedTAP creates a persistent TAP device called name owned by uid
+// and gid, like CreateTAP, but enslaves it to no bridge and leaves it down,
+// so it carries no traffic: for tests of VMMs that open a TAP by name.
+// Remove it with DeleteLink.
+func CreateDetachedTAP(name string, uid, gid int) error {
+	return withHost(func(h *Host) error {
+		if err := h.inNS(func() error { return makeTAP(name, uid, gid) }); err != nil {
+			return fmt.Errorf("create tap %q: %w", name, err)
+		}
+		return nil
+	})
+}

@@ -2,9 +2,7 @@ package firecracker
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"reflect"
 	"strings"
 	"testing"
@@ -18,10 +16,7 @@ import (
 // the checkout has no shared/ folder beside it.
 func loadSpec(t *testing.T) *fcspec.Spec {
 	t.Helper()
-	s, err := fcspec.LoadShared()
-	if errors.Is(err, fs.ErrNotExist) {
-		t.Skipf("firecracker api specification not found (%v): contract tests need %s in a folder above the checkout", err, fcspec.RelPath)
-	}
+	s, err := fcspec.Embedded()
 	if err != nil {
 		t.Fatal(err)
 	}

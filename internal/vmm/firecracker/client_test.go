@@ -15,6 +15,7 @@ import (
 
 	"github.com/bangerhq/banger/internal/vmm/firecracker/fcapi"
 	"github.com/bangerhq/banger/internal/vmm/firecracker/fcsim"
+	"github.com/bangerhq/banger/internal/vmm/firecracker/vmlinux"
 )
 
 // shortDir returns a fresh folder with a short path: t.TempDir() paths
@@ -34,7 +35,10 @@ func startSim(t *testing.T) (*fcsim.Server, string) {
 	t.Helper()
 	dir := shortDir(t)
 	sock := filepath.Join(dir, "api.sock")
-	srv, err := fcsim.New(fcsim.Options{APISock: sock, ID: "client-test", Spec: loadSpec(t)})
+	guest := &fcsim.FakeGuest{}
+	guest.Handle(fcsim.EchoPort, fcsim.Echo)
+	guest.Handle(fcsim.GreetPort, fcsim.Greet)
+	srv, err := fcsim.New(fcsim.Options{APISock: sock, ID: "client-test", Spec: loadSpec(t), Guest: guest})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,14 +170,12 @@ func TestClientErrors(t *testing.T) {
 }
 
 func TestDialVsock(t *testing.T) {
-	srv, sock := startSim(t)
-	srv.HandleGuestPort(fcsim.EchoPort, fcsim.Echo)
-	srv.HandleGuestPort(fcsim.GreetPort, fcsim.Greet)
+	_, sock := startSim(t)
 	dir := filepath.Dir(sock)
 	c := NewClient(sock, time.Second)
 	ctx := context.Background()
 	kernel := filepath.Join(dir, "vmlinux")
-	os.WriteFile(kernel, []byte("x"), 0o600)
+	os.WriteFile(kernel, vmlinux.Minimal(true), 0o600)
 	uds := filepath.Join(dir, "v.sock")
 	for _, r := range []struct {
 		path string

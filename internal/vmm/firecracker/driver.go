@@ -48,6 +48,7 @@ import (
 
 	"github.com/bangerhq/banger/internal/vmm"
 	"github.com/bangerhq/banger/internal/vmm/firecracker/fcapi"
+	"github.com/bangerhq/banger/internal/vmm/firecracker/vmlinux"
 	"github.com/bangerhq/banger/internal/vmm/proc"
 	"golang.org/x/sys/unix"
 )
@@ -168,7 +169,9 @@ var (
 	macRE = regexp.MustCompile(`^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$`)
 )
 
-// checkSpec validates spec before anything is launched.
+// checkSpec validates spec before anything is launched, the kernel
+// included: Firecracker would refuse anything but an ELF vmlinux only at
+// InstanceStart (see package vmlinux).
 func checkSpec(spec vmm.Spec) error {
 	var errs []error
 	if !idRE.MatchString(spec.ID) {
@@ -190,6 +193,11 @@ func checkSpec(spec vmm.Spec) error {
 		errs = append(errs, fmt.Errorf("vsock cid %d without the agent channel: the vsock device is the agent's", spec.VsockCID))
 	case spec.VsockCID == 0 && spec.Agent:
 		errs = append(errs, errors.New("agent channel without a vsock cid: under firecracker the agent channel is a vsock device"))
+	}
+	if fi, err := os.Stat(spec.Kernel); err == nil && fi.Mode().IsRegular() {
+		if _, err := vmlinux.Check(spec.Kernel); err != nil {
+			errs = append(errs, fmt.Errorf("kernel %s: %w: firecracker boots only an uncompressed ELF vmlinux (x86-64, with a PVH note or a 64-bit entry point); use the runtime bundle's kernel/vmlinux, or take the vmlinux out of a bzImage (the kernel's scripts/extract-vmlinux)", spec.Kernel, err))
+		}
 	}
 	// The longest: a listener for guest-initiated vsock connections.
 	errs = append(errs, vmm.CheckPaths(spec, APISocket(spec.Dir), ListenerSocket(spec.Dir, math.MaxUint32))...)

@@ -24,7 +24,7 @@ import (
 	"github.com/bangerhq/banger/internal/vmm"
 	"github.com/bangerhq/banger/internal/vmm/firecracker/fcapi"
 	"github.com/bangerhq/banger/internal/vmm/firecracker/fcsim"
-	"github.com/bangerhq/banger/internal/vmm/firecracker/fcspec"
+	"github.com/bangerhq/banger/internal/vmm/firecracker/vmlinux"
 	"github.com/bangerhq/banger/internal/vmm/vmmtest"
 )
 
@@ -49,37 +49,30 @@ const (
 	devDirEnv = "BANGER_FC_TEST_DEVDIR"
 )
 
-// fakeBinary builds fcsim's fake-firecracker once per test binary, with the
-// specification's path compiled in, in a folder the VMM user can reach
-// (mode 0755), and returns its path. It skips when the specification is
-// absent.
+// fakeBinary builds fcsim's firecracker-simulator once per test binary, in
+// a folder the VMM user can reach (mode 0755), and returns its path. The
+// driver's tests run it with its in-process fake guest (FCSIM_GUEST=fake,
+// see testDriver): they test the driver, not a boot.
 func fakeBinary(t *testing.T) string {
 	t.Helper()
 	if p := os.Getenv(binEnv); p != "" { // in a helper process
 		return p
 	}
-	loadSpec(t)
 	fake.once.Do(func() {
-		specPath, err := fcspec.Find(".")
-		if err != nil {
-			fake.err = err
-			return
-		}
-		if fake.dir, fake.err = os.MkdirTemp("", "fake-fc"); fake.err != nil {
+		if fake.dir, fake.err = os.MkdirTemp("", "fcsim"); fake.err != nil {
 			return
 		}
 		if fake.err = os.Chmod(fake.dir, 0o755); fake.err != nil {
 			return
 		}
-		fake.bin = filepath.Join(fake.dir, "fake-firecracker")
+		fake.bin = filepath.Join(fake.dir, "firecracker-simulator")
 		t0 := time.Now()
-		cmd := exec.Command("go", "build", "-o", fake.bin, "-ldflags", "-X main.specFile="+specPath,
-			"github.com/bangerhq/banger/internal/vmm/firecracker/fcsim/cmd/fake-firecracker")
+		cmd := exec.Command("go", "build", "-o", fake.bin, "github.com/bangerhq/banger/internal/vmm/firecracker/fcsim/cmd/firecracker-simulator")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			fake.err = fmt.Errorf("build fake-firecracker: %v\n%s", err, out)
+			fake.err = fmt.Errorf("build firecracker-simulator: %v\n%s", err, out)
 			return
 		}
-		t.Logf("built fake-firecracker in %v", time.Since(t0).Round(time.Millisecond))
+		t.Logf("built firecracker-simulator in %v", time.Since(t0).Round(time.Millisecond))
 	})
 	if fake.err != nil {
 		t.Fatal(fake.err)
@@ -87,48 +80,59 @@ func fakeBinary(t *testing.T) string {
 	return fake.bin
 }
 
-// devDir is a folder of stand-ins for /dev/kvm and /dev/net/tun that
-// anyone may open: the simulator opens neither, and the real ones may be
-// closed to the VMM user on this host. TestStartErrors covers a device the
-// VMM user cannot open.
+// devDir is a folder with a stand-in for /dev/kvm that anyone may open
+// (the simulator opens none) and a TUN clone device node anyone may open
+// (the simulator opens TAPs through it as Firecracker does): the host's may
+// be closed to the VMM user. TestStartErrors covers a device the VMM user
+// cannot open.
 func devDir(t *testing.T) string {
 	if d := os.Getenv(devDirEnv); d != "" {
 		return d
 	}
-	d := shortDir(t)
-	os.Chmod(d, 0o755)
-	for _, n := range []string{"kvm", "tun"} {
-		p := filepath.Join(d, n)
-		os.WriteFile(p, nil, 0o600)
-		if err := os.Chmod(p, 0o666); err != nil {
-			t.Fatal(err)
-		}
+	tun := vmmtest.DevTUN(t)
+	d := filepath.Dir(tun)
+	p := filepath.Join(d, "kvm")
+	os.WriteFile(p, nil, 0o600)
+	if err := os.Chmod(p, 0o666); err != nil {
+		t.Fatal(err)
 	}
 	return d
 }
 
-// testDriver is a driver for the simulator: the fake binary, stand-in
-// devices, and the test's environment passed on (the simulator's FCSIM_*
-// settings).
+// testDriver is a driver for the simulator: the simulator binary with its
+// fake guest, stand-in devices, and the test's environment passed on (the
+// simulator's FCSIM_* settings).
 func testDriver(t *testing.T, bin string, log *slog.Logger) *Driver {
 	d := New(bin, log)
 	dev := devDir(t)
 	d.devKVM, d.devTUN = filepath.Join(dev, "kvm"), filepath.Join(dev, "tun")
 	d.inheritEnv = true
+	t.Setenv("FCSIM_GUEST", "fake")
+	t.Setenv("FCSIM_DEV_TUN", d.devTUN)
 	return d
 }
 
 // testSpec returns a spec for the simulator in a fresh short private
-// folder, with a placeholder kernel and initrd (readable by anyone, as a
-// runtime bundle's are) and disk (the daemon's, mode 0600; the simulator
-// only opens them), a TAP name (not created: the simulator does not open
-// it), an agent vsock device, and the VMM user a root daemon would give it.
+// folder, with a kernel that passes Firecracker's checks (vmlinux.Minimal)
+// and an initrd (readable by anyone, as a runtime bundle's are) and disk
+// (the daemon's, mode 0600; the simulator only opens them), a TAP owned by
+// the VMM user (created for the test, never up), an agent vsock device, and
+// the VMM user a root daemon would give it.
 func testSpec(t *testing.T, id string) vmm.Spec {
 	dir := shortDir(t)
 	for f, mode := range map[string]os.FileMode{"vmlinux": 0o644, "initrd.img": 0o644, "disk.ext4": 0o600} {
-		if err := os.WriteFile(filepath.Join(dir, f), []byte("placeholder"), mode); err != nil {
+		data := []byte("placeholder")
+		if f == "vmlinux" {
+			data = vmlinux.Minimal(true)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), data, mode); err != nil {
 			t.Fatal(err)
 		}
+	}
+	runAs := vmmtest.RunAs(t)
+	uid := os.Geteuid()
+	if runAs != nil {
+		uid = int(runAs.UID)
 	}
 	return vmm.Spec{
 		ID: id, Name: id, Dir: dir,
@@ -136,12 +140,12 @@ func testSpec(t *testing.T, id string) vmm.Spec {
 		Kernel: filepath.Join(dir, "vmlinux"), Initrd: filepath.Join(dir, "initrd.img"),
 		KernelArgs: "console=ttyS0 reboot=k panic=1 root=/dev/vda rw",
 		Disk:       filepath.Join(dir, "disk.ext4"),
-		TAP:        "tap-" + id,
+		TAP:        vmmtest.TAP(t, uid),
 		MAC:        "52:54:00:00:00:01",
 		ConsoleLog: filepath.Join(dir, "console.log"),
 		Agent:      true,
 		VsockCID:   3,
-		RunAs:      vmmtest.RunAs(t),
+		RunAs:      runAs,
 	}
 }
 
@@ -230,12 +234,18 @@ func TestDriverLifecycle(t *testing.T) {
 		t.Fatalf("GET / = %+v, %v", info, err)
 	}
 	console, _ := os.ReadFile(spec.ConsoleLog)
-	if !strings.Contains(string(console), "kernel command line: console=ttyS0 reboot=k panic=1 root=/dev/vda rw root=/dev/vda rw") {
+	if !strings.Contains(string(console), "kernel command line: console=ttyS0 reboot=k panic=1 root=/dev/vda rw pci=off root=/dev/vda rw virtio_mmio.device=4K@0xc0001000:5 virtio_mmio.device=4K@0xc0002000:6 virtio_mmio.device=4K@0xc0003000:7\n") {
 		t.Errorf("console lacks the simulated boot line:\n%s", console)
 	}
 	fclog, _ := os.ReadFile(LogFile(spec.Dir))
 	for _, req := range ConfigRequests(View(spec)) {
-		if !strings.Contains(string(fclog), fmt.Sprintf("%s request on %q", req.Method, req.Path)) {
+		// PUT /logger is logged before it takes effect: on stdout, the
+		// console log.
+		where := fclog
+		if req.Path == "/logger" {
+			where = console
+		}
+		if !strings.Contains(string(where), fmt.Sprintf("The API server received a %s request on %q", methodName(req.Method), req.Path)) {
 			t.Errorf("firecracker.log lacks %s %s:\n%s", req.Method, req.Path, fclog)
 		}
 	}
@@ -401,6 +411,9 @@ func scriptDir(t *testing.T) string {
 	return d
 }
 
+// methodName is how Firecracker's log names an HTTP method: "Put".
+func methodName(m string) string { return m[:1] + strings.ToLower(m[1:]) }
+
 func TestStartErrors(t *testing.T) {
 	bin := fakeBinary(t)
 	ctx := context.Background()
@@ -467,6 +480,23 @@ func TestStartErrors(t *testing.T) {
 
 	vmmtest.StartRefusals(t, vmmtest.Refusals{Driver: d, Spec: testSpec, Control: APISocket, Agent: VsockSocket,
 		WithBinary: func(bin string) vmm.Driver { return testDriver(t, bin, log) }})
+
+	t.Run("a kernel firecracker cannot boot", func(t *testing.T) {
+		spec := testSpec(t, "bzimage")
+		bz := make([]byte, 8192)
+		copy(bz[0x1fe:], []byte{0x55, 0xaa, 0xeb, 0x66, 'H', 'd', 'r', 'S'})
+		if err := os.WriteFile(spec.Kernel, bz, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := d.Start(ctx, spec)
+		if err == nil || !strings.Contains(err.Error(), "a bzImage") || !strings.Contains(err.Error(), "uncompressed ELF vmlinux") {
+			t.Fatalf("err = %v, want one saying the kernel is a bzImage and what firecracker needs", err)
+		}
+		t.Logf("error: %v", err)
+		if _, err := os.Stat(JailDir(spec.Dir)); err == nil {
+			t.Error("the jail was made for a VM that cannot start")
+		}
+	})
 
 	t.Run("invalid spec", func(t *testing.T) {
 		spec := testSpec(t, "inv")

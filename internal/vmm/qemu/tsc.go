@@ -97,3 +97,9 @@ func withTSCHint(args string, extra string) string {
 	}
 	return args + extra
 }
+
+// TCGKernelArgs returns kernel args with the TSC hint a TCG guest needs
+// (see above) appended, unless args already carry one or the host's TSC
+// could not be measured. The Firecracker simulator, which boots its guests
+// under TCG, uses it too.
+func TCGKernelArgs(args string) string { return withTSCHint(args, tscArgs()) }

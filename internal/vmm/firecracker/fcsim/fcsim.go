@@ -1,8 +1,11 @@
-// Package fcsim is a Firecracker API simulator for tests, following the
-// v1.16.1 specification's rules. It is NOT Firecracker: it runs no guest
-// and touches no KVM. It exists because the real binary cannot be installed
-// on banger's build machines, and the Firecracker driver still needs
-// something to talk to that judges its requests the way Firecracker would.
+// Package fcsim is a Firecracker simulator for tests, following Firecracker
+// v1.16.1's API specification and source. It is NOT Firecracker and never
+// presents itself as such: it touches no KVM. It exists because the real
+// binary cannot run on banger's build machines, and the Firecracker driver
+// still needs something to talk to that judges it the way Firecracker
+// would. What InstanceStart boots is a Guest: FakeGuest (in process, runs
+// nothing) for unit tests, or QEMUGuest, which boots the configured kernel
+// and disk for real under QEMU's microvm machine (see cmd/firecracker-simulator).
 //
 // What it simulates, modelled on Firecracker v1.16.1's source:
 //
@@ -15,35 +18,48 @@
 //   - Resource ids in paths must be letters, digits and '_' and equal the
 //     id in the body.
 //   - Pre-boot-only resources (logger, metrics, machine-config, boot-source,
-//     drives, network-interfaces, vsock, serial, ...) are refused after
-//     InstanceStart, post-boot-only ones (SendCtrlAltDel, PATCH /vm, PATCH
-//     drives and interfaces) before it; InstanceStart succeeds once and
-//     needs a boot source.
-//   - PUT /boot-source checks that the kernel and initrd files open, PUT
-//     /drives that the backing file opens, PUT /vsock binds uds_path (and
-//     fails when the path exists).
+//     vsock, serial, ...) are refused after InstanceStart, post-boot-only ones
+//     (SendCtrlAltDel, PATCH /vm, PATCH drives and interfaces) before it;
+//     InstanceStart succeeds once and needs a boot source. PUT /drives and
+//     PUT /network-interfaces after boot are hotplug, which 1.16.1 allows
+//     only with PCI enabled (--enable-pci, which banger does not pass): they
+//     fail with "PCI is not enabled". PATCH of an unknown drive or interface
+//     is refused.
+//   - PUT /boot-source opens the kernel and initrd and parses boot_args as
+//     Firecracker's kernel command line (at most 2047 printable ASCII
+//     bytes); InstanceStart loads the kernel as Firecracker's loader does
+//     (an x86-64 ELF vmlinux, see package vmlinux) and builds the command
+//     line Firecracker hands the guest: boot_args, "pci=off", root= and
+//     rw/ro for the root drive, and a virtio_mmio.device= entry per device.
+//   - PUT /drives opens the backing file (read-write unless read-only); PUT
+//     /network-interfaces opens the TAP device by name through /dev/net/tun
+//     with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR, so the TAP must exist and belong
+//     to the simulator's user, as for Firecracker; PUT /vsock binds uds_path
+//     (and fails when the path exists).
 //   - The hybrid vsock: uds_path accepts connections; "CONNECT <port>\n"
 //     (read as Firecracker does: 10 bytes, then byte by byte up to 32) is
 //     answered "OK <hostport>\n" with host ports from 1073741824 up when a
-//     simulated guest service listens on that port (HandleGuestPort), and
-//     the connection is then handed to it; otherwise it is closed without
-//     an answer.
-//   - At InstanceStart a fake boot line, with the kernel command line
-//     Firecracker would pass (boot_args plus root=/dev/vda rw), goes to the
-//     serial output: the serial_out_path of PUT /serial, opened like
-//     Firecracker opens it (created, written from offset 0, neither
-//     appended nor truncated), or else the simulator's stdout.
-//   - SendCtrlAltDel makes the simulated guest reset after a short delay,
-//     which ends the simulator (Exited), as reboot=k ends Firecracker.
+//     service in the guest listens on that port (Guest.Dial), and the
+//     connection is then spliced to it; otherwise it is closed without an
+//     answer. Before InstanceStart nothing is read.
+//   - Serial output goes to the serial_out_path of PUT /serial, opened like
+//     Firecracker opens it (created, written from offset 0, neither appended
+//     nor truncated), or else to the simulator's stdout.
+//   - The logger: lines "<time> [<id>:<thread>:<LEVEL>] <message>" (the
+//     level shown when show_level is set), filtered by level (Off logs
+//     nothing), to log_path once PUT /logger set one and to stdout before
+//     that; request lines read like Firecracker's ("The API server received
+//     a Put request on \"/actions\" with body ...").
+//   - SendCtrlAltDel is delivered to the guest; when the guest ends (it
+//     resets, powers off, or its VMM dies) the simulator ends (Exited), as
+//     Firecracker does with reboot=k.
 //
-// Log lines go to the logger's log_path once PUT /logger set one, and to
-// stdout before that, like Firecracker. Resources the specification has
-// but the simulator does not model (balloon, mmds, snapshots, ...) are
-// validated and then refused with a fault message that says so.
+// Resources the specification has but the simulator does not model
+// (balloon, mmds, snapshots, ...) are validated and then refused with a
+// fault message that says so.
 package fcsim
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -59,20 +75,30 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/bangerhq/banger/internal/vmm/firecracker/fcapi"
 	"github.com/bangerhq/banger/internal/vmm/firecracker/fcspec"
+	"github.com/bangerhq/banger/internal/vmm/firecracker/vmlinux"
 )
 
 // FirstHostPort is the first host-side port Firecracker assigns to a
 // host-initiated vsock connection (1 << 30).
 const FirstHostPort = 1 << 30
 
-// DefaultResetDelay is how long the simulated guest takes to reset after
-// SendCtrlAltDel.
-const DefaultResetDelay = 100 * time.Millisecond
-
 // maxPayload is Firecracker's default http-api-max-payload-size.
 const maxPayload = 51200
+
+// cmdlineMax is Firecracker's x86_64 CMDLINE_MAX_SIZE; the line and its
+// terminating NUL must fit.
+const cmdlineMax = 2048
+
+// defaultCmdline is Firecracker's DEFAULT_KERNEL_CMDLINE, used when
+// boot_args is absent.
+const defaultCmdline = "reboot=k panic=1 nomodule 8250.nr_uarts=0 i8042.noaux i8042.nomux i8042.dumbkbd swiotlb=noforce"
+
+// DefaultDevTUN is the clone device Firecracker opens TAP devices through.
+const DefaultDevTUN = "/dev/net/tun"
 
 // Options configure a Server.
 type Options struct {
@@ -85,18 +111,13 @@ type Options struct {
 	// Stdout stands for the process's stdout: log lines before PUT /logger
 	// and the serial console when PUT /serial was not used. nil discards.
 	Stdout io.Writer
-	// ResetDelay is how long after SendCtrlAltDel the simulated guest
-	// resets; 0 means DefaultResetDelay.
-	ResetDelay time.Duration
-	// IgnoreCtrlAltDel makes the simulated guest ignore SendCtrlAltDel (the
-	// request still succeeds), like a guest whose init turned off the
-	// kernel's reboot on ctrl-alt-del and does nothing itself.
-	IgnoreCtrlAltDel bool
+	// Guest is what InstanceStart boots. nil means a FakeGuest with its
+	// defaults.
+	Guest Guest
+	// DevTUN is the TUN clone device TAPs are opened through; ""
+	// means DefaultDevTUN. Tests point it at a device node of their own.
+	DevTUN string
 }
-
-// GuestHandler serves one host-initiated vsock connection in the simulated
-// guest. The simulator closes conn when the handler returns.
-type GuestHandler func(conn net.Conn)
 
 // Server is a simulated Firecracker API server. Create it with New, run it
 // with Serve, stop it with Close. It is safe for concurrent use.
@@ -110,15 +131,20 @@ type Server struct {
 	state      string // fcapi.StateNotStarted, StateRunning or StatePaused
 	logOut     io.Writer
 	logFile    *os.File
+	logLevel   int
+	showLevel  bool
 	machine    fcapi.MachineConfiguration
 	boot       *fcapi.BootSource
-	drives     map[string]fcapi.Drive
+	kernel     *os.File
+	initrd     *os.File
+	drives     map[string]*drive
 	driveOrder []string
-	ifaces     map[string]fcapi.NetworkInterface
+	ifaces     map[string]*iface
+	ifaceOrder []string
 	vsock      *fcapi.Vsock
 	vsockLn    net.Listener
 	serialPath string
-	guest      map[uint32]GuestHandler
+	serialFile *os.File // opened at InstanceStart
 	hostPorts  map[uint32]bool
 	lastPort   uint32
 	started    chan struct{}
@@ -126,6 +152,31 @@ type Server struct {
 	closeOnce  sync.Once
 	exitOnce   sync.Once
 }
+
+type drive struct {
+	cfg  fcapi.Drive
+	file *os.File
+}
+
+type iface struct {
+	cfg fcapi.NetworkInterface
+	tap *os.File
+}
+
+// Log levels, as Firecracker orders them (log::LevelFilter).
+const (
+	levelOff = iota
+	levelError
+	levelWarn
+	levelInfo
+	levelDebug
+	levelTrace
+)
+
+var levelNames = map[string]int{"off": levelOff, "error": levelError, "warn": levelWarn, "warning": levelWarn,
+	"info": levelInfo, "debug": levelDebug, "trace": levelTrace}
+
+var levelLabels = []string{"", "ERROR", "WARN", "INFO", "DEBUG", "TRACE"}
 
 // New creates the API socket and returns a server that is not yet serving.
 // It fails, like Firecracker, when the socket path already exists.
@@ -136,8 +187,11 @@ func New(opts Options) (*Server, error) {
 	if opts.Stdout == nil {
 		opts.Stdout = io.Discard
 	}
-	if opts.ResetDelay <= 0 {
-		opts.ResetDelay = DefaultResetDelay
+	if opts.Guest == nil {
+		opts.Guest = &FakeGuest{}
+	}
+	if opts.DevTUN == "" {
+		opts.DevTUN = DefaultDevTUN
 	}
 	ln, err := net.Listen("unix", opts.APISock)
 	if err != nil {
@@ -151,10 +205,10 @@ func New(opts Options) (*Server, error) {
 		exited:    make(chan struct{}),
 		state:     fcapi.StateNotStarted,
 		logOut:    opts.Stdout,
+		logLevel:  levelInfo,
 		machine:   fcapi.MachineConfiguration{VcpuCount: 1, MemSizeMib: 128},
-		drives:    map[string]fcapi.Drive{},
-		ifaces:    map[string]fcapi.NetworkInterface{},
-		guest:     map[uint32]GuestHandler{},
+		drives:    map[string]*drive{},
+		ifaces:    map[string]*iface{},
 		hostPorts: map[uint32]bool{},
 		lastPort:  FirstHostPort - 1,
 		started:   make(chan struct{}),
@@ -164,18 +218,10 @@ func New(opts Options) (*Server, error) {
 	return s, nil
 }
 
-// HandleGuestPort makes the simulated guest listen on vsock port: host
-// connections to it are answered OK and handed to h.
-func (s *Server) HandleGuestPort(port uint32, h GuestHandler) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.guest[port] = h
-}
-
 // Serve answers API requests until Close; it returns nil after Close.
 func (s *Server) Serve() error {
-	s.logf("Running Firecracker v%s (fcsim: a Firecracker API simulator for tests, NOT Firecracker)", fcapi.Version)
-	s.logf("Listening on API socket (%q).", s.opts.APISock)
+	s.logf(levelInfo, "main", "Running Firecracker v%s (fcsim: a Firecracker simulator for tests, NOT Firecracker)", fcapi.Version)
+	s.logf(levelInfo, "main", "Listening on API socket (%q).", s.opts.APISock)
 	err := s.http.Serve(s.ln)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
@@ -183,8 +229,9 @@ func (s *Server) Serve() error {
 	return err
 }
 
-// Exited is closed when the simulated VMM ends by itself: the guest reset
-// after SendCtrlAltDel. A process embedding the server exits then.
+// Exited is closed when the simulated VMM ends by itself: its guest ended
+// (reset after SendCtrlAltDel, powered off, or died). A process embedding
+// the server exits then.
 func (s *Server) Exited() <-chan struct{} { return s.exited }
 
 // State returns the instance state GET / reports.
@@ -194,33 +241,63 @@ func (s *Server) State() string {
 	return s.state
 }
 
-// Close stops serving and closes the vsock listener and the log file. It
-// leaves the socket files in place, as an exiting Firecracker does.
+// Close stops serving and the guest, and closes the vsock listener, the
+// log file and every file the configuration opened. It leaves the socket
+// files in place, as an exiting Firecracker does.
 func (s *Server) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
 		close(s.closed)
 		err = s.http.Close()
+		s.opts.Guest.Close()
 		s.mu.Lock()
+		defer s.mu.Unlock()
 		if s.vsockLn != nil {
 			s.vsockLn.Close()
 		}
 		if s.logFile != nil {
 			s.logFile.Close()
 		}
-		s.mu.Unlock()
+		for _, f := range s.openFilesLocked() {
+			f.Close()
+		}
 	})
 	return err
 }
 
-func (s *Server) logf(format string, args ...any) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.logLocked(format, args...)
+func (s *Server) openFilesLocked() []*os.File {
+	var fs []*os.File
+	for _, f := range []*os.File{s.kernel, s.initrd, s.serialFile} {
+		if f != nil {
+			fs = append(fs, f)
+		}
+	}
+	for _, d := range s.drives {
+		fs = append(fs, d.file)
+	}
+	for _, n := range s.ifaces {
+		fs = append(fs, n.tap)
+	}
+	return fs
 }
 
-func (s *Server) logLocked(format string, args ...any) {
-	fmt.Fprintf(s.logOut, "%s [%s:fc_api] %s\n", time.Now().Format("2006-01-02T15:04:05.000000000"), s.opts.ID, fmt.Sprintf(format, args...))
+func (s *Server) logf(level int, thread, format string, args ...any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.logLocked(level, thread, format, args...)
+}
+
+// logLocked writes one log line the way Firecracker's logger formats it,
+// unless level is filtered out.
+func (s *Server) logLocked(level int, thread, format string, args ...any) {
+	if level > s.logLevel {
+		return
+	}
+	lv := ""
+	if s.showLevel {
+		lv = ":" + levelLabels[level]
+	}
+	fmt.Fprintf(s.logOut, "%s [%s:%s%s] %s\n", time.Now().Format("2006-01-02T15:04:05.000000000"), s.opts.ID, thread, lv, fmt.Sprintf(format, args...))
 }
 
 // apiError is a 400 answer with a fault message.
@@ -233,14 +310,33 @@ func fault(format string, args ...any) error { return &apiError{fmt.Sprintf(form
 
 // Fault messages, as Firecracker words them.
 var (
-	errPostBoot = "The requested operation is not supported after starting the microVM."
-	errPreBoot  = "The requested operation is not supported before starting the microVM."
+	errPostBoot   = "The requested operation is not supported after starting the microVM."
+	errPreBoot    = "The requested operation is not supported before starting the microVM."
+	errPCIEnabled = "PCI is not enabled"
 )
 
 var idRE = regexp.MustCompile(`^[\p{L}\p{N}_]+$`)
 
 // pathIDField names the body field a path parameter must equal.
 var pathIDField = map[string]string{"drive_id": "drive_id", "iface_id": "iface_id", "id": "id"}
+
+// methodName is how Firecracker's request log names a method (Rust's
+// Debug of its Method enum).
+func methodName(m string) string {
+	if m == "" {
+		return m
+	}
+	return m[:1] + strings.ToLower(m[1:])
+}
+
+// describe words a request like Firecracker's request log line.
+func describe(method, path string, body []byte) string {
+	d := fmt.Sprintf("%s request on %s", methodName(method), strconv.Quote(path))
+	if len(body) > 0 && path != "/mmds" {
+		d += " with body " + strconv.Quote(string(body))
+	}
+	return d
+}
 
 // ServeHTTP handles one API request.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -253,16 +349,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if len(body) > maxPayload {
 		err = fault("Request payload with size %d is larger than the limit of %d allowed by server.", len(body), maxPayload)
 	} else {
+		s.logf(levelInfo, "fc_api", "The API server received a %s.", describe(r.Method, r.URL.Path, body))
 		out, err = s.handle(r.Method, r.URL.Path, body)
 	}
-	s.logf("The API server received a %s request on %q.", r.Method, r.URL.Path)
 	if err != nil {
 		var ae *apiError
 		msg := err.Error()
 		if !errors.As(err, &ae) {
 			msg = "fcsim internal error: " + msg
 		}
-		s.logf("Received Error. Status code: 400 Bad Request. Message: %s", msg)
+		s.logf(levelError, "fc_api", "Received Error. Status code: 400 Bad Request. Message: %s", msg)
 		s.reply(w, r, http.StatusBadRequest, fcapi.Error{FaultMessage: msg})
 		return
 	}
@@ -349,19 +445,7 @@ func (s *Server) handle(method, path string, body []byte) (any, error) {
 		if err := preBoot(); err != nil {
 			return nil, err
 		}
-		var l fcapi.Logger
-		decode(body, &l)
-		if l.LogPath != "" {
-			f, err := openLikeFirecracker(l.LogPath)
-			if err != nil {
-				return nil, fault("Logger error: Failed to open target file: %s", osError(err))
-			}
-			if s.logFile != nil {
-				s.logFile.Close()
-			}
-			s.logFile, s.logOut = f, f
-		}
-		return nil, nil
+		return nil, s.loggerLocked(body)
 	case "PUT /machine-config":
 		if err := preBoot(); err != nil {
 			return nil, err
@@ -374,46 +458,12 @@ func (s *Server) handle(method, path string, body []byte) (any, error) {
 		if err := preBoot(); err != nil {
 			return nil, err
 		}
-		var b fcapi.BootSource
-		decode(body, &b)
-		if err := canOpen(b.KernelImagePath, os.O_RDONLY); err != nil {
-			return nil, fault("Boot source error: The kernel file cannot be opened: %s", osError(err))
-		}
-		if b.InitrdPath != "" {
-			if err := canOpen(b.InitrdPath, os.O_RDONLY); err != nil {
-				return nil, fault("Boot source error: The initrd file cannot be opened due to invalid path or invalid permissions. %s", osError(err))
-			}
-		}
-		s.boot = &b
-		return nil, nil
+		return nil, s.bootSourceLocked(body)
 	case "PUT /drives/{drive_id}":
-		if err := preBoot(); err != nil {
-			return nil, err
+		if running {
+			return nil, fault("%s", errPCIEnabled)
 		}
-		var d fcapi.Drive
-		decode(body, &d)
-		if d.IsRootDevice {
-			for id, o := range s.drives {
-				if o.IsRootDevice && id != d.DriveID {
-					return nil, fault("Drive config error: A root block device already exists!")
-				}
-			}
-		}
-		if d.PathOnHost == "" {
-			return nil, fault("fcsim: vhost-user drives are not simulated")
-		}
-		flag := os.O_RDWR
-		if d.IsReadOnly != nil && *d.IsReadOnly {
-			flag = os.O_RDONLY
-		}
-		if err := canOpen(d.PathOnHost, flag); err != nil {
-			return nil, fault("Drive config error: Unable to create the virtio block device: Virtio backend error: Error manipulating the backing file: %s %s", osError(err), d.PathOnHost)
-		}
-		if _, ok := s.drives[d.DriveID]; !ok {
-			s.driveOrder = append(s.driveOrder, d.DriveID)
-		}
-		s.drives[d.DriveID] = d
-		return nil, nil
+		return nil, s.driveLocked(body)
 	case "PATCH /drives/{drive_id}":
 		if err := postBoot(); err != nil {
 			return nil, err
@@ -423,26 +473,16 @@ func (s *Server) handle(method, path string, body []byte) (any, error) {
 		}
 		return nil, nil
 	case "PUT /network-interfaces/{iface_id}":
-		if err := preBoot(); err != nil {
-			return nil, err
+		if running {
+			return nil, fault("%s", errPCIEnabled)
 		}
-		var n fcapi.NetworkInterface
-		decode(body, &n)
-		if n.GuestMAC != "" {
-			if _, err := net.ParseMAC(n.GuestMAC); err != nil || len(n.GuestMAC) != 17 {
-				return nil, fault("An error occurred when deserializing the json body of a request: invalid MAC address %q.", n.GuestMAC)
-			}
-		}
-		for id, o := range s.ifaces {
-			if id != n.IfaceID && o.HostDevName == n.HostDevName {
-				return nil, fault("Network config error: The host device name %s is already in use.", n.HostDevName)
-			}
-		}
-		s.ifaces[n.IfaceID] = n
-		return nil, nil
+		return nil, s.ifaceLocked(body)
 	case "PATCH /network-interfaces/{iface_id}":
 		if err := postBoot(); err != nil {
 			return nil, err
+		}
+		if _, ok := s.ifaces[op.Params["iface_id"]]; !ok {
+			return nil, fault("Network config error: Unable to update the net device: Failed perform action on device: Device not found")
 		}
 		return nil, nil
 	case "PUT /vsock":
@@ -483,12 +523,10 @@ func (s *Server) handle(method, path string, body []byte) (any, error) {
 			if err := postBoot(); err != nil {
 				return nil, err
 			}
-			if s.opts.IgnoreCtrlAltDel {
-				s.logLocked("Sending CTRL+ALT+DEL to the simulated guest; it ignores it")
-				return nil, nil
+			s.logLocked(levelInfo, "fc_api", "fcsim: delivering CTRL+ALT+DEL to the guest")
+			if err := s.opts.Guest.CtrlAltDel(); err != nil {
+				return nil, fault("fcsim: deliver ctrl-alt-del to the guest: %v", err)
 			}
-			s.logLocked("Sending CTRL+ALT+DEL to the simulated guest; it resets in %v", s.opts.ResetDelay)
-			time.AfterFunc(s.opts.ResetDelay, s.reset)
 			return nil, nil
 		case fcapi.ActionFlushMetrics:
 			if err := postBoot(); err != nil {
@@ -503,6 +541,9 @@ func (s *Server) handle(method, path string, body []byte) (any, error) {
 		}
 		var v fcapi.VM
 		decode(body, &v)
+		if err := s.opts.Guest.Pause(v.State == fcapi.VMPaused); err != nil {
+			return nil, fault("fcsim: pause or resume the guest: %v", err)
+		}
 		if v.State == fcapi.VMPaused {
 			s.state = fcapi.StatePaused
 		} else {
@@ -518,19 +559,191 @@ func decode(body []byte, v any) {
 	json.Unmarshal(body, v)
 }
 
+func (s *Server) loggerLocked(body []byte) error {
+	var l fcapi.Logger
+	decode(body, &l)
+	level := s.logLevel
+	if l.Level != "" {
+		lv, ok := levelNames[strings.ToLower(l.Level)]
+		if !ok {
+			return fault("Logger error: Invalid log level: %s", l.Level)
+		}
+		level = lv
+	}
+	if l.LogPath != "" {
+		f, err := openLikeFirecracker(l.LogPath)
+		if err != nil {
+			return fault("Logger error: Failed to open target file: %s", osError(err))
+		}
+		if s.logFile != nil {
+			s.logFile.Close()
+		}
+		s.logFile, s.logOut = f, f
+	}
+	s.logLevel = level
+	if l.ShowLevel != nil {
+		s.showLevel = *l.ShowLevel
+	}
+	return nil
+}
+
+// bootSourceLocked opens the kernel and initrd, and parses boot_args as
+// Firecracker does (BootConfig::new).
+func (s *Server) bootSourceLocked(body []byte) error {
+	var b fcapi.BootSource
+	decode(body, &b)
+	kernel, err := os.Open(b.KernelImagePath)
+	if err != nil {
+		return fault("Boot source error: The kernel file cannot be opened: %s", osError(err))
+	}
+	var initrd *os.File
+	if b.InitrdPath != "" {
+		if initrd, err = os.Open(b.InitrdPath); err != nil {
+			kernel.Close()
+			return fault("Boot source error: The initrd file cannot be opened due to invalid path or invalid permissions. %s", osError(err))
+		}
+	}
+	args := defaultCmdline
+	if b.BootArgs != "" {
+		args = b.BootArgs
+	}
+	if err := checkCmdline(args); err != nil {
+		kernel.Close()
+		if initrd != nil {
+			initrd.Close()
+		}
+		return fault("Boot source error: The kernel command line is invalid: %v", err)
+	}
+	for _, f := range []*os.File{s.kernel, s.initrd} {
+		if f != nil {
+			f.Close()
+		}
+	}
+	s.boot, s.kernel, s.initrd = &b, kernel, initrd
+	return nil
+}
+
+// checkCmdline applies linux-loader's Cmdline rules: printable ASCII only,
+// and the line plus its NUL within cmdlineMax bytes.
+func checkCmdline(line string) error {
+	for i := 0; i < len(line); i++ {
+		if line[i] < ' ' || line[i] > '~' {
+			return errors.New("String contains a non-printable ASCII character.")
+		}
+	}
+	if len(line)+1 > cmdlineMax {
+		return errors.New("Inserting string would make command line too long.")
+	}
+	return nil
+}
+
+// driveLocked opens the drive's backing file as Firecracker's block device
+// does.
+func (s *Server) driveLocked(body []byte) error {
+	var d fcapi.Drive
+	decode(body, &d)
+	if d.IsRootDevice {
+		for id, o := range s.drives {
+			if o.cfg.IsRootDevice && id != d.DriveID {
+				return fault("Drive config error: A root block device already exists!")
+			}
+		}
+	}
+	if d.PathOnHost == "" {
+		return fault("fcsim: vhost-user drives are not simulated")
+	}
+	flag := os.O_RDWR
+	if d.IsReadOnly != nil && *d.IsReadOnly {
+		flag = os.O_RDONLY
+	}
+	f, err := os.OpenFile(d.PathOnHost, flag, 0)
+	if err != nil {
+		return fault("Drive config error: Unable to create the virtio block device: Virtio backend error: Error manipulating the backing file: %s %s", osError(err), d.PathOnHost)
+	}
+	if old, ok := s.drives[d.DriveID]; ok {
+		old.file.Close()
+	} else {
+		s.driveOrder = append(s.driveOrder, d.DriveID)
+	}
+	s.drives[d.DriveID] = &drive{cfg: d, file: f}
+	return nil
+}
+
+// ifaceLocked opens the TAP device as Firecracker's Tap::open_named does.
+func (s *Server) ifaceLocked(body []byte) error {
+	var n fcapi.NetworkInterface
+	decode(body, &n)
+	if n.GuestMAC != "" {
+		if _, err := net.ParseMAC(n.GuestMAC); err != nil || len(n.GuestMAC) != 17 {
+			return fault("An error occurred when deserializing the json body of a request: invalid MAC address %q.", n.GuestMAC)
+		}
+	}
+	for id, o := range s.ifaces {
+		if id == n.IfaceID {
+			continue
+		}
+		if o.cfg.HostDevName == n.HostDevName {
+			// The kernel refuses a second TUNSETIFF on a TAP without
+			// IFF_MULTI_QUEUE: Firecracker fails in Tap::open_named.
+			return fault("Network config error: Could not create the network device: Open tap device failed: Error while creating ifreq structure: %s. Invalid TUN/TAP Backend provided by %s. Check our documentation on setting up the network devices.", osError(unix.EBUSY), n.HostDevName)
+		}
+		if n.GuestMAC != "" && strings.EqualFold(o.cfg.GuestMAC, n.GuestMAC) {
+			return fault("Network config error: The MAC address is already in use: %s", n.GuestMAC)
+		}
+	}
+	tap, err := openTAP(s.opts.DevTUN, n.HostDevName)
+	if err != nil {
+		return fault("Network config error: Could not create the network device: Open tap device failed: %v", err)
+	}
+	if old, ok := s.ifaces[n.IfaceID]; ok {
+		old.tap.Close()
+	} else {
+		s.ifaceOrder = append(s.ifaceOrder, n.IfaceID)
+	}
+	s.ifaces[n.IfaceID] = &iface{cfg: n, tap: tap}
+	return nil
+}
+
+// openTAP opens the TAP device name through devTUN with Firecracker's
+// flags. The kernel lets only the TAP's owner (or CAP_NET_ADMIN) attach,
+// and creates a new TAP when none has that name, which needs CAP_NET_ADMIN
+// too; Firecracker runs without it, and so must the simulator for the
+// check to mean anything.
+func openTAP(devTUN, name string) (*os.File, error) {
+	if len(name) >= unix.IFNAMSIZ {
+		return nil, errors.New("Invalid interface name")
+	}
+	fd, err := unix.Open(devTUN, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("Couldn't open /dev/net/tun: %s", osError(err))
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		unix.Close(fd)
+		return nil, errors.New("Invalid interface name")
+	}
+	ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+	err = nil
+	if _, lerr := net.InterfaceByName(name); lerr != nil {
+		// TUNSETIFF on a name that is no device creates one, which
+		// needs CAP_NET_ADMIN: Firecracker, without it, gets EPERM. A
+		// simulator running as root must not succeed there.
+		err = unix.EPERM
+	} else {
+		err = unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr)
+	}
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("Error while creating ifreq structure: %s. Invalid TUN/TAP Backend provided by %s. Check our documentation on setting up the network devices.", osError(err), name)
+	}
+	return os.NewFile(uintptr(fd), "tap:"+name), nil
+}
+
 // openLikeFirecracker opens p the way Firecracker opens its log and serial
 // output files (utils::open_file_nonblock): created if missing, read-write,
 // non-blocking, and neither appended to nor truncated.
 func openLikeFirecracker(p string) (*os.File, error) {
 	return os.OpenFile(p, os.O_RDWR|os.O_CREATE|syscall.O_NONBLOCK, 0o666)
-}
-
-func canOpen(p string, flag int) error {
-	f, err := os.OpenFile(p, flag, 0)
-	if err != nil {
-		return err
-	}
-	return f.Close()
 }
 
 // osError words err like Rust's io::Error: "No such file or directory (os
@@ -544,69 +757,114 @@ func osError(err error) string {
 	return err.Error()
 }
 
-// cmdline is the kernel command line Firecracker would hand the guest:
-// boot_args, then root= and rw/ro for the root drive. (On x86 Firecracker
-// also appends virtio_mmio.device= entries; the simulator leaves them out.)
-func (s *Server) cmdline() string {
-	args := s.boot.BootArgs
-	if args == "" {
-		args = "reboot=k panic=1 nomodule 8250.nr_uarts=0 i8042.noaux i8042.nomux i8042.dumbkbd swiotlb=noforce"
+// MMIO layout of Firecracker v1.16.1 on x86_64 without PCI: virtio devices
+// get 4 KiB slots from 0xc0001000 and interrupts from 5, in the order
+// block, net, vsock (builder.rs).
+const (
+	mmioBase = 0xc0001000
+	mmioSize = 0x1000
+	firstIRQ = 5
+)
+
+// cmdlineLocked is the kernel command line Firecracker hands the guest:
+// boot_args (or its default), "pci=off", root= and rw/ro for the root
+// drive, then a virtio_mmio.device= entry per device, each appended with
+// the length check of linux-loader's Cmdline.
+func (s *Server) cmdlineLocked() (string, error) {
+	line := defaultCmdline
+	if s.boot.BootArgs != "" {
+		line = s.boot.BootArgs
+	}
+	var errTooLong error
+	add := func(part string) {
+		if errTooLong == nil {
+			if len(line)+1+len(part)+1 > cmdlineMax {
+				errTooLong = errors.New("Inserting string would make command line too long.")
+				return
+			}
+			line += " " + part
+		}
+	}
+	add("pci=off")
+	slot := 0
+	device := func() {
+		add(fmt.Sprintf("virtio_mmio.device=4K@0x%x:%d", mmioBase+slot*mmioSize, firstIRQ+slot))
+		slot++
 	}
 	for _, id := range s.driveOrder {
-		d := s.drives[id]
-		if !d.IsRootDevice {
-			continue
+		d := s.drives[id].cfg
+		if d.IsRootDevice {
+			if d.PartUUID != "" {
+				add("root=PARTUUID=" + d.PartUUID)
+			} else {
+				add("root=/dev/vda")
+			}
+			if d.IsReadOnly != nil && *d.IsReadOnly {
+				add("ro")
+			} else {
+				add("rw")
+			}
 		}
-		if d.PartUUID != "" {
-			args += " root=PARTUUID=" + d.PartUUID
-		} else {
-			args += " root=/dev/vda"
-		}
-		if d.IsReadOnly != nil && *d.IsReadOnly {
-			args += " ro"
-		} else {
-			args += " rw"
-		}
+		device()
 	}
-	return args
+	for range s.ifaceOrder {
+		device()
+	}
+	if s.vsock != nil {
+		device()
+	}
+	return line, errTooLong
 }
 
 func (s *Server) startLocked() error {
 	if s.boot == nil {
 		return fault("Start microvm error: Cannot start microvm without kernel configuration.")
 	}
-	if err := s.serialLocked("fcsim: simulated guest booting (no kernel runs); kernel command line: %s\n", s.cmdline()); err != nil {
-		return fault("Start microvm error: %v", err)
+	if _, err := vmlinux.CheckReader(s.kernel); err != nil {
+		return fault("Start microvm error: System configuration error: Cannot load kernel due to invalid memory configuration or invalid kernel image: %v", err)
+	}
+	line, err := s.cmdlineLocked()
+	if err != nil {
+		return fault("Start microvm error: Invalid kernel command line: %v", err)
+	}
+	serial := s.opts.Stdout
+	if s.serialPath != "" {
+		f, err := openLikeFirecracker(s.serialPath)
+		if err != nil {
+			return fault("Start microvm error: Failed to create device manager: Error opening serial output %s: %s", s.serialPath, osError(err))
+		}
+		s.serialFile, serial = f, f
+	}
+	cfg := BootConfig{
+		ID: s.opts.ID, Kernel: s.kernel, Initrd: s.initrd, Cmdline: line,
+		VCPUs: s.machine.VcpuCount, MemMiB: s.machine.MemSizeMib, Serial: serial,
+	}
+	for _, id := range s.driveOrder {
+		d := s.drives[id]
+		cfg.Drives = append(cfg.Drives, BootDrive{ID: id, File: d.file, ReadOnly: d.cfg.IsReadOnly != nil && *d.cfg.IsReadOnly})
+	}
+	for _, id := range s.ifaceOrder {
+		n := s.ifaces[id]
+		cfg.Nets = append(cfg.Nets, BootNet{ID: id, TAP: n.tap, MAC: n.cfg.GuestMAC})
+	}
+	if s.vsock != nil {
+		cfg.VsockCID = s.vsock.GuestCID
+	}
+	if err := s.opts.Guest.Boot(cfg); err != nil {
+		return fault("Start microvm error: fcsim: boot the guest: %v", err)
 	}
 	s.state = fcapi.StateRunning
 	close(s.started)
-	s.logLocked("Successfully started microvm that was configured from one single json")
+	s.logLocked(levelInfo, "fc_api", "Successfully started microvm that was configured from one single json")
+	go func() {
+		select {
+		case <-s.opts.Guest.Done():
+			s.logf(levelInfo, "main", "Vmm is stopping.")
+			s.exitOnce.Do(func() { close(s.exited) })
+		case <-s.closed:
+		}
+	}()
 	return nil
-}
-
-// serialLocked writes to the simulated serial console.
-func (s *Server) serialLocked(format string, args ...any) error {
-	if s.serialPath == "" {
-		_, err := fmt.Fprintf(s.opts.Stdout, format, args...)
-		return err
-	}
-	f, err := openLikeFirecracker(s.serialPath)
-	if err != nil {
-		return fmt.Errorf("Error opening serial output %s: %s", s.serialPath, osError(err))
-	}
-	defer f.Close()
-	_, err = fmt.Fprintf(f, format, args...)
-	return err
-}
-
-// reset is the simulated guest's reset after ctrl-alt-del: with reboot=k
-// Firecracker then exits.
-func (s *Server) reset() {
-	s.mu.Lock()
-	s.serialLocked("reboot: Restarting system\n")
-	s.logLocked("Vmm is stopping.")
-	s.mu.Unlock()
-	s.exitOnce.Do(func() { close(s.exited) })
 }
 
 func (s *Server) acceptVsock(ln net.Listener) {
@@ -630,32 +888,46 @@ func (s *Server) serveVsock(c net.Conn) {
 	}
 	port, err := readConnect(c)
 	if err != nil {
-		s.logf("vsock: error adding local-init connection: %v", err)
+		s.logf(levelWarn, "fc_vmm", "vsock: error adding local-init connection: %v", err)
+		c.Close()
+		return
+	}
+	g, err := s.opts.Guest.Dial(port)
+	if err != nil {
+		// The guest answers the connection request with a reset.
+		s.logf(levelDebug, "fc_vmm", "vsock: guest refused port %d: %v", port, err)
 		c.Close()
 		return
 	}
 	s.mu.Lock()
-	h := s.guest[port]
-	var hostPort uint32
-	if h != nil {
-		hostPort = s.allocatePortLocked()
-	}
+	hostPort := s.allocatePortLocked()
 	s.mu.Unlock()
-	if h == nil {
-		// The guest answers the connection request with a reset.
-		c.Close()
-		return
-	}
 	defer func() {
 		s.mu.Lock()
 		delete(s.hostPorts, hostPort)
 		s.mu.Unlock()
 		c.Close()
+		g.Close()
 	}()
 	if _, err := fmt.Fprintf(c, "OK %d\n", hostPort); err != nil {
 		return
 	}
-	h(c)
+	splice(c, g)
+}
+
+// splice copies both ways until either side ends, then closes both.
+func splice(a, b net.Conn) {
+	done := make(chan struct{}, 2)
+	cp := func(dst, src net.Conn) {
+		io.Copy(dst, src)
+		done <- struct{}{}
+	}
+	go cp(a, b)
+	go cp(b, a)
+	<-done
+	a.Close()
+	b.Close()
+	<-done
 }
 
 // allocatePortLocked hands out host ports round robin in [1<<30, 1<<31).
@@ -698,26 +970,3 @@ func readConnect(c net.Conn) (uint32, error) {
 	}
 	return uint32(port), nil
 }
-
-// Echo is a GuestHandler that echoes what it reads.
-func Echo(c net.Conn) { io.Copy(c, c) }
-
-// Greeting is what Greet sends first.
-const Greeting = "hello from the fcsim guest\n"
-
-// Greet is a GuestHandler that sends Greeting at once, before reading
-// anything, then echoes lines. It catches a host side that reads past the
-// handshake's OK line.
-func Greet(c net.Conn) {
-	io.WriteString(c, Greeting)
-	sc := bufio.NewScanner(c)
-	for sc.Scan() {
-		fmt.Fprintf(c, "%s\n", sc.Text())
-	}
-}
-
-// Guest ports the fake-firecracker binary serves.
-const (
-	EchoPort  = 7
-	GreetPort = 8
-)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -19,14 +18,13 @@ import (
 	"github.com/bangerhq/banger/internal/vmm/firecracker"
 	"github.com/bangerhq/banger/internal/vmm/firecracker/fcapi"
 	"github.com/bangerhq/banger/internal/vmm/firecracker/fcspec"
+	"github.com/bangerhq/banger/internal/vmm/firecracker/vmlinux"
+	"github.com/bangerhq/banger/internal/vmm/vmmtest"
 )
 
 func loadSpec(t *testing.T) *fcspec.Spec {
 	t.Helper()
-	s, err := fcspec.LoadShared()
-	if errors.Is(err, fs.ErrNotExist) {
-		t.Skipf("firecracker api specification not found (%v): the simulator needs %s in a folder above the checkout", err, fcspec.RelPath)
-	}
+	s, err := fcspec.Embedded()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,6 +44,7 @@ func shortDir(t *testing.T) string {
 
 type sim struct {
 	*Server
+	guest  *FakeGuest
 	dir    string
 	c      *firecracker.Client
 	stdout *syncBuf
@@ -57,18 +56,20 @@ func newSim(t *testing.T) *sim {
 	t.Helper()
 	dir := shortDir(t)
 	out := &syncBuf{}
-	srv, err := New(Options{APISock: filepath.Join(dir, "api.sock"), ID: "sim-1", Spec: loadSpec(t), Stdout: out, ResetDelay: 20 * time.Millisecond})
+	guest := &FakeGuest{ResetDelay: 20 * time.Millisecond}
+	srv, err := New(Options{APISock: filepath.Join(dir, "api.sock"), ID: "sim-1", Spec: loadSpec(t), Stdout: out, Guest: guest})
 	if err != nil {
 		t.Fatal(err)
 	}
 	go srv.Serve()
 	t.Cleanup(func() { srv.Close() })
-	s := &sim{Server: srv, dir: dir, c: firecracker.NewClient(filepath.Join(dir, "api.sock"), 2*time.Second), stdout: out,
+	s := &sim{Server: srv, guest: guest, dir: dir, c: firecracker.NewClient(filepath.Join(dir, "api.sock"), 2*time.Second), stdout: out,
 		kernel: filepath.Join(dir, "vmlinux"), disk: filepath.Join(dir, "disk.ext4")}
-	for _, p := range []string{s.kernel, s.disk} {
-		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
-			t.Fatal(err)
-		}
+	if err := os.WriteFile(s.kernel, vmlinux.Minimal(true), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(s.disk, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
 	}
 	return s
 }
@@ -172,29 +173,85 @@ func TestRules(t *testing.T) {
 
 	s.put(t, "/drives/rootfs", fcapi.Drive{DriveID: "rootfs", IsRootDevice: true, PathOnHost: s.disk})
 	wantFault(t, s.c.Put(ctx, "/drives/other", fcapi.Drive{DriveID: "other", IsRootDevice: true, PathOnHost: s.disk}), "A root block device already exists!")
-	s.put(t, "/network-interfaces/eth0", fcapi.NetworkInterface{IfaceID: "eth0", HostDevName: "tap0", GuestMAC: "52:54:00:00:00:01"})
+	tap := vmmtest.TAP(t, os.Geteuid())
+	s.put(t, "/network-interfaces/eth0", fcapi.NetworkInterface{IfaceID: "eth0", HostDevName: tap, GuestMAC: "52:54:00:00:00:01"})
 	wantFault(t, s.c.Patch(ctx, "/drives/rootfs", rawJSON(`{"drive_id": "rootfs"}`)), "not supported before starting the microVM")
 
 	s.boot(t)
-	// After boot: pre-boot resources are refused, InstanceStart works once.
+	// After boot: pre-boot resources are refused, InstanceStart works once;
+	// drives and interfaces would be hotplugged, which needs PCI.
 	wantFault(t, s.c.Put(ctx, "/actions", fcapi.InstanceActionInfo{ActionType: fcapi.ActionInstanceStart}), "not supported after starting the microVM")
 	for path, body := range map[string]any{
-		"/logger":                  fcapi.Logger{Level: "Info"},
-		"/machine-config":          fcapi.MachineConfiguration{VcpuCount: 1, MemSizeMib: 128},
-		"/boot-source":             fcapi.BootSource{KernelImagePath: s.kernel},
-		"/drives/rootfs":           fcapi.Drive{DriveID: "rootfs", IsRootDevice: true, PathOnHost: s.disk},
-		"/network-interfaces/eth0": fcapi.NetworkInterface{IfaceID: "eth0", HostDevName: "tap0"},
-		"/vsock":                   fcapi.Vsock{GuestCID: 3, UDSPath: filepath.Join(s.dir, "v.sock")},
-		"/serial":                  fcapi.SerialDevice{SerialOutPath: filepath.Join(s.dir, "serial")},
+		"/logger":         fcapi.Logger{Level: "Info"},
+		"/machine-config": fcapi.MachineConfiguration{VcpuCount: 1, MemSizeMib: 128},
+		"/boot-source":    fcapi.BootSource{KernelImagePath: s.kernel},
+		"/vsock":          fcapi.Vsock{GuestCID: 3, UDSPath: filepath.Join(s.dir, "v.sock")},
+		"/serial":         fcapi.SerialDevice{SerialOutPath: filepath.Join(s.dir, "serial")},
 	} {
 		wantFault(t, s.c.Put(ctx, path, body), "not supported after starting the microVM")
 	}
+	wantFault(t, s.c.Put(ctx, "/drives/data", fcapi.Drive{DriveID: "data", PathOnHost: s.disk}), "PCI is not enabled")
+	wantFault(t, s.c.Put(ctx, "/network-interfaces/eth1", fcapi.NetworkInterface{IfaceID: "eth1", HostDevName: tap}), "PCI is not enabled")
 	if err := s.c.Patch(ctx, "/drives/rootfs", rawJSON(`{"drive_id": "rootfs"}`)); err != nil {
 		t.Errorf("PATCH drive after boot: %v", err)
 	}
+	wantFault(t, s.c.Patch(ctx, "/drives/nope", rawJSON(`{"drive_id": "nope"}`)), "Device not found")
+	if err := s.c.Patch(ctx, "/network-interfaces/eth0", rawJSON(`{"iface_id": "eth0"}`)); err != nil {
+		t.Errorf("PATCH interface after boot: %v", err)
+	}
+	wantFault(t, s.c.Patch(ctx, "/network-interfaces/eth9", rawJSON(`{"iface_id": "eth9"}`)), "Unable to update the net device: Failed perform action on device: Device not found")
 	// Validation comes first, as in Firecracker: an invalid body gets the
 	// deserialization error even post-boot.
 	wantFault(t, s.c.Put(ctx, "/vsock", rawJSON(`{"guest_cid": 3}`)), "deserializing the json body")
+}
+
+// TestTAP: the TAP is opened at PUT /network-interfaces, as Firecracker
+// opens it: a missing one, or one of another user, is refused.
+func TestTAP(t *testing.T) {
+	s := newSim(t)
+	wantFault(t, s.c.Put(ctx, "/network-interfaces/eth0", fcapi.NetworkInterface{IfaceID: "eth0", HostDevName: "bgr-nosuchtap"}),
+		"Could not create the network device: Open tap device failed: Error while creating ifreq structure: Operation not permitted (os error 1). Invalid TUN/TAP Backend provided by bgr-nosuchtap.")
+	tap := vmmtest.TAP(t, os.Geteuid())
+	s.put(t, "/network-interfaces/eth0", fcapi.NetworkInterface{IfaceID: "eth0", HostDevName: tap})
+	wantFault(t, s.c.Put(ctx, "/network-interfaces/eth1", fcapi.NetworkInterface{IfaceID: "eth1", HostDevName: tap}), "Invalid TUN/TAP Backend provided by "+tap)
+	// The TAP is attached: the kernel refuses a second attachment.
+	fd, err := syscall.Open("/dev/net/tun", syscall.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	if _, err := openTAP("/dev/net/tun", tap); !errors.Is(err, nil) && !strings.Contains(err.Error(), "Device or resource busy") {
+		t.Fatalf("second open of an attached tap: %v, want busy", err)
+	} else if err == nil {
+		t.Fatal("the simulator did not hold the tap open")
+	}
+}
+
+// TestBootSourceChecks: the command line is checked at PUT /boot-source,
+// the kernel at InstanceStart, as Firecracker's loader checks them.
+func TestBootSourceChecks(t *testing.T) {
+	s := newSim(t)
+	wantFault(t, s.c.Put(ctx, "/boot-source", fcapi.BootSource{KernelImagePath: s.kernel, BootArgs: strings.Repeat("a", 2048)}),
+		"The kernel command line is invalid: Inserting string would make command line too long.")
+	wantFault(t, s.c.Put(ctx, "/boot-source", fcapi.BootSource{KernelImagePath: s.kernel, BootArgs: "console=ttyS0\tquiet"}),
+		"The kernel command line is invalid: String contains a non-printable ASCII character.")
+	wantFault(t, s.c.Put(ctx, "/boot-source", fcapi.BootSource{KernelImagePath: s.kernel, BootArgs: "quiet root=/dev/vda é"}),
+		"non-printable ASCII")
+	s.put(t, "/boot-source", fcapi.BootSource{KernelImagePath: s.kernel, BootArgs: strings.Repeat("a", 2047)})
+	// Firecracker's own additions must fit as well.
+	wantFault(t, s.c.Put(ctx, "/actions", fcapi.InstanceActionInfo{ActionType: fcapi.ActionInstanceStart}),
+		"Invalid kernel command line: Inserting string would make command line too long.")
+
+	bz := filepath.Join(s.dir, "bzImage")
+	b := make([]byte, 8192)
+	copy(b[0x1fe:], []byte{0x55, 0xaa, 0xeb, 0x66, 'H', 'd', 'r', 'S'})
+	os.WriteFile(bz, b, 0o600)
+	s.put(t, "/boot-source", fcapi.BootSource{KernelImagePath: bz})
+	wantFault(t, s.c.Put(ctx, "/actions", fcapi.InstanceActionInfo{ActionType: fcapi.ActionInstanceStart}),
+		"Cannot load kernel due to invalid memory configuration or invalid kernel image")
+	if st := s.State(); st != fcapi.StateNotStarted {
+		t.Fatalf("state after a failed start: %s", st)
+	}
 }
 
 // rawJSON is a body the typed client sends as is, for bodies the fcapi
@@ -211,8 +268,10 @@ func TestBootLineAndSerial(t *testing.T) {
 		if !strings.Contains(out, "Running Firecracker v1.16.1") {
 			t.Errorf("no startup log line on stdout:\n%s", out)
 		}
-		if !strings.Contains(out, "kernel command line: console=ttyS0 reboot=k root=/dev/vda rw root=/dev/vda rw") {
-			t.Errorf("boot line lacks Firecracker's appended root=:\n%s", out)
+		// Firecracker's own additions: pci=off, the root drive, one
+		// virtio-mmio device per device.
+		if !strings.Contains(out, "kernel command line: console=ttyS0 reboot=k root=/dev/vda rw pci=off root=/dev/vda rw virtio_mmio.device=4K@0xc0001000:5\n") {
+			t.Errorf("boot line is not the command line Firecracker builds:\n%s", out)
 		}
 	})
 	t.Run("serial_out_path is overwritten, not appended", func(t *testing.T) {
@@ -250,9 +309,17 @@ func TestLogger(t *testing.T) {
 	logPath := filepath.Join(s.dir, "fc.log")
 	s.put(t, "/logger", fcapi.Logger{LogPath: logPath, Level: "Off"})
 	s.put(t, "/machine-config", fcapi.MachineConfiguration{VcpuCount: 2, MemSizeMib: 256})
+	if b, _ := os.ReadFile(logPath); len(b) != 0 {
+		t.Errorf("level Off still logged:\n%s", b)
+	}
+	s2 := newSim(t)
+	logPath = filepath.Join(s2.dir, "fc.log")
+	s2.put(t, "/logger", fcapi.Logger{LogPath: logPath, Level: "Info", ShowLevel: new(true)})
+	s2.put(t, "/machine-config", fcapi.MachineConfiguration{VcpuCount: 2, MemSizeMib: 256})
 	b, _ := os.ReadFile(logPath)
-	if !strings.Contains(string(b), `PUT request on "/machine-config"`) {
-		t.Errorf("log file lacks the request:\n%s", b)
+	want := `[sim-1:fc_api:INFO] The API server received a Put request on "/machine-config" with body "{\"vcpu_count\":2,\"mem_size_mib\":256}".`
+	if !strings.Contains(string(b), want) {
+		t.Errorf("log file lacks %s:\n%s", want, b)
 	}
 	wantFault(t, s.c.Put(ctx, "/logger", fcapi.Logger{LogPath: "/nonexistent/dir/log"}), "Failed to open target file")
 }
@@ -260,8 +327,8 @@ func TestLogger(t *testing.T) {
 func TestVsock(t *testing.T) {
 	s := newSim(t)
 	uds := filepath.Join(s.dir, "v.sock")
-	s.HandleGuestPort(EchoPort, Echo)
-	s.HandleGuestPort(GreetPort, Greet)
+	s.guest.Handle(EchoPort, Echo)
+	s.guest.Handle(GreetPort, Greet)
 	s.put(t, "/vsock", fcapi.Vsock{GuestCID: 3, UDSPath: uds})
 
 	// Listening from PUT /vsock on, but connections wait for the boot.
@@ -319,6 +386,26 @@ func TestVsock(t *testing.T) {
 	stale := filepath.Join(s2.dir, "stale.sock")
 	os.WriteFile(stale, nil, 0o600)
 	wantFault(t, s2.c.Put(ctx, "/vsock", fcapi.Vsock{GuestCID: 3, UDSPath: stale}), "Address already in use (os error 98)")
+}
+
+// TestVsockBeforeListen: a guest whose service is not up yet refuses the
+// connection; Firecracker closes it without OK.
+func TestVsockBeforeListen(t *testing.T) {
+	s := newSim(t)
+	s.guest.ListenDelay = 500 * time.Millisecond
+	s.guest.Handle(EchoPort, Echo)
+	uds := filepath.Join(s.dir, "v.sock")
+	s.put(t, "/vsock", fcapi.Vsock{GuestCID: 3, UDSPath: uds})
+	s.boot(t)
+	if _, err := firecracker.DialVsock(ctx, uds, EchoPort); !errors.Is(err, firecracker.ErrVsockRefused) {
+		t.Fatalf("dial before the guest listens: %v, want refused", err)
+	}
+	time.Sleep(600 * time.Millisecond)
+	c, err := firecracker.DialVsock(ctx, uds, EchoPort)
+	if err != nil {
+		t.Fatalf("dial once the guest listens: %v", err)
+	}
+	c.Close()
 }
 
 func readLine(t *testing.T, c net.Conn) string {

@@ -22,13 +22,12 @@ package fcspec
 
 import (
 	"bytes"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -41,32 +40,18 @@ import (
 // FileName is the file name of the specification banger is tested against.
 const FileName = "firecracker-api-v1.16.1.yaml"
 
-// RelPath is where the specification sits relative to the folder that holds
-// the project's shared/ folder (a sibling of the repository checkout).
-const RelPath = "shared/firecracker/" + FileName
+// SpecFile is the specification's path inside this package's folder: it is
+// kept in the repository as test data, unchanged from Firecracker's
+// repository at tag v1.16.1 (src/firecracker/swagger/firecracker.yaml),
+// with Firecracker's LICENSE (Apache-2.0) and NOTICE beside it.
+const SpecFile = "spec/" + FileName
+
+//go:embed spec/firecracker-api-v1.16.1.yaml
+var specYAML []byte
 
 // ErrNoRoute is wrapped by Match and ValidateRequest when the specification
 // has no operation for a method and path.
 var ErrNoRoute = errors.New("no such operation in the firecracker api specification")
-
-// Find walks up from dir (made absolute) to the first folder that contains
-// RelPath and returns the specification's absolute path. It returns an
-// error wrapping fs.ErrNotExist when no folder up to the root has one.
-func Find(dir string) (string, error) {
-	dir, err := filepath.Abs(dir)
-	if err != nil {
-		return "", fmt.Errorf("find %s: %w", RelPath, err)
-	}
-	for d := dir; ; d = filepath.Dir(d) {
-		p := filepath.Join(d, filepath.FromSlash(RelPath))
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
-			return p, nil
-		}
-		if filepath.Dir(d) == d {
-			return "", fmt.Errorf("find %s in %s or any folder above it: %w", RelPath, dir, fs.ErrNotExist)
-		}
-	}
-}
 
 // Spec is a loaded specification. It is safe for concurrent use.
 type Spec struct {
@@ -521,23 +506,20 @@ func walkValue(dec *json.Decoder) error {
 	return nil
 }
 
-var shared struct {
+var embedded struct {
 	once sync.Once
 	spec *Spec
 	err  error
 }
 
-// LoadShared finds the specification from the working directory upwards
-// (see Find) and loads it, once per process; tests call it and skip when
-// the error wraps fs.ErrNotExist (no shared/ folder beside the checkout).
-func LoadShared() (*Spec, error) {
-	shared.once.Do(func() {
-		p, err := Find(".")
-		if err != nil {
-			shared.err = err
-			return
+// Embedded returns the specification kept in the repository (SpecFile),
+// compiled once per process.
+func Embedded() (*Spec, error) {
+	embedded.once.Do(func() {
+		embedded.spec, embedded.err = Parse(specYAML)
+		if embedded.err != nil {
+			embedded.err = fmt.Errorf("load firecracker api specification %s: %w", SpecFile, embedded.err)
 		}
-		shared.spec, shared.err = Load(p)
 	})
-	return shared.spec, shared.err
+	return embedded.spec, embedded.err
 }

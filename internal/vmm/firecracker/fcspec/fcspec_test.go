@@ -2,19 +2,14 @@ package fcspec
 
 import (
 	"errors"
-	"io/fs"
 	"strings"
 	"testing"
 )
 
-// loadSpec loads the shared specification, or skips the test when the
-// checkout has no shared/ folder beside it.
+// loadSpec loads the specification kept in the repository.
 func loadSpec(t *testing.T) *Spec {
 	t.Helper()
-	s, err := LoadShared()
-	if errors.Is(err, fs.ErrNotExist) {
-		t.Skipf("firecracker api specification not found (%v): these tests need %s in a folder above the checkout", err, RelPath)
-	}
+	s, err := Embedded()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,13 +27,6 @@ func TestLoad(t *testing.T) {
 	}
 	if strings.Join(props, ",") != "guest_cid,uds_path,vsock_id" || strings.Join(req, ",") != "guest_cid,uds_path" {
 		t.Errorf("Vsock properties %v required %v", props, req)
-	}
-}
-
-func TestFindMissing(t *testing.T) {
-	_, err := Find(t.TempDir())
-	if !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("Find in an empty tree: %v, want fs.ErrNotExist", err)
 	}
 }
 
