@@ -294,12 +294,56 @@ func (h *Host) EnsureBridge(name string, gw netip.Prefix) (err error) {
 		}
 	}
 	if !has {
+		if err := h.subnetFree(link, gw.Masked()); err != nil {
+			return fmt.Errorf("ensure bridge %q: %w", name, err)
+		}
 		if err := h.nl.AddrAdd(link, &netlink.Addr{IPNet: ipNet(gw)}); err != nil && !errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("add address %s to bridge %q: %w", gw, name, privileged(err))
 		}
 	}
 	if err := h.nl.LinkSetUp(link); err != nil {
 		return fmt.Errorf("set bridge %q up: %w", name, privileged(err))
+	}
+	return nil
+}
+
+// subnetFree returns an error naming the other link when an address or
+// route of another link than bridge overlaps subnet: replies to the VMs
+// (or to a build's sandbox) could leave through that link and be lost.
+func (h *Host) subnetFree(bridge netlink.Link, subnet netip.Prefix) error {
+	addrs, err := retryDump(func() ([]netlink.Addr, error) { return h.nl.AddrList(nil, netlink.FAMILY_V4) })
+	if err != nil {
+		return fmt.Errorf("list host addresses: %w", privileged(err))
+	}
+	routes, err := retryDump(func() ([]netlink.Route, error) {
+		return h.nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+	})
+	if err != nil {
+		return fmt.Errorf("list host routes: %w", privileged(err))
+	}
+	taken := func(index int, n *net.IPNet) error {
+		p, ok := prefixFromIPNet(n)
+		if index == bridge.Attrs().Index || !ok || !p.Addr().Is4() || p.Bits() == 0 || !p.Masked().Overlaps(subnet) {
+			return nil
+		}
+		other := fmt.Sprintf("link index %d", index)
+		if l, err := h.nl.LinkByIndex(index); err == nil {
+			other = l.Attrs().Name
+		}
+		return fmt.Errorf("the VM subnet %s overlaps %s on %s: set network.subnet to a free prefix in config.toml (then remove the bridge: `ip link del %s`), or remove %s if it is left over", subnet, p.Masked(), other, bridge.Attrs().Name, other)
+	}
+	for _, a := range addrs {
+		if err := taken(a.LinkIndex, a.IPNet); err != nil {
+			return err
+		}
+	}
+	for _, r := range routes {
+		if r.Dst == nil {
+			continue
+		}
+		if err := taken(r.LinkIndex, r.Dst); err != nil {
+			return err
+		}
 	}
 	return nil
 }

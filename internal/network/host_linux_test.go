@@ -228,6 +228,27 @@ func TestEnsureBridgeRejects(t *testing.T) {
 	if ok, _ := h.LinkExists(testBridge); ok {
 		t.Errorf("a rejected EnsureBridge left %s behind", testBridge)
 	}
+
+	// A subnet another link holds (a bridge left by another daemon, a VPN)
+	// is refused, naming that link, and leaves no bridge.
+	other := testLinkPrefix + "-other"
+	if err := h.EnsureBridge(other, GatewayPrefix(testSubnet)); err != nil {
+		t.Fatalf("EnsureBridge(%s): %v", other, err)
+	}
+	overlapping := netip.MustParsePrefix(testSubnet.Addr().String() + "/16").Masked()
+	for _, subnet := range []netip.Prefix{testSubnet, overlapping} {
+		err := h.EnsureBridge(testBridge, GatewayPrefix(subnet))
+		if err == nil || !strings.Contains(err.Error(), other) || !strings.Contains(err.Error(), "network.subnet") {
+			t.Errorf("EnsureBridge with subnet %s that %s holds: %v, want an error naming it and network.subnet", subnet, other, err)
+		}
+		if ok, _ := h.LinkExists(testBridge); ok {
+			t.Errorf("a refused EnsureBridge (subnet %s taken) left %s behind", subnet, testBridge)
+		}
+	}
+	// The bridge that holds it is ensured again without complaint.
+	if err := h.EnsureBridge(other, GatewayPrefix(testSubnet)); err != nil {
+		t.Errorf("EnsureBridge of the bridge that holds the subnet: %v", err)
+	}
 }
 
 func TestCreateTAP(t *testing.T) {
