@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,6 +41,7 @@ type env struct {
 	runtime string
 	netns   string
 	bridge  string // network.bridge in its config.toml
+	subnet  string // network.subnet in its config.toml
 	// extraEnv is added to every CLI run (and so to a daemon it starts).
 	extraEnv []string
 	// cli, when set, is the banger binary to run instead of bin/banger.
@@ -98,6 +100,7 @@ func newEnv(t *testing.T) *env {
 	// namespace (image builds) must not share one with another test run.
 	envCount++
 	e.bridge = fmt.Sprintf("bgr%d-%d", os.Getpid()%100000, envCount)
+	e.subnet = freeSubnet(t)
 	e.writeConfig(fmt.Sprintf("[network]\nbridge = %q\n", e.bridge))
 	// Image builds attach their sandbox to it on the host (outside the test's
 	// namespace): remove it, and its policy tables, with the env.
@@ -155,12 +158,39 @@ func (e *env) debianImage(ctx context.Context) {
 	shared.debian = link
 }
 
+// freeSubnet returns a /24 that no address or route on the host overlaps,
+// from 10.201.0.0/16 starting at a place of this process's own: the daemon
+// of an env runs on the host for image builds too, and a subnet another
+// test run (or a leftover bridge) holds would lose the build's replies.
+func freeSubnet(t *testing.T) string {
+	t.Helper()
+	existing, err := network.HostPrefixes()
+	if err != nil {
+		t.Fatalf("list host prefixes: %v", err)
+	}
+	var candidates []netip.Prefix
+	start := os.Getpid()*7 + envCount*31
+	for i := range 250 {
+		candidates = append(candidates, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 201, byte((start + i) % 250), 0}), 24))
+	}
+	p, err := network.ChooseSubnet(existing, candidates)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.String()
+}
+
 // envCount numbers the envs of this test process (for unique bridge names).
 var envCount int
 
 // writeConfig replaces the env's config.toml with toml.
+// writeConfig writes the env's config.toml; its [network] table always
+// gets the env's subnet (see freeSubnet) unless toml sets one.
 func (e *env) writeConfig(toml string) {
 	e.t.Helper()
+	if !strings.Contains(toml, "subnet =") {
+		toml = strings.Replace(toml, "[network]\n", fmt.Sprintf("[network]\nsubnet = %q\n", e.subnet), 1)
+	}
 	dir := filepath.Join(e.root, "config", "banger")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		e.t.Fatal(err)
