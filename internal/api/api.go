@@ -23,20 +23,22 @@ const (
 	MethodDaemonStatus = "daemon.status"
 	// MethodDaemonInfo answers only who is answering (DaemonInfo): the
 	// CLI's cheap check, before each command, that the daemon is its build.
-	MethodDaemonInfo  = "daemon.info"
-	MethodDaemonStop  = "daemon.stop"
-	MethodVMCreate    = "vm.create"
-	MethodVMList      = "vm.list"
-	MethodVMGet       = "vm.get"
-	MethodVMStart     = "vm.start"
-	MethodVMStop      = "vm.stop"
-	MethodVMRestart   = "vm.restart"
-	MethodVMDelete    = "vm.delete"
-	MethodVMSSHInfo   = "vm.ssh_info"
-	MethodVMPing      = "vm.ping"
-	MethodVMExec      = "vm.exec"
-	MethodVMCopyIn    = "vm.copy_in"
-	MethodVMCopyOut   = "vm.copy_out"
+	MethodDaemonInfo = "daemon.info"
+	MethodDaemonStop = "daemon.stop"
+	MethodVMCreate   = "vm.create"
+	MethodVMList     = "vm.list"
+	MethodVMGet      = "vm.get"
+	MethodVMStart    = "vm.start"
+	MethodVMStop     = "vm.stop"
+	MethodVMRestart  = "vm.restart"
+	MethodVMDelete   = "vm.delete"
+	MethodVMSSHInfo  = "vm.ssh_info"
+	MethodVMPing     = "vm.ping"
+	MethodVMExec     = "vm.exec"
+	MethodVMCopyIn   = "vm.copy_in"
+	MethodVMCopyOut  = "vm.copy_out"
+	// MethodSSHConfig is `banger ssh-config`: SSHConfig.
+	MethodSSHConfig   = "ssh.config"
 	MethodImageBuild  = "image.build"
 	MethodImageList   = "image.list"
 	MethodImageGet    = "image.get"
@@ -274,6 +276,14 @@ type SSHInfo struct {
 	HostKeyAlias   string `json:"host_key_alias"`
 }
 
+// SSHConfig is the result of ssh.config: an OpenSSH client configuration
+// with a Host block per VM (NAME.banger.internal) and the file the daemon
+// keeps it in, current after every vm create and rm.
+type SSHConfig struct {
+	Text string `json:"text"`
+	Path string `json:"path"`
+}
+
 // Image is a bootable root filesystem image.
 type Image struct {
 	ID            string    `json:"id"`
@@ -352,4 +362,12 @@ type DaemonStatus struct {
 	Subnet     string    `json:"subnet"`
 	VMs        int       `json:"vms"`
 	Running    int       `json:"running"`
+	// DNS is the address of the DNS server for NAME.banger.internal
+	// ("172.30.0.1:53"), empty while it does not run: before the bridge
+	// exists, or when it could not start (DNSError says why).
+	DNS      string `json:"dns,omitempty"`
+	DNSError string `json:"dns_error,omitempty"`
+	// DNSResolved is what registering the server with systemd-resolved
+	// (for the host's own lookups) said.
+	DNSResolved string `json:"dns_resolved,omitempty"`
 }

@@ -42,6 +42,14 @@ func newDaemonCmd() *cobra.Command {
 			fmt.Fprintf(w, "state dir\t%s\n", st.StateDir)
 			fmt.Fprintf(w, "runtime dir\t%s\n", st.RuntimeDir)
 			fmt.Fprintf(w, "network\t%s on %s\n", st.Subnet, st.Bridge)
+			switch {
+			case st.DNS != "":
+				fmt.Fprintf(w, "names\tNAME.banger.internal served on %s (%s)\n", st.DNS, st.DNSResolved)
+			case st.DNSError != "":
+				fmt.Fprintf(w, "names\tno DNS server: %s\n", st.DNSError)
+			default:
+				fmt.Fprintf(w, "names\tDNS server starts with the bridge (at the first VM start)\n")
+			}
 			fmt.Fprintf(w, "vms\t%d (%d running)\n", st.VMs, st.Running)
 			return w.Flush()
 		},

@@ -36,7 +36,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCmd(), newDaemonCmd(), newVMCmd(), newImageCmd())
+	root.AddCommand(newVersionCmd(), newDaemonCmd(), newVMCmd(), newImageCmd(), newSSHConfigCmd())
 	for _, c := range Companions {
 		root.AddCommand(newCompanionCmd(c))
 	}

@@ -356,6 +356,13 @@ func (c *Client) SSHInfo(ctx context.Context, name string) (api.SSHInfo, error) 
 	return info, err
 }
 
+// SSHConfig returns the OpenSSH config for reaching VMs by name.
+func (c *Client) SSHConfig(ctx context.Context) (api.SSHConfig, error) {
+	var r api.SSHConfig
+	err := c.Call(ctx, api.MethodSSHConfig, nil, &r)
+	return r, err
+}
+
 // PingVM asks the VM's guest agent whether it is alive.
 func (c *Client) PingVM(ctx context.Context, name string, timeout time.Duration) (api.PingResult, error) {
 	var r api.PingResult

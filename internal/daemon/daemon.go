@@ -53,6 +53,7 @@ type Daemon struct {
 	images  *imagesvc.Service
 	accel   string // kvm or tcg, chosen at start
 	net     *hostNet
+	names   *vmNames
 	info    api.DaemonInfo
 	started time.Time
 
@@ -106,6 +107,7 @@ func Run(ctx context.Context, log *slog.Logger) error {
 		log.Error("requests did not end after being cancelled; closing the store under them", "waited", requestDrain)
 	}
 	d.vms.Shutdown()
+	d.names.close()
 	log.Info("bangerd stopped")
 	return nil
 }
@@ -178,7 +180,10 @@ func setup(ctx context.Context, log *slog.Logger) (*Daemon, *net.UnixListener, e
 		Default: cfg.VMM.Default, Accel: accel, Log: log})
 	log.Info("default vmm", "vmm", drv.Default, "why", drv.Why)
 	d.vms = vm.New(vm.Config{
-		Dirs: dirs, Runtime: d.runtime, Bridge: bridge, Subnet: subnet, DNS: cfg.Network.DNS,
+		Dirs: dirs, Runtime: d.runtime, Bridge: bridge, Subnet: subnet,
+		// Guests ask bangerd's own DNS server (NAME.banger.internal, and
+		// everything else forwarded) unless the config names another.
+		DNS:   firstNonEmpty(cfg.Network.DNS, network.Gateway(subnet).String()),
 		Accel: accel, VMMIDs: vmmIDs(),
 		DefaultVMM: drv.Default, DefaultImage: firstNonEmpty(cfg.VM.Image, "default"),
 		DefaultCPUs: firstPositive(cfg.VM.CPUs, 2), DefaultMemoryMiB: firstPositive(cfg.VM.MemoryMiB, 1024),
@@ -190,6 +195,8 @@ func setup(ctx context.Context, log *slog.Logger) (*Daemon, *net.UnixListener, e
 		SSHPublicKey:     pub,
 		Preflight:        d.preflight,
 	}, d.store, drv.Drivers, d.net, log)
+	d.names = newVMNames(bridge, subnet, d.vms.Names(), log.With("component", "dns"))
+	d.net.onBridge = d.names.bridgeReady
 	d.accel = accel
 	limits := tarlimit.Limits{MaxFiles: cfg.Image.MaxFiles}
 	if v := cfg.Image.MaxSize; v != "" {

@@ -22,6 +22,11 @@ type hostNet struct {
 	policy network.Policy
 	log    *slog.Logger
 
+	// onBridge, when set, is called after the bridge was made current
+	// (created: it did not exist before), with no lock held: the DNS
+	// server for VM names listens on the bridge address.
+	onBridge func(created bool)
+
 	mu    sync.Mutex
 	ports map[string]network.Port // guarded bridge ports, by device name
 }
@@ -49,9 +54,14 @@ func newHostNet(policy network.Policy, log *slog.Logger) *hostNet {
 // every port recorded so far. It is cheap and idempotent, so it runs before
 // every VM start and so repairs rules or a bridge removed by hand.
 func (h *hostNet) EnsureBridge(ctx context.Context) error {
+	existed, _ := network.LinkExists(h.policy.Bridge)
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.ensureLocked()
+	err := h.ensureLocked()
+	h.mu.Unlock()
+	if err == nil && h.onBridge != nil {
+		h.onBridge(!existed)
+	}
+	return err
 }
 
 func (h *hostNet) ensureLocked() error {
@@ -75,11 +85,16 @@ func (h *hostNet) restore() error {
 		return err
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	if err := h.ensureLocked(); err != nil {
+	err := h.ensureLocked()
+	guarded := len(h.ports)
+	h.mu.Unlock()
+	if err != nil {
 		return fmt.Errorf("rebuild the guest network policy of bridge %q: %w", h.policy.Bridge, err)
 	}
-	h.log.Info("guest network policy installed", "bridge", h.policy.Bridge, "guarded_ports", len(h.ports),
+	if h.onBridge != nil {
+		h.onBridge(false)
+	}
+	h.log.Info("guest network policy installed", "bridge", h.policy.Bridge, "guarded_ports", guarded,
 		"host_tcp_ports", h.policy.HostTCPPorts, "host_udp_ports", h.policy.HostUDPPorts,
 		"isolate_vms", h.policy.IsolateVMs, "private", !h.policy.DenyPrivate)
 	return nil

@@ -44,6 +44,10 @@ func (d *Daemon) methods() *Methods {
 		return d.vms.SSHInfo(ctx, p.Name)
 	}))
 	t.Register(api.MethodVMPing, Typed(d.vms.Ping))
+	t.Register(api.MethodSSHConfig, Typed(func(ctx context.Context, _ empty) (api.SSHConfig, error) {
+		text, path, err := d.vms.SSHConfig(ctx)
+		return api.SSHConfig{Text: text, Path: path}, err
+	}))
 	t.RegisterStream(api.MethodVMExec, Typed(d.exec))
 	t.RegisterStream(api.MethodVMCopyIn, Typed(d.copyIn))
 	t.RegisterStream(api.MethodVMCopyOut, Typed(d.copyOut))
@@ -65,7 +69,9 @@ func (d *Daemon) methods() *Methods {
 
 func (d *Daemon) status(ctx context.Context, _ empty) (api.DaemonStatus, error) {
 	total, running := d.vms.Counts(ctx)
+	dnsAddr, dnsErr, resolved := d.names.status()
 	return api.DaemonStatus{
+		DNS: dnsAddr, DNSError: dnsErr, DNSResolved: resolved,
 		DaemonInfo: d.info, StartedAt: d.started, Socket: d.dirs.Socket(),
 		StateDir: d.dirs.State, RuntimeDir: d.runtime.Path,
 		Bridge: d.net.policy.Bridge, Subnet: d.net.policy.Subnet.String(),

@@ -82,7 +82,8 @@ func TestDaemonMethodTableIsComplete(t *testing.T) {
 	want := []string{api.MethodDaemonStatus, api.MethodDaemonStop, api.MethodVMCreate, api.MethodVMList,
 		api.MethodVMGet, api.MethodVMStart, api.MethodVMStop, api.MethodVMRestart, api.MethodVMDelete,
 		api.MethodVMSSHInfo, api.MethodVMPing, api.MethodImageBuild, api.MethodImageList, api.MethodImageGet, api.MethodImageDelete,
-		api.MethodImageImport, api.MethodImageCheckAgent, api.MethodDaemonInfo, api.MethodVMExec, api.MethodVMCopyIn, api.MethodVMCopyOut}
+		api.MethodImageImport, api.MethodImageCheckAgent, api.MethodDaemonInfo, api.MethodVMExec, api.MethodVMCopyIn, api.MethodVMCopyOut,
+		api.MethodSSHConfig}
 	for _, w := range []string{api.MethodVMExec, api.MethodVMCopyIn, api.MethodVMCopyOut} {
 		if !m.streaming[w] {
 			t.Errorf("method %s is not a streaming method", w)

@@ -93,6 +93,10 @@ func (d Dirs) ImagesDir() string { return filepath.Join(d.Data, "images") }
 // SSHKey is the daemon's private key used to reach guests.
 func (d Dirs) SSHKey() string { return filepath.Join(d.State, "ssh", "id_ed25519") }
 
+// SSHConfig is the OpenSSH config file the daemon keeps current with a
+// block per VM (`banger ssh-config`), for an Include in ~/.ssh/config.
+func (d Dirs) SSHConfig() string { return filepath.Join(d.State, "ssh", "config") }
+
 // ConfigFile is the user's config.toml.
 func (d Dirs) ConfigFile() string { return filepath.Join(d.Config, "config.toml") }
 

@@ -247,3 +247,25 @@ func UsedVsockCIDs(ctx context.Context, q Querier) (map[uint32]bool, error) {
 	}
 	return out, rows.Err()
 }
+
+// VMAddrByName returns the leased address of the VM called name (names
+// only, not ids), or ErrNotFound.
+func VMAddrByName(ctx context.Context, q Querier, name string) (string, error) {
+	var ip string
+	err := q.QueryRowContext(ctx, "SELECT l.ip FROM vms v JOIN leases l ON l.vm_id = v.id WHERE v.name = ?", name).Scan(&ip)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("vm %q: %w", name, ErrNotFound)
+	}
+	return ip, err
+}
+
+// VMNameByAddr returns the name of the VM that holds the lease of ip, or
+// ErrNotFound.
+func VMNameByAddr(ctx context.Context, q Querier, ip string) (string, error) {
+	var name string
+	err := q.QueryRowContext(ctx, "SELECT v.name FROM vms v JOIN leases l ON l.vm_id = v.id WHERE l.ip = ?", ip).Scan(&name)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("address %s: %w", ip, ErrNotFound)
+	}
+	return name, err
+}

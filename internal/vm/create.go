@@ -66,6 +66,7 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (api.VM, err
 		}
 		s.dropRemovedImages(ctx)
 		s.forget(row.ID)
+		s.writeSSHConfig(ctx)
 		if err := os.RemoveAll(s.cfg.Dirs.VMDir(row.ID)); err != nil {
 			cleanup = append(cleanup, fmt.Errorf("remove vm folder: %w", err))
 		}
@@ -83,6 +84,7 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (api.VM, err
 		return api.VM{}, undo(err)
 	}
 	s.log.Info("vm created", "vm", row.Name, "id", row.ID, "ip", row.IP, "image", img.Name)
+	s.writeSSHConfig(ctx)
 	if p.NoStart {
 		return s.view(row), nil
 	}

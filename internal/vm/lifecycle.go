@@ -415,6 +415,7 @@ func (s *Service) Delete(ctx context.Context, ref string, force bool) error {
 	}
 	s.forget(row.ID)
 	s.dropRemovedImages(ctx)
+	s.writeSSHConfig(ctx)
 	s.log.Info("vm deleted", "vm", row.Name)
 	if err := os.RemoveAll(s.cfg.Dirs.VMDir(row.ID)); err != nil {
 		return fmt.Errorf("vm %q is deleted but its folder is not (the next daemon start removes it): %w", row.Name, err)
@@ -583,6 +584,7 @@ func (s *Service) Recover(ctx context.Context) error {
 		s.watch(row.ID, st)
 	}
 	s.dropRemovedImages(ctx)
+	s.writeSSHConfig(ctx)
 	if err := s.sweepFolders(ctx); err != nil {
 		s.log.Warn("remove vm folders without a vm", "err", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"regexp"
 
 	"github.com/bangerhq/banger/internal/api"
+	"github.com/bangerhq/banger/internal/vmdns"
 )
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
@@ -14,6 +15,9 @@ var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 // of lowercase letters, digits and hyphens, not starting or ending with a
 // hyphen. VM names become guest hostnames, so the rule is the hostname rule.
 func ValidateName(name string) error {
+	if name == vmdns.HostName {
+		return api.Errorf(api.ErrInvalid, "the VM name %q is reserved: %s names the host itself; pick another name", name, vmdns.FQDN(name))
+	}
 	if nameRE.MatchString(name) {
 		return nil
 	}

@@ -10,7 +10,7 @@ import (
 
 func TestValidateName(t *testing.T) {
 	good := []string{"a", "dev", "web-1", "0", strings.Repeat("a", 63), "a1-b2"}
-	bad := []string{"", "-dev", "dev-", "Dev", "dev_1", "dev.local", strings.Repeat("a", 64), "dév", "a b", "../x"}
+	bad := []string{"", "-dev", "dev-", "Dev", "dev_1", "dev.local", strings.Repeat("a", 64), "dév", "a b", "../x", "host"}
 	for _, n := range good {
 		if err := ValidateName(n); err != nil {
 			t.Errorf("ValidateName(%q) = %v, want nil", n, err)
