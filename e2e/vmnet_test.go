@@ -202,53 +202,22 @@ func (l *peerLog) peers() []netip.Addr {
 }
 
 // listenInNetns listens on addr inside the named network namespace until
-// the test ends. The socket is made by a locked thread that enters the
-// namespace and returns to its own before it is unlocked: a thread left in
-// the namespace could be the process's main thread (which Go never ends),
-// and then the namespace's cleanup would count the test binary among its
-// processes and kill it.
+// the test ends (see inNetnsDo).
 func listenInNetns(t *testing.T, name string, addr netip.AddrPort) *peerLog {
 	t.Helper()
-	type result struct {
-		ln  net.Listener
-		err error
+	var ln net.Listener
+	err := inNetnsDo(name, func() (err error) {
+		ln, err = net.Listen("tcp4", addr.String())
+		return err
+	})
+	if err != nil {
+		t.Fatalf("listen on %s: %v", addr, err)
 	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		own, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("read this thread's network namespace: %w", err)}
-			return
-		}
-		defer own.Close()
-		ns, err := netns.GetFromName(name)
-		if err == nil {
-			defer ns.Close()
-			err = netns.Set(ns)
-		}
-		if err != nil {
-			// Never entered: the thread is as it was.
-			runtime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("enter network namespace %s: %w", name, err)}
-			return
-		}
-		ln, err := net.Listen("tcp4", addr.String())
-		if rerr := netns.Set(own); rerr == nil {
-			runtime.UnlockOSThread()
-		} // else the thread stays locked and ends with the goroutine
-		ch <- result{ln, err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		t.Fatalf("listen on %s: %v", addr, r.err)
-	}
-	t.Cleanup(func() { r.ln.Close() })
+	t.Cleanup(func() { ln.Close() })
 	l := &peerLog{}
 	go func() {
 		for {
-			c, err := r.ln.Accept()
+			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
@@ -261,4 +230,39 @@ func listenInNetns(t *testing.T, name string, addr netip.AddrPort) *peerLog {
 		}
 	}()
 	return l
+}
+
+// inNetnsDo runs fn on a thread inside the named network namespace:
+// sockets fn makes belong to that namespace. The thread goes back to the
+// test's namespace afterwards (a thread left inside, were it the main
+// thread, would put the test process in the namespace's `ip netns pids`,
+// which the namespace's cleanup kills); if it cannot, it ends with the
+// goroutine.
+func inNetnsDo(name string, fn func() error) error {
+	ch := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			ch <- fmt.Errorf("open this thread's network namespace: %w", err)
+			return
+		}
+		defer orig.Close()
+		ns, err := netns.GetFromName(name)
+		if err != nil {
+			ch <- fmt.Errorf("open network namespace %s: %w", name, err)
+			return
+		}
+		defer ns.Close()
+		if err := netns.Set(ns); err != nil {
+			ch <- fmt.Errorf("enter network namespace %s: %w", name, err)
+			return
+		}
+		ferr := fn()
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+		ch <- ferr
+	}()
+	return <-ch
 }

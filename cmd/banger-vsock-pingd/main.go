@@ -27,6 +27,7 @@ import (
 	"github.com/bangerhq/banger/internal/guestclock"
 	"github.com/bangerhq/banger/internal/guestcp"
 	"github.com/bangerhq/banger/internal/guestexec"
+	"github.com/bangerhq/banger/internal/portfwd"
 	"github.com/bangerhq/banger/internal/version"
 )
 
@@ -122,6 +123,7 @@ func newServer(log *slog.Logger) *agent.Server {
 	srv.Handle(guestcp.OpIn, guestcp.HandleIn)
 	srv.Handle(guestcp.OpOut, guestcp.HandleOut)
 	srv.Handle(guestclock.Op, guestclock.Handler)
+	srv.Handle(portfwd.Op, portfwd.Handler)
 	return srv
 }
 

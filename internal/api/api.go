@@ -37,6 +37,8 @@ const (
 	MethodVMExec     = "vm.exec"
 	MethodVMCopyIn   = "vm.copy_in"
 	MethodVMCopyOut  = "vm.copy_out"
+	// MethodVMForward adds or removes a port forward (VMForwardParams).
+	MethodVMForward = "vm.forward"
 	// MethodSSHConfig is `banger ssh-config`: SSHConfig.
 	MethodSSHConfig   = "ssh.config"
 	MethodImageBuild  = "image.build"
@@ -156,6 +158,30 @@ type VM struct {
 	// corrects what is off). Absent when not running or not measured.
 	ClockOffsetMillis *float64   `json:"clock_offset_ms,omitempty"`
 	ClockMeasuredAt   *time.Time `json:"clock_measured_at,omitempty"`
+	// Forwards are the VM's port forwards (vm.get, vm.list, vm.forward
+	// fill them).
+	Forwards []Forward `json:"forwards,omitempty"`
+}
+
+// Forward is one port forward of a VM: a host address and port to a port
+// of the guest's 127.0.0.1, through the guest agent.
+type Forward struct {
+	// Spec is HOST_ADDR:HOST_PORT:GUEST_PORT/PROTO.
+	Spec string `json:"spec"`
+	// Active is true while the host side listens (the VM runs).
+	Active bool `json:"active"`
+	// Error says why a forward of a running VM does not listen (its host
+	// port was taken when the VM started).
+	Error string `json:"error,omitempty"`
+}
+
+// VMForwardParams are the parameters of vm.forward: add Spec
+// ([HOST_ADDR:]HOST_PORT:GUEST_PORT[/tcp|/udp]) to VM Name, or remove it
+// with Remove. The result is the VM.
+type VMForwardParams struct {
+	Name   string `json:"name"`
+	Spec   string `json:"spec"`
+	Remove bool   `json:"remove,omitempty"`
 }
 
 // VMCreateParams are the parameters of vm.create. Zero values take defaults.
@@ -167,6 +193,8 @@ type VMCreateParams struct {
 	DiskBytes int64  `json:"disk_bytes"`
 	NoStart   bool   `json:"no_start"`
 	VMM       string `json:"vmm"`
+	// Publish are port forwards to make with the VM (see VMForwardParams).
+	Publish []string `json:"publish,omitempty"`
 }
 
 // VMRef names one VM by name or id.

@@ -71,6 +71,7 @@ func newVMCreateCmd() *cobra.Command {
 	f.StringVar(&disk, "disk", "", "disk size, e.g. 8G (default 4G, at least the image size)")
 	f.BoolVar(&p.NoStart, "no-start", false, "create the VM without booting it")
 	f.StringVar(&p.VMM, "vmm", "", "virtual machine monitor: qemu or firecracker (default: the best available)")
+	f.StringArrayVar(&p.Publish, "publish", nil, "forward a host port to a port of the guest's 127.0.0.1: [HOST_ADDR:]HOST_PORT:GUEST_PORT[/tcp|/udp] (repeatable; see banger vm forward)")
 	f.BoolVar(&asJSON, "json", false, "print the VM as JSON")
 	pf = addProgressFlags(cmd)
 	return cmd

@@ -66,6 +66,9 @@ func newVMShowCmd() *cobra.Command {
 			row("folder", v.Dir)
 			row("console log", v.ConsoleLog)
 			row("created", v.CreatedAt.Local().Format(time.RFC3339))
+			for _, f := range v.Forwards {
+				row("forward", forwardLine(f))
+			}
 			for _, n := range v.Notes {
 				row("note", n)
 			}

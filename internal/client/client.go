@@ -356,6 +356,14 @@ func (c *Client) SSHInfo(ctx context.Context, name string) (api.SSHInfo, error) 
 	return info, err
 }
 
+// ForwardVM adds (or with p.Remove removes) a port forward of a VM and
+// returns the VM.
+func (c *Client) ForwardVM(ctx context.Context, p api.VMForwardParams) (api.VM, error) {
+	var vm api.VM
+	err := c.Call(ctx, api.MethodVMForward, p, &vm)
+	return vm, err
+}
+
 // SSHConfig returns the OpenSSH config for reaching VMs by name.
 func (c *Client) SSHConfig(ctx context.Context) (api.SSHConfig, error) {
 	var r api.SSHConfig

@@ -22,6 +22,7 @@ const (
 	IDImageAgent   = "image-agent"
 	IDDiskSpace    = "disk-space"
 	IDGuestClock   = "guest-clock"
+	IDNames        = "vm-names"
 )
 
 // anyVM is every purpose that starts a VM, whatever the VMM.
@@ -54,6 +55,7 @@ func Checks() []Check {
 		{ID: IDDiskTools, Title: "VM disk tools", Concerns: anyVM, Run: checkDiskTools},
 		{ID: IDImageTools, Title: "image build tools", Concerns: []Purpose{PurposeImageBuild}, Run: checkImageTools},
 		{ID: IDImageAgent, Title: "guest agent in images", Run: checkImageAgent},
+		{ID: IDNames, Title: "VM names (NAME.banger.internal)", Run: checkNames},
 		{ID: IDDiskSpace, Title: "free disk space",
 			Concerns: []Purpose{PurposeVMStart, PurposeImageBuild, PurposeFirecracker}, Run: checkDiskSpace},
 	}

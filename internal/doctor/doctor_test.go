@@ -395,3 +395,28 @@ func TestGuestClock(t *testing.T) {
 		}
 	}
 }
+
+func TestNamesResult(t *testing.T) {
+	st := NamesStatus{Bridge: "banger0", Server: "172.30.0.1:53", Resolved: "systemd-resolved does not run here"}
+	cases := []struct {
+		name         string
+		st           NamesStatus
+		resolved     string
+		resolvedRuns bool
+		want         Status
+		fix          string
+	}{
+		{"resolves", st, "172.30.0.1", false, StatusOK, ""},
+		{"no resolved", st, "", false, StatusWarn, "server=/banger.internal/172.30.0.1"},
+		{"resolved runs, not registered", st, "", true, StatusWarn, "resolvectl dns banger0 172.30.0.1 && resolvectl domain banger0 '~banger.internal'"},
+		{"someone else answers", st, "10.0.0.9", false, StatusWarn, "dnsmasq"},
+		{"no server", NamesStatus{Err: "listen udp 172.30.0.1:53: bind: permission denied"}, "", false, StatusWarn, "cap_net_bind_service"},
+		{"no bridge yet", NamesStatus{}, "", false, StatusSkip, ""},
+	}
+	for _, c := range cases {
+		r := NamesResult(c.st, c.resolved, c.resolvedRuns)
+		if r.Status != c.want || !strings.Contains(r.Fix, c.fix) {
+			t.Errorf("%s: %+v, want %s with a fix naming %q", c.name, r, c.want, c.fix)
+		}
+	}
+}

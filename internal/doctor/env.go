@@ -100,6 +100,10 @@ type Env struct {
 	// where the images are: only bangerd reads its database and image
 	// files, so `banger doctor` asks it over RPC. Nil skips the check.
 	ImageAgent func(ctx context.Context) Result
+	// Names, when set, gives the vm-names check's finding: whether the
+	// running bangerd serves NAME.banger.internal and this host resolves
+	// it (see NamesResult). Nil skips the check.
+	Names func(ctx context.Context) Result
 
 	// DiskWarnBytes and DiskFailBytes are the free-space thresholds for
 	// the state and data directories.

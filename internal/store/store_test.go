@@ -44,8 +44,8 @@ func TestMigrationsAreIdempotent(t *testing.T) {
 			t.Fatalf("open %d: %v", i, err)
 		}
 		v, err := s.SchemaVersion(context.Background())
-		if err != nil || v != 4 {
-			t.Fatalf("schema version = %d, %v; want 4", v, err)
+		if err != nil || v != 5 {
+			t.Fatalf("schema version = %d, %v; want 5", v, err)
 		}
 		var mode string
 		s.DB.QueryRow("PRAGMA journal_mode").Scan(&mode)
@@ -333,5 +333,46 @@ func TestListVMsByName(t *testing.T) {
 	}
 	if vms, err := ListVMsWithDriverState(ctx, s.DB); err != nil || names(vms) != "bravo,mike,zulu" {
 		t.Errorf("ListVMsWithDriverState: %s, %v", names(vms), err)
+	}
+}
+
+func TestForwards(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	seedImage(t, s)
+	a, b := testVM("a", "52:54:00:00:00:0a"), testVM("b", "52:54:00:00:00:0b")
+	for _, v := range []*VM{&a, &b} {
+		if err := InsertVM(ctx, s.DB, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f1 := Forward{VMID: a.ID, Spec: "127.0.0.1:8080:80/tcp", HostAddr: "127.0.0.1", HostPort: 8080, GuestPort: 80, Proto: "tcp"}
+	f2 := Forward{VMID: a.ID, Spec: "127.0.0.1:8080:53/udp", HostAddr: "127.0.0.1", HostPort: 8080, GuestPort: 53, Proto: "udp"}
+	for _, f := range []*Forward{&f1, &f2} {
+		if err := InsertForward(ctx, s.DB, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The same host side for another VM (another guest port) is taken.
+	dup := Forward{VMID: b.ID, Spec: "127.0.0.1:8080:81/tcp", HostAddr: "127.0.0.1", HostPort: 8080, GuestPort: 81, Proto: "tcp"}
+	if err := InsertForward(ctx, s.DB, &dup); !errors.Is(err, ErrExists) {
+		t.Fatalf("a second forward of 127.0.0.1:8080/tcp: %v, want ErrExists", err)
+	}
+	got, err := ListForwards(ctx, s.DB, a.ID)
+	if err != nil || len(got) != 2 || got[0].Spec != f1.Spec || got[1].Spec != f2.Spec || got[1].GuestPort != 53 {
+		t.Fatalf("ListForwards(a) = %+v, %v", got, err)
+	}
+	if err := DeleteForward(ctx, s.DB, a.ID, f1.Spec); err != nil {
+		t.Fatal(err)
+	}
+	if err := DeleteForward(ctx, s.DB, a.ID, f1.Spec); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("delete again: %v, want ErrNotFound", err)
+	}
+	// They go with their VM.
+	if err := DeleteVM(ctx, s.DB, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	if all, err := ListForwards(ctx, s.DB, ""); err != nil || len(all) != 0 {
+		t.Fatalf("forwards after the VM was deleted: %+v, %v", all, err)
 	}
 }

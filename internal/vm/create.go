@@ -14,6 +14,7 @@ import (
 	"github.com/bangerhq/banger/internal/atomicfile"
 	"github.com/bangerhq/banger/internal/image"
 	"github.com/bangerhq/banger/internal/network"
+	"github.com/bangerhq/banger/internal/portfwd"
 	"github.com/bangerhq/banger/internal/progress"
 	"github.com/bangerhq/banger/internal/sshkey"
 	"github.com/bangerhq/banger/internal/store"
@@ -37,6 +38,10 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (api.VM, err
 	if err != nil {
 		return api.VM{}, err
 	}
+	publish, err := parsePublish(p.Publish)
+	if err != nil {
+		return api.VM{}, err
+	}
 	if !p.NoStart {
 		if err := s.preflightStart(ctx, s.drivers[row.VMM]); err != nil {
 			return api.VM{}, err
@@ -52,7 +57,7 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (api.VM, err
 
 	// Phase 1: the row and the lease, in one transaction. A concurrent create
 	// of the same name loses here, before it touches the disk.
-	if err := s.insertWithLease(ctx, &row); err != nil {
+	if err := s.insertWithLease(ctx, &row, publish); err != nil {
 		return api.VM{}, err
 	}
 	// undo removes what the failed create made, the row first (as Delete
@@ -86,7 +91,7 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (api.VM, err
 	s.log.Info("vm created", "vm", row.Name, "id", row.ID, "ip", row.IP, "image", img.Name)
 	s.writeSSHConfig(ctx)
 	if p.NoStart {
-		return s.view(row), nil
+		return s.viewFull(ctx, row)
 	}
 
 	// Phase 3: boot. A VM that cannot boot is removed again: create is all
@@ -95,7 +100,7 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (api.VM, err
 		return api.VM{}, undo(err)
 	}
 	unlock()
-	return s.view(row), nil
+	return s.viewFull(ctx, row)
 }
 
 // validateCreate checks p against the host and the store and fills defaults.
@@ -179,8 +184,9 @@ func (s *Service) driverNames() []string {
 	return out
 }
 
-// insertWithLease inserts row with a fresh MAC and the lowest free IP.
-func (s *Service) insertWithLease(ctx context.Context, row *store.VM) error {
+// insertWithLease inserts row with a fresh MAC and the lowest free IP, and
+// its port forwards.
+func (s *Service) insertWithLease(ctx context.Context, row *store.VM, forwards []portfwd.Spec) error {
 	return s.store.Tx(ctx, func(tx *sql.Tx) error {
 		used, err := store.LeasedAddrs(ctx, tx)
 		if err != nil {
@@ -219,7 +225,10 @@ func (s *Service) insertWithLease(ctx context.Context, row *store.VM) error {
 		if err != nil {
 			return err
 		}
-		return store.InsertLease(ctx, tx, row.IP, row.ID)
+		if err := store.InsertLease(ctx, tx, row.IP, row.ID); err != nil {
+			return err
+		}
+		return s.insertForwards(ctx, tx, row.ID, forwards)
 	})
 }
 

@@ -150,6 +150,7 @@ func (s *Service) startLocked(ctx context.Context, row *store.VM) (err error) {
 	} else {
 		s.log.Info("guest clock set", "vm", row.Name, "offset", off)
 	}
+	s.openForwards(ctx, *row)
 	return nil
 }
 
@@ -325,6 +326,7 @@ func (s *Service) stopLocked(ctx context.Context, row *store.VM, force bool) err
 		return untouchable(row.Name, err)
 	}
 	s.unwatch(row.ID)
+	s.closeForwards(row.ID)
 	var errs []error
 	if ok {
 		s.dropAgentSession(st.AgentSocket)
@@ -506,6 +508,7 @@ func (s *Service) reapDead(ctx context.Context, id, why string) {
 		return
 	}
 	// Let the driver remove its sockets and pid file.
+	s.closeForwards(id)
 	s.dropAgentSession(st.AgentSocket)
 	if err := s.drivers[row.VMM].Stop(context.Background(), st, true, 0); err != nil {
 		s.log.Warn("clean up after dead vmm", "vm", row.Name, "err", err)
@@ -573,6 +576,7 @@ func (s *Service) Recover(ctx context.Context) error {
 				s.log.Warn("adopted vm whose vmm does not answer", "vm", row.Name, "err", err)
 				s.adoptTAP(row)
 				s.watch(row.ID, st)
+				s.openForwards(ctx, row)
 				continue
 			}
 			s.log.Info("vm died while the daemon was down", "vm", row.Name, "err", err)
@@ -582,6 +586,7 @@ func (s *Service) Recover(ctx context.Context) error {
 		s.log.Info("re-adopted running vm", "vm", row.Name, "pid", st.PID)
 		s.adoptTAP(row)
 		s.watch(row.ID, st)
+		s.openForwards(ctx, row)
 	}
 	s.dropRemovedImages(ctx)
 	s.writeSSHConfig(ctx)
@@ -631,6 +636,7 @@ func (s *Service) Shutdown() {
 	s.links = nil
 	s.mu.Unlock()
 	s.monitors.Wait()
+	s.fwd.CloseAll()
 	for _, l := range links {
 		l.mu.Lock()
 		if l.sess != nil {

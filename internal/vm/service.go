@@ -20,6 +20,7 @@ import (
 	"github.com/bangerhq/banger/internal/api"
 	"github.com/bangerhq/banger/internal/bundle"
 	"github.com/bangerhq/banger/internal/paths"
+	"github.com/bangerhq/banger/internal/portfwd"
 	"github.com/bangerhq/banger/internal/store"
 	"github.com/bangerhq/banger/internal/subid"
 	"github.com/bangerhq/banger/internal/vmm"
@@ -92,6 +93,10 @@ type Service struct {
 	links map[string]*agentLink
 	// clocks are the last clock offset measured per VM id.
 	clocks map[string]clockSample
+	// fwd listens on the port forwards of running VMs; fwdErrs says, by
+	// VM id and spec, why one did not open at the VM's start.
+	fwd     *portfwd.Manager
+	fwdErrs map[string]map[string]string
 	// monitors counts the running monitor goroutines; Shutdown waits for
 	// them, so none writes to the store after the daemon closes it.
 	monitors sync.WaitGroup
@@ -112,7 +117,8 @@ type vmOp struct {
 
 // New returns a service. drivers maps VMM names ("qemu") to drivers.
 func New(cfg Config, st *store.Store, drivers map[string]vmm.Driver, net Network, log *slog.Logger) *Service {
-	return &Service{cfg: cfg, store: st, drivers: drivers, net: net, log: log.With("component", "vm"), ops: map[string]*vmOp{}}
+	return &Service{cfg: cfg, store: st, drivers: drivers, net: net, log: log.With("component", "vm"), ops: map[string]*vmOp{},
+		fwd: portfwd.NewManager(log)}
 }
 
 // lock takes the operation lock of VM id and marks op in progress; the
@@ -254,9 +260,21 @@ func (s *Service) List(ctx context.Context) ([]api.VM, error) {
 	if err != nil {
 		return nil, err
 	}
+	fwds, err := store.ListForwards(ctx, s.store.DB, "")
+	if err != nil {
+		return nil, err
+	}
+	byVM := map[string][]store.Forward{}
+	for _, f := range fwds {
+		byVM[f.VMID] = append(byVM[f.VMID], f)
+	}
 	out := make([]api.VM, 0, len(rows))
 	for _, r := range rows {
-		out = append(out, s.view(r))
+		v := s.view(r)
+		if f := byVM[r.ID]; len(f) > 0 {
+			v.Forwards = s.forwardViews(r.ID, f)
+		}
+		out = append(out, v)
 	}
 	return out, nil
 }
@@ -267,7 +285,7 @@ func (s *Service) Get(ctx context.Context, ref string) (api.VM, error) {
 	if err != nil {
 		return api.VM{}, err
 	}
-	return s.view(row), nil
+	return s.viewFull(ctx, row)
 }
 
 func (s *Service) get(ctx context.Context, ref string) (store.VM, error) {

@@ -15,6 +15,7 @@ import (
 	"github.com/bangerhq/banger/internal/cli"
 	"github.com/bangerhq/banger/internal/client"
 	"github.com/bangerhq/banger/internal/doctor"
+	"github.com/bangerhq/banger/internal/vmdns"
 )
 
 // newDoctorCmd returns `banger doctor`: it runs the host checks in this
@@ -47,6 +48,9 @@ func newDoctorCmd() *cobra.Command {
 			env.Notify = func(msg string) { fmt.Fprintln(cmd.ErrOrStderr(), "banger doctor: "+msg) }
 			env.ImageAgent = func(ctx context.Context) doctor.Result {
 				return imageAgentFromDaemon(ctx, client.New(env.Dirs.Socket()), env.Dirs.DaemonLog())
+			}
+			env.Names = func(ctx context.Context) doctor.Result {
+				return namesFromDaemon(ctx, client.New(env.Dirs.Socket()))
 			}
 			rep := doctor.Run(cmd.Context(), env, doctor.Filter{})
 			if asJSON {
@@ -116,4 +120,20 @@ func imageAgentFromDaemon(ctx context.Context, c *client.Client, daemonLog strin
 			Fix: "see the daemon log " + daemonLog}
 	}
 	return doctor.Result{Status: doctor.Status(r.Status), Detail: r.Detail, Fix: r.Fix}
+}
+
+// namesFromDaemon is the vm-names finding: the running daemon's DNS server
+// (daemon.status), and whether this host resolves doctor.NamesHost through
+// it. Without a daemon the check is skipped.
+func namesFromDaemon(ctx context.Context, c *client.Client) doctor.Result {
+	st, err := c.Status(ctx)
+	if errors.Is(err, client.ErrDaemonNotRunning) {
+		return doctor.Result{Status: doctor.StatusSkip,
+			Detail: "bangerd is not running, and its DNS server answers NAME.banger.internal: start it with `banger daemon start`, then run `banger doctor` again"}
+	}
+	if err != nil {
+		return doctor.Result{Status: doctor.StatusWarn, Detail: "ask bangerd about its DNS server: " + err.Error()}
+	}
+	ns := doctor.NamesStatus{Bridge: st.Bridge, Server: st.DNS, Err: st.DNSError, Resolved: st.DNSResolved}
+	return doctor.NamesResult(ns, doctor.ResolveHost(ctx, doctor.NamesHost), vmdns.ResolvedRunning())
 }

@@ -1,0 +1,282 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/bangerhq/banger/internal/network"
+)
+
+// TestDailyUse checks what makes banger VMs pleasant to use every day, on
+// two real VMs shared by every part: names (NAME.banger.internal from the
+// host through bangerd's DNS server on the bridge address, and from
+// another guest), `banger ssh-config` with plain OpenSSH, and that a
+// removed VM's name stops resolving at once.
+func TestDailyUse(t *testing.T) {
+	requireHost(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	e := newEnv(t)
+	e.debianImage(ctx)
+	e.must(ctx, "daemon", "stop")
+	e.enterNetns()
+	logStep := stepLogger(t)
+
+	e.must(ctx, "vm", "create", "a", "--cpus", "1", "--memory", "512", "--publish", "18080:8080")
+	e.must(ctx, "vm", "create", "b", "--cpus", "1", "--memory", "512")
+	logStep("create two VMs (a with --publish)")
+	a, b := e.vm(ctx, "a"), e.vm(ctx, "b")
+	bridgeAddr := network.Gateway(netip.MustParsePrefix(e.daemonStatus(ctx).Subnet))
+
+	t.Run("names", func(t *testing.T) {
+		server := netip.AddrPortFrom(bridgeAddr, 53)
+		for _, proto := range []string{"udp", "tcp"} {
+			if got := lookupInNetns(t, e.netns, proto, server, "a.banger.internal."); got != a.IP {
+				t.Errorf("%s query for a.banger.internal to %s: %q, want %s", proto, server, got, a.IP)
+			}
+		}
+		if got := lookupInNetns(t, e.netns, "udp", server, "nope.banger.internal."); got != "NXDOMAIN" {
+			t.Errorf("nope.banger.internal: %q, want NXDOMAIN", got)
+		}
+		// Inside a guest, through its resolver (banger.dns= is the bridge
+		// address by default).
+		out := e.must(ctx, "vm", "exec", "b", "--", "getent", "hosts", "a.banger.internal")
+		if f := strings.Fields(out); len(f) < 2 || f[0] != a.IP {
+			t.Errorf("getent hosts a.banger.internal in b: %q, want %s", out, a.IP)
+		}
+		out = e.must(ctx, "vm", "exec", "a", "--", "getent", "hosts", b.IP)
+		if !strings.Contains(out, "b.banger.internal") {
+			t.Errorf("getent hosts %s (PTR) in a: %q", b.IP, out)
+		}
+	})
+	logStep("names")
+
+	t.Run("ssh-config", func(t *testing.T) {
+		cfg := filepath.Join(e.root, "ssh_config")
+		text := e.must(ctx, "ssh-config")
+		if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if path := strings.TrimSpace(e.must(ctx, "ssh-config", "--path")); mustRead(t, path) != text {
+			t.Errorf("the file bangerd keeps (%s) differs from `banger ssh-config`", path)
+		}
+		for _, vm := range []string{"a", "b"} {
+			out, err := e.inNetns("ssh", "-F", cfg, "-o", "BatchMode=yes", vm+".banger.internal", "cat", "/etc/hostname")
+			if err != nil || strings.TrimSpace(out) != vm {
+				t.Errorf("ssh -F %s %s.banger.internal: %v: %q", cfg, vm, err, out)
+			}
+		}
+	})
+	logStep("ssh-config")
+
+	t.Run("forward", func(t *testing.T) { forwardChecks(ctx, t, e, logStep) })
+
+	// A removed VM's name is gone at once, and so is its ssh-config block.
+	e.must(ctx, "vm", "rm", "--force", "b")
+	if got := lookupInNetns(t, e.netns, "udp", netip.AddrPortFrom(bridgeAddr, 53), "b.banger.internal."); got != "NXDOMAIN" {
+		t.Errorf("b.banger.internal after vm rm: %q, want NXDOMAIN", got)
+	}
+	if strings.Contains(e.must(ctx, "ssh-config"), "b.banger.internal") {
+		t.Errorf("ssh-config still names b after vm rm")
+	}
+	logStep("vm rm b, its name gone")
+	e.must(ctx, "vm", "rm", "--force", "a")
+}
+
+// lookupInNetns asks the DNS server at server, from inside the network
+// namespace ns over proto, for the A record of name: the address, or the
+// rcode's name when there is none.
+func lookupInNetns(t *testing.T, ns, proto string, server netip.AddrPort, name string) string {
+	t.Helper()
+	var r *dns.Msg
+	err := inNetnsDo(ns, func() error {
+		m := new(dns.Msg)
+		m.SetQuestion(name, dns.TypeA)
+		c := &dns.Client{Net: proto, Timeout: 5 * time.Second}
+		var err error
+		r, _, err = c.Exchange(m, server.String())
+		return err
+	})
+	if err != nil {
+		t.Fatalf("%s query for %s to %s: %v", proto, name, server, err)
+	}
+	for _, rr := range r.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			return a.A.String()
+		}
+	}
+	return dns.RcodeToString[r.Rcode]
+}
+
+func mustRead(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// Guest services for the forward checks, bound to the guest's 127.0.0.1
+// only, run as transient systemd units (they outlive the exec): a TCP
+// server that greets each connection with the guest's hostname, and a UDP
+// server that answers each datagram with it upper-cased. Perl's core
+// sockets: perl-base is in every Debian image.
+const (
+	tcpGreeter = `use IO::Socket::INET; my $s = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => 8080, Listen => 5, ReuseAddr => 1) or die "listen: $!"; ` +
+		`chomp(my $h = ` + "`hostname`" + `); while (my $c = $s->accept) { print $c "hello from $h\n"; close $c }`
+	udpUpper = `use IO::Socket::INET; my $s = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => 9090, Proto => "udp") or die "bind: $!"; ` +
+		`while (1) { my $from = $s->recv(my $m, 65535); $s->send(uc $m, 0, $from) }`
+)
+
+// startGuestServers starts the guest services in VM name and waits until
+// they listen.
+func startGuestServers(ctx context.Context, t *testing.T, e *env, name string) {
+	t.Helper()
+	e.must(ctx, "vm", "exec", name, "--", "systemd-run", "--unit=bgr-tcp", "perl", "-e", tcpGreeter)
+	e.must(ctx, "vm", "exec", name, "--", "systemd-run", "--unit=bgr-udp", "perl", "-e", udpUpper)
+	waitFor(t, 30*time.Second, "the guest servers to listen", func() bool {
+		out := e.banger(ctx, "vm", "exec", name, "--", "sh", "-c", "ss -Hlnt 'sport = :8080'; ss -Hlnu 'sport = :9090'").stdout
+		return strings.Count(out, "127.0.0.1:") == 2
+	})
+}
+
+// forwardChecks: a guest server bound to 127.0.0.1 answers on the host
+// port (TCP from vm create --publish, UDP from vm forward), again after
+// vm restart and after a daemon SIGKILL; a taken host port is refused and
+// leaves nothing; --rm closes the port.
+func forwardChecks(ctx context.Context, t *testing.T, e *env, logStep func(string)) {
+	tcp := netip.MustParseAddrPort("127.0.0.1:18080")
+	udp := netip.MustParseAddrPort("127.0.0.1:18081")
+	startGuestServers(ctx, t, e, "a")
+	if got := tcpGreeting(t, e, tcp); got != "hello from a" {
+		t.Fatalf("TCP through the forward from --publish: %q", got)
+	}
+	e.must(ctx, "vm", "forward", "a", "18081:9090/udp")
+	if got := udpAnswer(t, e, udp, "ping"); got != "PING" {
+		t.Fatalf("UDP through the forward: %q", got)
+	}
+	out := e.must(ctx, "vm", "forward", "a")
+	for _, want := range []string{"127.0.0.1:18080:8080/tcp (listening)", "127.0.0.1:18081:9090/udp (listening)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("vm forward a: %q lacks %q", out, want)
+		}
+	}
+	logStep("forward: TCP (--publish) and UDP to guest 127.0.0.1")
+
+	// Taken host ports: by another VM's forward, and by a host listener.
+	if msg := e.fails(ctx, "vm", "forward", "b", "18080:80"); !strings.Contains(msg, "forwarded already") || !strings.Contains(msg, `"a"`) {
+		t.Errorf("a host port a's forward holds: %q", msg)
+	}
+	listenInNetns(t, e.netns, netip.MustParseAddrPort("127.0.0.1:18090"))
+	if msg := e.fails(ctx, "vm", "forward", "b", "18090:80"); !strings.Contains(msg, "taken") {
+		t.Errorf("a host port a host listener holds: %q", msg)
+	}
+	if msg := e.fails(ctx, "vm", "forward", "b", "18090:80:9"); !strings.Contains(msg, "HOST_PORT:GUEST_PORT") {
+		t.Errorf("a bad spec: %q", msg)
+	}
+	if v := e.vm(ctx, "b"); len(v.Forwards) != 0 {
+		t.Errorf("refused forwards left on b: %+v", v.Forwards)
+	}
+
+	e.must(ctx, "vm", "restart", "a")
+	logStep("vm restart a")
+	startGuestServers(ctx, t, e, "a")
+	if got := tcpGreeting(t, e, tcp); got != "hello from a" {
+		t.Fatalf("TCP after vm restart: %q", got)
+	}
+	if got := udpAnswer(t, e, udp, "again"); got != "AGAIN" {
+		t.Fatalf("UDP after vm restart: %q", got)
+	}
+	logStep("forwards after vm restart")
+
+	st := e.daemonStatus(ctx)
+	if err := syscall.Kill(st.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "daemon to die", func() bool { return syscall.Kill(st.PID, 0) != nil })
+	e.must(ctx, "daemon", "start")
+	if got := tcpGreeting(t, e, tcp); got != "hello from a" {
+		t.Fatalf("TCP after a daemon SIGKILL: %q", got)
+	}
+	if got := udpAnswer(t, e, udp, "still"); got != "STILL" {
+		t.Fatalf("UDP after a daemon SIGKILL: %q", got)
+	}
+	logStep("forwards after a daemon SIGKILL")
+
+	e.must(ctx, "vm", "forward", "--rm", "a", "18080:8080")
+	err := inNetnsDo(e.netns, func() error {
+		c, err := net.DialTimeout("tcp", tcp.String(), 5*time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+	if err == nil {
+		t.Errorf("the host port still answers after vm forward --rm")
+	}
+	if v := e.vm(ctx, "a"); len(v.Forwards) != 1 || v.Forwards[0].Spec != "127.0.0.1:18081:9090/udp" {
+		t.Errorf("forwards of a after --rm: %+v", v.Forwards)
+	}
+}
+
+// tcpGreeting connects to addr in the test namespace and returns the
+// first line it reads.
+func tcpGreeting(t *testing.T, e *env, addr netip.AddrPort) string {
+	t.Helper()
+	var line string
+	err := inNetnsDo(e.netns, func() error {
+		c, err := net.DialTimeout("tcp", addr.String(), 10*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		line, err = bufio.NewReader(c).ReadString('\n')
+		return err
+	})
+	if err != nil {
+		t.Fatalf("connect to %s: %v", addr, err)
+	}
+	return strings.TrimSpace(line)
+}
+
+// udpAnswer sends msg to addr from the test namespace and returns the
+// answer (retrying: the first datagram of a flow opens its stream).
+func udpAnswer(t *testing.T, e *env, addr netip.AddrPort, msg string) string {
+	t.Helper()
+	var got string
+	err := inNetnsDo(e.netns, func() error {
+		c, err := net.Dial("udp", addr.String())
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		buf := make([]byte, 1500)
+		for range 5 {
+			c.Write([]byte(msg))
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			n, err := c.Read(buf)
+			if err == nil {
+				got = string(buf[:n])
+				return nil
+			}
+		}
+		return fmt.Errorf("no answer to 5 datagrams")
+	})
+	if err != nil {
+		t.Fatalf("udp %s: %v", addr, err)
+	}
+	return got
+}
