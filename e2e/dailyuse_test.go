@@ -16,6 +16,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/bangerhq/banger/internal/network"
+	"github.com/bangerhq/banger/internal/testhost"
 )
 
 // TestDailyUse checks what makes banger VMs pleasant to use every day, on
@@ -100,7 +101,7 @@ func TestDailyUse(t *testing.T) {
 func lookupInNetns(t *testing.T, ns, proto string, server netip.AddrPort, name string) string {
 	t.Helper()
 	var r *dns.Msg
-	err := inNetnsDo(ns, func() error {
+	err := testhost.InNamedNetns(ns, func() error {
 		m := new(dns.Msg)
 		m.SetQuestion(name, dns.TypeA)
 		c := &dns.Client{Net: proto, Timeout: 5 * time.Second}
@@ -216,7 +217,7 @@ func forwardChecks(ctx context.Context, t *testing.T, e *env, logStep func(strin
 	logStep("forwards after a daemon SIGKILL")
 
 	e.must(ctx, "vm", "forward", "--rm", "a", "18080:8080")
-	err := inNetnsDo(e.netns, func() error {
+	err := testhost.InNamedNetns(e.netns, func() error {
 		c, err := net.DialTimeout("tcp", tcp.String(), 5*time.Second)
 		if err == nil {
 			c.Close()
@@ -236,7 +237,7 @@ func forwardChecks(ctx context.Context, t *testing.T, e *env, logStep func(strin
 func tcpGreeting(t *testing.T, e *env, addr netip.AddrPort) string {
 	t.Helper()
 	var line string
-	err := inNetnsDo(e.netns, func() error {
+	err := testhost.InNamedNetns(e.netns, func() error {
 		c, err := net.DialTimeout("tcp", addr.String(), 10*time.Second)
 		if err != nil {
 			return err
@@ -257,7 +258,7 @@ func tcpGreeting(t *testing.T, e *env, addr netip.AddrPort) string {
 func udpAnswer(t *testing.T, e *env, addr netip.AddrPort, msg string) string {
 	t.Helper()
 	var got string
-	err := inNetnsDo(e.netns, func() error {
+	err := testhost.InNamedNetns(e.netns, func() error {
 		c, err := net.Dial("udp", addr.String())
 		if err != nil {
 			return err

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -13,10 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
-
 	"github.com/bangerhq/banger/internal/api"
 	"github.com/bangerhq/banger/internal/network"
+	"github.com/bangerhq/banger/internal/testhost"
 )
 
 // TestNetworkPolicy checks the guest network policy from inside real
@@ -202,11 +200,11 @@ func (l *peerLog) peers() []netip.Addr {
 }
 
 // listenInNetns listens on addr inside the named network namespace until
-// the test ends (see inNetnsDo).
+// the test ends.
 func listenInNetns(t *testing.T, name string, addr netip.AddrPort) *peerLog {
 	t.Helper()
 	var ln net.Listener
-	err := inNetnsDo(name, func() (err error) {
+	err := testhost.InNamedNetns(name, func() (err error) {
 		ln, err = net.Listen("tcp4", addr.String())
 		return err
 	})
@@ -230,39 +228,4 @@ func listenInNetns(t *testing.T, name string, addr netip.AddrPort) *peerLog {
 		}
 	}()
 	return l
-}
-
-// inNetnsDo runs fn on a thread inside the named network namespace:
-// sockets fn makes belong to that namespace. The thread goes back to the
-// test's namespace afterwards (a thread left inside, were it the main
-// thread, would put the test process in the namespace's `ip netns pids`,
-// which the namespace's cleanup kills); if it cannot, it ends with the
-// goroutine.
-func inNetnsDo(name string, fn func() error) error {
-	ch := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			ch <- fmt.Errorf("open this thread's network namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		ns, err := netns.GetFromName(name)
-		if err != nil {
-			ch <- fmt.Errorf("open network namespace %s: %w", name, err)
-			return
-		}
-		defer ns.Close()
-		if err := netns.Set(ns); err != nil {
-			ch <- fmt.Errorf("enter network namespace %s: %w", name, err)
-			return
-		}
-		ferr := fn()
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		ch <- ferr
-	}()
-	return <-ch
 }
