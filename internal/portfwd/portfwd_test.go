@@ -13,6 +13,7 @@ import (
 
 	"github.com/bangerhq/banger/internal/agent"
 	"github.com/bangerhq/banger/internal/agent/agenttest"
+	"github.com/bangerhq/banger/internal/testhost"
 )
 
 func TestParseSpec(t *testing.T) {
@@ -87,19 +88,7 @@ func guestTCP(t *testing.T) uint16 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
+	testhost.Serve(t, ln, func(c net.Conn) { io.Copy(c, c) })
 	return uint16(ln.Addr().(*net.TCPAddr).Port)
 }
 
