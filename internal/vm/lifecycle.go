@@ -113,8 +113,12 @@ func (s *Service) startLocked(ctx context.Context, row *store.VM) (err error) {
 	}
 	// Mark where this boot's console output starts, for the failure tail.
 	consoleStart := fileSize(spec.ConsoleLog)
+	if err := s.markLaunch(row.ID); err != nil {
+		return s.failStart(row, errors.Join(err, s.deleteTAP(tap)), spec.ConsoleLog, consoleStart)
+	}
 	st, err := drv.Start(ctx, spec)
 	if err != nil {
+		s.launchSettled(row.ID) // the driver leaves nothing running
 		if spec.Accel == "kvm" {
 			// Some nested hosts make QEMU abort at once under KVM
 			// (failed to set MSR ...) rather than hang.
@@ -128,8 +132,13 @@ func (s *Service) startLocked(ctx context.Context, row *store.VM) (err error) {
 	row.StartedAt = time.Now().UTC()
 	row.LastError = ""
 	if err := store.UpdateVM(context.WithoutCancel(ctx), s.store.DB, row); err != nil {
-		return errors.Join(err, stopErr(drv.Stop(context.WithoutCancel(ctx), st, true, 0)), s.deleteTAP(tap))
+		err = errors.Join(err, stopErr(drv.Stop(context.WithoutCancel(ctx), st, true, 0)), s.deleteTAP(tap))
+		if !drv.Alive(st) {
+			s.launchSettled(row.ID)
+		}
+		return err
 	}
+	s.launchSettled(row.ID)
 	s.log.Info("vmm started", "vm", row.Name, "pid", st.PID, "accel", st.Accel)
 	progress.Report(ctx, api.Progress{Phase: PhaseBoot, Message: bootMessage(drv, st)})
 	s.watch(row.ID, st)
@@ -556,7 +565,9 @@ func (s *Service) Recover(ctx context.Context) error {
 			continue
 		}
 		if !ok {
-			// Stopped: a TAP left by a crash is released.
+			// Stopped: a VMM launched but not recorded is killed, and a
+			// TAP left by a crash is released.
+			s.endUnrecordedLaunch(ctx, row)
 			if tap := network.TAPName(row.ID); s.net.TAPExists(tap) {
 				if err := s.deleteTAP(tap); err != nil {
 					s.log.Warn("release tap of stopped vm", "vm", row.Name, "err", err)
@@ -564,6 +575,7 @@ func (s *Service) Recover(ctx context.Context) error {
 			}
 			continue
 		}
+		s.launchSettled(row.ID) // the row records the launch
 		drv := s.drivers[row.VMM]
 		if drv == nil {
 			s.log.Warn("cannot adopt vm: driver unavailable", "vm", row.Name, "vmm", row.VMM)

@@ -319,3 +319,103 @@ func TestSSHProbe(t *testing.T) {
 		t.Errorf("nothing listening: %v, want refused (the host answered)", got)
 	}
 }
+
+// holdDisk starts a process that holds row's disk open, as a VMM does, in
+// a session of its own (as a VMM runs, so it outlives its launcher).
+func holdDisk(t *testing.T, s *Service, row store.VM) proc.ID {
+	t.Helper()
+	f, err := os.Open(s.diskPath(row.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := exec.Command("sleep", "600")
+	cmd.ExtraFiles = []*os.File{f}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		testhost.Skip(t, "cannot run sleep: %v", err)
+	}
+	go cmd.Wait()
+	st, err := proc.StartTime(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := proc.ID{PID: cmd.Process.Pid, StartTime: st}
+	t.Cleanup(func() { proc.Signal(id.PID, id.StartTime, syscall.SIGKILL) })
+	return id
+}
+
+// TestRecoverKillsUnrecordedLaunch: a daemon killed after its driver
+// launched a VMM but before the row recorded it leaves the launch marker
+// and a VMM no row names. The next start kills that VMM (the holder of the
+// disk) and removes the marker; a VM without the marker keeps whatever
+// holds its disk, and a VM whose row records its VMM keeps it.
+func TestRecoverKillsUnrecordedLaunch(t *testing.T) {
+	ctx := context.Background()
+	drv := &sleepDriver{}
+	s := newSleepService(t, drv)
+	crashed := addVM(t, s, "crashed", store.DesiredStopped)
+	if err := s.markLaunch(crashed.ID); err != nil {
+		t.Fatal(err)
+	}
+	orphan := holdDisk(t, s, crashed)
+	quiet := addVM(t, s, "quiet", store.DesiredStopped)
+	reader := holdDisk(t, s, quiet)
+	recorded := addVM(t, s, "recorded", store.DesiredStopped)
+	if err := s.markLaunch(recorded.ID); err != nil {
+		t.Fatal(err)
+	}
+	vmmState := startSleeper(t, s, drv, &recorded)
+
+	if err := s.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if proc.Alive(orphan.PID, orphan.StartTime) {
+		t.Error("the VMM of the interrupted launch still runs")
+	}
+	if !proc.Alive(reader.PID, reader.StartTime) {
+		t.Error("a process holding the disk of a VM without a launch marker was killed")
+	}
+	if !proc.Alive(vmmState.PID, vmmState.StartTime) {
+		t.Error("the recorded VMM was killed")
+	}
+	for _, row := range []store.VM{crashed, recorded} {
+		if exists(s.launchMarker(row.ID)) {
+			t.Errorf("VM %s keeps its launch marker", row.Name)
+		}
+	}
+	if v, err := s.Get(ctx, "recorded"); err != nil || v.State != api.StateRunning {
+		t.Errorf("the recorded VM: %+v, %v", v, err)
+	}
+}
+
+// markerDriver is a test double of a VMM driver (named as such) whose
+// Start notes whether the VM's launch marker is there, and fails.
+type markerDriver struct {
+	sleepDriver
+	marker string
+	seen   bool
+}
+
+func (d *markerDriver) Start(ctx context.Context, spec vmm.Spec) (vmm.State, error) {
+	d.seen = exists(d.marker)
+	return vmm.State{}, errors.New("no vmm here")
+}
+
+// TestLaunchMarkerSpansTheLaunch: the marker is there while the driver
+// launches, and gone after a failed start (the driver left nothing).
+func TestLaunchMarkerSpansTheLaunch(t *testing.T) {
+	drv := &markerDriver{}
+	s, _ := newServiceWith(t, map[string]vmm.Driver{"sleep": drv})
+	row := addVM(t, s, "dev", store.DesiredStopped)
+	drv.marker = s.launchMarker(row.ID)
+	if err := s.startLocked(context.Background(), &row); err == nil || !strings.Contains(err.Error(), "no vmm here") {
+		t.Fatalf("start with a failing driver: %v", err)
+	}
+	if !drv.seen {
+		t.Error("no launch marker while the driver launched")
+	}
+	if exists(drv.marker) {
+		t.Error("the launch marker outlived a failed start")
+	}
+}

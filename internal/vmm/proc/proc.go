@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -248,4 +249,55 @@ func Signal(pid int, startTime uint64, sig syscall.Signal) error {
 		return fmt.Errorf("signal pid %d with %v: %w", pid, sig, err)
 	}
 	return nil
+}
+
+// Holding returns the processes, other than this one, that have the file
+// at path open, each with its start time, found through /proc/PID/fd: a
+// descriptor whose link reads path (as it was opened) and that is the
+// same device and inode. Processes whose descriptors this one may not read
+// are not seen. A VMM opens nothing by path, but holds its VM's disk: this
+// finds a VMM whose pid was never recorded.
+func Holding(path string) ([]ID, error) {
+	path = filepath.Clean(path)
+	var want syscall.Stat_t
+	if err := syscall.Stat(path, &want); err != nil {
+		return nil, &os.PathError{Op: "stat", Path: path, Err: err}
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var out []ID
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		dir := "/proc/" + e.Name() + "/fd/"
+		fds, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			// Only a descriptor named path is looked at: stat on any
+			// other could hang (a file of a dead network mount).
+			if l, err := os.Readlink(dir + fd.Name()); err != nil || l != path {
+				continue
+			}
+			var st syscall.Stat_t
+			if syscall.Stat(dir+fd.Name(), &st) == nil && st.Dev == want.Dev && st.Ino == want.Ino {
+				if start, err := StartTime(pid); err == nil {
+					out = append(out, ID{PID: pid, StartTime: start})
+				}
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+// ID is a process: its pid and start time.
+type ID struct {
+	PID       int
+	StartTime uint64
 }

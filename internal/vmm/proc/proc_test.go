@@ -258,3 +258,50 @@ func TestWaitExitPastDeadlineBeforeTimerFires(t *testing.T) {
 		t.Fatal("WaitExit blocked past its deadline (negative poll timeout means forever)")
 	}
 }
+
+// TestHolding finds a process that holds a file open (by descriptor, as a
+// VMM holds its disk), not one that holds another file, and not this one.
+func TestHolding(t *testing.T) {
+	dir := t.TempDir()
+	disk, other := filepath.Join(dir, "disk"), filepath.Join(dir, "other")
+	for _, p := range []string{disk, other} {
+		if err := os.WriteFile(p, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hold := func(p string) ID {
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		cmd := exec.Command("sleep", "60")
+		cmd.ExtraFiles = []*os.File{f}
+		if err := cmd.Start(); err != nil {
+			testhost.Skip(t, "cannot run sleep: %v", err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		st, err := StartTime(cmd.Process.Pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ID{PID: cmd.Process.Pid, StartTime: st}
+	}
+	mine, err := os.Open(disk) // this process's own descriptor is not reported
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mine.Close()
+	holder := hold(disk)
+	hold(other)
+	got, err := Holding(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0] != holder {
+		t.Fatalf("Holding(disk) = %v, want [%v]", got, holder)
+	}
+	if _, err := Holding(filepath.Join(dir, "missing")); err == nil {
+		t.Error("Holding of a missing file: no error")
+	}
+}

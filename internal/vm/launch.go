@@ -1,0 +1,79 @@
+package vm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/bangerhq/banger/internal/store"
+	"github.com/bangerhq/banger/internal/vmm/proc"
+)
+
+// A VMM runs from the moment its driver launches it, but the VM's row
+// records it only once the driver's Start returns (after the VMM answered
+// on its control socket), so a daemon killed in between leaves a VMM that
+// no row names: it keeps the VM's disk, sockets and VMM user, and the VM
+// cannot start again. The launch marker closes that gap: startLocked
+// writes it into the VM's folder before the launch and removes it once the
+// row records the VMM (or the start failed and the VMM is gone); Recover
+// finds a marker on a VM without a recorded VMM and kills the process that
+// holds the VM's disk, which can only be that unrecorded VMM.
+
+// launchMarker is the marker's file name in the VM's folder.
+const launchMarker = "vmm-launching"
+
+func (s *Service) launchMarker(id string) string {
+	return filepath.Join(s.cfg.Dirs.VMDir(id), launchMarker)
+}
+
+// markLaunch writes VM id's launch marker.
+func (s *Service) markLaunch(id string) error {
+	if err := os.WriteFile(s.launchMarker(id), nil, 0o600); err != nil {
+		return fmt.Errorf("mark the vmm launch: %w", err)
+	}
+	return nil
+}
+
+// launchSettled removes VM id's launch marker: the row records the VMM, or
+// no VMM runs.
+func (s *Service) launchSettled(id string) {
+	if err := os.Remove(s.launchMarker(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.log.Warn("remove the vmm launch marker", "vm", id, "err", err)
+	}
+}
+
+// endUnrecordedLaunch runs in Recover for a VM whose row records no VMM:
+// when its launch marker is there, an earlier daemon died during a launch,
+// and the processes that hold the VM's disk (its unrecorded VMM) are
+// killed before the marker goes. What it cannot kill is logged, and the
+// marker kept for the next start.
+func (s *Service) endUnrecordedLaunch(ctx context.Context, row store.VM) {
+	if _, err := os.Lstat(s.launchMarker(row.ID)); err != nil {
+		return
+	}
+	holders, err := proc.Holding(s.diskPath(row.ID))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.log.Warn("find the vmm of an interrupted launch", "vm", row.Name, "err", err)
+		return
+	}
+	var errs []error
+	for _, p := range holders {
+		s.log.Warn("killing the vmm an interrupted launch left running", "vm", row.Name, "pid", p.PID)
+		if err := proc.Signal(p.PID, p.StartTime, syscall.SIGKILL); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		errs = append(errs, proc.WaitExit(wctx, p.PID, p.StartTime, 0))
+		cancel()
+	}
+	if err := errors.Join(errs...); err != nil {
+		s.log.Error("kill the vmm of an interrupted launch", "vm", row.Name, "err", err)
+		return
+	}
+	s.launchSettled(row.ID)
+}
