@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -72,20 +73,39 @@ func (s *tuiSession) waitScreen(timeout time.Duration, wants ...string) string {
 	}
 }
 
+// waitGone waits until none of gone is on the screen.
+func (s *tuiSession) waitGone(timeout time.Duration, gone ...string) {
+	s.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		scr := s.screen()
+		if !slices.ContainsFunc(gone, func(g string) bool { return strings.Contains(scr, g) }) {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("screen still shows one of %q after %s:\n%s", gone, timeout, scr)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 // tuiWithRunningVM checks the TUI against the running VM "dev": listed as
 // running, the console view shows boot messages, SSH from the TUI returns
 // to it with the reminder, and stop from the TUI makes the VM stopped.
 func tuiWithRunningVM(ctx context.Context, t *testing.T, e *env) {
 	s := startTUI(t, e)
-	s.waitScreen(30*time.Second, "dev", "running")
+	s.waitScreen(30*time.Second, "NAME", "STATE", "dev", "running")
 
 	s.keys("l")
 	s.waitScreen(15*time.Second, "login:")
 	s.keys("Escape")
-	s.waitScreen(10*time.Second, "dev", "running")
+	// The console's own lines may say "running" (systemd's jobs): wait for
+	// its header to go before a key meant for the list is sent.
+	s.waitGone(10*time.Second, "console: dev")
+	s.waitScreen(10*time.Second, "NAME", "STATE", "dev", "running")
 
 	s.keys("Enter")
-	s.waitScreen(30*time.Second, "root@dev")
+	s.waitScreen(60*time.Second, "root@dev")
 	s.keys("exit", "Enter")
 	s.waitScreen(30*time.Second, `VM "dev" is still running`)
 
