@@ -13,6 +13,7 @@ import (
 
 	"github.com/bangerhq/banger/internal/cli/hostcmd"
 	"github.com/bangerhq/banger/internal/daemon"
+	"github.com/bangerhq/banger/internal/mounts"
 	"github.com/bangerhq/banger/internal/sandbox"
 	"github.com/bangerhq/banger/internal/version"
 )
@@ -20,6 +21,8 @@ import (
 func main() {
 	// A sandbox stage (image builds) runs here and exits; see package sandbox.
 	sandbox.Main()
+	// So does the stage that starts a shared folder's virtiofsd.
+	mounts.Main()
 	// The commands banger hands over (doctor, runtime, tui) run here and
 	// exit; see package hostcmd.
 	if hostcmd.Handles(os.Args[1:]) {
