@@ -27,7 +27,7 @@ import (
 	"github.com/bangerhq/banger/internal/guestclock"
 	"github.com/bangerhq/banger/internal/guestcp"
 	"github.com/bangerhq/banger/internal/guestexec"
-	"github.com/bangerhq/banger/internal/mounts"
+	"github.com/bangerhq/banger/internal/guestmount"
 	"github.com/bangerhq/banger/internal/portfwd"
 	"github.com/bangerhq/banger/internal/version"
 )
@@ -125,7 +125,7 @@ func newServer(log *slog.Logger) *agent.Server {
 	srv.Handle(guestcp.OpOut, guestcp.HandleOut)
 	srv.Handle(guestclock.Op, guestclock.Handler)
 	srv.Handle(portfwd.Op, portfwd.Handler)
-	srv.Handle(mounts.Op, mounts.GuestHandler)
+	srv.Handle(guestmount.Op, guestmount.Handler)
 	return srv
 }
 

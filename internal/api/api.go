@@ -37,6 +37,9 @@ const (
 	MethodVMExec     = "vm.exec"
 	MethodVMCopyIn   = "vm.copy_in"
 	MethodVMCopyOut  = "vm.copy_out"
+	// MethodVMMount adds or removes a shared folder of a stopped VM
+	// (VMMountParams).
+	MethodVMMount = "vm.mount"
 	// MethodVMForward adds or removes a port forward (VMForwardParams).
 	MethodVMForward = "vm.forward"
 	// MethodSSHConfig is `banger ssh-config`: SSHConfig.
@@ -161,6 +164,28 @@ type VM struct {
 	// Forwards are the VM's port forwards (vm.get, vm.list, vm.forward
 	// fill them).
 	Forwards []Forward `json:"forwards,omitempty"`
+	// Mounts are the VM's shared folders (vm.get, vm.mount fill them).
+	Mounts []Mount `json:"mounts,omitempty"`
+}
+
+// Mount is one shared folder of a VM: a host folder the guest mounts
+// through virtio-fs.
+type Mount struct {
+	// Spec is HOST_DIR:GUEST_DIR[:ro].
+	Spec     string `json:"spec"`
+	HostDir  string `json:"host_dir"`
+	GuestDir string `json:"guest_dir"`
+	ReadOnly bool   `json:"read_only,omitempty"`
+}
+
+// VMMountParams are the parameters of vm.mount: add the shared folder
+// Spec (HOST_DIR[:GUEST_DIR][:ro], HOST_DIR absolute) to the stopped VM
+// Name, or with Remove remove the one at Spec's guest folder (Spec may be
+// just GUEST_DIR then). The result is the VM.
+type VMMountParams struct {
+	Name   string `json:"name"`
+	Spec   string `json:"spec"`
+	Remove bool   `json:"remove,omitempty"`
 }
 
 // Forward is one port forward of a VM: a host address and port to a port
@@ -195,6 +220,8 @@ type VMCreateParams struct {
 	VMM       string `json:"vmm"`
 	// Publish are port forwards to make with the VM (see VMForwardParams).
 	Publish []string `json:"publish,omitempty"`
+	// Mounts are shared folders (see VMMountParams; HOST_DIR absolute).
+	Mounts []string `json:"mounts,omitempty"`
 }
 
 // VMRef names one VM by name or id.

@@ -10,7 +10,7 @@ func newVMCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "vm", Short: "Create, run, reach and remove VMs"}
 	cmd.AddCommand(newVMCreateCmd(), newVMListCmd(), newVMShowCmd(),
 		newVMStartCmd(), newVMStopCmd(), newVMRestartCmd(), newVMRemoveCmd(),
-		newVMSSHCmd(), newVMExecCmd(), newVMCpCmd(), newVMLogsCmd(), newVMPingCmd(), newVMForwardCmd())
+		newVMSSHCmd(), newVMExecCmd(), newVMCpCmd(), newVMLogsCmd(), newVMPingCmd(), newVMForwardCmd(), newVMMountCmd())
 	return cmd
 }
 

@@ -37,6 +37,13 @@ func newVMCreateCmd() *cobra.Command {
 				return err
 			}
 			p.Name = name
+			for i, m := range p.Mounts {
+				abs, err := absMount(m)
+				if err != nil {
+					return fmt.Errorf("--mount: %w", err)
+				}
+				p.Mounts[i] = abs
+			}
 			if disk != "" {
 				n, err := ParseSize(disk)
 				if err != nil {
@@ -72,6 +79,7 @@ func newVMCreateCmd() *cobra.Command {
 	f.BoolVar(&p.NoStart, "no-start", false, "create the VM without booting it")
 	f.StringVar(&p.VMM, "vmm", "", "virtual machine monitor: qemu or firecracker (default: the best available)")
 	f.StringArrayVar(&p.Publish, "publish", nil, "forward a host port to a port of the guest's 127.0.0.1: [HOST_ADDR:]HOST_PORT:GUEST_PORT[/tcp|/udp] (repeatable; see banger vm forward)")
+	f.StringArrayVar(&p.Mounts, "mount", nil, "share a host folder with the guest (QEMU only): HOST_DIR[:GUEST_DIR][:ro], the guest folder being HOST_DIR unless given (repeatable; see banger vm mount)")
 	f.BoolVar(&asJSON, "json", false, "print the VM as JSON")
 	pf = addProgressFlags(cmd)
 	return cmd

@@ -66,6 +66,9 @@ func newVMShowCmd() *cobra.Command {
 			row("folder", v.Dir)
 			row("console log", v.ConsoleLog)
 			row("created", v.CreatedAt.Local().Format(time.RFC3339))
+			for _, m := range v.Mounts {
+				row("mount", m.Spec)
+			}
 			for _, f := range v.Forwards {
 				row("forward", forwardLine(f))
 			}

@@ -364,6 +364,14 @@ func (c *Client) ForwardVM(ctx context.Context, p api.VMForwardParams) (api.VM, 
 	return vm, err
 }
 
+// MountVM adds (or with p.Remove removes) a shared folder of a stopped VM
+// and returns the VM.
+func (c *Client) MountVM(ctx context.Context, p api.VMMountParams) (api.VM, error) {
+	var vm api.VM
+	err := c.Call(ctx, api.MethodVMMount, p, &vm)
+	return vm, err
+}
+
 // SSHConfig returns the OpenSSH config for reaching VMs by name.
 func (c *Client) SSHConfig(ctx context.Context) (api.SSHConfig, error) {
 	var r api.SSHConfig

@@ -45,6 +45,7 @@ func (d *Daemon) methods() *Methods {
 	}))
 	t.Register(api.MethodVMPing, Typed(d.vms.Ping))
 	t.Register(api.MethodVMForward, Typed(d.vms.Forward))
+	t.Register(api.MethodVMMount, Typed(d.vms.Mount))
 	t.Register(api.MethodSSHConfig, Typed(func(ctx context.Context, _ empty) (api.SSHConfig, error) {
 		text, path, err := d.vms.SSHConfig(ctx)
 		return api.SSHConfig{Text: text, Path: path}, err

@@ -3,12 +3,12 @@
 // virtiofsd on the host).
 //
 // The pieces: Spec (what `--mount HOST_DIR[:GUEST_DIR][:ro]` says), the
-// guest agent's Op that mounts a share once the guest runs (GuestHandler),
-// and the host's virtiofsd (Virtiofsd), which runs in a user namespace
-// that maps the guest's root to the folder's owner: what the guest
-// creates belongs to that user on the host, never to root (unless root
-// owns the folder), and virtiofsd holds no host privilege beyond that
-// user's.
+// host's virtiofsd (StartVirtiofsd), and, in package guestmount, the guest
+// agent's operation that mounts a share once the guest runs. virtiofsd
+// runs in a user namespace that maps the guest's root to the folder's
+// owner: what the guest creates belongs to that user on the host, never
+// to root (unless root owns the folder), and virtiofsd holds no host
+// privilege beyond that user's.
 package mounts
 
 import (

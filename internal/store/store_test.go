@@ -44,8 +44,8 @@ func TestMigrationsAreIdempotent(t *testing.T) {
 			t.Fatalf("open %d: %v", i, err)
 		}
 		v, err := s.SchemaVersion(context.Background())
-		if err != nil || v != 5 {
-			t.Fatalf("schema version = %d, %v; want 5", v, err)
+		if err != nil || v != 6 {
+			t.Fatalf("schema version = %d, %v; want 6", v, err)
 		}
 		var mode string
 		s.DB.QueryRow("PRAGMA journal_mode").Scan(&mode)
@@ -374,5 +374,51 @@ func TestForwards(t *testing.T) {
 	}
 	if all, err := ListForwards(ctx, s.DB, ""); err != nil || len(all) != 0 {
 		t.Fatalf("forwards after the VM was deleted: %+v, %v", all, err)
+	}
+}
+
+func TestMounts(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	seedImage(t, s)
+	a := testVM("a", "52:54:00:00:00:0a")
+	if err := InsertVM(ctx, s.DB, &a); err != nil {
+		t.Fatal(err)
+	}
+	add := func(guest string) Mount {
+		t.Helper()
+		m := Mount{VMID: a.ID, HostDir: "/h" + guest, GuestDir: guest}
+		if err := InsertMount(ctx, s.DB, &m); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	if m := add("/x"); m.Index != 0 {
+		t.Fatalf("first index %d", m.Index)
+	}
+	if m := add("/y"); m.Index != 1 {
+		t.Fatalf("second index %d", m.Index)
+	}
+	add("/z")
+	if err := InsertMount(ctx, s.DB, &Mount{VMID: a.ID, HostDir: "/other", GuestDir: "/y"}); !errors.Is(err, ErrExists) {
+		t.Fatalf("a second share at /y: %v", err)
+	}
+	// A freed index is taken again.
+	if err := DeleteMount(ctx, s.DB, a.ID, "/y"); err != nil {
+		t.Fatal(err)
+	}
+	if m := add("/w"); m.Index != 1 {
+		t.Fatalf("index after a delete: %d, want 1", m.Index)
+	}
+	if err := DeleteMount(ctx, s.DB, a.ID, "/y"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("delete again: %v", err)
+	}
+	got, err := ListMounts(ctx, s.DB, a.ID)
+	if err != nil || len(got) != 3 || got[0].GuestDir != "/x" || got[1].GuestDir != "/w" || got[2].GuestDir != "/z" {
+		t.Fatalf("ListMounts: %+v %v", got, err)
+	}
+	DeleteVM(ctx, s.DB, a.ID)
+	if got, _ := ListMounts(ctx, s.DB, a.ID); len(got) != 0 {
+		t.Fatalf("mounts outlived their VM: %+v", got)
 	}
 }

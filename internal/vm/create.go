@@ -13,6 +13,7 @@ import (
 	"github.com/bangerhq/banger/internal/api"
 	"github.com/bangerhq/banger/internal/atomicfile"
 	"github.com/bangerhq/banger/internal/image"
+	"github.com/bangerhq/banger/internal/mounts"
 	"github.com/bangerhq/banger/internal/network"
 	"github.com/bangerhq/banger/internal/portfwd"
 	"github.com/bangerhq/banger/internal/progress"
@@ -42,6 +43,10 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (api.VM, err
 	if err != nil {
 		return api.VM{}, err
 	}
+	shares, err := s.parseMounts(p.Mounts, s.drivers[row.VMM])
+	if err != nil {
+		return api.VM{}, err
+	}
 	if !p.NoStart {
 		if err := s.preflightStart(ctx, s.drivers[row.VMM]); err != nil {
 			return api.VM{}, err
@@ -57,7 +62,7 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (api.VM, err
 
 	// Phase 1: the row and the lease, in one transaction. A concurrent create
 	// of the same name loses here, before it touches the disk.
-	if err := s.insertWithLease(ctx, &row, publish); err != nil {
+	if err := s.insertWithLease(ctx, &row, publish, shares); err != nil {
 		return api.VM{}, err
 	}
 	// undo removes what the failed create made, the row first (as Delete
@@ -185,8 +190,8 @@ func (s *Service) driverNames() []string {
 }
 
 // insertWithLease inserts row with a fresh MAC and the lowest free IP, and
-// its port forwards.
-func (s *Service) insertWithLease(ctx context.Context, row *store.VM, forwards []portfwd.Spec) error {
+// its port forwards and shared folders.
+func (s *Service) insertWithLease(ctx context.Context, row *store.VM, forwards []portfwd.Spec, shares []mounts.Spec) error {
 	return s.store.Tx(ctx, func(tx *sql.Tx) error {
 		used, err := store.LeasedAddrs(ctx, tx)
 		if err != nil {
@@ -228,7 +233,10 @@ func (s *Service) insertWithLease(ctx context.Context, row *store.VM, forwards [
 		if err := store.InsertLease(ctx, tx, row.IP, row.ID); err != nil {
 			return err
 		}
-		return s.insertForwards(ctx, tx, row.ID, forwards)
+		if err := s.insertForwards(ctx, tx, row.ID, forwards); err != nil {
+			return err
+		}
+		return insertMounts(ctx, tx, row.ID, shares)
 	})
 }
 

@@ -198,5 +198,10 @@ func (s *Service) viewFull(ctx context.Context, row store.VM) (api.VM, error) {
 		return v, err
 	}
 	v.Forwards = s.forwardViews(row.ID, rows)
+	ms, err := store.ListMounts(ctx, s.store.DB, row.ID)
+	if err != nil {
+		return v, err
+	}
+	v.Mounts = mountViews(ms)
 	return v, nil
 }

@@ -89,6 +89,10 @@ func (s *Service) startLocked(ctx context.Context, row *store.VM) (err error) {
 	if err := s.net.EnsureBridge(ctx); err != nil {
 		return err
 	}
+	shares, err := s.shares(ctx, *row)
+	if err != nil {
+		return err
+	}
 	runAs, release, err := s.reserveVMMUser(ctx, row.ID)
 	if err != nil {
 		return api.Errorf(api.ErrPrecondition, "%w", err)
@@ -110,6 +114,7 @@ func (s *Service) startLocked(ctx context.Context, row *store.VM) (err error) {
 		ConsoleLog: s.consoleLog(row.ID), Accel: s.cfg.Accel,
 		Agent: true, VsockCID: row.VsockCID,
 		RunAs: runAs,
+		Shares: shares,
 	}
 	// Mark where this boot's console output starts, for the failure tail.
 	consoleStart := fileSize(spec.ConsoleLog)
@@ -143,7 +148,11 @@ func (s *Service) startLocked(ctx context.Context, row *store.VM) (err error) {
 	progress.Report(ctx, api.Progress{Phase: PhaseBoot, Message: bootMessage(drv, st)})
 	s.watch(row.ID, st)
 
-	if err := s.waitForSSH(ctx, row, drv, st, consoleStart); err != nil {
+	err = s.waitForSSH(ctx, row, drv, st, consoleStart)
+	if err == nil {
+		err = s.mountShares(ctx, *row, st)
+	}
+	if err != nil {
 		s.unwatch(row.ID)
 		s.dropAgentSession(st.AgentSocket)
 		err = errors.Join(err, stopErr(drv.Stop(context.WithoutCancel(ctx), st, true, 0)), s.deleteTAP(tap))

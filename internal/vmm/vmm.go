@@ -61,6 +61,22 @@ type Spec struct {
 	// gives every running VM ids of its own (see package subid), so that a
 	// VMM escape is neither host root nor another VM.
 	RunAs *Identity
+
+	// Shares are host folders the guest mounts through virtio-fs (a
+	// FolderSharer driver only).
+	Shares []Share
+}
+
+// Share is one shared folder of a Spec.
+type Share struct {
+	// Tag is the virtio-fs tag the guest mounts it by.
+	Tag string
+	// HostDir is the folder, absolute; ReadOnly refuses the guest's
+	// writes below the guest.
+	HostDir  string
+	ReadOnly bool
+	// UID and GID own the folder: the guest's root is them in the share.
+	UID, GID int
 }
 
 // Identity is a uid and gid a VMM process runs as.
@@ -190,6 +206,19 @@ type VsockUser interface {
 func UsesVsock(d Driver) bool {
 	v, ok := d.(VsockUser)
 	return ok && v.UsesVsock()
+}
+
+// FolderSharer is the ability to share host folders with the guest
+// (Spec.Shares, through virtio-fs).
+type FolderSharer interface {
+	// SharesFolders reports whether VMs of this driver can have Shares.
+	SharesFolders() bool
+}
+
+// SharesFolders reports whether VMs of d can have shared folders.
+func SharesFolders(d Driver) bool {
+	f, ok := d.(FolderSharer)
+	return ok && f.SharesFolders()
 }
 
 // Preflighter is the ability to name the host checks (the purpose of

@@ -1,4 +1,6 @@
-package mounts
+// Package guestmount is the guest agent's operation that mounts a shared
+// folder (package mounts) in the guest.
+package guestmount
 
 import (
 	"bufio"
@@ -11,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bangerhq/banger/internal/agent"
+	"github.com/bangerhq/banger/internal/mounts"
 )
 
 // Op is the agent operation that mounts one share in the guest.
@@ -23,16 +26,16 @@ type Params struct {
 	ReadOnly bool   `json:"read_only,omitempty"`
 }
 
-// GuestHandler is the guest agent's handler for Op: it loads the virtiofs
+// Handler is the guest agent's handler for Op: it loads the virtiofs
 // module, makes the folder and mounts the share there (read-only when
 // asked). A share mounted there already is left as it is, so the daemon
 // may ask again (after a daemon restart).
-func GuestHandler(ctx context.Context, st *agent.Stream) error {
+func Handler(ctx context.Context, st *agent.Stream) error {
 	var p Params
 	if err := st.Decode(&p); err != nil {
 		return err
 	}
-	if p.Tag == "" || CheckGuestDir(p.Path) != nil {
+	if p.Tag == "" || mounts.CheckGuestDir(p.Path) != nil {
 		return agent.Errorf(agent.CodeInvalid, "mount: want a tag and an allowed absolute folder, got %q %q", p.Tag, p.Path)
 	}
 	if mounted(p.Tag, p.Path) {
