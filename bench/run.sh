@@ -20,12 +20,17 @@
 #   exec   `vm exec NAME true` vs `vm ssh NAME true`, interleaved, 20 each
 #   cp     `vm cp` of a 256 MiB file into and out of a VM vs the same bytes
 #          through `vm ssh NAME -- cat`, interleaved, 3 runs each way
+#   mount  sequential read of a 256 MiB file through a shared folder
+#          (virtio-fs, read-only) in a VM vs the same file on the host, dd
+#          with 1 MiB blocks timing itself on both sides (the guest's page
+#          cache dropped before each run, the host's kept: the bytes come
+#          from host memory either way), 3 runs each, interleaved
 #   startup how fast the CLI starts: `banger --help`, `banger version` and
 #          `banger vm ls` against a minimal static Go binary, interleaved,
 #          STARTUP_RUNS times each (bench/startup; goal: --help within 2x)
 # Needs root, QEMU, python3, a built runtime (make runtime) and bin/ (make build).
 # The daemon and VMs run in a network namespace this script creates.
-# Usage: bench/run.sh [boot] [ls] [clone] [ping] [paths] [exec] [cp] [startup]   (default: boot ls clone ping startup)
+# Usage: bench/run.sh [boot] [ls] [clone] [ping] [paths] [exec] [cp] [mount] [startup]   (default: boot ls clone ping startup)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -344,6 +349,28 @@ bench_cp() {
 	echo "cp: into the VM median vm cp ${a} s, ssh cat ${b} s, speed ratio $(ratio "$b" "$a"); out of the VM vm cp ${c} s, ssh cat ${d} s, speed ratio $(ratio "$d" "$c") (goal >= 1)"
 	rm -f "$f" "$back" "$back.ssh"
 	N "$B" vm rm --force copier >/dev/null
+}
+
+ddsecs() { LC_ALL=C awk '/copied/ {print $(NF-3)}'; } # dd's own timing, in seconds
+
+bench_mount() {
+	echo "== mount: sequential read of 256 MiB through a shared folder (virtio-fs) vs on the host, dd bs=1M (3 runs each, interleaved)"
+	local dir=$ROOT/mount-share
+	mkdir -p "$dir"
+	head -c 256M /dev/urandom >"$dir/f"
+	N "$B" vm create sharer --cpus 1 --memory 512 --mount "$dir:/share:ro" >/dev/null
+	local g=() h=()
+	for i in $(seq 3); do
+		g+=("$(N "$B" vm exec sharer -- sh -c 'echo 3 >/proc/sys/vm/drop_caches; LC_ALL=C dd if=/share/f of=/dev/null bs=1M 2>&1' | ddsecs)")
+		h+=("$(LC_ALL=C dd if="$dir/f" of=/dev/null bs=1M 2>&1 | ddsecs)")
+		echo "run $i: through the mount ${g[-1]} s, on the host ${h[-1]} s"
+	done
+	local mg mh
+	mg=$(printf '%s\n' "${g[@]}" | median)
+	mh=$(printf '%s\n' "${h[@]}" | median)
+	echo "mount: median 256 MiB read through the mount ${mg} s ($(awk -v s="$mg" 'BEGIN {printf "%.0f", 256/s}') MiB/s), on the host ${mh} s ($(awk -v s="$mh" 'BEGIN {printf "%.0f", 256/s}') MiB/s), mount/host time ratio $(ratio "$mg" "$mh")"
+	N "$B" vm rm --force sharer >/dev/null
+	rm -rf "$dir"
 }
 
 bench_startup() {

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -34,9 +35,11 @@ func TestDailyUse(t *testing.T) {
 	e.enterNetns()
 	logStep := stepLogger(t)
 
-	e.must(ctx, "vm", "create", "a", "--cpus", "1", "--memory", "512", "--publish", "18080:8080")
+	shares := newShares(t, e)
+	e.must(ctx, "vm", "create", "a", "--cpus", "1", "--memory", "512", "--publish", "18080:8080",
+		"--mount", shares.rw+":/mnt/rw", "--mount", shares.ro+":/mnt/ro:ro")
 	e.must(ctx, "vm", "create", "b", "--cpus", "1", "--memory", "512")
-	logStep("create two VMs (a with --publish)")
+	logStep("create two VMs (a with --publish and two --mount)")
 	a, b := e.vm(ctx, "a"), e.vm(ctx, "b")
 	bridgeAddr := network.Gateway(netip.MustParsePrefix(e.daemonStatus(ctx).Subnet))
 
@@ -81,7 +84,15 @@ func TestDailyUse(t *testing.T) {
 	})
 	logStep("ssh-config")
 
+	t.Run("mount", func(t *testing.T) { mountChecks(ctx, t, e, shares) })
+	logStep("mount")
+
 	t.Run("forward", func(t *testing.T) { forwardChecks(ctx, t, e, logStep) })
+
+	// The shares are back after the restart and the daemon SIGKILL.
+	if out := e.must(ctx, "vm", "exec", "a", "--", "cat", "/mnt/rw/from-guest"); out != "written in the guest\n" {
+		t.Errorf("/mnt/rw/from-guest after vm restart: %q", out)
+	}
 
 	// A removed VM's name is gone at once, and so is its ssh-config block.
 	e.must(ctx, "vm", "rm", "--force", "b")
@@ -93,6 +104,102 @@ func TestDailyUse(t *testing.T) {
 	}
 	logStep("vm rm b, its name gone")
 	e.must(ctx, "vm", "rm", "--force", "a")
+	// Its virtiofsd processes ended with its QEMU.
+	waitFor(t, 10*time.Second, "the virtiofsd processes of a to exit", func() bool { return len(virtiofsdsOf(shareUID)) == 0 })
+	logStep("vm rm a, its virtiofsd gone")
+}
+
+// shareUID and shareGID own the e2e test's shared folders: a user other
+// than the daemon's (root), whom the guest's root is in the share.
+const shareUID, shareGID = 4321, 4322
+
+// shares are the host folders VM a shares: rw at /mnt/rw, ro at /mnt/ro
+// (read-only), both owned by shareUID with a file from-host in each.
+type shares struct{ rw, ro string }
+
+func newShares(t *testing.T, e *env) shares {
+	t.Helper()
+	s := shares{rw: filepath.Join(e.root, "share-rw"), ro: filepath.Join(e.root, "share-ro")}
+	for _, dir := range []string{s.rw, s.ro} {
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		f := filepath.Join(dir, "from-host")
+		if err := os.WriteFile(f, []byte("written on the host\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range []string{dir, f} {
+			if err := os.Chown(p, shareUID, shareGID); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return s
+}
+
+// mountChecks: what either side writes the other reads, the guest's files
+// belong to the folder's owner on the host, the read-only share refuses
+// writes in the guest, and a running VM's shares cannot change.
+func mountChecks(ctx context.Context, t *testing.T, e *env, s shares) {
+	for _, dir := range []string{"/mnt/rw", "/mnt/ro"} {
+		if out := e.must(ctx, "vm", "exec", "a", "--", "cat", dir+"/from-host"); out != "written on the host\n" {
+			t.Errorf("%s/from-host in the guest: %q", dir, out)
+		}
+	}
+	e.must(ctx, "vm", "exec", "a", "--", "sh", "-c", "echo written in the guest > /mnt/rw/from-guest")
+	f := filepath.Join(s.rw, "from-guest")
+	if got := mustRead(t, f); got != "written in the guest\n" {
+		t.Errorf("the guest's file on the host: %q", got)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(f, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Uid != shareUID || st.Gid != shareGID {
+		t.Errorf("the guest's file belongs to %d:%d on the host, want the folder's owner %d:%d", st.Uid, st.Gid, shareUID, shareGID)
+	}
+	if err := os.WriteFile(filepath.Join(s.rw, "later"), []byte("later\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the guest to see a file the host wrote after the mount", func() bool {
+		return e.banger(ctx, "vm", "exec", "a", "--", "cat", "/mnt/rw/later").stdout == "later\n"
+	})
+	r := e.banger(ctx, "vm", "exec", "a", "--", "sh", "-c", "echo x > /mnt/ro/x")
+	if r.code == 0 || !strings.Contains(r.stderr, "Read-only file system") {
+		t.Errorf("a write to the read-only share: exit %d, %q; want Read-only file system", r.code, r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(s.ro, "x")); !os.IsNotExist(err) {
+		t.Errorf("the refused write reached the host: %v", err)
+	}
+	if v := e.vm(ctx, "a"); len(v.Mounts) != 2 || v.Mounts[1].Spec != s.ro+":/mnt/ro:ro" {
+		t.Errorf("vm show a: mounts %+v", v.Mounts)
+	}
+	if msg := e.fails(ctx, "vm", "mount", "a", s.rw+":/mnt/other"); !strings.Contains(msg, "stop it first") {
+		t.Errorf("vm mount of a running VM: %q", msg)
+	}
+	if len(virtiofsdsOf(shareUID)) != 2 {
+		t.Errorf("virtiofsd processes running as the folders' owner: %v, want 2", virtiofsdsOf(shareUID))
+	}
+}
+
+// virtiofsdsOf returns the pids of the virtiofsd processes that run as uid.
+func virtiofsdsOf(uid int) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, ent := range ents {
+		pid, err := strconv.Atoi(ent.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + ent.Name() + "/status")
+		if err != nil || !strings.Contains(string(b), "Name:\tvirtiofsd\n") || strings.Contains(string(b), "State:\tZ") {
+			continue
+		}
+		if strings.Contains(string(b), "\nUid:\t"+strconv.Itoa(uid)+"\t") {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // lookupInNetns asks the DNS server at server, from inside the network

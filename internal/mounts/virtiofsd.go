@@ -18,6 +18,15 @@ import (
 // StartVirtiofsd.)
 const VirtiofsdBinary = "/usr/lib/qemu/virtiofsd"
 
+// CheckVirtiofsd returns nil when VirtiofsdBinary is installed, else an
+// error that says how to install it.
+func CheckVirtiofsd() error {
+	if _, err := os.Stat(VirtiofsdBinary); err != nil {
+		return fmt.Errorf("shared folders need virtiofsd: install it (Debian: apt-get install qemu-system-common): %w", err)
+	}
+	return nil
+}
+
 // Owner is who owns a shared folder on the host: the guest's root is
 // this user in the share.
 type Owner struct{ UID, GID int }

@@ -56,6 +56,9 @@ func (s *Service) checkMount(text string, drv vmm.Driver) (mounts.Spec, error) {
 	if _, err := mounts.FolderOwner(sp.HostDir, os.Getuid()); err != nil {
 		return sp, api.Errorf(api.ErrInvalid, "mount %s: %v", text, err)
 	}
+	if err := mounts.CheckVirtiofsd(); err != nil {
+		return sp, api.Errorf(api.ErrPrecondition, "mount %s: %v", text, err)
+	}
 	return sp, nil
 }
 

@@ -71,6 +71,7 @@ const (
 	HowAppend    = "append"     // O_WRONLY|O_APPEND, created with mode 0600
 	HowListen    = "listen"     // a Unix socket bound and listening at Path, mode 0600
 	HowTAP       = "tap"        // the existing TAP device named Path, attached
+	HowConnect   = "connect"    // a Unix socket connected to the one listening at Path
 )
 
 // File is one file Start opens and QEMU inherits as descriptor FD: QEMU
@@ -137,6 +138,7 @@ func Argv(bin string, spec vmm.Spec) ([]string, []File) {
 			"-chardev", fmt.Sprintf("socket,id=agent,fd=%d,server=on,wait=off", p.pass(HowListen, AgentSocket(spec.Dir))),
 			"-device", "virtserialport,chardev=agent,name="+agent.SerialPortName)
 	}
+	a = append(a, shareArgs(&p, spec)...)
 	a = append(a,
 		"-chardev", fmt.Sprintf("socket,id=qmp,fd=%d,server=on,wait=off", p.pass(HowListen, QMPSocket(spec.Dir))),
 		"-mon", "chardev=qmp,mode=control")

@@ -100,6 +100,7 @@ func resolveBinary(bin string) (string, error) {
 var (
 	idRE  = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
 	macRE = regexp.MustCompile(`^[0-9a-f]{2}(:[0-9a-f]{2}){5}$`)
+	tagRE = regexp.MustCompile(`^[a-z0-9]{1,36}$`)
 )
 
 // checkSpec validates spec before anything is launched.
@@ -123,7 +124,14 @@ func checkSpec(spec vmm.Spec) error {
 	if spec.TAP != "" && !macRE.MatchString(spec.MAC) {
 		errs = append(errs, fmt.Errorf("mac %q: want lower-case xx:xx:xx:xx:xx:xx (required with a tap device)", spec.MAC))
 	}
-	errs = append(errs, vmm.CheckPaths(spec, QMPSocket(spec.Dir), AgentSocket(spec.Dir))...)
+	sockets := []string{QMPSocket(spec.Dir), AgentSocket(spec.Dir)}
+	for i, sh := range spec.Shares {
+		sockets = append(sockets, ShareSocket(spec.Dir, i))
+		if !filepath.IsAbs(sh.HostDir) || !tagRE.MatchString(sh.Tag) {
+			errs = append(errs, fmt.Errorf("share %d: want an absolute host folder and a tag of [a-z0-9], got %q %q", i, sh.HostDir, sh.Tag))
+		}
+	}
+	errs = append(errs, vmm.CheckPaths(spec, sockets...)...)
 	return errors.Join(errs...)
 }
 
@@ -178,10 +186,14 @@ func (d *Driver) start(ctx context.Context, spec vmm.Spec) (vmm.State, error) {
 		}
 		spec.KernelArgs = withTSCHint(spec.KernelArgs, tscArgs())
 	}
+	fsds, err := d.startVirtiofsds(spec)
+	if err != nil {
+		return vmm.State{}, err
+	}
 	argv, files := Argv(bin, spec)
 	passed, err := openFiles(files)
 	if err != nil {
-		return vmm.State{}, err
+		return vmm.State{}, errors.Join(err, fsds.kill())
 	}
 	t0 := time.Now()
 	d.log.Debug("launching qemu", "vm", spec.ID, "argv", argv, "run_as", runAs)
@@ -191,13 +203,16 @@ func (d *Driver) start(ctx context.Context, spec vmm.Spec) (vmm.State, error) {
 		if child != nil && !child.Kill(killWait) {
 			d.log.Warn("qemu did not exit after SIGKILL", "vm", spec.ID, "pid", child.PID)
 		}
-		return vmm.State{}, errors.Join(err, vmm.RemoveFiles(sockets...))
+		return vmm.State{}, errors.Join(err, vmm.RemoveFiles(sockets...), fsds.kill())
 	}
 	if err != nil {
 		return fail(err)
 	}
 	if err := waitQMP(ctx, qmpPath, child); err != nil {
 		return fail(err)
+	}
+	if err := fsds.removeSockets(); err != nil {
+		d.log.Warn("shared folder sockets left behind", "vm", spec.ID, "err", err)
 	}
 	if out := child.OutputTail(2000); out != "" {
 		d.log.Warn("qemu printed messages while starting", "vm", spec.ID, "output", out)
@@ -216,7 +231,7 @@ func (d *Driver) start(ctx context.Context, spec vmm.Spec) (vmm.State, error) {
 		Accel:         spec.Accel,
 		Argv:          argv,
 		RunAs:         &runAs,
-		Notes:         []string{filesNote(files)},
+		Notes:         append([]string{filesNote(files)}, fsds.notes()...),
 	}, nil
 }
 

@@ -32,6 +32,8 @@ func openFiles(files []File) ([]*os.File, error) {
 			fh, err = os.OpenFile(f.Path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 		case HowTAP:
 			fh, err = network.OpenTAP(f.Path)
+		case HowConnect:
+			fh, err = dialUnix(f.Path)
 		case HowListen:
 			fh, err = listen(f.Path)
 			if err == nil {
