@@ -113,7 +113,7 @@ func (s *Service) startLocked(ctx context.Context, row *store.VM) (err error) {
 		Disk: s.diskPath(row.ID), TAP: tap, MAC: row.MAC,
 		ConsoleLog: s.consoleLog(row.ID), Accel: s.cfg.Accel,
 		Agent: true, VsockCID: row.VsockCID,
-		RunAs: runAs,
+		RunAs:  runAs,
 		Shares: shares,
 	}
 	// Mark where this boot's console output starts, for the failure tail.
