@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bangerhq/banger/internal/api"
+	"github.com/bangerhq/banger/internal/client"
 )
 
 func newVMForwardCmd() *cobra.Command {
@@ -26,27 +27,10 @@ func newVMForwardCmd() *cobra.Command {
 			"  banger vm forward --rm dev 8080:80",
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if len(args) == 1 {
-				if remove {
-					return fmt.Errorf("--rm needs the SPEC to remove: banger vm forward --rm %s SPEC", args[0])
-				}
-				v, err := c.GetVM(cmd.Context(), args[0])
-				if err != nil {
-					return err
-				}
-				printForwards(cmd.OutOrStdout(), v)
-				return nil
-			}
-			v, err := c.ForwardVM(cmd.Context(), api.VMForwardParams{Name: args[0], Spec: args[1], Remove: remove})
-			if err != nil {
-				return err
-			}
-			printForwards(cmd.OutOrStdout(), v)
-			return nil
+			return listOrChange(cmd, args, remove, "SPEC", printForwards,
+				func(c *client.Client, name, spec string) (api.VM, error) {
+					return c.ForwardVM(cmd.Context(), api.VMForwardParams{Name: name, Spec: spec, Remove: remove})
+				})
 		},
 	}
 	cmd.Flags().BoolVar(&remove, "rm", false, "remove the forward SPEC")
@@ -105,4 +89,30 @@ func forwardLine(f api.Forward) string {
 	default:
 		return f.Spec + " (listens while the VM runs)"
 	}
+}
+
+// listOrChange is the body of the commands that list or change one kind of
+// a VM's settings (vm forward, vm mount): with NAME alone it lists them
+// (print), refusing --rm without the item to remove (named what); with an
+// item it calls change and prints the VM it returns.
+func listOrChange(cmd *cobra.Command, args []string, remove bool, what string, print func(io.Writer, api.VM),
+	change func(c *client.Client, name, item string) (api.VM, error)) error {
+	c, err := connect(cmd.Context())
+	if err != nil {
+		return err
+	}
+	var v api.VM
+	if len(args) == 1 {
+		if remove {
+			return fmt.Errorf("--rm needs the %s to remove: %s --rm %s %s", what, cmd.CommandPath(), args[0], what)
+		}
+		v, err = c.GetVM(cmd.Context(), args[0])
+	} else {
+		v, err = change(c, args[0], args[1])
+	}
+	if err != nil {
+		return err
+	}
+	print(cmd.OutOrStdout(), v)
+	return nil
 }

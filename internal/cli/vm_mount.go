@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bangerhq/banger/internal/api"
+	"github.com/bangerhq/banger/internal/client"
 	"github.com/bangerhq/banger/internal/mounts"
 )
 
@@ -27,33 +28,16 @@ func newVMMountCmd() *cobra.Command {
 			"  banger vm mount --rm dev /src",
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if len(args) == 1 {
-				if remove {
-					return fmt.Errorf("--rm needs the guest folder to remove: banger vm mount --rm %s GUEST_DIR", args[0])
-				}
-				v, err := c.GetVM(cmd.Context(), args[0])
-				if err != nil {
-					return err
-				}
-				printMounts(cmd.OutOrStdout(), v)
-				return nil
-			}
-			spec := args[1]
-			if !remove {
-				if spec, err = absMount(spec); err != nil {
-					return err
-				}
-			}
-			v, err := c.MountVM(cmd.Context(), api.VMMountParams{Name: args[0], Spec: spec, Remove: remove})
-			if err != nil {
-				return err
-			}
-			printMounts(cmd.OutOrStdout(), v)
-			return nil
+			return listOrChange(cmd, args, remove, "GUEST_DIR", printMounts,
+				func(c *client.Client, name, spec string) (api.VM, error) {
+					if !remove {
+						var err error
+						if spec, err = absMount(spec); err != nil {
+							return api.VM{}, err
+						}
+					}
+					return c.MountVM(cmd.Context(), api.VMMountParams{Name: name, Spec: spec, Remove: remove})
+				})
 		},
 	}
 	cmd.Flags().BoolVar(&remove, "rm", false, "remove the shared folder at GUEST_DIR (SPEC)")
