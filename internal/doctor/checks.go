@@ -23,6 +23,7 @@ const (
 	IDDiskSpace    = "disk-space"
 	IDGuestClock   = "guest-clock"
 	IDNames        = "vm-names"
+	IDShares       = "shared-folders"
 )
 
 // anyVM is every purpose that starts a VM, whatever the VMM.
@@ -56,6 +57,7 @@ func Checks() []Check {
 		{ID: IDImageTools, Title: "image build tools", Concerns: []Purpose{PurposeImageBuild}, Run: checkImageTools},
 		{ID: IDImageAgent, Title: "guest agent in images", Run: checkImageAgent},
 		{ID: IDNames, Title: "VM names (NAME.banger.internal)", Run: checkNames},
+		{ID: IDShares, Title: "shared folders (virtiofsd)", Run: checkShares},
 		{ID: IDDiskSpace, Title: "free disk space",
 			Concerns: []Purpose{PurposeVMStart, PurposeImageBuild, PurposeFirecracker}, Run: checkDiskSpace},
 	}

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/bangerhq/banger/internal/mounts"
 	"github.com/bangerhq/banger/internal/subid"
 )
 
@@ -16,6 +17,16 @@ type hostTool struct{ name, pkg string }
 // checkSSH: `banger vm ssh` runs OpenSSH's client (keys are made in Go).
 func checkSSH(_ context.Context, env *Env) Result {
 	return checkTools(env, "VM access", []hostTool{{"ssh", "openssh-client"}})
+}
+
+// checkShares: shared folders (vm create --mount) need QEMU's virtiofsd;
+// a VM without them does not.
+func checkShares(_ context.Context, _ *Env) Result {
+	if err := mounts.CheckVirtiofsd(); err != nil {
+		return Result{Status: StatusWarn, Detail: fmt.Sprintf("no %s: VMs cannot have shared folders (vm create --mount)", mounts.VirtiofsdBinary),
+			Fix: "apt-get install qemu-system-common"}
+	}
+	return Result{Status: StatusOK, Detail: mounts.VirtiofsdBinary}
 }
 
 func checkDiskTools(_ context.Context, env *Env) Result {
