@@ -182,9 +182,11 @@ func mountChecks(ctx context.Context, t *testing.T, e *env, s shares) {
 	}
 }
 
-// virtiofsdsOf returns the pids of the virtiofsd processes that run as uid.
+// virtiofsdsOf returns the pids of the virtiofsd processes that run as
+// uid, one per share: each forks a child to be PID 1 of its own PID
+// namespace, which is not counted.
 func virtiofsdsOf(uid int) []int {
-	var pids []int
+	ppid := map[int]int{}
 	ents, _ := os.ReadDir("/proc")
 	for _, ent := range ents {
 		pid, err := strconv.Atoi(ent.Name())
@@ -192,10 +194,18 @@ func virtiofsdsOf(uid int) []int {
 			continue
 		}
 		b, err := os.ReadFile("/proc/" + ent.Name() + "/status")
-		if err != nil || !strings.Contains(string(b), "Name:\tvirtiofsd\n") || strings.Contains(string(b), "State:\tZ") {
+		st := string(b)
+		if err != nil || !strings.Contains(st, "Name:\tvirtiofsd\n") || strings.Contains(st, "State:\tZ") ||
+			!strings.Contains(st, "\nUid:\t"+strconv.Itoa(uid)+"\t") {
 			continue
 		}
-		if strings.Contains(string(b), "\nUid:\t"+strconv.Itoa(uid)+"\t") {
+		_, rest, _ := strings.Cut(st, "\nPPid:\t")
+		p, _ := strconv.Atoi(strings.Fields(rest + " 0")[0])
+		ppid[pid] = p
+	}
+	var pids []int
+	for pid, p := range ppid {
+		if _, child := ppid[p]; !child {
 			pids = append(pids, pid)
 		}
 	}
