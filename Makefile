@@ -29,7 +29,7 @@ APT_PACKAGES := qemu-system-x86 mmdebstrap uidmap fakeroot e2fsprogs \
 	busybox-static cpio lz4 openssh-client iproute2 nftables ca-certificates git make tmux kmod \
 	xz-utils shellcheck libcap2-bin
 
-.PHONY: all build agent deps runtime test unit-test e2e-test bench clean vet package-runtime install uninstall
+.PHONY: all build agent deps runtime test unit-test e2e-test test-firecracker bench clean vet package-runtime install uninstall
 
 all: build
 
@@ -71,6 +71,14 @@ e2e-test: build runtime
 	$(GO) test -count=1 -v -timeout 60m ./e2e/
 
 test: vet unit-test e2e-test
+
+# The real-Firecracker tests, for a KVM host: fetch the Firecracker release
+# the bundle pins into ./runtime (verified against its published checksum),
+# then run the tests that need it, which fail here instead of skipping when
+# Firecracker or a KVM that runs guests is missing.
+test-firecracker: build runtime
+	bin/banger runtime fetch firecracker --dir $(RUNTIME)
+	BANGER_REQUIRE_FIRECRACKER=1 $(GO) test -count=1 -v -run 'TestRealFirecracker' ./internal/vmm/firecracker/
 
 bench: build runtime
 	bench/run.sh

@@ -46,6 +46,10 @@ type env struct {
 	extraEnv []string
 	// cli, when set, is the banger binary to run instead of bin/banger.
 	cli string
+	// devTUN, when set, is a TUN clone device node bound over
+	// /dev/net/tun for the CLI and the daemon it starts (in the mount
+	// namespace `ip netns exec` makes for each run; see withDevTUN).
+	devTUN string
 }
 
 func repoRoot(t *testing.T) string {
@@ -239,14 +243,7 @@ type result struct {
 // banger runs the CLI (inside the namespace when one is set).
 func (e *env) banger(ctx context.Context, args ...string) result {
 	e.t.Helper()
-	bin := filepath.Join(e.bin, "banger")
-	if e.cli != "" {
-		bin = e.cli
-	}
-	argv := append([]string{bin}, args...)
-	if e.netns != "" {
-		argv = append([]string{"ip", "netns", "exec", e.netns}, argv...)
-	}
+	argv := e.cliArgv(args...)
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Env = e.environ()
 	var so, se bytes.Buffer
@@ -270,6 +267,11 @@ func (e *env) cliArgv(args ...string) []string {
 	}
 	argv := append([]string{bin}, args...)
 	if e.netns != "" {
+		if e.devTUN != "" {
+			// `ip netns exec` runs its command in a mount namespace of
+			// its own whose mounts do not propagate to the host's.
+			argv = append([]string{"sh", "-c", `mount --bind "$0" /dev/net/tun && exec "$@"`, e.devTUN}, argv...)
+		}
 		argv = append([]string{"ip", "netns", "exec", e.netns}, argv...)
 	}
 	return argv

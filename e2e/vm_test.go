@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -28,6 +27,7 @@ func TestVMLifecycle(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
 	e := newEnv(t)
+	e.extraEnv = append(e.extraEnv, conformanceEnv...)
 
 	// The image build downloads Debian packages, so it runs outside the
 	// namespace; then the daemon is stopped and restarted inside it.
@@ -69,101 +69,16 @@ func TestVMLifecycle(t *testing.T) {
 	assertListJSON(ctx, t, e)
 	t.Run("terminal: completion, no terminal queries, unknown commands", func(t *testing.T) { terminalCLI(ctx, t, e) })
 
-	// SSH: output, exit status, a file written.
-	if out := e.must(ctx, "vm", "ssh", "dev", "--", "cat", "/etc/hostname"); strings.TrimSpace(out) != "dev" {
-		t.Fatalf("hostname in guest = %q", out)
-	}
-	if r := e.banger(ctx, "vm", "ssh", "dev", "--", "sh", "-c", "exit 7"); r.code != 7 {
-		t.Fatalf("remote exit status: got %d, want 7 (stderr %s)", r.code, r.stderr)
-	}
-	e.must(ctx, "vm", "ssh", "dev", "--", "sh", "-c", "echo banger-was-here > /root/marker && sync")
-
-	// The guest agent answers over its own channel (not the network), and
-	// leaving ssh reminds that the VM still runs.
-	if out := e.must(ctx, "vm", "ping", "dev"); !strings.Contains(out, "dev is alive") {
-		t.Fatalf("vm ping: %s", out)
-	}
 	if r := e.banger(ctx, "vm", "ssh", "dev", "--", "true"); r.code != 0 || !strings.Contains(r.stderr, `VM "dev" is still running (up `) || !strings.Contains(r.stderr, "banger vm stop dev") {
 		t.Fatalf("no reminder after ssh: exit %d, stderr %q", r.code, r.stderr)
 	}
 	if r := e.banger(ctx, "vm", "ssh", "--no-remind", "dev", "--", "true"); strings.Contains(r.stderr, "still running") {
 		t.Fatalf("--no-remind still reminded: %q", r.stderr)
 	}
-	// A guest whose agent is stopped: running, but not answering, within the timeout.
-	e.must(ctx, "vm", "ssh", "dev", "--", "systemctl", "stop", "banger-vsock-pingd")
-	start = time.Now()
-	r := e.banger(ctx, "vm", "ping", "--timeout", "2s", "dev")
-	if took := time.Since(start); r.code == 0 || !strings.Contains(r.stdout, "does not answer") || took > 6*time.Second {
-		t.Fatalf("ping of a guest without agent: exit %d after %s: %s %s", r.code, took, r.stdout, r.stderr)
-	}
-	if got := e.vm(ctx, "dev"); got.State != api.StateRunning {
-		t.Fatalf("VM with a stopped agent shows %s, want running", got.State)
-	}
-
-	// Restart keeps the disk.
-	e.must(ctx, "vm", "restart", "dev")
-	if out := e.must(ctx, "vm", "ssh", "dev", "--", "cat", "/root/marker"); strings.TrimSpace(out) != "banger-was-here" {
-		t.Fatalf("file after restart = %q", out)
-	}
-	v = e.vm(ctx, "dev")
-
 	t.Run("tui", func(t *testing.T) { tuiWithRunningVM(ctx, t, e) })
 	e.must(ctx, "vm", "start", "dev")
-	v = e.vm(ctx, "dev")
 
-	// The console log is readable.
-	if out := e.must(ctx, "vm", "logs", "dev"); !strings.Contains(out, "Linux version") {
-		t.Fatalf("vm logs has no kernel banner:\n%.500s", out)
-	}
-
-	// SIGKILL the daemon: the VM keeps running and the next daemon adopts it.
-	st := e.daemonStatus(ctx)
-	if err := syscall.Kill(st.PID, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 5*time.Second, "daemon to die", func() bool { return syscall.Kill(st.PID, 0) != nil })
-	after := e.vm(ctx, "dev") // starts a new daemon
-	if after.State != api.StateRunning || after.PID != v.PID {
-		t.Fatalf("after daemon SIGKILL: state %s pid %d, want running pid %d", after.State, after.PID, v.PID)
-	}
-	if st2 := e.daemonStatus(ctx); st2.PID == st.PID {
-		t.Fatalf("daemon pid unchanged: %d", st2.PID)
-	}
-	e.must(ctx, "vm", "ssh", "dev", "--", "true")
-
-	// SIGKILL the VMM: the VM becomes stopped and its TAP disappears.
-	if err := syscall.Kill(after.PID, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 15*time.Second, "VM to be reported stopped", func() bool {
-		return e.vm(ctx, "dev").State == api.StateStopped
-	})
-	if out, err := e.inNetns("ip", "link", "show", after.TAP); err == nil {
-		t.Fatalf("TAP %s still exists after the VMM died:\n%s", after.TAP, out)
-	}
-	if got := e.vm(ctx, "dev"); !strings.Contains(got.LastError, "exited") {
-		t.Fatalf("last error after VMM death = %q", got.LastError)
-	}
-
-	// Start again, then force-stop, then delete.
-	e.must(ctx, "vm", "start", "dev")
-	e.must(ctx, "vm", "stop", "--force", "dev")
-	if got := e.vm(ctx, "dev"); got.State != api.StateStopped {
-		t.Fatalf("after stop --force: %s", got.State)
-	}
-	start = time.Now()
-	r = e.banger(ctx, "vm", "ping", "dev")
-	if took := time.Since(start); r.code == 0 || strings.TrimSpace(r.stdout) != "dev is stopped" || took > time.Second {
-		t.Fatalf("ping of a stopped VM: exit %d after %s: %q", r.code, took, r.stdout)
-	}
-	e.must(ctx, "vm", "start", "dev")
-	stderr := e.fails(ctx, "vm", "rm", "dev")
-	if !strings.Contains(stderr, "running") {
-		t.Fatalf("rm of a running VM: %s", stderr)
-	}
-	e.must(ctx, "vm", "rm", "--force", "dev")
-
-	assertNoLeaks(ctx, t, e)
+	vmConformance(ctx, t, e, "dev")
 
 	t.Run("OCI-built images boot and show both layers", func(t *testing.T) {
 		if len(oci.images) == 0 {

@@ -177,7 +177,8 @@ func setup(ctx context.Context, log *slog.Logger) (*Daemon, *net.UnixListener, e
 		return fail(err)
 	}
 	drv := drivers.Load(drivers.Options{QEMU: cfg.VMM.QEMU, RuntimeDir: d.runtime.Path,
-		Default: cfg.VMM.Default, Accel: accel, Log: log})
+		Default: cfg.VMM.Default, Accel: accel, Log: log,
+		FirecrackerSimulator: os.Getenv("BANGER_FIRECRACKER_SIMULATOR")})
 	log.Info("default vmm", "vmm", drv.Default, "why", drv.Why)
 	d.vms = vm.New(vm.Config{
 		Dirs: dirs, Runtime: d.runtime, Bridge: bridge, Subnet: subnet,

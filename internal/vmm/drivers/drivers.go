@@ -5,6 +5,7 @@
 package drivers
 
 import (
+	"errors"
 	"log/slog"
 
 	"github.com/bangerhq/banger/internal/vmm"
@@ -25,6 +26,11 @@ type Options struct {
 	Accel string
 	// Log is the daemon's logger.
 	Log *slog.Logger
+	// FirecrackerSimulator, when set, is the Firecracker simulator binary
+	// the firecracker driver runs instead of Firecracker (see
+	// firecracker.NewSimulator); the default is then QEMU unless
+	// configured.
+	FirecrackerSimulator string
 }
 
 // Set is the loaded drivers and the default among them.
@@ -52,6 +58,11 @@ func Load(opts Options) Set {
 		fcBin = firecracker.DefaultBinary
 	}
 	fc := firecracker.New(fcBin, log)
+	if opts.FirecrackerSimulator != "" {
+		fc = firecracker.NewSimulator(opts.FirecrackerSimulator, log)
+		log.Warn("the firecracker driver runs the firecracker simulator, NOT Firecracker", "component", "vmm", "simulator", opts.FirecrackerSimulator)
+		fcErr = errors.New("the firecracker driver runs the firecracker simulator ($BANGER_FIRECRACKER_SIMULATOR), which is not Firecracker")
+	}
 	s := Set{Drivers: map[string]vmm.Driver{q.Name(): q, fc.Name(): fc}}
 	s.Default, s.Why = chooseDefault(opts.Default, fcErr, opts.Accel, q.Name(), fc.Name())
 	return s

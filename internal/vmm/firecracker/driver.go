@@ -87,6 +87,8 @@ type Driver struct {
 	// needs its settings from the environment.
 	devKVM, devTUN string
 	inheritEnv     bool
+	// sim is true for the Firecracker simulator (see NewSimulator).
+	sim bool
 }
 
 // New returns a driver that runs the Firecracker binary bin: a path (see
@@ -340,7 +342,10 @@ func (d *Driver) start(ctx context.Context, spec vmm.Spec) (vmm.State, error) {
 	if err := vmm.ClearStaleSockets("an earlier firecracker of this VM", sockets...); err != nil {
 		return vmm.State{}, err
 	}
-	devices := []string{d.devKVM}
+	var devices []string
+	if !d.sim {
+		devices = append(devices, d.devKVM)
+	}
 	if spec.TAP != "" {
 		devices = append(devices, d.devTUN)
 	}
@@ -403,9 +408,14 @@ func (d *Driver) start(ctx context.Context, spec vmm.Spec) (vmm.State, error) {
 	}
 	d.log.Info("firecracker started", "vm", spec.ID, "pid", child.PID, "run_as", runAs,
 		"api_ready", ready.Round(time.Millisecond), "guest_started", time.Since(t0).Round(time.Millisecond))
-	var notes []string
+	var fds []string
 	for _, f := range files {
-		notes = append(notes, fmt.Sprintf("%d=%s", f.FD, f.Path))
+		fds = append(fds, fmt.Sprintf("%d=%s", f.FD, f.Path))
+	}
+	notes := []string{"descriptors: " + strings.Join(fds, ", ")}
+	accel := "kvm" // Firecracker runs on KVM only
+	if d.sim {
+		accel, notes = SimulatorAccel, append(notes, simulatorNote)
 	}
 	return vmm.State{
 		Version:       vmm.StateVersion,
@@ -416,11 +426,11 @@ func (d *Driver) start(ctx context.Context, spec vmm.Spec) (vmm.State, error) {
 		AgentSocket:   vsockPath,
 		ConsoleLog:    spec.ConsoleLog,
 		TAP:           spec.TAP,
-		Accel:         "kvm", // Firecracker runs on KVM only
+		Accel:         accel,
 		Argv:          argv,
 		VsockCID:      spec.VsockCID,
 		RunAs:         &runAs,
-		Notes:         []string{"descriptors: " + strings.Join(notes, ", ")},
+		Notes:         notes,
 	}, nil
 }
 

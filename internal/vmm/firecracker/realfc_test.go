@@ -70,7 +70,8 @@ func kvmRunsGuests(t *testing.T, kernel, initrd string) (bool, string) {
 
 // TestRealFirecracker boots the runtime kernel under a real Firecracker. It
 // runs only where a firecracker binary exists (runtime bundle or $PATH)
-// and KVM can run guests, and otherwise skips naming what is missing.
+// and KVM can run guests, and otherwise skips naming what is missing (fails
+// under BANGER_REQUIRE_FIRECRACKER=1, as `make test-firecracker` sets).
 func TestRealFirecracker(t *testing.T) {
 	t.Parallel() // a KVM probe that times out takes seconds
 	rt := runtimeDir(t)
@@ -85,6 +86,9 @@ func TestRealFirecracker(t *testing.T) {
 		missing = append(missing, kvmWhy)
 	}
 	if len(missing) > 0 {
+		if os.Getenv("BANGER_REQUIRE_FIRECRACKER") == "1" { // make test-firecracker
+			t.Fatalf("real Firecracker test cannot run: %s", strings.Join(missing, "; and "))
+		}
 		testhost.SkipHardware(t, "real Firecracker test skipped: %s", strings.Join(missing, "; and "))
 	}
 	t.Logf("firecracker %s; %s", bin, kvmWhy)

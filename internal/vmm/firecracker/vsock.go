@@ -150,4 +150,10 @@ func (d *Driver) UsesVsock() bool { return true }
 // PreflightPurpose returns "firecracker", the doctor purpose that adds the
 // firecracker binary and a KVM that runs guests to what every VM start
 // needs.
-func (d *Driver) PreflightPurpose() string { return "firecracker" }
+// The simulator needs what any VM start needs: "vm-start".
+func (d *Driver) PreflightPurpose() string {
+	if d.sim {
+		return "vm-start"
+	}
+	return "firecracker"
+}

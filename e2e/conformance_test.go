@@ -1,0 +1,219 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bangerhq/banger/internal/api"
+	"github.com/bangerhq/banger/internal/vmm/vmmtest"
+)
+
+// conformanceStopTimeout is the daemon's graceful stop timeout in the
+// conformance suite (BANGER_STOP_TIMEOUT): long enough for a TCG guest to
+// power off under load, short enough that the escalation step stays cheap.
+const conformanceStopTimeout = 20 * time.Second
+
+// conformanceEnv is what an env running vmConformance adds to its CLI (and
+// so to its daemon's) environment.
+var conformanceEnv = []string{"BANGER_STOP_TIMEOUT=" + conformanceStopTimeout.String()}
+
+// vmConformance is the VM lifecycle every VMM driver must pass through the
+// daemon and the CLI, written once and run for QEMU (TestVMLifecycle) and
+// for Firecracker on its simulator (TestFirecrackerSimulator). For the
+// running VM name: ssh (output, exit status, a file written), the agent's
+// ping over its own channel, a stopped agent not answering within the
+// timeout, a restart that keeps the disk, the console log, a SIGKILLed
+// daemon whose successor adopts the VM, a SIGKILLed VMM noticed (stopped,
+// TAP gone, last error), a graceful stop that escalates to SIGTERM when the
+// guest ignores it, stop --force, rm refused while running, rm, and nothing
+// left behind. It logs each part's time.
+func vmConformance(ctx context.Context, t *testing.T, e *env, name string) {
+	t.Helper()
+	step := stepLogger(t)
+
+	// SSH: output, exit status, a file written.
+	if out := e.must(ctx, "vm", "ssh", name, "--", "cat", "/etc/hostname"); strings.TrimSpace(out) != name {
+		t.Fatalf("hostname in guest = %q", out)
+	}
+	if r := e.banger(ctx, "vm", "ssh", name, "--", "sh", "-c", "exit 7"); r.code != 7 {
+		t.Fatalf("remote exit status: got %d, want 7 (stderr %s)", r.code, r.stderr)
+	}
+	e.must(ctx, "vm", "ssh", name, "--", "sh", "-c", "echo banger-was-here > /root/marker && sync")
+	step("ssh")
+
+	// The guest agent answers over its own channel (not the network).
+	if out := e.must(ctx, "vm", "ping", name); !strings.Contains(out, name+" is alive") {
+		t.Fatalf("vm ping: %s", out)
+	}
+	// A guest whose agent is stopped: running, but not answering, within the timeout.
+	e.must(ctx, "vm", "ssh", name, "--", "systemctl", "stop", "banger-vsock-pingd")
+	start := time.Now()
+	r := e.banger(ctx, "vm", "ping", "--timeout", "2s", name)
+	if took := time.Since(start); r.code == 0 || !strings.Contains(r.stdout, "does not answer") || took > 6*time.Second {
+		t.Fatalf("ping of a guest without agent: exit %d after %s: %s %s", r.code, took, r.stdout, r.stderr)
+	}
+	if got := e.vm(ctx, name); got.State != api.StateRunning {
+		t.Fatalf("VM with a stopped agent shows %s, want running", got.State)
+	}
+	step("agent ping, and a stopped agent")
+
+	// Restart keeps the disk.
+	e.must(ctx, "vm", "restart", name)
+	if out := e.must(ctx, "vm", "ssh", name, "--", "cat", "/root/marker"); strings.TrimSpace(out) != "banger-was-here" {
+		t.Fatalf("file after restart = %q", out)
+	}
+	if out := e.must(ctx, "vm", "ping", name); !strings.Contains(out, name+" is alive") {
+		t.Fatalf("vm ping after restart: %s", out)
+	}
+	v := e.vm(ctx, name)
+	// The console log is readable.
+	if out := e.must(ctx, "vm", "logs", name); !strings.Contains(out, "Linux version") {
+		t.Fatalf("vm logs has no kernel banner:\n%.500s", out)
+	}
+	step("restart (graceful stop, boot), disk kept, agent back")
+
+	// SIGKILL the daemon: the VM keeps running and the next daemon adopts it.
+	st := e.daemonStatus(ctx)
+	if err := syscall.Kill(st.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "daemon to die", func() bool { return syscall.Kill(st.PID, 0) != nil })
+	after := e.vm(ctx, name) // starts a new daemon
+	if after.State != api.StateRunning || after.PID != v.PID {
+		t.Fatalf("after daemon SIGKILL: state %s pid %d, want running pid %d", after.State, after.PID, v.PID)
+	}
+	if st2 := e.daemonStatus(ctx); st2.PID == st.PID {
+		t.Fatalf("daemon pid unchanged: %d", st2.PID)
+	}
+	e.must(ctx, "vm", "ssh", name, "--", "true")
+	if out := e.must(ctx, "vm", "ping", name); !strings.Contains(out, name+" is alive") {
+		t.Fatalf("vm ping after re-adoption: %s", out)
+	}
+	step("daemon SIGKILL, re-adoption")
+
+	// SIGKILL the VMM: the VM becomes stopped and its TAP disappears.
+	if err := syscall.Kill(after.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "VM to be reported stopped", func() bool {
+		return e.vm(ctx, name).State == api.StateStopped
+	})
+	if out, err := e.inNetns("ip", "link", "show", after.TAP); err == nil {
+		t.Fatalf("TAP %s still exists after the VMM died:\n%s", after.TAP, out)
+	}
+	if got := e.vm(ctx, name); !strings.Contains(got.LastError, "exited") {
+		t.Fatalf("last error after VMM death = %q", got.LastError)
+	}
+	if pids := processesUsing(filepath.Join(e.root, "state", "banger", "vms")); len(pids) != 0 {
+		t.Fatalf("processes still hold the VM's files after its VMM was killed: %v", pids)
+	}
+	step("VMM SIGKILL noticed")
+
+	// A guest that ignores the stop request (its power key): the stop
+	// escalates to SIGTERM after the timeout.
+	e.must(ctx, "vm", "start", name)
+	e.must(ctx, "vm", "ssh", name, "--", "sh", "-c",
+		`mkdir -p /run/systemd/logind.conf.d && printf '[Login]\nHandlePowerKey=ignore\n' > /run/systemd/logind.conf.d/zz-banger-test.conf && systemctl restart systemd-logind`)
+	step("start")
+	start = time.Now()
+	e.must(ctx, "vm", "stop", name)
+	took := time.Since(start)
+	if got := e.vm(ctx, name); got.State != api.StateStopped {
+		t.Fatalf("after an escalated stop: %s", got.State)
+	}
+	if took < conformanceStopTimeout {
+		t.Fatalf("vm stop of a guest ignoring it took %s, less than the stop timeout %s: the guest did not ignore it, so the escalation is untested", took, conformanceStopTimeout)
+	}
+	if log := e.daemonLogTail(); !strings.Contains(log, "guest did not shut down in time; terminating") {
+		t.Fatalf("daemon log does not show the escalation:\n%s", log)
+	}
+	step("graceful stop escalated to SIGTERM")
+
+	// Start again: rm refuses a running VM; stop --force; rm.
+	e.must(ctx, "vm", "start", name)
+	if stderr := e.fails(ctx, "vm", "rm", name); !strings.Contains(stderr, "running") {
+		t.Fatalf("rm of a running VM: %s", stderr)
+	}
+	start = time.Now()
+	e.must(ctx, "vm", "stop", "--force", name)
+	if got := e.vm(ctx, name); got.State != api.StateStopped {
+		t.Fatalf("after stop --force: %s", got.State)
+	}
+	t.Logf("stop --force: %s", time.Since(start).Round(time.Millisecond))
+	start = time.Now()
+	r = e.banger(ctx, "vm", "ping", name)
+	if took := time.Since(start); r.code == 0 || strings.TrimSpace(r.stdout) != name+" is stopped" || took > time.Second {
+		t.Fatalf("ping of a stopped VM: exit %d after %s: %q", r.code, took, r.stdout)
+	}
+	e.must(ctx, "vm", "rm", name)
+	assertNoLeaks(ctx, t, e)
+	step("start, stop --force, rm, nothing left")
+}
+
+// TestFirecrackerSimulator runs the conformance suite with `--vmm
+// firecracker` against the Firecracker simulator (fcsim's
+// firecracker-simulator, which serves Firecracker's API and boots the
+// guest under QEMU with TCG): the daemon's Firecracker driver, its API
+// requests, jail, VMM user, TAP opened by name, hybrid vsock agent channel,
+// stop, re-adoption and cleanup, end to end. The simulator opens TAPs
+// through /dev/net/tun as the VMM user, as Firecracker does; where the
+// host's /dev/net/tun is root's alone, the test binds a TUN node anyone may
+// open over it for the daemon's runs (as on stock distributions, mode 0666).
+func TestFirecrackerSimulator(t *testing.T) {
+	requireHost(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	e := newEnv(t)
+	e.extraEnv = append(e.extraEnv, conformanceEnv...)
+	step := stepLogger(t)
+
+	// The simulator, in a folder the VMM user can reach.
+	simDir, err := os.MkdirTemp("", "bgr-fcsim-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(simDir) })
+	os.Chmod(simDir, 0o755)
+	sim := filepath.Join(simDir, "firecracker-simulator")
+	if out, err := exec.Command("go", "build", "-o", sim, filepath.Join(e.repo, "internal", "vmm", "firecracker", "fcsim", "cmd", "firecracker-simulator")).CombinedOutput(); err != nil {
+		t.Fatalf("build the firecracker simulator: %v\n%s", err, out)
+	}
+	e.extraEnv = append(e.extraEnv, "BANGER_FIRECRACKER_SIMULATOR="+sim)
+	// A subnet of its own: the automatic candidates may all be taken on a
+	// host where other test runs keep bridges.
+	e.writeConfig(fmt.Sprintf("[network]\nbridge = %q\nsubnet = \"10.77.%d.0/24\"\n", e.bridge, 20+os.Getpid()%200))
+	e.devTUN = vmmtest.DevTUN(t)
+	step("build the simulator")
+
+	e.debianImage(ctx)
+	e.must(ctx, "daemon", "stop")
+	e.enterNetns()
+	step("image")
+
+	out := e.must(ctx, "vm", "create", "dev", "--vmm", "firecracker", "--cpus", "1", "--memory", "512")
+	v := e.vm(ctx, "dev")
+	step("vm create --vmm firecracker (to SSH)")
+	if v.State != api.StateRunning || v.VMM != "firecracker" || v.Accel != "tcg (firecracker simulator)" || v.PID == 0 || v.TAP == "" {
+		t.Fatalf("after create: %+v\n%s", v, out)
+	}
+	// The VMM is the simulator, running as a VMM user of its own, and says so.
+	status := vmmtest.Status(t, v.PID)
+	if uid := strings.Fields(status["Uid"]); len(uid) == 0 || uid[0] == "0" {
+		t.Errorf("the simulator runs as uid %v, want a VMM user", status["Uid"])
+	}
+	if exe, _ := os.Readlink(filepath.Join("/proc", strconv.Itoa(v.PID), "exe")); exe != sim {
+		t.Errorf("the VM's VMM is %s, want the simulator %s", exe, sim)
+	}
+	if show := e.must(ctx, "vm", "show", "dev"); !strings.Contains(show, "NOT Firecracker") {
+		t.Errorf("vm show does not say the VMM is a simulator:\n%s", show)
+	}
+	vmConformance(ctx, t, e, "dev")
+}
