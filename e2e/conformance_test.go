@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/bangerhq/banger/internal/api"
+	"github.com/bangerhq/banger/internal/testhost"
 	"github.com/bangerhq/banger/internal/vmm/vmmtest"
 )
 
@@ -190,7 +191,7 @@ func TestFirecrackerSimulator(t *testing.T) {
 	// A subnet of its own: the automatic candidates may all be taken on a
 	// host where other test runs keep bridges.
 	e.writeConfig(fmt.Sprintf("[network]\nbridge = %q\nsubnet = \"10.77.%d.0/24\"\n", e.bridge, 20+os.Getpid()%200))
-	e.devTUN = vmmtest.DevTUN(t)
+	e.devTUN = testhost.DevTUN(t)
 	step("build the simulator")
 
 	e.debianImage(ctx)

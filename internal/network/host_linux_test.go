@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -301,7 +299,7 @@ func TestCreateTAP(t *testing.T) {
 
 	// The owner can attach to the device without any privilege, which is
 	// what lets the VMM run as the user; anyone else cannot.
-	tun := tunNode(t)
+	tun := testhost.DevTUN(t)
 	if err := openTAPAs(ns, tun, testTAP, testUID, testGID); err != nil {
 		t.Errorf("uid %d could not open its TAP: %v", testUID, err)
 	}
@@ -426,36 +424,6 @@ func TestMissingCapabilityError(t *testing.T) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}
 	}
-}
-
-// tunNode returns the path of a private, world-accessible device node for
-// the TUN/TAP clone device (char 10:200). Distributions make /dev/net/tun
-// mode 0666, but some hosts (this CI machine among them) have it 0600, and
-// the test must not change the host's /dev; the node is the same device, so
-// the kernel's checks on the TAP's owner are what the test exercises.
-func tunNode(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "bgrt-tun-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, "tun")
-	if err := unix.Mknod(path, unix.S_IFCHR|0o666, int(unix.Mkdev(10, 200))); err != nil {
-		testhost.Skip(t, "skipping: cannot make a private /dev/net/tun node in %s: %v", dir, err)
-	}
-	if err := os.Chmod(path, 0o666); err != nil { // mknod applies the umask
-		t.Fatal(err)
-	}
-	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC, 0)
-	if err != nil {
-		testhost.Skip(t, "skipping: the filesystem of %s does not allow device nodes (nodev?): %v", dir, err)
-	}
-	unix.Close(fd)
-	return path
 }
 
 // openTAPAs attaches to the TAP device name the way an unprivileged VMM

@@ -89,7 +89,7 @@ func devDir(t *testing.T) string {
 	if d := os.Getenv(devDirEnv); d != "" {
 		return d
 	}
-	tun := vmmtest.DevTUN(t)
+	tun := testhost.DevTUN(t)
 	d := filepath.Dir(tun)
 	p := filepath.Join(d, "kvm")
 	os.WriteFile(p, nil, 0o600)
