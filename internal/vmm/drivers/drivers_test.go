@@ -4,7 +4,10 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/bangerhq/banger/internal/vmm/firecracker"
 )
 
 func TestChooseDefault(t *testing.T) {
@@ -42,5 +45,31 @@ func TestLoad(t *testing.T) {
 	os.WriteFile(fc, []byte("#!/bin/sh\n"), 0o755)
 	if s := Load(Options{RuntimeDir: rt, Accel: "kvm"}); s.Default != "firecracker" {
 		t.Errorf("with firecracker in the bundle and kvm: default %q (%s)", s.Default, s.Why)
+	}
+}
+
+// TestLoadSimulator: with a Firecracker simulator named, the firecracker
+// driver runs it (and says so), and it never becomes the default, even
+// where a real Firecracker and KVM would make Firecracker the default.
+func TestLoadSimulator(t *testing.T) {
+	rt := t.TempDir()
+	fc := filepath.Join(rt, "firecracker", "firecracker")
+	os.MkdirAll(filepath.Dir(fc), 0o755)
+	os.WriteFile(fc, []byte("#!/bin/sh\n"), 0o755)
+	sim := filepath.Join(t.TempDir(), "firecracker-simulator")
+	os.WriteFile(sim, []byte("#!/bin/sh\n"), 0o755)
+	s := Load(Options{RuntimeDir: rt, Accel: "kvm", FirecrackerSimulator: sim})
+	d, ok := s.Drivers["firecracker"].(*firecracker.Driver)
+	if !ok || !d.Simulated() {
+		t.Fatalf("firecracker driver %T is not the simulator's", s.Drivers["firecracker"])
+	}
+	if bin, _ := d.Binary(); bin != sim {
+		t.Errorf("driver runs %q, want the simulator", bin)
+	}
+	if s.Default != "qemu" || !strings.Contains(s.Why, "simulator") {
+		t.Errorf("default %q (%s), want qemu because firecracker is simulated", s.Default, s.Why)
+	}
+	if p := d.PreflightPurpose(); p != "vm-start" {
+		t.Errorf("simulator's preflight purpose %q, want vm-start (it needs no KVM)", p)
 	}
 }

@@ -135,7 +135,7 @@ func (g *QEMUGuest) argv(cfg BootConfig) (args []string, files []*os.File, seria
 		if n.MAC != "" {
 			dev += ",mac=" + n.MAC
 		}
-		args = append(args, "-netdev", fmt.Sprintf("tap,id=n%d,fd=%d,vnet_hdr=on", i, pass(n.TAP)), "-device", dev)
+		args = append(args, "-netdev", fmt.Sprintf("tap,id=n%d,fd=%d", i, pass(n.TAP)), "-device", dev)
 	}
 	if cfg.VsockCID != 0 {
 		if agentConn, fd, err = pair(); err != nil {
