@@ -74,6 +74,11 @@ func vmConformance(ctx context.Context, t *testing.T, e *env, name string) {
 	if out := e.must(ctx, "vm", "ping", name); !strings.Contains(out, name+" is alive") {
 		t.Fatalf("vm ping after restart: %s", out)
 	}
+	// The stop of the restart was graceful: the guest powered off on
+	// request (no escalation).
+	if log, _ := os.ReadFile(filepath.Join(e.root, "state", "banger", "bangerd.log")); !strings.Contains(string(log), "exited after the guest shut down") {
+		t.Fatalf("the restart's stop was not graceful (no \"exited after the guest shut down\" in the daemon log):\n%s", e.daemonLogTail())
+	}
 	v := e.vm(ctx, name)
 	// The console log is readable.
 	if out := e.must(ctx, "vm", "logs", name); !strings.Contains(out, "Linux version") {
