@@ -25,12 +25,20 @@
 #          with 1 MiB blocks timing itself on both sides (the guest's page
 #          cache dropped before each run, the host's kept: the bytes come
 #          from host memory either way), 3 runs each, interleaved
+#   coldboot cold boot, `vm create` to SSH and an answered agent ping, of
+#          this tree (its image, kernel command line and runtime) vs banger at
+#          commit OLD (default: the commit before the cold-boot cut of issue
+#          11), each with its own daemon, state, image and bridge, both in the
+#          namespace; RUNS times each, interleaved, the side that goes first
+#          alternating; then systemd-analyze and the critical chain of sshd in
+#          one guest of each (goal: ratio <= 0.5)
 #   startup how fast the CLI starts: `banger --help`, `banger version` and
 #          `banger vm ls` against a minimal static Go binary, interleaved,
 #          STARTUP_RUNS times each (bench/startup; goal: --help within 2x)
 # Needs root, QEMU, python3, a built runtime (make runtime) and bin/ (make build).
 # The daemon and VMs run in a network namespace this script creates.
-# Usage: bench/run.sh [boot] [ls] [clone] [ping] [paths] [exec] [cp] [mount] [startup]   (default: boot ls clone ping startup)
+# Usage: bench/run.sh [boot] [ls] [clone] [ping] [paths] [exec] [cp] [mount] [coldboot] [startup]   (default: boot ls clone ping startup)
+#   OLD=<commit> for coldboot (its tree is checked out under BENCH_ROOT/old-src)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -106,6 +114,11 @@ cleanup() {
 	ip netns del "$NS" 2>/dev/null || true
 	"$B" daemon stop >/dev/null 2>&1 || true # a daemon outside the namespace (image builds)
 	remove_host_bridge
+	if [ -n "${OLDBRIDGE:-}" ]; then
+		OLDB daemon stop >/dev/null 2>&1 || true
+		ip link del "$OLDBRIDGE" >/dev/null 2>&1 || true
+		for fam in ip bridge netdev; do nft delete table "$fam" "banger-$OLDBRIDGE" >/dev/null 2>&1 || true; done
+	fi
 	if [ -f "$PIDS" ]; then
 		xargs -r kill -9 <"$PIDS" 2>/dev/null || true
 		rm -f "$PIDS"
@@ -126,6 +139,40 @@ if [[ " ${parts[*]} " == *" paths "* ]] && ! "$B" image ls --json | grep -q '"na
 	umount "$mnt" && rmdir "$mnt"
 	"$B" image import default-rootfs "$ROOT/default-rootfs.tar" --quiet
 	rm -f "$ROOT/default-rootfs.tar"
+fi
+# The coldboot part's other side: banger at commit OLD, built in a git
+# worktree of its own, with its own XDG dirs, bridge and (in the namespace)
+# subnet. Its image is built here, outside the namespace, as ours is.
+OLD=${OLD:-cf417c3}
+OLDSRC=$ROOT/old-src
+OLDBRIDGE=bgrbold$(($$ % 10000))
+OLDENV=(XDG_CONFIG_HOME="$ROOT/old/config" XDG_STATE_HOME="$ROOT/old/state" XDG_DATA_HOME="$ROOT/old/data"
+	XDG_RUNTIME_DIR="$ROOT/old/run" BANGER_RUNTIME_DIR="$OLDSRC/runtime")
+OLDB() { env "${OLDENV[@]}" "$OLDSRC/bin/banger" "$@"; }
+NOLD() { ip netns exec "$NS" env "${OLDENV[@]}" "$OLDSRC/bin/banger" "$@"; }
+old_config() { # old_config [SUBNET]: the old side's config.toml
+	mkdir -p "$ROOT/old/config/banger"
+	printf '[network]\nbridge = "%s"\n%s' "$OLDBRIDGE" "${1:+subnet = \"$1\"
+}" >"$ROOT/old/config/banger/config.toml"
+}
+if [[ " ${parts[*]} " == *" coldboot "* ]]; then
+	if [ "$(git -C "$OLDSRC" rev-parse HEAD 2>/dev/null)" != "$(git rev-parse "$OLD^{commit}")" ]; then
+		git worktree remove --force "$OLDSRC" 2>/dev/null || rm -rf "$OLDSRC"
+		git worktree prune
+		git worktree add --detach "$OLDSRC" "$OLD" >/dev/null
+	fi
+	make -C "$OLDSRC" build runtime >/dev/null
+	old_config
+	OLDB image ls --json | grep -q '"name": "default"' || OLDB image build default --from debian:bookworm
+	OLDB daemon stop >/dev/null 2>&1 || true
+	ip link del "$OLDBRIDGE" >/dev/null 2>&1 || true
+	for fam in ip bridge netdev; do nft delete table "$fam" "banger-$OLDBRIDGE" >/dev/null 2>&1 || true; done
+	# Ours, from this tree's customize.sh (the build cache makes it a link
+	# when an earlier build had the same inputs).
+	"$B" image ls --json | grep -q '"name": "coldboot"' && "$B" image rm coldboot >/dev/null
+	"$B" image build coldboot --from debian:bookworm
+	# Inside the namespace the old daemon gets a subnet ours never picks.
+	old_config 10.231.77.0/24
 fi
 "$B" daemon stop >/dev/null
 remove_host_bridge
@@ -371,6 +418,39 @@ bench_mount() {
 	echo "mount: median 256 MiB read through the mount ${mg} s ($(awk -v s="$mg" 'BEGIN {printf "%.0f", 256/s}') MiB/s), on the host ${mh} s ($(awk -v s="$mh" 'BEGIN {printf "%.0f", 256/s}') MiB/s), mount/host time ratio $(ratio "$mg" "$mh")"
 	N "$B" vm rm --force sharer >/dev/null
 	rm -rf "$dir"
+}
+
+bench_coldboot() {
+	echo "== coldboot: vm create to SSH + agent, this tree vs banger $OLD, each its own image ($RUNS runs each, interleaved, the side that goes first alternating)"
+	local new_times=() old_times=() t
+	new_run() { elapsed N "$B" vm create "cbn-$1" --image coldboot --cpus 1 --memory 512; }
+	old_run() { elapsed NOLD vm create "cbo-$1" --cpus 1 --memory 512; }
+	for i in $(seq "$RUNS"); do
+		if [ $((i % 2)) = 1 ]; then
+			t=$(new_run "$i") && new_times+=("$t")
+			t=$(old_run "$i") && old_times+=("$t")
+		else
+			t=$(old_run "$i") && old_times+=("$t")
+			t=$(new_run "$i") && new_times+=("$t")
+		fi
+		echo "run $i: this tree ${new_times[-1]} s, $OLD ${old_times[-1]} s (load $(cut -d' ' -f1 /proc/loadavg))"
+		if [ "$i" != "$RUNS" ]; then
+			N "$B" vm rm --force "cbn-$i" >/dev/null
+			NOLD vm rm --force "cbo-$i" >/dev/null
+		fi
+	done
+	# The last guest of each side, as it saw its boot.
+	echo "-- this tree's guest:"
+	N "$B" vm exec "cbn-$RUNS" -- sh -c 'systemd-analyze; systemd-analyze critical-chain ssh.service banger-vsock-pingd.service' | grep -v '^The time'
+	echo "-- $OLD's guest:"
+	NOLD vm exec "cbo-$RUNS" -- sh -c 'systemd-analyze; systemd-analyze critical-chain ssh.service banger-vsock-pingd.service' | grep -v '^The time'
+	N "$B" vm rm --force "cbn-$RUNS" >/dev/null
+	NOLD vm rm --force "cbo-$RUNS" >/dev/null
+	NOLD daemon stop >/dev/null || true
+	local mn mo
+	mn=$(printf '%s\n' "${new_times[@]}" | median)
+	mo=$(printf '%s\n' "${old_times[@]}" | median)
+	echo "coldboot: median vm create to SSH + agent this tree ${mn} s, $OLD ${mo} s, ratio $(ratio "$mn" "$mo") (goal <= 0.5)"
 }
 
 bench_startup() {

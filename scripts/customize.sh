@@ -10,7 +10,7 @@
 # anywhere else (BANGER_IN_SANDBOX=1 is set by the sandbox).
 #
 # It is POSIX sh and runs under busybox: it needs no tool an image may lack
-# beyond sh, cat, chmod, chown, cp, grep, ln, mkdir, mv, rm, sed, tr.
+# beyond sh, cat, chmod, chown, cp, grep, ln, mkdir, mv, rm, sed, touch, tr.
 #
 # Environment:
 #   BANGER_MODULES_DIR  the runtime's kernel/modules folder (read-only); its
@@ -317,7 +317,13 @@ if [ "$init" = systemd ]; then
 # the fallback for a disk that did not get one.
 [Unit]
 Description=banger: generate missing SSH host keys
-Before=ssh.service sshd.service
+# sshd waits for it, and sshd starts early (see its banger.conf drop-in): so
+# does this, once the root file system (read-write from the initramfs) is
+# there; skipped or not, it would otherwise hold sshd back until basic.target.
+DefaultDependencies=no
+After=-.mount
+Before=ssh.service sshd.service shutdown.target
+Conflicts=shutdown.target
 ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
 
 [Service]
@@ -408,9 +414,10 @@ if [ "$init" = systemd ]; then
 [Unit]
 Description=banger: network from the kernel command line
 # Early, beside sysinit: the NIC's driver is loaded by the initramfs, and only
-# the root file system (for /etc/hostname, /etc/resolv.conf) is needed.
+# the root file system (for /etc/hostname, /etc/resolv.conf) is needed, which
+# the initramfs mounted read-write (systemd-remount-fs need not run first).
 DefaultDependencies=no
-After=systemd-remount-fs.service
+After=-.mount systemd-journald.socket
 Before=network-pre.target network.target network-online.target ssh.service sshd.service shutdown.target
 Wants=network.target
 Conflicts=shutdown.target
@@ -449,6 +456,16 @@ EOF
 	mask modprobe@dm_mod.service modprobe@efi_pstore.service modprobe@drm.service \
 		modprobe@loop.service modprobe@fuse.service systemd-update-utmp.service \
 		systemd-update-utmp-runlevel.service
+	# Generators for what a microVM never has (GPT auto-discovery, LUKS,
+	# dm-verity, dm-integrity, hibernation, offline updates): each is a
+	# program systemd runs before it loads a single unit. The same link
+	# masks a generator as a unit.
+	mkdir -p /etc/systemd/system-generators
+	for g in systemd-gpt-auto-generator systemd-cryptsetup-generator systemd-veritysetup-generator \
+		systemd-integritysetup-generator systemd-hibernate-resume-generator \
+		systemd-system-update-generator; do
+		ln -sfn /dev/null "/etc/systemd/system-generators/$g"
+	done
 	if [ "$pm" = dnf ]; then
 		# Fedora's: a periodic metadata download, and RSA/ECDSA host keys made
 		# at every first boot (slow under TCG; banger-ssh-keygen covers a
@@ -465,6 +482,38 @@ EOF
 Storage=volatile
 EOF
 
+	# sshd and the agent are what banger waits for: they start as soon as the
+	# network is up (banger-net) and the root file system is writable, not
+	# after sysinit.target and basic.target (udev's coldplug, tmpfiles, the
+	# journal flush, D-Bus): those go on in parallel. Debian's ssh.service
+	# also runs `sshd -t` before sshd: one more sshd start, and sshd refuses
+	# a bad configuration itself.
+	ssh_unit=sshd.service
+	if has /lib/systemd/system/ssh.service /usr/lib/systemd/system/ssh.service; then
+		ssh_unit=ssh.service
+	fi
+	write "/etc/systemd/system/$ssh_unit.d/banger.conf" 0644 <<'EOF'
+# Installed by banger: start sshd as soon as the network is up.
+[Unit]
+DefaultDependencies=no
+Wants=banger-net.service
+After=banger-net.service banger-ssh-keygen.service systemd-journald.socket
+Before=shutdown.target
+Conflicts=shutdown.target
+
+[Service]
+ExecStartPre=
+EOF
+
+	# systemd runs its first-boot updates (system users, the hardware
+	# database, the journal catalog, ldconfig) when /etc or /var is older
+	# than /usr, that is at every VM's first boot: the image has them done
+	# already (its packages' install scripts ran them). systemd-update-done
+	# would write these after the first boot; an image update (apt) makes
+	# /usr newer again and so runs them once more.
+	mkdir -p /var
+	touch /etc/.updated /var/.updated
+
 	# --- systemd: guest agent and enabling ------------------------------------
 
 	agent_unit=""
@@ -479,11 +528,7 @@ EOF
 	# shellcheck disable=SC2086 # agent_unit is empty or one unit name
 	systemctl enable banger-net.service banger-ssh-keygen.service $agent_unit >/dev/null 2>&1 ||
 		systemctl enable banger-net.service banger-ssh-keygen.service $agent_unit
-	if has /lib/systemd/system/ssh.service /usr/lib/systemd/system/ssh.service; then
-		systemctl enable ssh.service >/dev/null 2>&1 || systemctl enable ssh.service
-	else
-		systemctl enable sshd.service >/dev/null 2>&1 || systemctl enable sshd.service
-	fi
+	systemctl enable "$ssh_unit" >/dev/null 2>&1 || systemctl enable "$ssh_unit"
 	# Debian's socket-activated alternative would bypass the keygen ordering.
 	if has /lib/systemd/system/ssh.socket /usr/lib/systemd/system/ssh.socket; then
 		systemctl disable ssh.socket >/dev/null 2>&1 || true

@@ -546,6 +546,7 @@ func TestCustomizeDnf(t *testing.T) {
 			t.Errorf("%s is not masked (link to %q)", u, got)
 		}
 	}
+	checkBootCuts(t, im, "sshd.service")
 	contains(t, "sshd_config", im.read("/etc/ssh/sshd_config"), "Include /etc/ssh/sshd_config.d/*.conf\n#PermitRootLogin")
 	contains(t, "banger.conf", im.read("/etc/ssh/sshd_config.d/banger.conf"), "PermitRootLogin prohibit-password")
 	contains(t, "authorized_keys", im.read("/root/.ssh/authorized_keys"), "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBanger")
@@ -792,6 +793,7 @@ func TestCustomizeApt(t *testing.T) {
 	}
 	sc := strings.Join(im.calls("systemctl"), "\n")
 	contains(t, "systemctl calls", sc, "systemctl enable ssh.service", "systemctl disable ssh.socket")
+	checkBootCuts(t, im, "ssh.service")
 
 	// Now complete, like a Debian image from mmdebstrap: nothing installed,
 	// nothing cleaned, the package lists it has are kept.
@@ -802,6 +804,29 @@ func TestCustomizeApt(t *testing.T) {
 	}
 	if !im.exists("/var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages") {
 		t.Error("the second run removed the image's package lists")
+	}
+}
+
+// checkBootCuts checks what makes a systemd image reach SSH sooner: sshd
+// (sshUnit) starts once the network is up, without `sshd -t` first, and
+// the key fallback it waits for does not wait for basic.target; the
+// first-boot updates are marked done; the generators a microVM never needs
+// are masked.
+func checkBootCuts(t *testing.T, im *image, sshUnit string) {
+	t.Helper()
+	contains(t, sshUnit+" drop-in", im.read("/etc/systemd/system/"+sshUnit+".d/banger.conf"),
+		"DefaultDependencies=no\n", "After=banger-net.service banger-ssh-keygen.service", "ExecStartPre=\n")
+	contains(t, "banger-ssh-keygen.service", im.read("/etc/systemd/system/banger-ssh-keygen.service"),
+		"DefaultDependencies=no\n", "Before=ssh.service sshd.service")
+	for _, f := range []string{"/etc/.updated", "/var/.updated"} {
+		if !im.exists(f) {
+			t.Errorf("%s is missing: every VM's first boot would run systemd's update units", f)
+		}
+	}
+	for _, g := range []string{"systemd-gpt-auto-generator", "systemd-cryptsetup-generator", "systemd-hibernate-resume-generator"} {
+		if got := im.readlink("/etc/systemd/system-generators/" + g); got != "/dev/null" {
+			t.Errorf("generator %s is not masked (link to %q)", g, got)
+		}
 	}
 }
 
