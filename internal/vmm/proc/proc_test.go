@@ -305,3 +305,56 @@ func TestHolding(t *testing.T) {
 		t.Error("Holding of a missing file: no error")
 	}
 }
+
+// TestStopAsksAgain: a guest that does not listen at the first ask (here:
+// the process exits at the third) is asked again every AskAgain, and Stop
+// returns without a signal once it exits; without AskAgain it is asked once
+// and, after Timeout, terminated.
+func TestStopAsksAgain(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		again    time.Duration
+		wantAsks int
+		wantTerm bool
+	}{
+		{"asked again", 100 * time.Millisecond, 3, false},
+		{"asked once", 0, 1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command("sleep", "60")
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			exited := make(chan struct{})
+			go func() { cmd.Wait(); close(exited) }()
+			pid := cmd.Process.Pid
+			start, err := StartTime(pid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			asks := 0
+			err = Stop(context.Background(), pid, start, false, Shutdown{
+				Name: "test",
+				Ask: func(context.Context) error {
+					asks++
+					if asks == 3 {
+						cmd.Process.Signal(syscall.SIGUSR1) // the guest powers off
+					}
+					return nil
+				},
+				AskAgain: tc.again, Timeout: 2 * time.Second, TermWait: time.Second, KillWait: time.Second,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			<-exited
+			if asks != tc.wantAsks {
+				t.Errorf("asked %d times, want %d", asks, tc.wantAsks)
+			}
+			ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
+			if got := ws.Signaled() && ws.Signal() == syscall.SIGTERM; got != tc.wantTerm {
+				t.Errorf("ended by %v, want SIGTERM %v", ws, tc.wantTerm)
+			}
+		})
+	}
+}

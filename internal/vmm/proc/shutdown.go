@@ -18,6 +18,11 @@ type Shutdown struct {
 	Ask func(ctx context.Context) error
 	// Timeout is how long to wait after Ask.
 	Timeout time.Duration
+	// AskAgain, when set, is how often Ask is repeated while waiting: a
+	// guest that booted moments ago may not listen yet (under systemd the
+	// ACPI power button is systemd-logind's, which starts late in a boot
+	// that reaches SSH first). Zero asks once.
+	AskAgain time.Duration
 	// TermWait is how long to wait after SIGTERM (1 s with force).
 	TermWait time.Duration
 	// KillWait is how long to wait after SIGKILL.
@@ -45,13 +50,24 @@ func Stop(ctx context.Context, pid int, startTime uint64, force bool, s Shutdown
 	}
 	if !force && s.Ask != nil {
 		t0 := time.Now()
-		if err := s.Ask(ctx); err != nil {
-			log.Warn("graceful shutdown request failed", "err", err)
-		} else if wait(ctx, s.Timeout) {
-			log.Info(s.Name+" exited after the guest shut down", "took", time.Since(t0).Round(time.Millisecond))
-			return nil
-		} else {
-			log.Info("guest did not shut down in time; terminating "+s.Name, "timeout", s.Timeout)
+		deadline := t0.Add(s.Timeout)
+		for asks := 0; ; asks++ {
+			if err := s.Ask(ctx); err != nil && asks == 0 {
+				log.Warn("graceful shutdown request failed", "err", err)
+				break
+			}
+			step := time.Until(deadline)
+			if s.AskAgain > 0 {
+				step = min(step, s.AskAgain)
+			}
+			if wait(ctx, step) {
+				log.Info(s.Name+" exited after the guest shut down", "took", time.Since(t0).Round(time.Millisecond), "asks", asks+1)
+				return nil
+			}
+			if !time.Now().Before(deadline) || ctx.Err() != nil {
+				log.Info("guest did not shut down in time; terminating "+s.Name, "timeout", s.Timeout, "asks", asks+1)
+				break
+			}
 		}
 	}
 	grace := s.TermWait

@@ -42,8 +42,11 @@ const DefaultBinary = "qemu-system-x86_64"
 const (
 	launchTimeout = 30 * time.Second // launch until QMP answers
 	qmpTimeout    = 5 * time.Second
-	termWait      = 5 * time.Second // after SIGTERM, before SIGKILL
-	killWait      = 5 * time.Second // after SIGKILL
+	// askAgain: the power button is pressed again this often during a
+	// graceful stop (see proc.Shutdown.AskAgain).
+	askAgain = 5 * time.Second
+	termWait = 5 * time.Second // after SIGTERM, before SIGKILL
+	killWait = 5 * time.Second // after SIGKILL
 )
 
 var (
@@ -298,6 +301,7 @@ func (d *Driver) Stop(ctx context.Context, st vmm.State, force bool, timeout tim
 	return vmm.StopProcess(ctx, st, force, proc.Shutdown{
 		Name:     "qemu",
 		Ask:      func(ctx context.Context) error { return d.powerdown(ctx, st.ControlSocket) },
+		AskAgain: askAgain,
 		Timeout:  timeout,
 		TermWait: termWait,
 		KillWait: killWait,
