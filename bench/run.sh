@@ -32,12 +32,18 @@
 #          namespace; RUNS times each, interleaved, the side that goes first
 #          alternating; then systemd-analyze and the critical chain of sshd in
 #          one guest of each (goal: ratio <= 0.5)
+#   warm   warm templates: `image warm` (build time, size on disk); `vm
+#          create` to SSH plus agent from the template vs `vm create --cold`
+#          of the same image and shape, interleaved, RUNS times each; 10
+#          concurrent `vm create` from the template (median and slowest);
+#          the summed Pss (/proc/PID/smaps_rollup) of PSS_VMS (10) idle
+#          clones of a 1 GiB VM vs as many cold-booted ones
 #   startup how fast the CLI starts: `banger --help`, `banger version` and
 #          `banger vm ls` against a minimal static Go binary, interleaved,
 #          STARTUP_RUNS times each (bench/startup; goal: --help within 2x)
 # Needs root, QEMU, python3, a built runtime (make runtime) and bin/ (make build).
 # The daemon and VMs run in a network namespace this script creates.
-# Usage: bench/run.sh [boot] [ls] [clone] [ping] [paths] [exec] [cp] [mount] [coldboot] [startup]   (default: boot ls clone ping startup)
+# Usage: bench/run.sh [boot] [ls] [clone] [ping] [paths] [exec] [cp] [mount] [coldboot] [warm] [startup]   (default: boot ls clone ping startup)
 #   OLD=<commit> for coldboot (its tree is checked out under BENCH_ROOT/old-src)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -451,6 +457,62 @@ bench_coldboot() {
 	mn=$(printf '%s\n' "${new_times[@]}" | median)
 	mo=$(printf '%s\n' "${old_times[@]}" | median)
 	echo "coldboot: median vm create to SSH + agent this tree ${mn} s, $OLD ${mo} s, ratio $(ratio "$mn" "$mo") (goal <= 0.5)"
+}
+
+bench_warm() {
+	local shape=(--cpus 1 --memory 1024) n=${PSS_VMS:-10}
+	echo "== warm: template build; vm create from the template vs --cold ($RUNS runs each, interleaved); $n concurrent clones; Pss of $n clones vs $n cold-booted VMs (1 GiB each)"
+	local t0 t1 tj
+	t0=$(now)
+	tj=$(N "$B" image warm default "${shape[@]}" --json)
+	t1=$(now)
+	echo "template: image warm $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}') s wall (reused: $(echo "$tj" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("reused", False))')), build $(echo "$tj" | jsonget build_seconds) s, $(echo "$tj" | jsonget size_bytes) bytes on disk ($(du -sh "$(echo "$tj" | jsonget dir)" | cut -f1))"
+	local warm=() cold=()
+	for i in $(seq "$RUNS"); do
+		if [ $((i % 2)) = 1 ]; then
+			warm+=("$(elapsed N "$B" vm create "w-$i" "${shape[@]}")")
+			cold+=("$(elapsed N "$B" vm create "c-$i" --cold "${shape[@]}")")
+		else
+			cold+=("$(elapsed N "$B" vm create "c-$i" --cold "${shape[@]}")")
+			warm+=("$(elapsed N "$B" vm create "w-$i" "${shape[@]}")")
+		fi
+		echo "run $i: warm clone ${warm[-1]} s, cold boot ${cold[-1]} s"
+		N "$B" vm rm --force "w-$i" "c-$i" >/dev/null
+	done
+	local mw mc
+	mw=$(printf '%s\n' "${warm[@]}" | median)
+	mc=$(printf '%s\n' "${cold[@]}" | median)
+	echo "warm: median vm create to SSH + agent: clone ${mw} s, cold ${mc} s, ratio $(ratio "$mw" "$mc") (goal <= 0.10, under 1 s)"
+
+	local dir=$ROOT/concurrent
+	rm -rf "$dir" && mkdir -p "$dir"
+	for i in $(seq "$n"); do
+		(elapsed N "$B" vm create "p-$i" "${shape[@]}" >"$dir/$i") &
+	done
+	wait
+	local all
+	all=$(cat "$dir"/*)
+	echo "concurrent: $n vm creates from one template at once: median $(echo "$all" | median) s, slowest $(echo "$all" | sort -g | tail -1) s"
+	pss() { # pss PREFIX: the summed Pss in KiB of the VMMs of VMs PREFIX-1..n
+		local sum=0 pid
+		for i in $(seq "$n"); do
+			pid=$(N "$B" vm show --json "$1-$i" | jsonget pid)
+			sum=$((sum + $(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup")))
+		done
+		echo "$sum"
+	}
+	sleep 10 # idle
+	local pw pc
+	pw=$(pss p)
+	for i in $(seq "$n"); do N "$B" vm rm --force "p-$i" >/dev/null; done
+	for i in $(seq "$n"); do
+		(N "$B" vm create "q-$i" --cold "${shape[@]}" >/dev/null) &
+	done
+	wait
+	sleep 10
+	pc=$(pss q)
+	for i in $(seq "$n"); do N "$B" vm rm --force "q-$i" >/dev/null; done
+	echo "memory: Pss of $n idle clones $((pw / 1024)) MiB, of $n cold-booted VMs $((pc / 1024)) MiB, ratio $(ratio "$pw" "$pc") (goal <= 0.5)"
 }
 
 bench_startup() {

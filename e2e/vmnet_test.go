@@ -34,10 +34,8 @@ func TestNetworkPolicy(t *testing.T) {
 	e.enterNetns()
 	logStep := stepLogger(t)
 
-	for _, name := range []string{"a", "b"} {
-		e.must(ctx, "vm", "create", name, "--cpus", "1", "--memory", "512")
-	}
-	logStep("create two VMs")
+	e.createWarm(ctx, []string{"a", "b"}, "--cpus", "1", "--memory", "512")
+	logStep("create two VMs from a warm template")
 	a, b := e.vm(ctx, "a"), e.vm(ctx, "b")
 	gw := network.Gateway(netip.MustParsePrefix(e.daemonStatus(ctx).Subnet))
 	aIP, bIP := netip.MustParseAddr(a.IP), netip.MustParseAddr(b.IP)

@@ -27,6 +27,7 @@ import (
 	"github.com/bangerhq/banger/internal/guestclock"
 	"github.com/bangerhq/banger/internal/guestcp"
 	"github.com/bangerhq/banger/internal/guestexec"
+	"github.com/bangerhq/banger/internal/guestid"
 	"github.com/bangerhq/banger/internal/guestmount"
 	"github.com/bangerhq/banger/internal/portfwd"
 	"github.com/bangerhq/banger/internal/version"
@@ -125,6 +126,8 @@ func newServer(log *slog.Logger) *agent.Server {
 	srv.Handle(guestcp.OpOut, guestcp.HandleOut)
 	srv.Handle(guestclock.Op, guestclock.Handler)
 	srv.Handle(portfwd.Op, portfwd.Handler)
+	srv.Handle(guestid.OpQuiesce, guestid.HandleQuiesce)
+	srv.Handle(guestid.OpIdentity, guestid.HandleIdentity)
 	srv.Handle(guestmount.Op, guestmount.Handler)
 	return srv
 }

@@ -49,6 +49,7 @@ const (
 	MethodImageGet    = "image.get"
 	MethodImageDelete = "image.delete"
 	MethodImageImport = "image.import"
+	MethodImageWarm   = "image.warm"
 	// MethodImageCheckAgent is `banger doctor`'s image-agent check, run by
 	// the daemon, which alone reads its database and image files.
 	MethodImageCheckAgent = "image.check_agent"
@@ -127,6 +128,9 @@ const (
 // VM is a virtual machine as shown to users. State is derived from observed
 // facts, never stored.
 type VM struct {
+	// BootedFrom says how vm.create started the VM: "template KEY" (a
+	// clone of a warm template) or "cold boot"; other calls leave it empty.
+	BootedFrom   string `json:"booted_from,omitempty"`
 	ID           string `json:"id"`
 	Name         string `json:"name"`
 	State        string `json:"state"`
@@ -222,6 +226,40 @@ type VMCreateParams struct {
 	Publish []string `json:"publish,omitempty"`
 	// Mounts are shared folders (see VMMountParams; HOST_DIR absolute).
 	Mounts []string `json:"mounts,omitempty"`
+	// Cold boots the VM from its kernel even when a warm template of its
+	// image and shape exists.
+	Cold bool `json:"cold,omitempty"`
+}
+
+// ImageWarmParams are the parameters of image.warm: the image and the
+// machine shape of the template (0: the defaults vm create uses).
+type ImageWarmParams struct {
+	Image     string `json:"image"`
+	CPUs      int    `json:"cpus"`
+	MemoryMiB int    `json:"memory_mib"`
+	DiskBytes int64  `json:"disk_bytes"`
+	VMM       string `json:"vmm"`
+}
+
+// Template is a warm template: a booted guest of an image saved for
+// clones (see image warm).
+type Template struct {
+	Key       string    `json:"key"`
+	Image     string    `json:"image"`
+	ImageID   string    `json:"image_id"`
+	VMM       string    `json:"vmm"`
+	Accel     string    `json:"accel"`
+	CPUs      int       `json:"cpus"`
+	MemoryMiB int       `json:"memory_mib"`
+	DiskBytes int64     `json:"disk_bytes"`
+	Dir       string    `json:"dir"`
+	CreatedAt time.Time `json:"created_at"`
+	// BuildSeconds is how long booting and saving it took.
+	BuildSeconds float64 `json:"build_seconds"`
+	// SizeBytes is the disk space its files take (RAM, state, disk).
+	SizeBytes int64 `json:"size_bytes"`
+	// Reused is set by image.warm when the template existed already.
+	Reused bool `json:"reused,omitempty"`
 }
 
 // VMRef names one VM by name or id.
@@ -359,6 +397,8 @@ type Image struct {
 	BuildSeconds float64 `json:"build_seconds"`
 	Cached       bool    `json:"cached"`
 	CacheKey     string  `json:"cache_key,omitempty"`
+	// Templates are the image's warm templates (image.get only).
+	Templates []Template `json:"templates,omitempty"`
 	// Warnings are problems found while importing the image that do not
 	// stop it (no SSH server, no guest agent). Only image.import sets them;
 	// they are not stored.

@@ -5,7 +5,7 @@ import (
 )
 
 func newImageCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "image", Short: "Build, import, list, inspect and remove VM images"}
-	cmd.AddCommand(newImageBuildCmd(), newImageListCmd(), newImageShowCmd(), newImageImportCmd(), newImageRemoveCmd())
+	cmd := &cobra.Command{Use: "image", Short: "Build, import, list, inspect, warm and remove VM images"}
+	cmd.AddCommand(newImageBuildCmd(), newImageListCmd(), newImageShowCmd(), newImageImportCmd(), newImageRemoveCmd(), newImageWarmCmd())
 	return cmd
 }

@@ -62,6 +62,13 @@ func printImageDetail(out io.Writer, im api.Image) error {
 	} else {
 		row("used by", strings.Join(im.UsedBy, ", "))
 	}
+	if len(im.Templates) == 0 {
+		row("templates", "none (make one with `banger image warm "+im.Name+"`)")
+	}
+	for _, t := range im.Templates {
+		row("template", fmt.Sprintf("%s: %s, %d CPUs, %d MiB, %s disk, %s; %s on disk, made in %.1f s",
+			t.Key[:12], t.VMM, t.CPUs, t.MemoryMiB, units.IEC(t.DiskBytes), t.Accel, units.IEC(t.SizeBytes), t.BuildSeconds))
+	}
 	return w.Flush()
 }
 

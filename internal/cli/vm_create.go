@@ -66,7 +66,11 @@ func newVMCreateCmd() *cobra.Command {
 				fmt.Fprintf(cmd.OutOrStdout(), "created %s (%s), not started\n", vm.Name, vm.IP)
 				return nil
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s is running at %s; connect with: banger vm ssh %s\n", vm.Name, vm.IP, vm.Name)
+			from := ""
+			if vm.BootedFrom != "" {
+				from = " (" + vm.BootedFrom + ")"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s is running at %s%s; connect with: banger vm ssh %s\n", vm.Name, vm.IP, from, vm.Name)
 			return nil
 		},
 	}
@@ -77,6 +81,7 @@ func newVMCreateCmd() *cobra.Command {
 	f.IntVar(&p.MemoryMiB, "memory", 0, "memory in MiB (default 1024)")
 	f.StringVar(&disk, "disk", "", "disk size, e.g. 8G (default 4G, at least the image size)")
 	f.BoolVar(&p.NoStart, "no-start", false, "create the VM without booting it")
+	f.BoolVar(&p.Cold, "cold", false, "boot the kernel even when a warm template of the image exists (see image warm)")
 	f.StringVar(&p.VMM, "vmm", "", "virtual machine monitor: qemu or firecracker (default: the best available)")
 	f.StringArrayVar(&p.Publish, "publish", nil, "forward a host port to a port of the guest's 127.0.0.1: [HOST_ADDR:]HOST_PORT:GUEST_PORT[/tcp|/udp] (repeatable; see banger vm forward)")
 	f.StringArrayVar(&p.Mounts, "mount", nil, "share a host folder with the guest (QEMU only): HOST_DIR[:GUEST_DIR][:ro], the guest folder being HOST_DIR unless given (repeatable; see banger vm mount)")

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 
 	"github.com/bangerhq/banger/internal/api"
 )
@@ -59,9 +60,21 @@ func (d *Daemon) methods() *Methods {
 		return api.ImageList{Images: ims}, err
 	}))
 	t.Register(api.MethodImageGet, Typed(func(ctx context.Context, p api.VMRef) (api.Image, error) {
-		return d.images.Get(ctx, p.Name)
+		im, err := d.images.Get(ctx, p.Name)
+		if err == nil {
+			im.Templates = d.vms.Templates(im.ID)
+		}
+		return im, err
 	}))
-	t.Register(api.MethodImageDelete, Typed(d.images.Delete))
+	t.Register(api.MethodImageDelete, Typed(func(ctx context.Context, p api.ImageDeleteParams) (api.Image, error) {
+		im, err := d.images.Delete(ctx, p)
+		if im.ID != "" {
+			// A template is of no use without its image.
+			err = errors.Join(err, d.vms.RemoveTemplates(im.ID))
+		}
+		return im, err
+	}))
+	t.Register(api.MethodImageWarm, Typed(d.vms.Warm))
 	t.Register(api.MethodImageImport, Typed(d.images.Import))
 	t.Register(api.MethodImageCheckAgent, Typed(func(ctx context.Context, _ empty) (api.CheckResult, error) {
 		return d.images.CheckAgent(ctx)

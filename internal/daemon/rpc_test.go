@@ -83,7 +83,7 @@ func TestDaemonMethodTableIsComplete(t *testing.T) {
 		api.MethodVMGet, api.MethodVMStart, api.MethodVMStop, api.MethodVMRestart, api.MethodVMDelete,
 		api.MethodVMSSHInfo, api.MethodVMPing, api.MethodImageBuild, api.MethodImageList, api.MethodImageGet, api.MethodImageDelete,
 		api.MethodImageImport, api.MethodImageCheckAgent, api.MethodDaemonInfo, api.MethodVMExec, api.MethodVMCopyIn, api.MethodVMCopyOut,
-		api.MethodSSHConfig, api.MethodVMForward, api.MethodVMMount}
+		api.MethodSSHConfig, api.MethodVMForward, api.MethodVMMount, api.MethodImageWarm}
 	for _, w := range []string{api.MethodVMExec, api.MethodVMCopyIn, api.MethodVMCopyOut} {
 		if !m.streaming[w] {
 			t.Errorf("method %s is not a streaming method", w)

@@ -121,6 +121,13 @@ func copyFile(ctx context.Context, out, in *os.File, size int64) error {
 	return sparseCopy(ctx, out, in, size)
 }
 
+// SparseCopy makes out (empty) hold the bytes of in, size bytes long,
+// copying only in's data extents (SEEK_DATA/SEEK_HOLE): holes stay holes.
+// in may be any file that supports those seeks, a memfd included.
+func SparseCopy(ctx context.Context, out, in *os.File, size int64) error {
+	return sparseCopy(ctx, out, in, size)
+}
+
 // sparseCopy copies the data extents of in to out at the same offsets and
 // sets out's length to size; holes are never read.
 func sparseCopy(ctx context.Context, out, in *os.File, size int64) error {

@@ -87,6 +87,9 @@ func (d Dirs) VMsDir() string { return filepath.Join(d.State, "vms") }
 // VMDir is the folder of one VM.
 func (d Dirs) VMDir(id string) string { return filepath.Join(d.VMsDir(), id) }
 
+// TemplatesDir holds the warm templates (see package vm), one folder each.
+func (d Dirs) TemplatesDir() string { return filepath.Join(d.State, "templates") }
+
 // ImagesDir holds one folder per image.
 func (d Dirs) ImagesDir() string { return filepath.Join(d.Data, "images") }
 

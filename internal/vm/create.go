@@ -83,11 +83,32 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (api.VM, err
 		return errors.Join(cleanup...)
 	}
 
-	// Phase 2: the folder and the disk.
-	progress.Report(ctx, api.Progress{Phase: PhaseDisk,
-		Message: fmt.Sprintf("copying image %s into a %s disk", img.Name, units.IEC(row.DiskBytes))})
-	if err := s.makeDisk(ctx, row, img); err != nil {
-		return api.VM{}, undo(err)
+	// Phase 2: the folder and the disk: a copy of the image, or of the
+	// disk of a warm template of the image and the VM's shape.
+	var c *clone
+	// A VM with shared folders cannot be a clone: its virtio-fs devices
+	// cannot be migrated (see template.go).
+	if !p.NoStart && !p.Cold && len(shares) == 0 {
+		if m, ok := s.findTemplate(shapeOf(row, img)); ok {
+			c = &clone{m: m}
+		}
+	}
+	if c != nil {
+		progress.Report(ctx, api.Progress{Phase: PhaseDisk,
+			Message: fmt.Sprintf("copying the disk of template %s of image %s", c.m.Key[:12], img.Name)})
+		var err error
+		if c.mem, err = s.templateMemory(ctx, c.m); err != nil {
+			return api.VM{}, undo(err)
+		}
+		if c.hostKey, err = s.makeCloneDisk(ctx, row, c.m); err != nil {
+			return api.VM{}, undo(err)
+		}
+	} else {
+		progress.Report(ctx, api.Progress{Phase: PhaseDisk,
+			Message: fmt.Sprintf("copying image %s into a %s disk", img.Name, units.IEC(row.DiskBytes))})
+		if err := s.makeDisk(ctx, row, img); err != nil {
+			return api.VM{}, undo(err)
+		}
 	}
 	row.DesiredState = store.DesiredStopped
 	if err := store.UpdateVM(ctx, s.store.DB, &row); err != nil {
@@ -101,11 +122,16 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (api.VM, err
 
 	// Phase 3: boot. A VM that cannot boot is removed again: create is all
 	// or nothing, and the error carries the console tail.
-	if err := s.startLocked(ctx, &row); err != nil {
+	if err := s.bootLocked(ctx, &row, c); err != nil {
 		return api.VM{}, undo(err)
 	}
 	unlock()
-	return s.viewFull(ctx, row)
+	v, err := s.viewFull(ctx, row)
+	v.BootedFrom = "cold boot"
+	if c != nil {
+		v.BootedFrom = "template " + c.m.Key[:12]
+	}
+	return v, err
 }
 
 // validateCreate checks p against the host and the store and fills defaults.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -83,6 +84,13 @@ func (s *Service) Start(ctx context.Context, ref string) (api.VM, error) {
 // are removed, the VM is left stopped with LastError set, and the error
 // includes the console tail.
 func (s *Service) startLocked(ctx context.Context, row *store.VM) (err error) {
+	return s.bootLocked(ctx, row, nil)
+}
+
+// bootLocked is startLocked that, given a clone, starts the VM from the
+// clone's template instead of booting its kernel, and gives it its own
+// identity before waiting for SSH.
+func (s *Service) bootLocked(ctx context.Context, row *store.VM, c *clone) (err error) {
 	s.setOp(row.ID, api.StateStarting)
 	drv := s.drivers[row.VMM]
 	progress.Report(ctx, api.Progress{Phase: PhaseVMM, Message: "starting " + drv.Name()})
@@ -116,6 +124,10 @@ func (s *Service) startLocked(ctx context.Context, row *store.VM) (err error) {
 		RunAs:  runAs,
 		Shares: shares,
 	}
+	if c != nil {
+		spec.MemoryFile = memPath(c.mem)
+		spec.IncomingState = filepath.Join(s.templateDir(c.m.Key), tplState)
+	}
 	// Mark where this boot's console output starts, for the failure tail.
 	consoleStart := fileSize(spec.ConsoleLog)
 	if err := s.markLaunch(row.ID); err != nil {
@@ -148,7 +160,13 @@ func (s *Service) startLocked(ctx context.Context, row *store.VM) (err error) {
 	progress.Report(ctx, api.Progress{Phase: PhaseBoot, Message: bootMessage(drv, st)})
 	s.watch(row.ID, st)
 
-	err = s.waitForSSH(ctx, row, drv, st, consoleStart)
+	if c != nil {
+		progress.Report(ctx, api.Progress{Phase: PhaseAgent, Message: "the clone runs; giving it its own identity"})
+		err = s.giveIdentity(ctx, row, st, c)
+	}
+	if err == nil {
+		err = s.waitForSSH(ctx, row, drv, st, consoleStart)
+	}
 	if err == nil {
 		err = s.mountShares(ctx, *row, st)
 	}
@@ -611,6 +629,7 @@ func (s *Service) Recover(ctx context.Context) error {
 	}
 	s.dropRemovedImages(ctx)
 	s.writeSSHConfig(ctx)
+	s.sweepTemplateBuilds(ctx)
 	if err := s.sweepFolders(ctx); err != nil {
 		s.log.Warn("remove vm folders without a vm", "err", err)
 	}

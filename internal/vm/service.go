@@ -104,6 +104,11 @@ type Service struct {
 	closed bool
 	// vmmUIDs are the VMM uids reserved by starts in progress, by VM id.
 	vmmUIDs map[string]uint32
+
+	// tplMem are the sealed memfds of the templates' RAM, by template
+	// key, loaded on first use (see template.go).
+	tplMu  sync.Mutex
+	tplMem map[string]*os.File
 }
 
 // vmOp serialises operations on one VM and records the one in progress.

@@ -56,6 +56,24 @@ type Spec struct {
 	// use one (see VsockUser); 0 otherwise.
 	VsockCID uint32
 
+	// MemoryFile, when set, backs guest RAM with this file (a template's
+	// RAM) instead of anonymous memory; it must be exactly MemoryMiB long.
+	// The VMM maps it shared when MemoryShared (the guest writes go to the
+	// file: a template being built), else privately, copy on write (a
+	// clone: the file is never written). A daemon passes a sealed memfd as
+	// /proc/self/fd/N, which no VMM can write (see package template docs).
+	MemoryFile   string
+	MemoryShared bool
+	// IncomingState, when set, is a device state saved by
+	// Snapshotter.SaveState: the VMM loads it instead of booting the
+	// kernel, and Start returns once the guest runs on from where the
+	// state was saved. MemoryFile must then hold the RAM saved with it.
+	IncomingState string
+	// DetachedNIC gives the guest its network device without a host side
+	// (TAP must be empty): a template's, whose clones each get their own
+	// TAP and identity.
+	DetachedNIC bool
+
 	// RunAs is the user the VMM process runs as, from its first
 	// instruction; nil runs it as the daemon's own user. A root daemon
 	// gives every running VM ids of its own (see package subid), so that a
@@ -219,6 +237,23 @@ type FolderSharer interface {
 func SharesFolders(d Driver) bool {
 	f, ok := d.(FolderSharer)
 	return ok && f.SharesFolders()
+}
+
+// Snapshotter is the ability to make warm templates: save a running VM's
+// device state, and load it into a new VMM (Spec.IncomingState) whose
+// guest RAM is the template's file (Spec.MemoryFile).
+type Snapshotter interface {
+	// MachineKey identifies the machine that spec describes, as far as a
+	// saved state depends on it: the VMM build (binary identity), the
+	// accelerator, CPU model, CPU count, memory size and the device
+	// command line. A state saved by one VMM loads only into one whose key
+	// is equal. Per-VM parts (names, paths, MAC, TAP, the kernel command
+	// line) do not count; the kernel's identity does.
+	MachineKey(spec Spec) (string, error)
+	// SaveState pauses the running VM st and writes its device state
+	// (not its RAM, which is Spec.MemoryFile's, mapped shared) to f. The
+	// VM stays paused; the caller stops it.
+	SaveState(ctx context.Context, st State, f *os.File) error
 }
 
 // Preflighter is the ability to name the host checks (the purpose of

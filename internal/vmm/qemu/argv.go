@@ -123,14 +123,17 @@ func Argv(bin string, spec vmm.Spec) ([]string, []File) {
 			"-drive", fmt.Sprintf("id=root,file=/dev/fdset/%d,format=raw,if=none,cache=writeback,aio=threads,discard=unmap", diskFDSet),
 			"-device", "virtio-blk-device,drive=root")
 	}
-	if spec.TAP != "" {
+	if spec.TAP != "" || spec.DetachedNIC {
 		dev := "virtio-net-device,netdev=n0"
 		if spec.MAC != "" {
 			dev += ",mac=" + spec.MAC
 		}
-		a = append(a,
-			"-netdev", fmt.Sprintf("tap,id=n0,fd=%d", p.pass(HowTAP, spec.TAP)),
-			"-device", dev)
+		// A detached NIC is a port of a hub nothing else is attached to.
+		netdev := "hubport,id=n0,hubid=0"
+		if spec.TAP != "" {
+			netdev = fmt.Sprintf("tap,id=n0,fd=%d", p.pass(HowTAP, spec.TAP))
+		}
+		a = append(a, "-netdev", netdev, "-device", dev)
 	}
 	if spec.Agent {
 		a = append(a,
@@ -142,7 +145,30 @@ func Argv(bin string, spec vmm.Spec) ([]string, []File) {
 	a = append(a,
 		"-chardev", fmt.Sprintf("socket,id=qmp,fd=%d,server=on,wait=off", p.pass(HowListen, QMPSocket(spec.Dir))),
 		"-mon", "chardev=qmp,mode=control")
+	if spec.IncomingState != "" {
+		// Start loads the state (migrate-incoming fd:N) once QMP answers.
+		p.pass(HowRead, spec.IncomingState)
+		a = append(a, "-incoming", "defer")
+	}
 	return a, p.files
+}
+
+// memoryArgs backs guest RAM with spec.MemoryFile: QEMU 7.2's file
+// backend opens its mem-path itself (O_RDWR, even when it maps it
+// privately), so the path is the /proc/self/fd link of an inherited
+// descriptor, which reopens the same file.
+func memoryArgs(p *fdPlan, spec vmm.Spec) []string {
+	if spec.MemoryFile == "" {
+		return nil
+	}
+	share := "off"
+	if spec.MemoryShared {
+		share = "on"
+	}
+	return []string{
+		"-object", fmt.Sprintf("memory-backend-file,id=mem,size=%dM,mem-path=%s,share=%s",
+			spec.MemoryMiB, procFD(p.pass(HowRead, spec.MemoryFile)), share),
+		"-M", "memory-backend=mem"}
 }
 
 // bootArgs is the part of the command line shared by VMs and the
@@ -177,6 +203,7 @@ func bootArgs(p *fdPlan, spec vmm.Spec) []string {
 	if spec.Initrd != "" {
 		a = append(a, "-initrd", procFD(p.pass(HowRead, spec.Initrd)))
 	}
+	a = append(a, memoryArgs(p, spec)...)
 	return append(a, "-append", spec.KernelArgs)
 }
 

@@ -48,10 +48,18 @@ func TestArgvGolden(t *testing.T) {
 	commas.ConsoleLog = "/tmp/a,b/console,log"
 	commas.Disk = "/tmp/a,b/root,disk"
 	commas.Agent = true
+	template := tcgFull
+	template.TAP, template.DetachedNIC = "", true
+	template.MemoryFile, template.MemoryShared = "/proc/42/fd/7", true
+	clone := tcgFull
+	clone.MemoryFile = "/proc/42/fd/8"
+	clone.IncomingState = "/home/u/.local/state/banger/templates/k/state"
 	tests := []struct {
 		name string
 		spec vmm.Spec
 	}{
+		{"template", template},
+		{"clone", clone},
 		{"full-kvm", full},
 		{"full-tcg", tcgFull},
 		{"minimal-tcg", minimal},

@@ -124,6 +124,15 @@ func checkSpec(spec vmm.Spec) error {
 	if spec.ConsoleLog == "" {
 		errs = append(errs, errors.New("console log: missing"))
 	}
+	if spec.TAP != "" && spec.DetachedNIC {
+		errs = append(errs, errors.New("a detached network device has no tap"))
+	}
+	if spec.MemoryFile != "" && len(spec.Shares) > 0 {
+		errs = append(errs, errors.New("shared folders need guest RAM of their own (a shared memfd), and their virtio-fs devices cannot be migrated: a VM with shared folders cannot be a template or a clone"))
+	}
+	if spec.IncomingState != "" && spec.MemoryFile == "" {
+		errs = append(errs, errors.New("incoming state without its memory file"))
+	}
 	if spec.TAP != "" && !macRE.MatchString(spec.MAC) {
 		errs = append(errs, fmt.Errorf("mac %q: want lower-case xx:xx:xx:xx:xx:xx (required with a tap device)", spec.MAC))
 	}
@@ -216,6 +225,15 @@ func (d *Driver) start(ctx context.Context, spec vmm.Spec) (vmm.State, error) {
 	}
 	if err := fsds.removeSockets(); err != nil {
 		d.log.Warn("shared folder sockets left behind", "vm", spec.ID, "err", err)
+	}
+	if spec.IncomingState != "" {
+		// Argv passes the state file last.
+		if err := loadState(ctx, qmpPath, files[len(files)-1].FD); err != nil {
+			if out := child.OutputTail(2000); out != "" {
+				err = fmt.Errorf("%w; qemu printed: %s", err, out)
+			}
+			return fail(err)
+		}
 	}
 	if out := child.OutputTail(2000); out != "" {
 		d.log.Warn("qemu printed messages while starting", "vm", spec.ID, "output", out)

@@ -9,6 +9,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // QMP is a minimal client for the QEMU Machine Protocol on a Unix socket.
@@ -90,7 +92,7 @@ func (c *QMP) handshake(ctx context.Context) error {
 		return errors.New("read greeting: first message is not a QMP greeting")
 	}
 	c.greeting = *m.QMP
-	if _, err := c.executeLocked(ctx, "qmp_capabilities", nil); err != nil {
+	if _, err := c.executeLocked(ctx, "qmp_capabilities", nil, nil); err != nil {
 		return err
 	}
 	return nil
@@ -109,10 +111,20 @@ func (c *QMP) Execute(ctx context.Context, cmd string, args any) (json.RawMessag
 	defer c.mu.Unlock()
 	stop := c.watch(ctx)
 	defer stop()
-	return c.executeLocked(ctx, cmd, args)
+	return c.executeLocked(ctx, cmd, args, nil)
 }
 
-func (c *QMP) executeLocked(ctx context.Context, cmd string, args any) (json.RawMessage, error) {
+// ExecuteFile is Execute that passes f's descriptor with the command
+// (SCM_RIGHTS), as QMP's getfd and add-fd expect.
+func (c *QMP) ExecuteFile(ctx context.Context, cmd string, args any, f *os.File) (json.RawMessage, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	stop := c.watch(ctx)
+	defer stop()
+	return c.executeLocked(ctx, cmd, args, f)
+}
+
+func (c *QMP) executeLocked(ctx context.Context, cmd string, args any, f *os.File) (json.RawMessage, error) {
 	c.nextID++
 	id := c.nextID
 	req := struct {
@@ -124,7 +136,15 @@ func (c *QMP) executeLocked(ctx context.Context, cmd string, args any) (json.Raw
 	if err != nil {
 		return nil, fmt.Errorf("qmp %s: encode arguments: %w", cmd, err)
 	}
-	if _, err := c.conn.Write(append(b, '\n')); err != nil {
+	if f != nil {
+		uc, ok := c.conn.(*net.UnixConn)
+		if !ok {
+			return nil, fmt.Errorf("qmp %s: passing a descriptor needs a Unix socket", cmd)
+		}
+		if _, _, err := uc.WriteMsgUnix(append(b, '\n'), unix.UnixRights(int(f.Fd())), nil); err != nil {
+			return nil, fmt.Errorf("qmp %s: send: %w", cmd, c.ctxErr(ctx, err))
+		}
+	} else if _, err := c.conn.Write(append(b, '\n')); err != nil {
 		return nil, fmt.Errorf("qmp %s: send: %w", cmd, c.ctxErr(ctx, err))
 	}
 	for {

@@ -1,0 +1,260 @@
+package e2e
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bangerhq/banger/internal/api"
+)
+
+// TestTemplates: image warm makes a template; two clones created at once
+// are machines of their own (address, MAC, hostname, machine-id, pinned
+// SSH host key, RNG, clock) that reach each other and do not share files;
+// the template's files are unchanged; vm restart of a clone boots it cold
+// with its disk kept; a daemon SIGKILLed during a clone leaves nothing
+// half-made; a template made for another QEMU build is not loaded, and
+// image warm makes a new one.
+func TestTemplates(t *testing.T) {
+	requireHost(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	e := newEnv(t)
+	e.debianImage(ctx)
+	e.must(ctx, "daemon", "stop")
+	e.enterNetns()
+	logStep := stepLogger(t)
+
+	e.must(ctx, "image", "warm", "default", "--cpus", "1", "--memory", "512", "--disk", "1G")
+	logStep("image warm")
+	im := e.imageShow(ctx, "default")
+	if len(im.Templates) != 1 {
+		t.Fatalf("image show lists %d templates after image warm, want 1: %+v", len(im.Templates), im.Templates)
+	}
+	tpl := im.Templates[0]
+	t.Logf("template %s: %d bytes on disk, built in %.1f s", tpl.Key, tpl.SizeBytes, tpl.BuildSeconds)
+	if !strings.Contains(e.must(ctx, "image", "show", "default"), tpl.Key[:12]) {
+		t.Errorf("image show does not list template %s", tpl.Key[:12])
+	}
+	sums := hashFiles(t, tpl.Dir, "ram", "state", "disk.ext4")
+	logStep("hash the template's files")
+
+	// Two clones at once.
+	names := []string{"c1", "c2"}
+	vms := make([]api.VM, len(names))
+	var wg sync.WaitGroup
+	for i, n := range names {
+		wg.Go(func() {
+			out := e.must(ctx, "vm", "create", n, "--cpus", "1", "--memory", "512", "--disk", "1G", "--json")
+			if err := json.Unmarshal([]byte(out), &vms[i]); err != nil {
+				t.Errorf("vm create --json: %v\n%s", err, out)
+			}
+		})
+	}
+	wg.Wait()
+	logStep("two vm creates at once from the template")
+	for _, v := range vms {
+		if !strings.HasPrefix(v.BootedFrom, "template "+tpl.Key[:12]) {
+			t.Fatalf("vm create %s: booted from %q, want the template", v.Name, v.BootedFrom)
+		}
+	}
+
+	type facts struct{ hostname, machineID, random, mac, addr, hostKey string }
+	got := map[string]facts{}
+	for _, v := range vms {
+		out := e.must(ctx, "vm", "ssh", "--no-remind", v.Name, "--", "sh", "-c",
+			"cat /etc/hostname /etc/machine-id; head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; "+
+				"cat /sys/class/net/*/address | grep -v 00:00:00:00:00:00; ip -4 -o addr show scope global | awk '{print $4}'; "+
+				"cut -d' ' -f1,2 /etc/ssh/ssh_host_ed25519_key.pub")
+		l := strings.Split(strings.TrimSpace(out), "\n")
+		if len(l) != 6 {
+			t.Fatalf("facts of %s: %q", v.Name, out)
+		}
+		f := facts{l[0], l[1], l[2], l[3], l[4], l[5]}
+		got[v.Name] = f
+		t.Logf("%s: %+v", v.Name, f)
+		if f.hostname != v.Name || f.mac != v.MAC || !strings.HasPrefix(f.addr, v.IP+"/") {
+			t.Errorf("%s: hostname %q, mac %q, address %q; want %s, %s, %s", v.Name, f.hostname, f.mac, f.addr, v.Name, v.MAC, v.IP)
+		}
+		kh, err := os.ReadFile(filepath.Join(v.Dir, "known_hosts"))
+		if err != nil || !strings.Contains(string(kh), f.hostKey) {
+			t.Errorf("%s: host key %q is not the pinned one (%q, %v)", v.Name, f.hostKey, kh, err)
+		}
+		clockWithin(ctx, t, e, v.Name, "of a clone")
+		if out, err := e.inNetns("ping", "-c", "1", "-W", "5", v.IP); err != nil {
+			t.Errorf("ping %s from the host: %v\n%s", v.Name, err, out)
+		}
+	}
+	a, b := got["c1"], got["c2"]
+	for what, pair := range map[string][2]string{"ip": {a.addr, b.addr}, "mac": {a.mac, b.mac}, "hostname": {a.hostname, b.hostname},
+		"machine-id": {a.machineID, b.machineID}, "ssh host key": {a.hostKey, b.hostKey}, "first bytes of /dev/urandom": {a.random, b.random}} {
+		if pair[0] == pair[1] {
+			t.Errorf("the clones share their %s: %q", what, pair[0])
+		}
+	}
+	e.must(ctx, "vm", "ssh", "--no-remind", "c1", "--", "sh", "-c", "ping -c 1 -W 5 "+vms[1].IP+" && echo mine > /root/c1-file && sync")
+	if out := e.must(ctx, "vm", "ssh", "--no-remind", "c2", "--", "ls", "/root"); strings.Contains(out, "c1-file") {
+		t.Errorf("a file written in c1 is in c2: %q", out)
+	}
+	logStep("identity, clock, ping and file checks of both clones")
+
+	// Restart: a cold boot with the disk kept.
+	bootID := func(name string) string {
+		return strings.TrimSpace(e.must(ctx, "vm", "exec", name, "--", "cat", "/proc/sys/kernel/random/boot_id"))
+	}
+	before := bootID("c1")
+	e.must(ctx, "vm", "restart", "c1")
+	logStep("vm restart of a clone")
+	if after := bootID("c1"); after == before {
+		t.Errorf("vm restart of a clone kept boot id %s: not a boot", after)
+	}
+	if out := e.must(ctx, "vm", "ssh", "--no-remind", "c1", "--", "cat", "/root/c1-file", "/etc/hostname"); out != "mine\nc1\n" {
+		t.Errorf("after vm restart of a clone: %q, want its file and hostname", out)
+	}
+
+	// A daemon SIGKILLed during a clone leaves nothing half-made.
+	vmsDir := filepath.Join(e.root, "state", "banger", "vms")
+	known, _ := os.ReadDir(vmsDir)
+	create := exec.CommandContext(ctx, e.cliArgv("vm", "create", "c3", "--cpus", "1", "--memory", "512", "--disk", "1G")[0], e.cliArgv("vm", "create", "c3", "--cpus", "1", "--memory", "512", "--disk", "1G")[1:]...)
+	create.Env = e.environ()
+	if err := create.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "the clone's folder", func() bool {
+		now, _ := os.ReadDir(vmsDir)
+		return len(now) > len(known)
+	})
+	pid := e.daemonStatus(ctx).PID
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	create.Wait()
+	waitFor(t, 5*time.Second, "daemon to die", func() bool { return syscall.Kill(pid, 0) != nil })
+	var list []api.VM
+	if err := json.Unmarshal([]byte(e.must(ctx, "vm", "ls", "--json")), &list); err != nil {
+		t.Fatal(err)
+	}
+	running := 0
+	for _, v := range list {
+		if v.State == api.StateRunning {
+			running++
+		}
+		if v.Name == "c3" && v.State != api.StateRunning && v.State != api.StateStopped {
+			t.Errorf("c3 after a SIGKILL during its clone: %s", v.State)
+		}
+	}
+	folders, _ := os.ReadDir(vmsDir)
+	if len(folders) != len(list) {
+		t.Errorf("after a SIGKILL during a clone: %d VM folders for %d VMs", len(folders), len(list))
+	}
+	if q := qemus(e); len(q) != running {
+		t.Errorf("after a SIGKILL during a clone: %d QEMU processes for %d running VMs", len(q), running)
+	}
+	e.banger(ctx, "vm", "rm", "--force", "c3")
+	logStep("SIGKILL of bangerd during a clone")
+
+	// Another QEMU build: the template is not loaded; image warm makes one.
+	qdir, err := os.MkdirTemp("", "bgr-qemu-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(qdir)
+	os.Chmod(qdir, 0o755)
+	orig, err := exec.LookPath("qemu-system-x86_64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(qdir, "qemu-system-x86_64")
+	copyFile(t, orig, other, 0o755)
+	f, err := os.OpenFile(other, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write([]byte("another build\n")) // trailing bytes: the ELF runs the same
+	f.Close()
+	e.must(ctx, "daemon", "stop")
+	e.writeConfig(fmt.Sprintf("[network]\nbridge = %q\n[vmm]\nqemu = %q\n", e.bridge, other))
+	var c4 api.VM
+	if err := json.Unmarshal([]byte(e.must(ctx, "vm", "create", "c4", "--cpus", "1", "--memory", "512", "--disk", "1G", "--json")), &c4); err != nil {
+		t.Fatal(err)
+	}
+	if c4.BootedFrom != "cold boot" {
+		t.Errorf("vm create under another QEMU build: booted from %q, want a cold boot", c4.BootedFrom)
+	}
+	logStep("vm create under another QEMU build (cold)")
+	var t2 api.Template
+	if err := json.Unmarshal([]byte(e.must(ctx, "image", "warm", "default", "--cpus", "1", "--memory", "512", "--disk", "1G", "--json")), &t2); err != nil {
+		t.Fatal(err)
+	}
+	if t2.Reused || t2.Key == tpl.Key {
+		t.Errorf("image warm under another QEMU build: %+v, want a new template", t2)
+	}
+	logStep("image warm under another QEMU build")
+	if now := hashFiles(t, tpl.Dir, "ram", "state", "disk.ext4"); !slices.Equal(now, sums) {
+		t.Errorf("the template's files changed: %v, were %v", now, sums)
+	}
+	for _, n := range []string{"c1", "c2", "c4"} {
+		e.must(ctx, "vm", "rm", "--force", n)
+	}
+	e.must(ctx, "image", "rm", "default")
+	if _, err := os.Stat(tpl.Dir); !os.IsNotExist(err) {
+		t.Errorf("image rm left its template %s: %v", tpl.Dir, err)
+	}
+	logStep("remove the VMs and the image")
+}
+
+// hashFiles returns the SHA-256 of each named file in dir.
+func hashFiles(t *testing.T, dir string, names ...string) []string {
+	t.Helper()
+	var out []string
+	for _, n := range names {
+		f, err := os.Open(filepath.Join(dir, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := sha256.New()
+		_, err = io.Copy(h, f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, n+":"+hex.EncodeToString(h.Sum(nil)))
+	}
+	return out
+}
+
+func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// qemus returns the pids of the QEMU processes of e's VMs (they hold
+// descriptors of files under its state folder).
+func qemus(e *env) []int {
+	var out []int
+	for _, pid := range processesUsing(filepath.Join(e.root, "state")) {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if strings.Contains(string(b), "qemu-system") {
+			out = append(out, pid)
+		}
+	}
+	return out
+}

@@ -1,0 +1,426 @@
+// Package guestid makes a warm template's clone a machine of its own,
+// through the guest agent (package agent). A template is quiesced before
+// it is saved (OpQuiesce: boot finished, disks synced, the saved random
+// seed dropped, the root file system frozen); every clone then gets its
+// own identity before banger reports it ready (OpIdentity): the root file
+// system thawed, the kernel RNG reseeded from host bytes, machine-id,
+// hostname, SSH host key (sshd reloaded), MAC and IP address from its own
+// lease, default route and nameserver, the neighbour table flushed and a
+// gratuitous ARP sent. The guest's clock is the daemon's to set (package
+// guestclock) once the identity is in place.
+package guestid
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/bangerhq/banger/internal/agent"
+)
+
+// The agent operations.
+const (
+	OpQuiesce  = "quiesce"
+	OpIdentity = "identity"
+)
+
+// QuiesceParams are OpQuiesce's parameters.
+type QuiesceParams struct {
+	// BootTimeoutSeconds bounds the wait for the guest's boot to finish
+	// (systemd's is-system-running --wait); 0 means 120.
+	BootTimeoutSeconds int `json:"boot_timeout_seconds,omitempty"`
+}
+
+// QuiesceResult is OpQuiesce's result.
+type QuiesceResult struct {
+	// SystemState is what systemd said once booted ("running",
+	// "degraded"), "" without systemd.
+	SystemState string `json:"system_state,omitempty"`
+}
+
+// IdentityParams are OpIdentity's parameters: who the clone is.
+type IdentityParams struct {
+	Hostname  string `json:"hostname"`
+	MachineID string `json:"machine_id"` // 32 lower-case hex digits
+	// MAC, Address (ADDR/PREFIX), Gateway and DNS are its network; DNS
+	// and Gateway may be empty.
+	MAC     string `json:"mac"`
+	Address string `json:"address"`
+	Gateway string `json:"gateway,omitempty"`
+	DNS     string `json:"dns,omitempty"`
+	// HostKey and HostKeyPub are its SSH host key (ed25519, OpenSSH
+	// private key format and its authorized_keys line).
+	HostKey    string `json:"host_key"`
+	HostKeyPub string `json:"host_key_pub"`
+	// Entropy is host randomness mixed into the kernel RNG (at least 32
+	// bytes), after which the kernel reseeds.
+	Entropy []byte `json:"entropy"`
+}
+
+// IdentityResult is OpIdentity's result.
+type IdentityResult struct {
+	Interface string `json:"interface"`
+	// SSHReloaded says sshd was told to read its new host key.
+	SSHReloaded bool `json:"ssh_reloaded"`
+}
+
+var (
+	machineIDRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
+	hostnameRE  = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+)
+
+// Check validates p; the guest refuses what it does not pass.
+func (p IdentityParams) Check() error {
+	var errs []error
+	if !hostnameRE.MatchString(p.Hostname) {
+		errs = append(errs, fmt.Errorf("hostname %q: want a DNS label", p.Hostname))
+	}
+	if !machineIDRE.MatchString(p.MachineID) {
+		errs = append(errs, fmt.Errorf("machine id %q: want 32 lower-case hex digits", p.MachineID))
+	}
+	if hw, err := net.ParseMAC(p.MAC); err != nil || len(hw) != 6 {
+		errs = append(errs, fmt.Errorf("mac %q: want xx:xx:xx:xx:xx:xx", p.MAC))
+	}
+	if _, err := netip.ParsePrefix(p.Address); err != nil {
+		errs = append(errs, fmt.Errorf("address %q: want ADDR/PREFIX", p.Address))
+	}
+	for what, a := range map[string]string{"gateway": p.Gateway, "dns": p.DNS} {
+		if a == "" {
+			continue
+		}
+		if _, err := netip.ParseAddr(a); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: want an address", what, a))
+		}
+	}
+	if !strings.Contains(p.HostKey, "OPENSSH PRIVATE KEY") || !strings.HasPrefix(p.HostKeyPub, "ssh-") {
+		errs = append(errs, errors.New("host key: want an OpenSSH private key and its public line"))
+	}
+	if len(p.Entropy) < 32 || len(p.Entropy) > 4096 {
+		errs = append(errs, fmt.Errorf("entropy: %d bytes, want 32 to 4096", len(p.Entropy)))
+	}
+	return errors.Join(errs...)
+}
+
+// The file system freeze ioctls (linux/fs.h), absent from x/sys/unix.
+const (
+	fifreeze = 0xC0045877
+	fithaw   = 0xC0045878
+)
+
+// HandleQuiesce is the guest agent's handler for OpQuiesce. It waits for
+// the boot to finish, syncs, drops the saved random seed (each clone
+// gets fresh randomness instead) and freezes the root file system, so
+// that the disk the host copies is consistent and stays so until a
+// clone's OpIdentity thaws it.
+func HandleQuiesce(ctx context.Context, st *agent.Stream) error {
+	var p QuiesceParams
+	if err := st.Decode(&p); err != nil {
+		return err
+	}
+	var res QuiesceResult
+	if _, err := os.Stat("/run/systemd/system"); err == nil {
+		timeout := time.Duration(p.BootTimeoutSeconds) * time.Second
+		if timeout <= 0 {
+			timeout = 120 * time.Second
+		}
+		wctx, cancel := context.WithTimeout(ctx, timeout)
+		out, _ := exec.CommandContext(wctx, "systemctl", "is-system-running", "--wait").Output()
+		timedOut := wctx.Err() != nil
+		cancel()
+		res.SystemState = strings.TrimSpace(string(out))
+		if timedOut {
+			return agent.Errorf(agent.CodeFailed, "the guest's boot did not finish within %s (systemd says %q)", timeout, res.SystemState)
+		}
+	}
+	for _, f := range []string{"/var/lib/systemd/random-seed", "/var/lib/urandom/random-seed"} {
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove %s: %w", f, err)
+		}
+	}
+	unix.Sync()
+	if err := freeze("/", fifreeze); err != nil {
+		return fmt.Errorf("freeze the root file system: %w", err)
+	}
+	return st.Accept(res)
+}
+
+// freeze runs the freeze or thaw ioctl on the file system of dir.
+func freeze(dir string, req uint) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.IoctlSetInt(fd, req, 0)
+}
+
+// HandleIdentity is the guest agent's handler for OpIdentity (see the
+// package doc). It is idempotent: a clone whose file system is not frozen
+// is thawed without complaint.
+func HandleIdentity(ctx context.Context, st *agent.Stream) error {
+	var p IdentityParams
+	if err := st.Decode(&p); err != nil {
+		return err
+	}
+	if err := p.Check(); err != nil {
+		return agent.Errorf(agent.CodeInvalid, "%s: %v", OpIdentity, err)
+	}
+	if err := freeze("/", fithaw); err != nil && !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("thaw the root file system: %w", err)
+	}
+	if err := reseed(p.Entropy); err != nil {
+		return err
+	}
+	if err := writeFile("/etc/machine-id", []byte(p.MachineID+"\n"), 0o444); err != nil {
+		return err
+	}
+	if err := setHostname(p.Hostname); err != nil {
+		return err
+	}
+	var res IdentityResult
+	var err error
+	if res.Interface, err = setNetwork(p); err != nil {
+		return err
+	}
+	if res.SSHReloaded, err = setHostKey(p.HostKey, p.HostKeyPub); err != nil {
+		return err
+	}
+	return st.Accept(res)
+}
+
+// reseed mixes b into the kernel's entropy pool (credited) and makes the
+// kernel reseed its CRNG from it at once.
+func reseed(b []byte) error {
+	fd, err := unix.Open("/dev/urandom", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("reseed the kernel rng: %w", err)
+	}
+	defer unix.Close(fd)
+	// struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
+	info := make([]byte, 8+len(b))
+	putInt32(info[0:], int32(8*len(b)))
+	putInt32(info[4:], int32(len(b)))
+	copy(info[8:], b)
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.RNDADDENTROPY, uintptr(unsafe.Pointer(&info[0]))); e != 0 {
+		return fmt.Errorf("reseed the kernel rng: RNDADDENTROPY: %w", e)
+	}
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.RNDRESEEDCRNG, 0); e != 0 {
+		return fmt.Errorf("reseed the kernel rng: RNDRESEEDCRNG: %w", e)
+	}
+	return nil
+}
+
+func putInt32(b []byte, v int32) {
+	// native endian: this agent runs on little-endian guests only (amd64).
+	b[0], b[1], b[2], b[3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24)
+}
+
+// writeFile replaces path with data (a temporary file renamed over it).
+func writeFile(path string, data []byte, mode os.FileMode) error {
+	tmp := path + ".banger-tmp"
+	if err := os.WriteFile(tmp, data, mode); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Chmod(tmp, mode); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// setHostname sets the kernel's hostname, /etc/hostname and the
+// 127.0.1.1 line of /etc/hosts, as banger-net does at boot.
+func setHostname(name string) error {
+	if err := unix.Sethostname([]byte(name)); err != nil {
+		return fmt.Errorf("set hostname: %w", err)
+	}
+	if err := writeFile("/etc/hostname", []byte(name+"\n"), 0o644); err != nil {
+		return err
+	}
+	hosts, err := os.ReadFile("/etc/hosts")
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("read /etc/hosts: %w", err)
+	}
+	return writeFile("/etc/hosts", HostsWithName(hosts, name), 0o644)
+}
+
+// HostsWithName returns hosts with its 127.0.1.1 line naming name (added
+// when there is none).
+func HostsWithName(hosts []byte, name string) []byte {
+	var out bytes.Buffer
+	found := false
+	for _, line := range strings.SplitAfter(string(hosts), "\n") {
+		if line == "" {
+			continue
+		}
+		if f := strings.Fields(line); len(f) > 0 && f[0] == "127.0.1.1" {
+			if found {
+				continue
+			}
+			found = true
+			line = "127.0.1.1\t" + name + "\n"
+		}
+		if !strings.HasSuffix(line, "\n") {
+			line += "\n"
+		}
+		out.WriteString(line)
+	}
+	if !found {
+		out.WriteString("127.0.1.1\t" + name + "\n")
+	}
+	return out.Bytes()
+}
+
+// setHostKey installs the ed25519 host key and tells a running sshd to
+// read it (SIGHUP: sshd re-executes itself). It reports whether an sshd
+// was told.
+func setHostKey(priv, pub string) (bool, error) {
+	if err := writeFile("/etc/ssh/ssh_host_ed25519_key", []byte(priv), 0o600); err != nil {
+		return false, err
+	}
+	if err := writeFile("/etc/ssh/ssh_host_ed25519_key.pub", []byte(strings.TrimSpace(pub)+"\n"), 0o644); err != nil {
+		return false, err
+	}
+	b, err := os.ReadFile("/run/sshd.pid")
+	if err != nil {
+		return false, nil // no sshd running: it reads the key when it starts
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid < 2 {
+		return false, nil
+	}
+	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+		return false, nil
+	}
+	return true, nil
+}
+
+// setNetwork gives the guest's network device (the first with a device
+// behind it) p's MAC, address, default route and nameserver, flushes its
+// neighbours and announces the address with a gratuitous ARP.
+func setNetwork(p IdentityParams) (string, error) {
+	link, err := nic()
+	if err != nil {
+		return "", err
+	}
+	name := link.Attrs().Name
+	fail := func(what string, err error) (string, error) {
+		return name, fmt.Errorf("%s: %s: %w", name, what, err)
+	}
+	hw, _ := net.ParseMAC(p.MAC)
+	if !bytes.Equal(link.Attrs().HardwareAddr, hw) {
+		if err := netlink.LinkSetHardwareAddr(link, hw); err != nil {
+			// Some drivers take a new address only while down.
+			if err := netlink.LinkSetDown(link); err != nil {
+				return fail("set link down", err)
+			}
+			if err := netlink.LinkSetHardwareAddr(link, hw); err != nil {
+				return fail("set mac", err)
+			}
+		}
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return fail("set link up", err)
+	}
+	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return fail("list addresses", err)
+	}
+	for _, a := range addrs {
+		if err := netlink.AddrDel(link, &a); err != nil {
+			return fail("remove address "+a.IPNet.String(), err)
+		}
+	}
+	addr, err := netlink.ParseAddr(p.Address)
+	if err != nil {
+		return fail("parse address", err)
+	}
+	if err := netlink.AddrReplace(link, addr); err != nil {
+		return fail("add address", err)
+	}
+	if p.Gateway != "" {
+		_, all, _ := net.ParseCIDR("0.0.0.0/0")
+		r := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: all, Gw: net.ParseIP(p.Gateway)}
+		if err := netlink.RouteReplace(r); err != nil {
+			return fail("set default route", err)
+		}
+	}
+	neigh, _ := netlink.NeighList(link.Attrs().Index, netlink.FAMILY_V4)
+	for _, n := range neigh {
+		netlink.NeighDel(&n) // best effort: an entry may go by itself meanwhile
+	}
+	if p.DNS != "" {
+		os.Remove("/etc/resolv.conf") // a symlink to a resolver stub is replaced
+		if err := writeFile("/etc/resolv.conf", []byte("nameserver "+p.DNS+"\n"), 0o644); err != nil {
+			return name, err
+		}
+	}
+	ip := addr.IP.To4()
+	if err := sendGARP(link.Attrs().Index, hw, ip); err != nil {
+		return fail("gratuitous arp", err)
+	}
+	return name, nil
+}
+
+// nic is the first network link with a device behind it (virtio-net), as
+// banger-net picks it.
+func nic() (netlink.Link, error) {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list network links: %w", err)
+	}
+	for _, l := range links {
+		n := l.Attrs().Name
+		if n == "lo" {
+			continue
+		}
+		if _, err := os.Stat("/sys/class/net/" + n + "/device"); err == nil {
+			return l, nil
+		}
+	}
+	return nil, errors.New("no network device in the guest")
+}
+
+// GARP is a gratuitous ARP request frame announcing ip at hw.
+func GARP(hw net.HardwareAddr, ip net.IP) []byte {
+	f := make([]byte, 0, 42)
+	f = append(f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff)
+	f = append(f, hw...)
+	f = append(f, 0x08, 0x06)                // ARP
+	f = append(f, 0, 1, 0x08, 0, 6, 4, 0, 1) // Ethernet, IPv4, request
+	f = append(f, hw...)
+	f = append(f, ip.To4()...)
+	f = append(f, 0, 0, 0, 0, 0, 0)
+	return append(f, ip.To4()...)
+}
+
+func sendGARP(ifindex int, hw net.HardwareAddr, ip net.IP) error {
+	proto := uint16(unix.ETH_P_ARP)
+	proto = proto<<8 | proto>>8 // network byte order
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(proto))
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	to := &unix.SockaddrLinklayer{Ifindex: ifindex, Protocol: proto, Halen: 6}
+	copy(to.Addr[:], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	return unix.Sendto(fd, GARP(hw, ip), 0, to)
+}
