@@ -104,6 +104,9 @@ func TestSaveAndLoadState(t *testing.T) {
 		if err != nil || status.Status != "running" {
 			t.Errorf("clone %d: status %q, %v; want running", i, status.Status, err)
 		}
+		if out := readFile(OutFile(c.Dir)); out != "" {
+			t.Logf("clone %d: qemu printed: %s", i, out)
+		}
 		time.Sleep(time.Second)
 		if !d.Alive(cst) {
 			t.Errorf("clone %d died after its start: %s", i, lastLines(readFile(OutFile(c.Dir)), 2000))

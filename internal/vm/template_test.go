@@ -1,0 +1,103 @@
+package vm
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/bangerhq/banger/internal/store"
+	"github.com/bangerhq/banger/internal/testhost"
+)
+
+// writeTemplate makes a template folder with a manifest for image.
+func writeTemplate(t *testing.T, s *Service, name, imageID string) string {
+	t.Helper()
+	dir := filepath.Join(s.cfg.Dirs.TemplatesDir(), name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(templateManifest{Key: name, ImageID: imageID, ImageName: "img-" + imageID, VMM: "qemu", CPUs: 1, MemoryMiB: 256})
+	for f, data := range map[string][]byte{tplManifest: b, tplRAM: make([]byte, 8192)} {
+		if err := os.WriteFile(filepath.Join(dir, f), data, 0o400); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// TestTemplatesListAndRemove: templates are listed per image with their
+// size on disk, image rm's RemoveTemplates removes only that image's, and
+// the start-up sweep removes unfinished builds, never finished templates.
+func TestTemplatesListAndRemove(t *testing.T) {
+	s, _ := newTestService(t)
+	a1 := writeTemplate(t, s, "aaaa", "img1")
+	a2 := writeTemplate(t, s, "bbbb", "img1")
+	b1 := writeTemplate(t, s, "cccc", "img2")
+	build := filepath.Join(s.cfg.Dirs.TemplatesDir(), ".build-x")
+	if err := os.MkdirAll(build, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(build, tplRAM), []byte("half"), 0o600)
+
+	if got := s.Templates("img1"); len(got) != 2 || got[0].SizeBytes == 0 {
+		t.Fatalf("Templates(img1) = %+v, want 2 with their size", got)
+	}
+	if got := s.Templates(""); len(got) != 3 {
+		t.Fatalf("Templates() = %d, want 3 (an unfinished build is none)", len(got))
+	}
+	s.sweepTemplateBuilds(context.Background())
+	if _, err := os.Stat(build); !os.IsNotExist(err) {
+		t.Errorf("the sweep left the unfinished build: %v", err)
+	}
+	if err := s.RemoveTemplates("img1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{a1, a2} {
+		if _, err := os.Stat(d); !os.IsNotExist(err) {
+			t.Errorf("RemoveTemplates(img1) left %s", d)
+		}
+	}
+	if _, err := os.Stat(b1); err != nil {
+		t.Errorf("RemoveTemplates(img1) removed another image's template: %v", err)
+	}
+}
+
+// TestTemplateKey: the key follows the image, the disk size and the
+// machine (here the memory); a VMM that cannot save has none.
+func TestTemplateKey(t *testing.T) {
+	s, _ := newTestService(t)
+	kernel := filepath.Join(t.TempDir(), "vmlinux")
+	os.WriteFile(kernel, []byte("kernel"), 0o644)
+	if _, err := s.drivers["qemu"].(interface{ Binary() (string, error) }).Binary(); err != nil {
+		testhost.Skip(t, "no qemu: %v", err)
+	}
+	base := shape{img: store.Image{ID: "img1"}, vmm: "qemu", cpus: 1, mem: 256, disk: 1 << 30, kernel: kernel}
+	key := func(sh shape) string {
+		k, ok, err := s.templateKey(sh)
+		if err != nil || !ok {
+			t.Fatalf("templateKey: %v %v", ok, err)
+		}
+		return k
+	}
+	k0 := key(base)
+	if key(base) != k0 {
+		t.Fatal("the key is not stable")
+	}
+	for name, mod := range map[string]func(*shape){
+		"image":  func(sh *shape) { sh.img.ID = "img2" },
+		"disk":   func(sh *shape) { sh.disk = 2 << 30 },
+		"memory": func(sh *shape) { sh.mem = 512 },
+		"cpus":   func(sh *shape) { sh.cpus = 2 },
+	} {
+		sh := base
+		mod(&sh)
+		if key(sh) == k0 {
+			t.Errorf("%s: the key does not change", name)
+		}
+	}
+	if _, ok, _ := s.templateKey(shape{vmm: "none"}); ok {
+		t.Error("a VMM that cannot save VMs has a template key")
+	}
+}
