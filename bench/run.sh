@@ -21,10 +21,12 @@
 #   cp     `vm cp` of a 256 MiB file into and out of a VM vs the same bytes
 #          through `vm ssh NAME -- cat`, interleaved, 3 runs each way
 #   mount  sequential read of a 256 MiB file through a shared folder
-#          (virtio-fs, read-only) in a VM vs the same file on the host, dd
-#          with 1 MiB blocks timing itself on both sides (the guest's page
-#          cache dropped before each run, the host's kept: the bytes come
-#          from host memory either way), 3 runs each, interleaved
+#          (virtio-fs, read-only) in a VM vs the same file on the host, and
+#          vs a copy on the guest's own disk (virtio-blk: what the guest's
+#          emulated CPU costs alone), dd with 1 MiB blocks timing itself
+#          (the guest's page cache dropped before each guest run, the
+#          host's kept: the bytes come from host memory every time), 3 runs
+#          each, interleaved
 #   coldboot cold boot, `vm create` to SSH and an answered agent ping, of
 #          this tree (its image, kernel command line and runtime) vs banger at
 #          commit OLD (default: the commit before the cold-boot cut of issue
@@ -412,16 +414,20 @@ bench_mount() {
 	mkdir -p "$dir"
 	head -c 256M /dev/urandom >"$dir/f"
 	N "$B" vm create sharer --cpus 1 --memory 512 --mount "$dir:/share:ro" >/dev/null
-	local g=() h=()
+	N "$B" vm exec sharer -- cp /share/f /root/f # the guest disk's copy (not timed)
+	local g=() d=() h=()
 	for i in $(seq 3); do
 		g+=("$(N "$B" vm exec sharer -- sh -c 'echo 3 >/proc/sys/vm/drop_caches; LC_ALL=C dd if=/share/f of=/dev/null bs=1M 2>&1' | ddsecs)")
+		d+=("$(N "$B" vm exec sharer -- sh -c 'echo 3 >/proc/sys/vm/drop_caches; LC_ALL=C dd if=/root/f of=/dev/null bs=1M 2>&1' | ddsecs)")
 		h+=("$(LC_ALL=C dd if="$dir/f" of=/dev/null bs=1M 2>&1 | ddsecs)")
-		echo "run $i: through the mount ${g[-1]} s, on the host ${h[-1]} s"
+		echo "run $i: through the mount ${g[-1]} s, the guest's disk ${d[-1]} s, on the host ${h[-1]} s"
 	done
-	local mg mh
+	local mg md mh
 	mg=$(printf '%s\n' "${g[@]}" | median)
+	md=$(printf '%s\n' "${d[@]}" | median)
 	mh=$(printf '%s\n' "${h[@]}" | median)
-	echo "mount: median 256 MiB read through the mount ${mg} s ($(awk -v s="$mg" 'BEGIN {printf "%.0f", 256/s}') MiB/s), on the host ${mh} s ($(awk -v s="$mh" 'BEGIN {printf "%.0f", 256/s}') MiB/s), mount/host time ratio $(ratio "$mg" "$mh")"
+	mibs() { awk -v s="$1" 'BEGIN {printf "%.0f", 256/s}'; }
+	echo "mount: median 256 MiB read through the mount ${mg} s ($(mibs "$mg") MiB/s), from the guest's disk ${md} s ($(mibs "$md") MiB/s), on the host ${mh} s ($(mibs "$mh") MiB/s); time ratios mount/disk $(ratio "$mg" "$md"), mount/host $(ratio "$mg" "$mh")"
 	N "$B" vm rm --force sharer >/dev/null
 	rm -rf "$dir"
 }
