@@ -24,10 +24,13 @@
 // later finds it again through the persisted vmm.State (pid plus start
 // time, API socket).
 //
-// The tests run this driver against fcsim, a simulator of Firecracker's API
-// that follows the v1.16.1 specification, because the real binary cannot be
-// installed on banger's build machines; a test against a real Firecracker
-// runs where one is present and KVM can run guests.
+// The tests run this driver against fcsim, a Firecracker simulator that
+// follows the v1.16.1 specification and source, because the real binary
+// cannot run on banger's build machines: its unit tests with the
+// simulator's in-process guest, and the e2e suite through the daemon
+// (NewSimulator) with the guest booted for real under QEMU. A test against
+// a real Firecracker runs where one is present and KVM can run guests
+// (`make test-firecracker`).
 package firecracker
 
 import (

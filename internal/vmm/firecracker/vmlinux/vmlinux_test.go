@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/bangerhq/banger/internal/testhost"
 )
 
 func TestMinimal(t *testing.T) {
@@ -25,7 +27,7 @@ func TestMinimal(t *testing.T) {
 func TestBundleKernel(t *testing.T) {
 	p := filepath.Join("..", "..", "..", "..", "runtime", "kernel", "vmlinux")
 	if _, err := os.Stat(p); err != nil {
-		t.Skipf("no runtime bundle kernel (make runtime): %v", err)
+		testhost.Skip(t, "no runtime bundle kernel (make runtime): %v", err)
 	}
 	info, err := Check(p)
 	if err != nil || !info.PVH {
