@@ -135,8 +135,12 @@ cleanup() {
 trap cleanup EXIT
 
 # The image build needs Debian's mirror, so it runs outside the namespace;
-# startup alone needs no image.
-if [ "${parts[*]}" != startup ] && ! "$B" image ls --json | grep -q '"name": "default"'; then
+# startup and coldboot (which builds its own) need no default image.
+needs_default=""
+for p in "${parts[@]}"; do
+	case $p in startup | coldboot) ;; *) needs_default=1 ;; esac
+done
+if [ -n "$needs_default" ] && ! "$B" image ls --json | grep -q '"name": "default"'; then
 	"$B" image build default --from debian:bookworm
 fi
 # The paths part's second image: the default image's tree as a tarball,

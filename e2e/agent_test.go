@@ -111,17 +111,91 @@ func TestAgent(t *testing.T) {
 		}
 	}
 	logStep("5 daemon SIGKILLs, a ping and an exec after each")
+
+	t.Run("pause and resume", func(t *testing.T) { pauseChecks(ctx, t, e, "ag") })
+	logStep("pause, a daemon SIGKILL while paused, resume (clock put right)")
 	clockWithin(ctx, t, e, "ag", "after daemon restarts")
 	if out := e.must(ctx, "vm", "ping", "ag"); !strings.Contains(out, "clock") {
 		t.Fatalf("vm ping: %s", out)
 	}
 
+	// A paused VM stops as a running one does: the guest powers off.
+	e.must(ctx, "vm", "pause", "ag")
+	graceful := strings.Count(e.daemonLog(), "exited after the guest shut down")
 	e.must(ctx, "vm", "stop", "ag")
+	if strings.Count(e.daemonLog(), "exited after the guest shut down") != graceful+1 {
+		t.Errorf("the stop of a paused VM was not graceful (the guest did not power off):\n%s", e.daemonLogTail())
+	}
 	e.must(ctx, "vm", "start", "ag")
-	logStep("vm stop + vm start")
+	logStep("vm pause + vm stop (graceful) + vm start")
 	clockWithin(ctx, t, e, "ag", "after vm stop + vm start")
 	stopBurners()
 	e.must(ctx, "vm", "rm", "--force", "ag")
+}
+
+// pauseChecks pauses the running VM name: vm ls, vm show and vm ping say
+// paused, vm exec and vm ssh refuse saying so, a SIGKILLed daemon's
+// successor still shows it paused (it asks the VMM); after resume its
+// clock, which stood still, is right again and exec works.
+func pauseChecks(ctx context.Context, t *testing.T, e *env, name string) {
+	state := func() string {
+		t.Helper()
+		var vms []api.VM
+		if err := json.Unmarshal([]byte(e.must(ctx, "vm", "ls", "--json")), &vms); err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range vms {
+			if v.Name == name {
+				if show := e.vm(ctx, name).State; show != v.State {
+					t.Errorf("vm ls says %s, vm show %s", v.State, show)
+				}
+				return v.State
+			}
+		}
+		t.Fatalf("vm ls does not list %s", name)
+		return ""
+	}
+	start := time.Now()
+	if out := e.must(ctx, "vm", "pause", name); out != name+" is paused\n" {
+		t.Fatalf("vm pause: %q", out)
+	}
+	t.Logf("vm pause: %s", time.Since(start).Round(time.Millisecond))
+	if s := state(); s != api.StatePaused {
+		t.Fatalf("after vm pause: %s", s)
+	}
+	if out := e.must(ctx, "vm", "ls"); !strings.Contains(out, "paused") {
+		t.Errorf("vm ls does not show paused:\n%s", out)
+	}
+	for _, args := range [][]string{{"vm", "exec", name, "--", "true"}, {"vm", "ssh", name, "--", "true"}} {
+		if r := e.banger(ctx, args...); r.code == 0 || !strings.Contains(r.stderr, "is paused: resume it with `banger vm resume "+name+"`") {
+			t.Errorf("%s on a paused VM: exit %d, %s", strings.Join(args, " "), r.code, r.stderr)
+		}
+	}
+	if r := e.banger(ctx, "vm", "ping", name); r.code == 0 || !strings.Contains(r.stdout+r.stderr, "paused") {
+		t.Errorf("vm ping of a paused VM: exit %d, %s %s", r.code, r.stdout, r.stderr)
+	}
+	st := e.daemonStatus(ctx)
+	if err := syscall.Kill(st.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "daemon to die", func() bool { return syscall.Kill(st.PID, 0) != nil })
+	if s := state(); s != api.StatePaused {
+		t.Fatalf("after a daemon SIGKILL: %s, want paused", s)
+	}
+	// Long enough for a clock that stood still to be visibly wrong.
+	time.Sleep(5 * time.Second)
+	start = time.Now()
+	if out := e.must(ctx, "vm", "resume", name); out != name+" is running\n" {
+		t.Fatalf("vm resume: %q", out)
+	}
+	t.Logf("vm resume (with the clock's correction): %s", time.Since(start).Round(time.Millisecond))
+	if s := state(); s != api.StateRunning {
+		t.Fatalf("after vm resume: %s", s)
+	}
+	clockWithin(ctx, t, e, name, "right after vm resume")
+	if out := e.must(ctx, "vm", "exec", name, "--", "cat", "/etc/hostname"); out != name+"\n" {
+		t.Fatalf("exec after resume: %q", out)
+	}
 }
 
 // bootCuts checks, in a guest that booted once, what keeps its cold boot

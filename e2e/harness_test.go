@@ -372,9 +372,14 @@ func (e *env) daemonStatus(ctx context.Context) api.DaemonStatus {
 	return st
 }
 
-func (e *env) daemonLogTail() string {
+// daemonLog is the env's whole daemon log.
+func (e *env) daemonLog() string {
 	b, _ := os.ReadFile(filepath.Join(e.root, "state", "banger", "bangerd.log"))
-	s := string(b)
+	return string(b)
+}
+
+func (e *env) daemonLogTail() string {
+	s := e.daemonLog()
 	if len(s) > 6000 {
 		s = s[len(s)-6000:]
 	}

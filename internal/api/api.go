@@ -31,6 +31,8 @@ const (
 	MethodVMStart    = "vm.start"
 	MethodVMStop     = "vm.stop"
 	MethodVMRestart  = "vm.restart"
+	MethodVMPause    = "vm.pause"
+	MethodVMResume   = "vm.resume"
 	MethodVMDelete   = "vm.delete"
 	MethodVMSSHInfo  = "vm.ssh_info"
 	MethodVMPing     = "vm.ping"
@@ -119,6 +121,7 @@ const (
 	StateCreating = "creating"
 	StateStarting = "starting"
 	StateRunning  = "running"
+	StatePaused   = "paused" // running, its guest frozen (vm pause)
 	StateStopping = "stopping"
 	StateStopped  = "stopped"
 	StateBroken   = "broken"

@@ -20,12 +20,13 @@ const completionTimeout = 2 * time.Second
 // to: commands that need a running guest offer running VMs, start offers
 // stopped ones. Every other vm subcommand offers all VMs.
 var vmArgStates = map[string][]string{
-	"ssh":   {api.StateRunning},
-	"stop":  {api.StateRunning},
-	"ping":  {api.StateRunning},
-	"exec":  {api.StateRunning},
-	"pause": {api.StateRunning},
-	"start": {api.StateStopped},
+	"ssh":    {api.StateRunning},
+	"stop":   {api.StateRunning, api.StatePaused},
+	"ping":   {api.StateRunning},
+	"exec":   {api.StateRunning},
+	"pause":  {api.StateRunning},
+	"resume": {api.StatePaused},
+	"start":  {api.StateStopped},
 }
 
 // completionClient returns a client of the running daemon, if any.

@@ -183,7 +183,8 @@ func TestVMCompletions(t *testing.T) {
 }
 
 // TestVMArgStates checks the commands whose completion is narrowed: ssh
-// and stop offer running VMs, start stopped ones, show all of them.
+// offers running VMs, stop running and paused ones, pause running ones,
+// resume paused ones, start stopped ones, show all of them.
 func TestVMArgStates(t *testing.T) {
 	root := NewRoot()
 	for _, tc := range []struct {
@@ -191,8 +192,10 @@ func TestVMArgStates(t *testing.T) {
 		want []string
 	}{
 		{"vm ssh", []string{api.StateRunning}},
-		{"vm stop", []string{api.StateRunning}},
+		{"vm stop", []string{api.StateRunning, api.StatePaused}},
 		{"vm start", []string{api.StateStopped}},
+		{"vm pause", []string{api.StateRunning}},
+		{"vm resume", []string{api.StatePaused}},
 		{"vm show", nil},
 	} {
 		cmd, _, err := root.Find(strings.Fields(tc.path))

@@ -9,7 +9,7 @@ import (
 func newVMCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "vm", Short: "Create, run, reach and remove VMs"}
 	cmd.AddCommand(newVMCreateCmd(), newVMListCmd(), newVMShowCmd(),
-		newVMStartCmd(), newVMStopCmd(), newVMRestartCmd(), newVMRemoveCmd(),
+		newVMStartCmd(), newVMStopCmd(), newVMRestartCmd(), newVMPauseCmd(), newVMResumeCmd(), newVMRemoveCmd(),
 		newVMSSHCmd(), newVMExecCmd(), newVMCpCmd(), newVMLogsCmd(), newVMPingCmd(), newVMForwardCmd(), newVMMountCmd())
 	return cmd
 }

@@ -73,6 +73,22 @@ func newVMRestartCmd() *cobra.Command {
 		})
 }
 
+func newVMPauseCmd() *cobra.Command {
+	return vmOpCmd(&cobra.Command{Use: "pause NAME...", Short: "Freeze running VMs where they are (their memory stays; vm resume lets them go on)"},
+		func(ctx context.Context, c *client.Client, name string) (string, error) {
+			vm, err := c.PauseVM(ctx, name)
+			return fmt.Sprintf("%s is %s", vm.Name, vm.State), err
+		})
+}
+
+func newVMResumeCmd() *cobra.Command {
+	return vmOpCmd(&cobra.Command{Use: "resume NAME...", Short: "Let paused VMs run again (their clock is put right)"},
+		func(ctx context.Context, c *client.Client, name string) (string, error) {
+			vm, err := c.ResumeVM(ctx, name)
+			return fmt.Sprintf("%s is %s", vm.Name, vm.State), err
+		})
+}
+
 func newVMRemoveCmd() *cobra.Command {
 	var force bool
 	cmd := vmOpCmd(&cobra.Command{Use: "rm NAME...", Aliases: []string{"delete"}, Short: "Delete VMs and their disks"},

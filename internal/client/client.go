@@ -343,6 +343,20 @@ func (c *Client) RestartVM(ctx context.Context, name string) (api.VM, error) {
 	return vm, err
 }
 
+// PauseVM freezes a running VM's guest.
+func (c *Client) PauseVM(ctx context.Context, name string) (api.VM, error) {
+	var vm api.VM
+	err := c.Call(ctx, api.MethodVMPause, api.VMRef{Name: name}, &vm)
+	return vm, err
+}
+
+// ResumeVM lets a paused VM's guest run again.
+func (c *Client) ResumeVM(ctx context.Context, name string) (api.VM, error) {
+	var vm api.VM
+	err := c.Call(ctx, api.MethodVMResume, api.VMRef{Name: name}, &vm)
+	return vm, err
+}
+
 // DeleteVM deletes a VM; a running VM needs force. A progress reporter in
 // ctx gets its phases.
 func (c *Client) DeleteVM(ctx context.Context, name string, force bool) error {

@@ -38,6 +38,12 @@ func (d *Daemon) methods() *Methods {
 	t.Register(api.MethodVMRestart, Typed(func(ctx context.Context, p api.VMRef) (api.VM, error) {
 		return d.vms.Restart(ctx, p.Name)
 	}))
+	t.Register(api.MethodVMPause, Typed(func(ctx context.Context, p api.VMRef) (api.VM, error) {
+		return d.vms.Pause(ctx, p.Name)
+	}))
+	t.Register(api.MethodVMResume, Typed(func(ctx context.Context, p api.VMRef) (api.VM, error) {
+		return d.vms.Resume(ctx, p.Name)
+	}))
 	t.Register(api.MethodVMDelete, Typed(func(ctx context.Context, p api.VMStopParams) (empty, error) {
 		return empty{}, d.vms.Delete(ctx, p.Name, p.Force)
 	}))

@@ -80,7 +80,7 @@ func TestDaemonMethodTableIsComplete(t *testing.T) {
 	d := &Daemon{}
 	m := d.methods()
 	want := []string{api.MethodDaemonStatus, api.MethodDaemonStop, api.MethodVMCreate, api.MethodVMList,
-		api.MethodVMGet, api.MethodVMStart, api.MethodVMStop, api.MethodVMRestart, api.MethodVMDelete,
+		api.MethodVMGet, api.MethodVMStart, api.MethodVMStop, api.MethodVMRestart, api.MethodVMPause, api.MethodVMResume, api.MethodVMDelete,
 		api.MethodVMSSHInfo, api.MethodVMPing, api.MethodImageBuild, api.MethodImageList, api.MethodImageGet, api.MethodImageDelete,
 		api.MethodImageImport, api.MethodImageCheckAgent, api.MethodDaemonInfo, api.MethodVMExec, api.MethodVMCopyIn, api.MethodVMCopyOut,
 		api.MethodSSHConfig, api.MethodVMForward, api.MethodVMMount, api.MethodImageWarm}

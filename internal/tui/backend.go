@@ -30,6 +30,8 @@ type Backend interface {
 	StartVM(ctx context.Context, name string) (api.VM, error)
 	StopVM(ctx context.Context, name string, force bool) (api.VM, error)
 	RestartVM(ctx context.Context, name string) (api.VM, error)
+	PauseVM(ctx context.Context, name string) (api.VM, error)
+	ResumeVM(ctx context.Context, name string) (api.VM, error)
 	DeleteVM(ctx context.Context, name string, force bool) error
 	SSHInfo(ctx context.Context, name string) (api.SSHInfo, error)
 	PingVM(ctx context.Context, name string, timeout time.Duration) (api.PingResult, error)

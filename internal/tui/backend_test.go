@@ -241,6 +241,28 @@ func (b *testBackend) RestartVM(ctx context.Context, name string) (api.VM, error
 	return b.StartVM(ctx, name)
 }
 
+// PauseVM and ResumeVM refuse a VM that is not running (or paused), as
+// the daemon does.
+func (b *testBackend) PauseVM(ctx context.Context, name string) (api.VM, error) {
+	return b.setPaused(name, api.StateRunning, api.StatePaused)
+}
+
+func (b *testBackend) ResumeVM(ctx context.Context, name string) (api.VM, error) {
+	return b.setPaused(name, api.StatePaused, api.StateRunning)
+}
+
+func (b *testBackend) setPaused(name, from, to string) (out api.VM, err error) {
+	err = b.withVM(name, func(v api.VM) error {
+		if v.State != from && v.State != to {
+			return remote(api.Errorf(api.ErrPrecondition, "VM %q is %s, not running: start it with `banger vm start %s`", name, v.State, name))
+		}
+		v.State = to
+		b.vms[name], out = v, v
+		return nil
+	})
+	return out, err
+}
+
 func (b *testBackend) DeleteVM(ctx context.Context, name string, force bool) error {
 	return b.withVM(name, func(v api.VM) error {
 		if v.State == api.StateRunning && !force {

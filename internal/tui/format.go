@@ -35,9 +35,10 @@ func humanDuration(d time.Duration) string {
 	}
 }
 
-// uptime is how long vm has been running, or "-" when it is not running.
+// uptime is how long vm has been running (paused or not), or "-" when it
+// is not running.
 func uptime(vm api.VM, now time.Time) string {
-	if vm.State != api.StateRunning || vm.StartedAt == nil {
+	if (vm.State != api.StateRunning && vm.State != api.StatePaused) || vm.StartedAt == nil {
 		return "-"
 	}
 	return humanDuration(now.Sub(*vm.StartedAt))

@@ -20,6 +20,8 @@ const (
 	opStop
 	opForceStop
 	opRestart
+	opPause
+	opResume
 	opDelete
 )
 
@@ -31,6 +33,8 @@ var opWords = map[op]struct{ name, running, done string }{
 	opStop:      {"stop", "stopping", "stopped"},
 	opForceStop: {"force-stop", "force stopping", "force stopped"},
 	opRestart:   {"restart", "restarting", "restarted"},
+	opPause:     {"pause", "pausing", "paused"},
+	opResume:    {"resume", "resuming", "resumed"},
 	opDelete:    {"delete", "deleting", "deleted"},
 }
 
@@ -65,6 +69,10 @@ func (r opRequest) call(ctx context.Context, b Backend) (api.VM, error) {
 		return b.StopVM(ctx, r.name, true)
 	case opRestart:
 		return b.RestartVM(ctx, r.name)
+	case opPause:
+		return b.PauseVM(ctx, r.name)
+	case opResume:
+		return b.ResumeVM(ctx, r.name)
 	case opDelete:
 		return api.VM{Name: r.name}, b.DeleteVM(ctx, r.name, r.force)
 	}

@@ -23,7 +23,7 @@ var (
 	stateStyleFor = map[string]lipgloss.Style{
 		api.StateRunning: okStyle, api.StateStopped: dimStyle, api.StateBroken: errStyle,
 		api.StateUnknown: errStyle, api.StateStarting: warnStyle, api.StateStopping: warnStyle,
-		api.StateCreating: warnStyle,
+		api.StateCreating: warnStyle, api.StatePaused: warnStyle,
 	}
 )
 

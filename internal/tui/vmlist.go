@@ -25,9 +25,9 @@ type vmList struct {
 }
 
 type vmListKeys struct {
-	nav                                                      navKeys
-	page                                                     pageKeys // Switch: the images
-	SSH, Shell, Start, Stop, ForceStop, Restart, Delete, Log key.Binding
+	nav                                                             navKeys
+	page                                                            pageKeys // Switch: the images
+	SSH, Shell, Start, Stop, ForceStop, Restart, Pause, Delete, Log key.Binding
 }
 
 func newVMList(m *Model) *vmList {
@@ -41,6 +41,7 @@ func newVMList(m *Model) *vmList {
 		Stop:      bind("stop", "x"),
 		ForceStop: bind("force stop", "X"),
 		Restart:   bind("restart", "r"),
+		Pause:     bind("pause/resume", "p"),
 		Delete:    bind("delete", "d"),
 		Log:       bind("log", "l"),
 	}}
@@ -53,7 +54,7 @@ func (l *vmList) Keys() help.KeyMap {
 		rows: [][]key.Binding{
 			append(k.nav.all(), p.Switch, p.Help, p.Quit),
 			{k.SSH, k.Shell, k.Log, p.Create},
-			{k.Start, k.Stop, k.ForceStop, k.Restart, k.Delete},
+			{k.Start, k.Stop, k.ForceStop, k.Restart, k.Pause, k.Delete},
 		},
 	}
 }
@@ -128,6 +129,11 @@ func (l *vmList) Update(msg tea.Msg) tea.Cmd {
 		return m.runOp(opRequest{op: opStop, name: vm.Name})
 	case key.Matches(km, k.Restart):
 		return m.runOp(opRequest{op: opRestart, name: vm.Name})
+	case key.Matches(km, k.Pause):
+		if vm.State == api.StatePaused {
+			return m.runOp(opRequest{op: opResume, name: vm.Name})
+		}
+		return m.runOp(opRequest{op: opPause, name: vm.Name})
 	case key.Matches(km, k.ForceStop):
 		return m.openOverlay(newConfirm(m, fmt.Sprintf("Force stop %s?", vm.Name),
 			"The VMM is killed without a clean guest shutdown; data the guest has not written to disk is lost.",

@@ -107,7 +107,8 @@ func (k *clockKeeper) tick() {
 	if !slept && time.Since(k.last) < clockInterval {
 		return
 	}
-	if k.s.currentOp(k.id) != "" || !k.running.CompareAndSwap(false, true) {
+	// A paused guest's clock is put right when it resumes.
+	if k.s.currentOp(k.id) != "" || k.s.isPaused(k.id, k.st) || !k.running.CompareAndSwap(false, true) {
 		return
 	}
 	k.last = time.Now()

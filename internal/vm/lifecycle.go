@@ -370,6 +370,15 @@ func (s *Service) stopLocked(ctx context.Context, row *store.VM, force bool) err
 		if !known {
 			return api.Errorf(api.ErrPrecondition, "it runs under %s, which this daemon cannot control", row.VMM)
 		}
+		if !force && s.isPaused(row.ID, st) {
+			// A paused guest cannot see the power button: it runs again
+			// first, and powers off as a running one does.
+			if p, err := vmm.AsPauser(drv); err == nil {
+				if err := p.Resume(ctx, st); err != nil {
+					s.log.Warn("resume a paused vm to stop it", "vm", row.Name, "err", err)
+				}
+			}
+		}
 		progress.Report(ctx, api.Progress{Phase: PhaseStop, Message: stopMessage(drv, force, s.cfg.StopTimeout)})
 		errs = append(errs, stopErr(drv.Stop(ctx, st, force, s.cfg.StopTimeout)))
 		if drv.Alive(st) {
@@ -614,6 +623,7 @@ func (s *Service) Recover(ctx context.Context) error {
 				// hung): keep watching it rather than leaking a live VMM.
 				s.log.Warn("adopted vm whose vmm does not answer", "vm", row.Name, "err", err)
 				s.adoptTAP(row)
+				s.observePaused(ctx, row.ID, drv, st)
 				s.watch(row.ID, st)
 				s.openForwards(ctx, row)
 				continue
@@ -622,7 +632,8 @@ func (s *Service) Recover(ctx context.Context) error {
 			s.reapDead(ctx, row.ID, "the VMM process exited while bangerd was not running")
 			continue
 		}
-		s.log.Info("re-adopted running vm", "vm", row.Name, "pid", st.PID)
+		s.observePaused(ctx, row.ID, drv, st)
+		s.log.Info("re-adopted running vm", "vm", row.Name, "pid", st.PID, "paused", s.isPaused(row.ID, st))
 		s.adoptTAP(row)
 		s.watch(row.ID, st)
 		s.openForwards(ctx, row)

@@ -170,6 +170,9 @@ func (s *Service) runningState(ctx context.Context, ref string) (store.VM, vmm.S
 		return row, vmm.State{}, err
 	}
 	v := s.view(row)
+	if v.State == api.StatePaused {
+		return row, vmm.State{}, errPaused(row.Name)
+	}
 	if v.State != api.StateRunning {
 		return row, vmm.State{}, api.Errorf(api.ErrPrecondition, "VM %q is %s: start it with `banger vm start %s`", row.Name, v.State, row.Name)
 	}

@@ -104,6 +104,9 @@ type Service struct {
 	closed bool
 	// vmmUIDs are the VMM uids reserved by starts in progress, by VM id.
 	vmmUIDs map[string]uint32
+	// paused is what each VM's VMM last said about pausing, by VM id
+	// (see pause.go).
+	paused map[string]pauseSeen
 
 	// tplMem are the sealed memfds of the templates' RAM, by template
 	// key, loaded on first use (see template.go).
@@ -212,6 +215,7 @@ func (s *Service) facts(vm store.VM) (Facts, vmm.State) {
 		f.DriverKnown = true
 		if has {
 			f.ProcessAlive = d.Alive(st)
+			f.Paused = f.ProcessAlive && s.isPaused(vm.ID, st)
 		}
 	}
 	return f, st
@@ -248,7 +252,7 @@ func (s *Service) view(vm store.VM) api.VM {
 	if _, _, err := driverState(vm); err != nil {
 		out.Notes = append(out.Notes, untouchable(vm.Name, err).Error())
 	}
-	if out.State == api.StateRunning && !vm.StartedAt.IsZero() {
+	if (out.State == api.StateRunning || out.State == api.StatePaused) && !vm.StartedAt.IsZero() {
 		t := vm.StartedAt
 		out.StartedAt = &t
 	}
@@ -328,13 +332,9 @@ func (s *Service) Counts(ctx context.Context) (total, running int) {
 
 // SSHInfo tells the CLI how to reach a running VM.
 func (s *Service) SSHInfo(ctx context.Context, ref string) (api.SSHInfo, error) {
-	row, err := s.get(ctx, ref)
+	row, _, err := s.runningState(ctx, ref)
 	if err != nil {
 		return api.SSHInfo{}, err
-	}
-	v := s.view(row)
-	if v.State != api.StateRunning {
-		return api.SSHInfo{}, api.Errorf(api.ErrPrecondition, "VM %q is %s: start it with `banger vm start %s`", row.Name, v.State, row.Name)
 	}
 	return api.SSHInfo{
 		User: "root", Host: row.IP, Port: 22,

@@ -21,6 +21,8 @@ type Facts struct {
 	DriverKnown bool
 	// ProcessAlive: the recorded VMM process exists and is the one launched.
 	ProcessAlive bool
+	// Paused: that VMM said its guest is paused (vmm.Pauser.Paused).
+	Paused bool
 }
 
 // DeriveState computes the observed state from facts. It is the only place
@@ -40,6 +42,8 @@ func DeriveState(f Facts) string {
 		return api.StateStopped
 	case !f.DriverKnown:
 		return api.StateUnknown
+	case f.ProcessAlive && f.Paused:
+		return api.StatePaused
 	case f.ProcessAlive:
 		return api.StateRunning
 	default:

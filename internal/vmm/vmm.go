@@ -213,6 +213,29 @@ func AgentChannel(d Driver) string {
 	return ""
 }
 
+// Pauser is the ability to freeze a running guest where it is and to let
+// it go on: its vCPUs stop, the VMM process and the guest's memory stay.
+// Under QEMU QMP stop, cont and query-status; under Firecracker PATCH /vm
+// and GET /.
+type Pauser interface {
+	// Pause stops the guest's vCPUs; pausing a paused guest succeeds.
+	Pause(ctx context.Context, st State) error
+	// Resume lets a paused guest run again; resuming a running one succeeds.
+	Resume(ctx context.Context, st State) error
+	// Paused asks the VMM whether the guest is paused.
+	Paused(ctx context.Context, st State) (bool, error)
+}
+
+// AsPauser returns d's Pauser, or an error wrapping ErrUnsupported that
+// names d when d cannot pause guests.
+func AsPauser(d Driver) (Pauser, error) {
+	p, ok := d.(Pauser)
+	if !ok {
+		return nil, fmt.Errorf("%s cannot pause and resume guests: %w", d.Name(), ErrUnsupported)
+	}
+	return p, nil
+}
+
 // VsockUser is the need for a vsock device: every VM of such a driver gets
 // a guest context id (Spec.VsockCID) that no other VM on the host uses.
 type VsockUser interface {

@@ -328,17 +328,7 @@ func (d *Driver) Stop(ctx context.Context, st vmm.State, force bool, timeout tim
 }
 
 func (d *Driver) powerdown(ctx context.Context, qmpPath string) error {
-	if qmpPath == "" {
-		return errors.New("no qmp socket in state")
-	}
-	q, err := DialQMP(ctx, qmpPath, qmpTimeout)
-	if err != nil {
-		return err
-	}
-	defer q.Close()
-	ctx, cancel := context.WithTimeout(ctx, qmpTimeout)
-	defer cancel()
-	_, err = q.Execute(ctx, "system_powerdown", nil)
+	_, err := qmpCall(ctx, qmpPath, "system_powerdown")
 	return err
 }
 
@@ -360,14 +350,7 @@ func (d *Driver) Recover(ctx context.Context, st vmm.State) error {
 	if err := vmm.CheckAdoptable(st, d.Name()); err != nil {
 		return err
 	}
-	q, err := DialQMP(ctx, st.ControlSocket, qmpTimeout)
-	if err != nil {
-		return fmt.Errorf("recover qemu pid %d: process alive but %w", st.PID, err)
-	}
-	defer q.Close()
-	qctx, cancel := context.WithTimeout(ctx, qmpTimeout)
-	defer cancel()
-	if _, err := q.Execute(qctx, "query-status", nil); err != nil {
+	if _, err := qmpCall(ctx, st.ControlSocket, "query-status"); err != nil {
 		return fmt.Errorf("recover qemu pid %d: process alive but %w", st.PID, err)
 	}
 	return nil

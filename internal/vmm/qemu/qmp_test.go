@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/bangerhq/banger/internal/testhost"
+	"github.com/bangerhq/banger/internal/vmm"
+	"github.com/bangerhq/banger/internal/vmm/vmmtest"
 )
 
 // fakeQMP serves one connection on a Unix socket with the given script:
@@ -212,4 +214,38 @@ func TestQMPRealQEMU(t *testing.T) {
 		t.Errorf("qemu after quit: %v", err)
 	}
 	_ = os.Remove(sock)
+}
+
+// TestPauseRealQEMU pauses and resumes a real QEMU through the driver's
+// Pauser ability and reads the run state back from QEMU.
+func TestPauseRealQEMU(t *testing.T) {
+	bin := qemuBinary(t)
+	sock := filepath.Join(t.TempDir(), "qmp.sock")
+	// Paused (-S) with no kernel: its vCPUs can stop and go on, no guest runs.
+	cmd := exec.Command(bin, "-M", "microvm", "-S", "-nodefaults", "-nographic", "-display", "none",
+		"-accel", "tcg", "-chardev", "socket,id=qmp,path="+sock+",server=on,wait=off", "-mon", "chardev=qmp,mode=control")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	ctx := context.Background()
+	st := vmm.State{ControlSocket: sock}
+	var p vmm.Pauser = &Driver{}
+	// QMP answers once QEMU has bound its socket.
+	for t0 := time.Now(); ; time.Sleep(20 * time.Millisecond) {
+		paused, err := p.Paused(ctx, st)
+		if err == nil {
+			if paused {
+				t.Error("a guest that never ran (prelaunch) reads as paused")
+			}
+			break
+		}
+		if time.Since(t0) > 10*time.Second {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Resume(ctx, st); err != nil { // out of prelaunch
+		t.Fatal(err)
+	}
+	vmmtest.CheckPauser(t, p, st, nil)
 }

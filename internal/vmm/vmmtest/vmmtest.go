@@ -432,3 +432,31 @@ func AssertDialAgent(t *testing.T, d vmm.Driver, st vmm.State, channel string) {
 func ServeAgent(c net.Conn) {
 	agent.Serve(context.Background(), c, func() (agent.Info, error) { return agent.Info{Hostname: "dev"}, nil })
 }
+
+// CheckPauser pauses and resumes the running VMM st through p, twice each
+// way (a second pause, or resume, must succeed too), reading the state back
+// with p.Paused after every step; also, when set, checks the VMM's own
+// account after each step. It fails t at the first wrong answer.
+func CheckPauser(t *testing.T, p vmm.Pauser, st vmm.State, also func(step string, paused bool)) {
+	t.Helper()
+	ctx := context.Background()
+	for _, step := range []struct {
+		name string
+		do   func(context.Context, vmm.State) error
+		want bool
+	}{{"pause", p.Pause, true}, {"pause again", p.Pause, true}, {"resume", p.Resume, false}, {"resume again", p.Resume, false}, {"pause", p.Pause, true}, {"resume", p.Resume, false}} {
+		if err := step.do(ctx, st); err != nil {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+		paused, err := p.Paused(ctx, st)
+		if err != nil || paused != step.want {
+			t.Fatalf("after %s: paused %v, %v; want %v", step.name, paused, err, step.want)
+		}
+		if also != nil {
+			also(step.name, step.want)
+		}
+	}
+	if err := p.Pause(ctx, vmm.State{}); err == nil {
+		t.Error("pause without a control socket: no error")
+	}
+}
