@@ -215,6 +215,12 @@ func Action(actionType string) fcapi.InstanceActionInfo {
 	return fcapi.InstanceActionInfo{ActionType: actionType}
 }
 
+// VMState is the body of PATCH /vm: state is fcapi.VMPaused or
+// fcapi.VMResumed.
+func VMState(state string) fcapi.VM {
+	return fcapi.VM{State: state}
+}
+
 // Request is one API call: method, path and JSON body.
 type Request struct {
 	// What names the step in errors and logs, e.g. "boot source".

@@ -202,7 +202,8 @@ func TestContract(t *testing.T) {
 	for _, a := range []string{fcapi.ActionInstanceStart, fcapi.ActionSendCtrlAltDel, fcapi.ActionFlushMetrics} {
 		check(t, "PUT", "/actions", Action(a))
 	}
-	check(t, "PATCH", "/vm", fcapi.VM{State: fcapi.VMPaused})
+	check(t, "PATCH", "/vm", VMState(fcapi.VMPaused))
+	check(t, "PATCH", "/vm", VMState(fcapi.VMResumed))
 }
 
 // TestContractCanFail feeds the contract check bodies it must reject, so a

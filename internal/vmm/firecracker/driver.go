@@ -548,10 +548,9 @@ func (d *Driver) Alive(st vmm.State) bool {
 // Recover reattaches to the Firecracker described by st after a daemon
 // restart: the process must be alive, its API socket must answer GET /,
 // with the instance id of st.Argv's --id (when recorded), and the instance
-// must be "Running". It returns an error wrapping vmm.ErrNotRunning when
+// must be "Running" or "Paused" (vm pause). It returns an error wrapping vmm.ErrNotRunning when
 // the process is gone (or its pid was reused). A live process whose API
-// does not answer, or whose guest is not running (paused, or never
-// started), gives an error that does NOT wrap ErrNotRunning: the VMM still
+// does not answer, or whose guest never started, gives an error that does NOT wrap ErrNotRunning: the VMM still
 // runs, and Stop can still end it.
 func (d *Driver) Recover(ctx context.Context, st vmm.State) error {
 	if err := vmm.CheckAdoptable(st, d.Name()); err != nil {
@@ -564,8 +563,8 @@ func (d *Driver) Recover(ctx context.Context, st vmm.State) error {
 	if i := slices.Index(st.Argv, "--id"); i >= 0 && i+1 < len(st.Argv) && info.ID != st.Argv[i+1] {
 		return fmt.Errorf("recover firecracker pid %d: %s answers with instance id %q, want %q", st.PID, st.ControlSocket, info.ID, st.Argv[i+1])
 	}
-	if info.State != fcapi.StateRunning {
-		return fmt.Errorf("recover firecracker pid %d: instance state is %q, want %q", st.PID, info.State, fcapi.StateRunning)
+	if info.State != fcapi.StateRunning && info.State != fcapi.StatePaused {
+		return fmt.Errorf("recover firecracker pid %d: instance state is %q, want %q or %q", st.PID, info.State, fcapi.StateRunning, fcapi.StatePaused)
 	}
 	return nil
 }
