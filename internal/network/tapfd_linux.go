@@ -4,9 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
+
+// tapBusyWait bounds OpenTAP's retries of a TAP device another descriptor
+// is attached to.
+const tapBusyWait = 2 * time.Second
 
 // OpenTAP attaches to the existing TAP device name (see CreateTAP) and
 // returns its queue descriptor, for a VMM that is handed its network device
@@ -41,7 +46,19 @@ func (h *Host) OpenTAP(name string) (*os.File, error) {
 			return err
 		}
 		ifr.SetUint16(tapFlags)
-		if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		// EBUSY: another descriptor is attached. CreateTAP's own is closed
+		// by now, but a process another goroutine forked meanwhile holds a
+		// copy of it until its exec (close-on-exec), a moment later: two
+		// VMs started at once do this. So EBUSY is retried for a while.
+		for deadline := time.Now().Add(tapBusyWait); ; {
+			err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr)
+			if err == nil {
+				break
+			}
+			if errors.Is(err, unix.EBUSY) && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
 			unix.Close(fd)
 			return fmt.Errorf("TUNSETIFF: %w", privileged(err))
 		}
