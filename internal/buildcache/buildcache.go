@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -77,6 +78,9 @@ type Cache struct {
 }
 
 const imageName, metaName = "rootfs.ext4", "meta.json"
+
+// staleAfter is how long Prune leaves what an unfinished Put left.
+const staleAfter = time.Hour
 
 func (c Cache) entry(key string) string { return filepath.Join(c.Dir, key) }
 
@@ -144,7 +148,11 @@ func (c Cache) Remove(key string) error {
 
 // Prune keeps the keep most recently used entries whose image no live image
 // shares (link count 1) and removes the older ones; entries an image still
-// links to cost no space and are kept. It returns the number removed.
+// links to cost no space and are kept. It also removes what a Put that
+// never finished left (a daemon killed during it): its temporary folder,
+// or the entry it was replacing, once untouched for staleAfter (a Put in
+// progress, perhaps another daemon's, takes seconds). It returns the
+// number of folders removed.
 func (c Cache) Prune(keep int) (int, error) {
 	ents, err := os.ReadDir(c.Dir)
 	if errors.Is(err, os.ErrNotExist) {
@@ -158,7 +166,17 @@ func (c Cache) Prune(keep int) (int, error) {
 		used time.Time
 	}
 	var orphans []orphan
+	n := 0
 	for _, e := range ents {
+		if e.IsDir() && (strings.HasPrefix(e.Name(), ".put-") || strings.HasSuffix(e.Name(), ".old")) {
+			if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > staleAfter {
+				if err := os.RemoveAll(filepath.Join(c.Dir, e.Name())); err != nil {
+					return n, fmt.Errorf("build cache: %w", err)
+				}
+				n++
+			}
+			continue
+		}
 		if !e.IsDir() || len(e.Name()) != 64 {
 			continue
 		}
@@ -173,7 +191,6 @@ func (c Cache) Prune(keep int) (int, error) {
 		orphans = append(orphans, orphan{e.Name(), mi.ModTime()})
 	}
 	slices.SortFunc(orphans, func(a, b orphan) int { return b.used.Compare(a.used) })
-	n := 0
 	for i := keep; i < len(orphans); i++ {
 		if err := c.Remove(orphans[i].key); err != nil {
 			return n, err

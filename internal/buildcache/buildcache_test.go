@@ -143,6 +143,42 @@ func TestPruneKeepsLinkedAndRecent(t *testing.T) {
 	}
 }
 
+// TestPruneRemovesUnfinishedPuts: what a Put left when its daemon was
+// killed (its temporary folder, the entry it was replacing) goes once
+// stale; a Put that may still run is left alone, and so is the entry.
+func TestPruneRemovesUnfinishedPuts(t *testing.T) {
+	c := Cache{Dir: t.TempDir()}
+	k := base().Key()
+	src := filepath.Join(t.TempDir(), "image")
+	os.WriteFile(src, []byte("image"), 0o644)
+	if err := c.Put(src, Meta{Key: k}); err != nil {
+		t.Fatal(err)
+	}
+	stale, running, old := filepath.Join(c.Dir, ".put-1"), filepath.Join(c.Dir, ".put-2"), filepath.Join(c.Dir, k+".old")
+	for _, d := range []string{stale, running, old} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(d, imageName), []byte("half"), 0o600)
+	}
+	then := time.Now().Add(-2 * staleAfter)
+	for _, d := range []string{stale, old} {
+		os.Chtimes(d, then, then)
+	}
+	n, err := c.Prune(10)
+	if err != nil || n != 2 {
+		t.Fatalf("pruned %d, %v; want the 2 stale leftovers", n, err)
+	}
+	for _, tc := range []struct {
+		path string
+		kept bool
+	}{{stale, false}, {old, false}, {running, true}, {c.entry(k), true}} {
+		if _, err := os.Stat(tc.path); (err == nil) != tc.kept {
+			t.Errorf("%s: kept=%v, want %v", filepath.Base(tc.path), err == nil, tc.kept)
+		}
+	}
+}
+
 func TestPutAcrossFileSystemsCopies(t *testing.T) {
 	shm, err := os.MkdirTemp("/dev/shm", "buildcache-")
 	if err != nil {
