@@ -363,6 +363,21 @@ func (e *env) vm(ctx context.Context, name string) api.VM {
 	return v
 }
 
+// namesByState returns the names of vms: all of them, the running ones
+// and the stopped ones.
+func namesByState(vms []api.VM) (all, running, stopped []string) {
+	for _, v := range vms {
+		all = append(all, v.Name)
+		switch v.State {
+		case api.StateRunning:
+			running = append(running, v.Name)
+		case api.StateStopped:
+			stopped = append(stopped, v.Name)
+		}
+	}
+	return all, running, stopped
+}
+
 func (e *env) daemonStatus(ctx context.Context) api.DaemonStatus {
 	e.t.Helper()
 	var st api.DaemonStatus

@@ -83,16 +83,7 @@ func terminalCLI(ctx context.Context, t *testing.T, e *env) {
 	if err := json.Unmarshal([]byte(e.must(ctx, "vm", "ls", "--json")), &vms); err != nil {
 		t.Fatal(err)
 	}
-	var running, stopped, all []string
-	for _, v := range vms {
-		all = append(all, v.Name)
-		switch v.State {
-		case api.StateRunning:
-			running = append(running, v.Name)
-		case api.StateStopped:
-			stopped = append(stopped, v.Name)
-		}
-	}
+	all, running, stopped := namesByState(vms)
 	if !slices.Contains(running, "dev") || !slices.Contains(stopped, "idle") {
 		t.Fatalf("want dev running and idle stopped: %+v", vms)
 	}
