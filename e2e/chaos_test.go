@@ -277,9 +277,9 @@ func (c *chaos) round(op chaosOp) {
 		how = fmt.Sprintf("it ended first (%v) after %s; the idle daemon killed", exitOf(finished), killedAt.Round(10*time.Millisecond))
 	}
 	c.t.Logf("round %d: %s: %s; the daemon had %d processes below it", c.n, op.name, how, len(tree))
-	logFrom := fileLen(c.e.daemonLog())
+	logFrom := fileLen(c.e.daemonLogPath())
 	c.check(fmt.Sprintf("round %d (%s)", c.n, op.name), tree...)
-	if found := recoveryNotes(c.e.daemonLog(), logFrom); len(found) > 0 {
+	if found := recoveryNotes(c.e.daemonLogPath(), logFrom); len(found) > 0 {
 		c.t.Logf("round %d: the next daemon's start: %s", c.n, strings.Join(found, "; "))
 	}
 }
@@ -297,8 +297,8 @@ func (e *env) daemonProcess() string {
 	return fmt.Sprintf("the pid file names %d, which runs: %s", pid, cmdline(pid))
 }
 
-// daemonLog is the path of the env's daemon log.
-func (e *env) daemonLog() string { return filepath.Join(e.root, "state", "banger", "bangerd.log") }
+// daemonLogPath is the path of the env's daemon log.
+func (e *env) daemonLogPath() string { return filepath.Join(e.root, "state", "banger", "bangerd.log") }
 
 // fileLen is the size of the file at p (0 when missing).
 func fileLen(p string) int64 {
