@@ -264,7 +264,7 @@ func startGuestServers(ctx context.Context, t *testing.T, e *env, name string) {
 	t.Helper()
 	e.must(ctx, "vm", "exec", name, "--", "systemd-run", "--unit=bgr-tcp", "perl", "-e", tcpGreeter)
 	e.must(ctx, "vm", "exec", name, "--", "systemd-run", "--unit=bgr-udp", "perl", "-e", udpUpper)
-	waitFor(t, 30*time.Second, "the guest servers to listen", func() bool {
+	waitFor(t, 2*time.Minute, "the guest servers to listen", func() bool {
 		out := e.banger(ctx, "vm", "exec", name, "--", "sh", "-c", "ss -Hlnt 'sport = :8080'; ss -Hlnu 'sport = :9090'").stdout
 		return strings.Count(out, "127.0.0.1:") == 2
 	})
