@@ -55,14 +55,30 @@ func (s *Service) endUnrecordedLaunch(ctx context.Context, row store.VM) {
 	if _, err := os.Lstat(s.launchMarker(row.ID)); err != nil {
 		return
 	}
-	holders, err := proc.Holding(s.diskPath(row.ID))
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		s.log.Warn("find the vmm of an interrupted launch", "vm", row.Name, "err", err)
+	n, err := killHolders(ctx, s.diskPath(row.ID))
+	if n > 0 {
+		s.log.Warn("killed the vmm an interrupted launch left running", "vm", row.Name, "processes", n)
+	}
+	if err != nil {
+		s.log.Error("kill the vmm of an interrupted launch", "vm", row.Name, "err", err)
 		return
+	}
+	s.launchSettled(row.ID)
+}
+
+// killHolders kills the processes that hold the file at disk open (a VMM
+// whose launch no record names) and waits until they are gone; it returns
+// how many it found. A missing file has none.
+func killHolders(ctx context.Context, disk string) (int, error) {
+	holders, err := proc.Holding(disk)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("find what holds %s: %w", disk, err)
 	}
 	var errs []error
 	for _, p := range holders {
-		s.log.Warn("killing the vmm an interrupted launch left running", "vm", row.Name, "pid", p.PID)
 		if err := proc.Signal(p.PID, p.StartTime, syscall.SIGKILL); err != nil {
 			errs = append(errs, err)
 			continue
@@ -71,9 +87,5 @@ func (s *Service) endUnrecordedLaunch(ctx context.Context, row store.VM) {
 		errs = append(errs, proc.WaitExit(wctx, p.PID, p.StartTime, 0))
 		cancel()
 	}
-	if err := errors.Join(errs...); err != nil {
-		s.log.Error("kill the vmm of an interrupted launch", "vm", row.Name, "err", err)
-		return
-	}
-	s.launchSettled(row.ID)
+	return len(holders), errors.Join(errs...)
 }

@@ -324,7 +324,13 @@ func TestSSHProbe(t *testing.T) {
 // a session of its own (as a VMM runs, so it outlives its launcher).
 func holdDisk(t *testing.T, s *Service, row store.VM) proc.ID {
 	t.Helper()
-	f, err := os.Open(s.diskPath(row.ID))
+	return holdFile(t, s.diskPath(row.ID))
+}
+
+// holdFile starts a process that holds the file at p open.
+func holdFile(t *testing.T, p string) proc.ID {
+	t.Helper()
+	f, err := os.Open(p)
 	if err != nil {
 		t.Fatal(err)
 	}

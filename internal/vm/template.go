@@ -524,7 +524,9 @@ func (s *Service) giveIdentity(ctx context.Context, row *store.VM, st vmm.State,
 }
 
 // sweepTemplateBuilds removes what template builds of an earlier daemon
-// left: their VMM (recorded in vmm.json) and folder.
+// left: their VMM (recorded in vmm.json, or, when the daemon died before
+// it could record it, the process that holds the build's disk) and
+// folder.
 func (s *Service) sweepTemplateBuilds(ctx context.Context) {
 	entries, err := os.ReadDir(s.cfg.Dirs.TemplatesDir())
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -544,6 +546,16 @@ func (s *Service) sweepTemplateBuilds(ctx context.Context) {
 					}
 				}
 			}
+		}
+		// A daemon killed while its driver launched the VMM left it
+		// running without vmm.json: it holds the build's disk.
+		n, err := killHolders(ctx, filepath.Join(dir, tplDisk))
+		if n > 0 {
+			s.log.Warn("killed the vmm an unfinished template's launch left running", "folder", dir, "processes", n)
+		}
+		if err != nil {
+			s.log.Warn("stop the vmm of an unfinished template", "folder", dir, "err", err)
+			continue
 		}
 		s.log.Warn("removing unfinished template", "folder", dir)
 		if err := os.RemoveAll(dir); err != nil {

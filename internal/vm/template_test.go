@@ -9,6 +9,7 @@ import (
 
 	"github.com/bangerhq/banger/internal/store"
 	"github.com/bangerhq/banger/internal/testhost"
+	"github.com/bangerhq/banger/internal/vmm/proc"
 )
 
 // writeTemplate makes a template folder with a manifest for image.
@@ -40,6 +41,10 @@ func TestTemplatesListAndRemove(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(build, tplRAM), []byte("half"), 0o600)
+	// A VMM launched for the build but not yet recorded in vmm.json (the
+	// daemon died during the launch) holds its disk.
+	os.WriteFile(filepath.Join(build, tplDisk), []byte("disk"), 0o600)
+	unrecorded := holdFile(t, filepath.Join(build, tplDisk))
 
 	if got := s.Templates("img1"); len(got) != 2 || got[0].SizeBytes == 0 {
 		t.Fatalf("Templates(img1) = %+v, want 2 with their size", got)
@@ -50,6 +55,9 @@ func TestTemplatesListAndRemove(t *testing.T) {
 	s.sweepTemplateBuilds(context.Background())
 	if _, err := os.Stat(build); !os.IsNotExist(err) {
 		t.Errorf("the sweep left the unfinished build: %v", err)
+	}
+	if proc.Alive(unrecorded.PID, unrecorded.StartTime) {
+		t.Error("the sweep left the unrecorded VMM of the unfinished build running")
 	}
 	if err := s.RemoveTemplates("img1"); err != nil {
 		t.Fatal(err)
