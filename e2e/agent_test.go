@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -204,11 +203,9 @@ func pauseChecks(ctx context.Context, t *testing.T, e *env, name string) {
 // bootCuts checks, in a guest that booted once, what keeps its cold boot
 // short (issue 11): sshd and the agent start without waiting (even through
 // another unit) for sysinit.target or basic.target, sshd without `sshd -t`
-// first, systemd skipped its
-// first-boot updates (the image has them done) and the generators for what
-// a microVM never has; and the boot ends (no unit failed) within a bound
-// generous enough for a loaded CI host but below a job's 90 s timeout on
-// top of a normal boot. It logs systemd-analyze.
+// first, systemd skipped its first-boot updates (the image has them done)
+// and the generators for what a microVM never has; and the boot ends with
+// no unit failed and no job timed out. It logs systemd-analyze.
 func bootCuts(ctx context.Context, t *testing.T, e *env, name string) {
 	t.Helper()
 	// is-system-running --wait returns once the boot ended: "running", or
@@ -221,17 +218,12 @@ func bootCuts(ctx context.Context, t *testing.T, e *env, name string) {
 	out := e.must(ctx, "vm", "exec", name, "--", "sh", "-c",
 		"systemd-analyze; systemd-analyze critical-chain ssh.service banger-vsock-pingd.service")
 	t.Logf("in the guest:\n%s", out)
-	m := regexp.MustCompile(`\+ ([0-9.]+min )?([0-9.]+)s \(userspace\)`).FindStringSubmatch(out)
-	if m == nil {
-		t.Fatalf("no userspace time in systemd-analyze:\n%s", out)
-	}
-	user, _ := strconv.ParseFloat(m[2], 64)
-	if m[1] != "" {
-		min, _ := strconv.ParseFloat(strings.TrimSuffix(m[1], "min "), 64)
-		user += 60 * min
-	}
-	if user > 90 {
-		t.Errorf("the guest's userspace boot took %.1f s (bound 90 s): something waits for a timeout", user)
+	// No time bound (a loaded host makes any bound flaky): what a slow boot
+	// regression looks like is a job that waits for its timeout, which
+	// systemd logs.
+	if out := e.must(ctx, "vm", "exec", name, "--", "sh", "-c",
+		"journalctl -b --no-pager -o cat _PID=1 | grep -i 'timed out' || true"); out != "" {
+		t.Errorf("a job of the guest's boot waited for its timeout:\n%s", out)
 	}
 	show := e.must(ctx, "vm", "exec", name, "--", "systemctl", "show",
 		"-p", "Id,DefaultDependencies,ExecStartPre,ConditionResult",
