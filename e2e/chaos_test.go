@@ -263,7 +263,7 @@ func (c *chaos) round(op chaosOp) {
 		c.t.Fatalf("round %d: kill bangerd %d: %v", c.n, daemon, err)
 	}
 	killedAt := time.Since(start)
-	waitFor(c.t, 10*time.Second, "the killed bangerd to go", func() bool { return !processLive(daemon) })
+	waitFor(c.t, 10*time.Second, "the killed bangerd to go", func() bool { return processGone(daemon) })
 	if !ended {
 		select {
 		case finished = <-done:
@@ -703,6 +703,18 @@ func descendantsOf(pid int) []procInfo {
 func processLive(pid int) bool {
 	st, err := proc.StartTime(pid)
 	return err == nil && proc.Alive(pid, st)
+}
+
+// processGone reports whether pid has ended with all its threads. A
+// killed process's main thread may show as a zombie while its other
+// threads still exit, holding its descriptors (bangerd's listening
+// socket, where a client then connects and is reset).
+func processGone(pid int) bool {
+	tasks, err := os.ReadDir(filepath.Join("/proc", strconv.Itoa(pid), "task"))
+	if err != nil {
+		return true
+	}
+	return !processLive(pid) && len(tasks) <= 1
 }
 
 // cmdline is pid's command line, for messages.
