@@ -276,25 +276,19 @@ func IsExists(err error) bool { return errors.Is(err, api.ErrExists) }
 
 // Status returns the daemon's status.
 func (c *Client) Status(ctx context.Context) (api.DaemonStatus, error) {
-	var st api.DaemonStatus
-	err := c.Call(ctx, api.MethodDaemonStatus, nil, &st)
-	return st, err
+	return call[api.DaemonStatus](ctx, c, api.MethodDaemonStatus, nil)
 }
 
 // Info returns which daemon answers (its build), without the VM counts
 // Status observes: the cheap check before a command.
 func (c *Client) Info(ctx context.Context) (api.DaemonInfo, error) {
-	var info api.DaemonInfo
-	err := c.Call(ctx, api.MethodDaemonInfo, nil, &info)
-	return info, err
+	return call[api.DaemonInfo](ctx, c, api.MethodDaemonInfo, nil)
 }
 
 // CreateVM creates (and unless p.NoStart, boots) a VM. A progress reporter
 // in ctx gets its phases.
 func (c *Client) CreateVM(ctx context.Context, p api.VMCreateParams) (api.VM, error) {
-	var vm api.VM
-	err := c.Call(ctx, api.MethodVMCreate, p, &vm)
-	return vm, err
+	return call[api.VM](ctx, c, api.MethodVMCreate, p)
 }
 
 // ListVMs returns every VM.
@@ -307,54 +301,40 @@ func (c *Client) ListVMs(ctx context.Context) ([]api.VM, error) {
 // ListVMsJSON returns the vm.list result as the daemon sent it, for callers
 // that only print it.
 func (c *Client) ListVMsJSON(ctx context.Context) (json.RawMessage, error) {
-	var raw json.RawMessage
-	err := c.Call(ctx, api.MethodVMList, nil, &raw)
-	return raw, err
+	return call[json.RawMessage](ctx, c, api.MethodVMList, nil)
 }
 
 // GetVM returns one VM by name or id.
 func (c *Client) GetVM(ctx context.Context, name string) (api.VM, error) {
-	var vm api.VM
-	err := c.Call(ctx, api.MethodVMGet, api.VMRef{Name: name}, &vm)
-	return vm, err
+	return call[api.VM](ctx, c, api.MethodVMGet, api.VMRef{Name: name})
 }
 
 // StartVM boots a stopped VM and waits until it answers SSH. A progress
 // reporter in ctx gets its phases.
 func (c *Client) StartVM(ctx context.Context, name string) (api.VM, error) {
-	var vm api.VM
-	err := c.Call(ctx, api.MethodVMStart, api.VMRef{Name: name}, &vm)
-	return vm, err
+	return call[api.VM](ctx, c, api.MethodVMStart, api.VMRef{Name: name})
 }
 
 // StopVM stops a VM, gracefully unless force. A progress reporter in ctx
 // gets its phases.
 func (c *Client) StopVM(ctx context.Context, name string, force bool) (api.VM, error) {
-	var vm api.VM
-	err := c.Call(ctx, api.MethodVMStop, api.VMStopParams{Name: name, Force: force}, &vm)
-	return vm, err
+	return call[api.VM](ctx, c, api.MethodVMStop, api.VMStopParams{Name: name, Force: force})
 }
 
 // RestartVM stops then starts a VM. A progress reporter in ctx gets its
 // phases.
 func (c *Client) RestartVM(ctx context.Context, name string) (api.VM, error) {
-	var vm api.VM
-	err := c.Call(ctx, api.MethodVMRestart, api.VMRef{Name: name}, &vm)
-	return vm, err
+	return call[api.VM](ctx, c, api.MethodVMRestart, api.VMRef{Name: name})
 }
 
 // PauseVM freezes a running VM's guest.
 func (c *Client) PauseVM(ctx context.Context, name string) (api.VM, error) {
-	var vm api.VM
-	err := c.Call(ctx, api.MethodVMPause, api.VMRef{Name: name}, &vm)
-	return vm, err
+	return call[api.VM](ctx, c, api.MethodVMPause, api.VMRef{Name: name})
 }
 
 // ResumeVM lets a paused VM's guest run again.
 func (c *Client) ResumeVM(ctx context.Context, name string) (api.VM, error) {
-	var vm api.VM
-	err := c.Call(ctx, api.MethodVMResume, api.VMRef{Name: name}, &vm)
-	return vm, err
+	return call[api.VM](ctx, c, api.MethodVMResume, api.VMRef{Name: name})
 }
 
 // DeleteVM deletes a VM; a running VM needs force. A progress reporter in
@@ -365,39 +345,29 @@ func (c *Client) DeleteVM(ctx context.Context, name string, force bool) error {
 
 // SSHInfo returns how to reach a VM with OpenSSH.
 func (c *Client) SSHInfo(ctx context.Context, name string) (api.SSHInfo, error) {
-	var info api.SSHInfo
-	err := c.Call(ctx, api.MethodVMSSHInfo, api.VMRef{Name: name}, &info)
-	return info, err
+	return call[api.SSHInfo](ctx, c, api.MethodVMSSHInfo, api.VMRef{Name: name})
 }
 
 // ForwardVM adds (or with p.Remove removes) a port forward of a VM and
 // returns the VM.
 func (c *Client) ForwardVM(ctx context.Context, p api.VMForwardParams) (api.VM, error) {
-	var vm api.VM
-	err := c.Call(ctx, api.MethodVMForward, p, &vm)
-	return vm, err
+	return call[api.VM](ctx, c, api.MethodVMForward, p)
 }
 
 // MountVM adds (or with p.Remove removes) a shared folder of a stopped VM
 // and returns the VM.
 func (c *Client) MountVM(ctx context.Context, p api.VMMountParams) (api.VM, error) {
-	var vm api.VM
-	err := c.Call(ctx, api.MethodVMMount, p, &vm)
-	return vm, err
+	return call[api.VM](ctx, c, api.MethodVMMount, p)
 }
 
 // SSHConfig returns the OpenSSH config for reaching VMs by name.
 func (c *Client) SSHConfig(ctx context.Context) (api.SSHConfig, error) {
-	var r api.SSHConfig
-	err := c.Call(ctx, api.MethodSSHConfig, nil, &r)
-	return r, err
+	return call[api.SSHConfig](ctx, c, api.MethodSSHConfig, nil)
 }
 
 // PingVM asks the VM's guest agent whether it is alive.
 func (c *Client) PingVM(ctx context.Context, name string, timeout time.Duration) (api.PingResult, error) {
-	var r api.PingResult
-	err := c.Call(ctx, api.MethodVMPing, api.VMPingParams{Name: name, TimeoutMS: int(timeout / time.Millisecond)}, &r)
-	return r, err
+	return call[api.PingResult](ctx, c, api.MethodVMPing, api.VMPingParams{Name: name, TimeoutMS: int(timeout / time.Millisecond)})
 }
 
 // BuildImage builds an image; it blocks until the build ends, calling
@@ -419,9 +389,7 @@ func (c *Client) ListImages(ctx context.Context) ([]api.Image, error) {
 // CheckImageAgent asks the daemon whether every image holds the guest
 // agent (the image-agent check of `banger doctor`).
 func (c *Client) CheckImageAgent(ctx context.Context) (api.CheckResult, error) {
-	var r api.CheckResult
-	err := c.Call(ctx, api.MethodImageCheckAgent, nil, &r)
-	return r, err
+	return call[api.CheckResult](ctx, c, api.MethodImageCheckAgent, nil)
 }
 
 // ExecVM starts a command in a VM (vm.exec) and returns the stream that
@@ -449,4 +417,11 @@ func (c *Client) CopyInVM(ctx context.Context, p api.VMCopyInParams) (*StreamCon
 // StopDaemon asks the daemon to exit. Running VMs keep running.
 func (c *Client) StopDaemon(ctx context.Context) error {
 	return c.Call(ctx, api.MethodDaemonStop, nil, nil)
+}
+
+// call is Call for a method whose result decodes into a T.
+func call[T any](ctx context.Context, c *Client, method string, params any) (T, error) {
+	var out T
+	err := c.Call(ctx, method, params, &out)
+	return out, err
 }

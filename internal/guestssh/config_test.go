@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/bangerhq/banger/internal/testhost"
 )
 
 func TestConfig(t *testing.T) {
@@ -44,7 +46,7 @@ Host *.banger.internal
 // options it would use for a host), so the blocks mean what banger says.
 func TestConfigOpenSSH(t *testing.T) {
 	if _, err := exec.LookPath("ssh"); err != nil {
-		t.Skip("no ssh client")
+		testhost.NeedTools(t, "ssh")
 	}
 	dir := t.TempDir()
 	kh := filepath.Join(dir, "vm dir", "known_hosts")
