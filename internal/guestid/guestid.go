@@ -76,6 +76,29 @@ type IdentityResult struct {
 	Interface string `json:"interface"`
 	// SSHReloaded says sshd was told to read its new host key.
 	SSHReloaded bool `json:"ssh_reloaded"`
+	// Steps is how long each part took in the guest, in order.
+	Steps []Step `json:"steps,omitempty"`
+}
+
+// Step is one timed part of an operation in the guest.
+type Step struct {
+	Name   string `json:"name"`
+	Micros int64  `json:"us"`
+}
+
+// stepTimer collects Steps.
+type stepTimer struct {
+	steps []Step
+	last  time.Time
+}
+
+func newStepTimer() *stepTimer { return &stepTimer{last: time.Now()} }
+
+// done ends the step name, begun when the previous one ended.
+func (t *stepTimer) done(name string) {
+	now := time.Now()
+	t.steps = append(t.steps, Step{Name: name, Micros: now.Sub(t.last).Microseconds()})
+	t.last = now
 }
 
 var (
@@ -179,26 +202,34 @@ func HandleIdentity(ctx context.Context, st *agent.Stream) error {
 	if err := p.Check(); err != nil {
 		return agent.Errorf(agent.CodeInvalid, "%s: %v", OpIdentity, err)
 	}
+	var res IdentityResult
+	t := newStepTimer()
 	if err := freeze("/", fithaw); err != nil && !errors.Is(err, unix.EINVAL) {
 		return fmt.Errorf("thaw the root file system: %w", err)
 	}
+	t.done("thaw")
 	if err := reseed(p.Entropy); err != nil {
 		return err
 	}
+	t.done("reseed")
 	if err := writeFile("/etc/machine-id", []byte(p.MachineID+"\n"), 0o444); err != nil {
 		return err
 	}
+	t.done("machine-id")
 	if err := setHostname(p.Hostname); err != nil {
 		return err
 	}
-	var res IdentityResult
+	t.done("hostname")
 	var err error
 	if res.Interface, err = setNetwork(p); err != nil {
 		return err
 	}
+	t.done("network")
 	if res.SSHReloaded, err = setHostKey(p.HostKey, p.HostKeyPub); err != nil {
 		return err
 	}
+	t.done("host key")
+	res.Steps = t.steps
 	return st.Accept(res)
 }
 

@@ -93,6 +93,7 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (api.VM, err
 			c = &clone{m: m}
 		}
 	}
+	steps := s.stepClock(row.Name)
 	if c != nil {
 		progress.Report(ctx, api.Progress{Phase: PhaseDisk,
 			Message: fmt.Sprintf("copying the disk of template %s of image %s", c.m.Key[:12], img.Name)})
@@ -100,7 +101,8 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (api.VM, err
 		if c.mem, err = s.templateMemory(ctx, c.m); err != nil {
 			return api.VM{}, undo(err)
 		}
-		if c.hostKey, err = s.makeCloneDisk(ctx, row, c.m); err != nil {
+		steps.done("template memory")
+		if c.hostKey, err = s.makeCloneDisk(ctx, row, c.m, steps); err != nil {
 			return api.VM{}, undo(err)
 		}
 	} else {
@@ -109,11 +111,13 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (api.VM, err
 		if err := s.makeDisk(ctx, row, img); err != nil {
 			return api.VM{}, undo(err)
 		}
+		steps.done("folder and disk")
 	}
 	row.DesiredState = store.DesiredStopped
 	if err := store.UpdateVM(ctx, s.store.DB, &row); err != nil {
 		return api.VM{}, undo(err)
 	}
+	steps.done("record the disk")
 	s.log.Info("vm created", "vm", row.Name, "id", row.ID, "ip", row.IP, "image", img.Name)
 	s.writeSSHConfig(ctx)
 	if p.NoStart {

@@ -92,6 +92,7 @@ func (s *Service) startLocked(ctx context.Context, row *store.VM) (err error) {
 // identity before waiting for SSH.
 func (s *Service) bootLocked(ctx context.Context, row *store.VM, c *clone) (err error) {
 	s.setOp(row.ID, api.StateStarting)
+	steps := s.stepClock(row.Name)
 	drv := s.drivers[row.VMM]
 	progress.Report(ctx, api.Progress{Phase: PhaseVMM, Message: "starting " + drv.Name()})
 	if err := s.net.EnsureBridge(ctx); err != nil {
@@ -111,9 +112,11 @@ func (s *Service) bootLocked(ctx context.Context, row *store.VM, c *clone) (err 
 		owner = *runAs
 	}
 	tap := network.TAPName(row.ID)
+	steps.done("bridge, shares, vmm user")
 	if err := s.net.CreateTAP(tap, row.MAC, row.IP, owner); err != nil {
 		return err
 	}
+	steps.done("tap")
 	spec := vmm.Spec{
 		ID: row.ID, Name: row.Name, Dir: s.cfg.Dirs.VMDir(row.ID),
 		CPUs: row.CPUs, MemoryMiB: row.MemoryMiB,
@@ -134,6 +137,7 @@ func (s *Service) bootLocked(ctx context.Context, row *store.VM, c *clone) (err 
 		return s.failStart(row, errors.Join(err, s.deleteTAP(tap)), spec.ConsoleLog, consoleStart)
 	}
 	st, err := drv.Start(ctx, spec)
+	steps.done("vmm start")
 	if err != nil {
 		s.launchSettled(row.ID) // the driver leaves nothing running
 		if spec.Accel == "kvm" {
@@ -159,13 +163,16 @@ func (s *Service) bootLocked(ctx context.Context, row *store.VM, c *clone) (err 
 	s.log.Info("vmm started", "vm", row.Name, "pid", st.PID, "accel", st.Accel)
 	progress.Report(ctx, api.Progress{Phase: PhaseBoot, Message: bootMessage(drv, st)})
 	s.watch(row.ID, st)
+	steps.done("record the vmm")
 
 	if c != nil {
 		progress.Report(ctx, api.Progress{Phase: PhaseAgent, Message: "the clone runs; giving it its own identity"})
 		err = s.giveIdentity(ctx, row, st, c)
+		steps.done("identity")
 	}
 	if err == nil {
 		err = s.waitForSSH(ctx, row, drv, st, consoleStart)
+		steps.done("ssh and agent ready")
 	}
 	if err == nil {
 		err = s.mountShares(ctx, *row, st)
@@ -186,6 +193,7 @@ func (s *Service) bootLocked(ctx context.Context, row *store.VM, c *clone) (err 
 	} else {
 		s.log.Info("guest clock set", "vm", row.Name, "offset", off)
 	}
+	steps.done("clock")
 	s.openForwards(ctx, *row)
 	return nil
 }
@@ -218,7 +226,8 @@ const kvmHint = ": KVM may be unable to run guests on this host (for example ins
 // progress for StallTimeout before SSH is up (a guest that hangs, as KVM
 // guests do on some nested hosts), or after BootTimeout.
 func (s *Service) waitForSSH(ctx context.Context, row *store.VM, drv vmm.Driver, st vmm.State, consoleStart int64) error {
-	deadline := time.Now().Add(s.cfg.BootTimeout)
+	start := time.Now()
+	deadline := start.Add(s.cfg.BootTimeout)
 	lastSize, lastProgress := consoleStart, time.Now()
 	addr := net.JoinHostPort(row.IP, "22")
 	var sshAt time.Time
@@ -235,6 +244,7 @@ func (s *Service) waitForSSH(ctx context.Context, row *store.VM, drv vmm.Driver,
 			}
 			if answer == sshBanner {
 				sshAt = time.Now()
+				s.log.Debug("sshd answers", "vm", row.Name, "after", sshAt.Sub(start).Round(time.Millisecond))
 			}
 			if answer >= sshRefused && phase == PhaseBoot {
 				phase = PhaseSSH

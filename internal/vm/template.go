@@ -477,7 +477,7 @@ type clone struct {
 // makeCloneDisk creates the VM folder and copies the template's disk
 // into it (the clone writes its identity in the guest), and pins the
 // VM's new host key.
-func (s *Service) makeCloneDisk(ctx context.Context, row store.VM, m templateManifest) (sshkey.Pair, error) {
+func (s *Service) makeCloneDisk(ctx context.Context, row store.VM, m templateManifest, steps *stepClock) (sshkey.Pair, error) {
 	dir := s.cfg.Dirs.VMDir(row.ID)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return sshkey.Pair{}, fmt.Errorf("create vm folder: %w", err)
@@ -485,12 +485,15 @@ func (s *Service) makeCloneDisk(ctx context.Context, row store.VM, m templateMan
 	if err := image.CloneDisk(ctx, filepath.Join(s.templateDir(m.Key), tplDisk), s.diskPath(row.ID), row.DiskBytes); err != nil {
 		return sshkey.Pair{}, fmt.Errorf("copy the template's disk: %w", err)
 	}
+	steps.done("folder and disk")
 	hostKey, err := sshkey.New("root@" + row.Name)
 	if err != nil {
 		return sshkey.Pair{}, fmt.Errorf("make ssh host key: %w", err)
 	}
 	kh := fmt.Sprintf("%s %s\n", row.IP, hostKey.Key)
-	return hostKey, atomicfile.WriteFile(s.knownHosts(row.ID), []byte(kh), 0o600)
+	err = atomicfile.WriteFile(s.knownHosts(row.ID), []byte(kh), 0o600)
+	steps.done("host key")
+	return hostKey, err
 }
 
 // giveIdentity makes the clone row (running as st) a machine of its own.
@@ -518,6 +521,9 @@ func (s *Service) giveIdentity(ctx context.Context, row *store.VM, st vmm.State,
 	})
 	if err != nil {
 		return fmt.Errorf("give the clone its identity through the guest agent: %w", err)
+	}
+	for _, st := range res.Steps {
+		s.log.Debug("step in the guest", "vm", row.Name, "step", "identity: "+st.Name, "took", time.Duration(st.Micros)*time.Microsecond)
 	}
 	s.log.Info("clone identity set", "vm", row.Name, "interface", res.Interface, "ssh_reloaded", res.SSHReloaded)
 	return nil

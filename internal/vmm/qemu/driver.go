@@ -227,6 +227,8 @@ func (d *Driver) start(ctx context.Context, spec vmm.Spec) (vmm.State, error) {
 		d.log.Warn("shared folder sockets left behind", "vm", spec.ID, "err", err)
 	}
 	if spec.IncomingState != "" {
+		d.log.Debug("qemu answers qmp", "vm", spec.ID, "took", time.Since(t0).Round(time.Microsecond))
+		t1 := time.Now()
 		// Argv passes the state file last.
 		if err := loadState(ctx, qmpPath, files[len(files)-1].FD); err != nil {
 			if out := child.OutputTail(2000); out != "" {
@@ -234,6 +236,7 @@ func (d *Driver) start(ctx context.Context, spec vmm.Spec) (vmm.State, error) {
 			}
 			return fail(err)
 		}
+		d.log.Debug("qemu loaded the state and runs", "vm", spec.ID, "took", time.Since(t1).Round(time.Microsecond))
 	}
 	if out := child.OutputTail(2000); out != "" {
 		d.log.Warn("qemu printed messages while starting", "vm", spec.ID, "output", out)
