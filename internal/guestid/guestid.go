@@ -3,11 +3,12 @@
 // it is saved (OpQuiesce: boot finished, disks synced, the saved random
 // seed dropped, the root file system frozen); every clone then gets its
 // own identity before banger reports it ready (OpIdentity): the root file
-// system thawed, the kernel RNG reseeded from host bytes, machine-id,
-// hostname, SSH host key (sshd reloaded), MAC and IP address from its own
-// lease, default route and nameserver, the neighbour table flushed and a
-// gratuitous ARP sent. The guest's clock is the daemon's to set (package
-// guestclock) once the identity is in place.
+// system thawed, the kernel RNG reseeded from host bytes, the clock set
+// from the host's, machine-id, hostname, SSH host key, MAC and IP address
+// from its own lease, default route and nameserver, the neighbour table
+// flushed and a gratuitous ARP sent. The daemon's clock keeper (package
+// guestclock) refines the clock later. Nothing runs a program: each exec
+// in a guest just restored under TCG costs a large part of a second.
 package guestid
 
 import (
@@ -69,13 +70,21 @@ type IdentityParams struct {
 	// Entropy is host randomness mixed into the kernel RNG (at least 32
 	// bytes), after which the kernel reseeds.
 	Entropy []byte `json:"entropy"`
+	// HostTimeNanos is the host's wall clock (Unix nanoseconds) when it
+	// sent the request; the guest sets its clock to it (off by the
+	// request's transit time, a few milliseconds, which the daemon's clock
+	// keeper corrects later). 0 leaves the clock alone.
+	HostTimeNanos int64 `json:"host_time_ns,omitempty"`
 }
 
 // IdentityResult is OpIdentity's result.
 type IdentityResult struct {
 	Interface string `json:"interface"`
-	// SSHReloaded says sshd was told to read its new host key.
+	// SSHReloaded says sshd was told to read its new host key (OpenSSH
+	// 9.8 and later; an earlier sshd reads it for each connection).
 	SSHReloaded bool `json:"ssh_reloaded"`
+	// ClockSet says the clock was set from HostTimeNanos.
+	ClockSet bool `json:"clock_set,omitempty"`
 	// Steps is how long each part took in the guest, in order.
 	Steps []Step `json:"steps,omitempty"`
 }
@@ -134,6 +143,9 @@ func (p IdentityParams) Check() error {
 	}
 	if len(p.Entropy) < 32 || len(p.Entropy) > 4096 {
 		errs = append(errs, fmt.Errorf("entropy: %d bytes, want 32 to 4096", len(p.Entropy)))
+	}
+	if p.HostTimeNanos < 0 {
+		errs = append(errs, fmt.Errorf("host time %d: want Unix nanoseconds", p.HostTimeNanos))
 	}
 	return errors.Join(errs...)
 }
@@ -212,6 +224,14 @@ func HandleIdentity(ctx context.Context, st *agent.Stream) error {
 		return err
 	}
 	t.done("reseed")
+	if p.HostTimeNanos > 0 {
+		ts := unix.NsecToTimespec(p.HostTimeNanos)
+		if err := unix.ClockSettime(unix.CLOCK_REALTIME, &ts); err != nil {
+			return fmt.Errorf("set the clock: %w", err)
+		}
+		res.ClockSet = true
+		t.done("clock")
+	}
 	if err := writeFile("/etc/machine-id", []byte(p.MachineID+"\n"), 0o444); err != nil {
 		return err
 	}
@@ -221,10 +241,9 @@ func HandleIdentity(ctx context.Context, st *agent.Stream) error {
 	}
 	t.done("hostname")
 	var err error
-	if res.Interface, err = setNetwork(p); err != nil {
+	if res.Interface, err = setNetwork(p, t); err != nil {
 		return err
 	}
-	t.done("network")
 	if res.SSHReloaded, err = setHostKey(p.HostKey, p.HostKeyPub); err != nil {
 		return err
 	}
@@ -320,15 +339,26 @@ func HostsWithName(hosts []byte, name string) []byte {
 	return out.Bytes()
 }
 
-// setHostKey installs the ed25519 host key and tells a running sshd to
-// read it (SIGHUP: sshd re-executes itself). It reports whether an sshd
-// was told.
+// sshdSessionPaths are where OpenSSH 9.8 and later install sshd-session,
+// the program each connection runs.
+var sshdSessionPaths = []string{"/usr/lib/openssh/sshd-session", "/usr/libexec/openssh/sshd-session", "/usr/libexec/sshd-session", "/usr/lib/ssh/sshd-session"}
+
+// setHostKey installs the ed25519 host key. An sshd before OpenSSH 9.8
+// re-executes itself for each connection and reads its host keys then, so
+// the next connection gets the new key without a reload (measured: the
+// reload, a re-execution of sshd, was the slowest part of a clone's start
+// under TCG). A later sshd (sshd-session) loads them once, at its start:
+// it is told to read them again (SIGHUP). It reports whether an sshd was
+// told.
 func setHostKey(priv, pub string) (bool, error) {
 	if err := writeFile("/etc/ssh/ssh_host_ed25519_key", []byte(priv), 0o600); err != nil {
 		return false, err
 	}
 	if err := writeFile("/etc/ssh/ssh_host_ed25519_key.pub", []byte(strings.TrimSpace(pub)+"\n"), 0o644); err != nil {
 		return false, err
+	}
+	if !sshdLoadsKeysOnce() {
+		return false, nil
 	}
 	b, err := os.ReadFile("/run/sshd.pid")
 	if err != nil {
@@ -344,10 +374,22 @@ func setHostKey(priv, pub string) (bool, error) {
 	return true, nil
 }
 
+// sshdLoadsKeysOnce says the guest's sshd is OpenSSH 9.8 or later, whose
+// listener loads the host keys and hands them to each connection's
+// sshd-session.
+func sshdLoadsKeysOnce() bool {
+	for _, p := range sshdSessionPaths {
+		if _, err := os.Stat(p); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
 // setNetwork gives the guest's network device (the first with a device
 // behind it) p's MAC, address, default route and nameserver, flushes its
 // neighbours and announces the address with a gratuitous ARP.
-func setNetwork(p IdentityParams) (string, error) {
+func setNetwork(p IdentityParams, t *stepTimer) (string, error) {
 	link, err := nic()
 	if err != nil {
 		return "", err
@@ -371,6 +413,7 @@ func setNetwork(p IdentityParams) (string, error) {
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fail("set link up", err)
 	}
+	t.done("network: mac")
 	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
 	if err != nil {
 		return fail("list addresses", err)
@@ -394,20 +437,24 @@ func setNetwork(p IdentityParams) (string, error) {
 			return fail("set default route", err)
 		}
 	}
+	t.done("network: address and route")
 	neigh, _ := netlink.NeighList(link.Attrs().Index, netlink.FAMILY_V4)
 	for _, n := range neigh {
 		netlink.NeighDel(&n) // best effort: an entry may go by itself meanwhile
 	}
+	t.done("network: neighbours")
 	if p.DNS != "" {
 		os.Remove("/etc/resolv.conf") // a symlink to a resolver stub is replaced
 		if err := writeFile("/etc/resolv.conf", []byte("nameserver "+p.DNS+"\n"), 0o644); err != nil {
 			return name, err
 		}
 	}
+	t.done("network: dns")
 	ip := addr.IP.To4()
 	if err := sendGARP(link.Attrs().Index, hw, ip); err != nil {
 		return fail("gratuitous arp", err)
 	}
+	t.done("network: arp")
 	return name, nil
 }
 

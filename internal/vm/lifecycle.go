@@ -165,9 +165,10 @@ func (s *Service) bootLocked(ctx context.Context, row *store.VM, c *clone) (err 
 	s.watch(row.ID, st)
 	steps.done("record the vmm")
 
+	clockSet := false
 	if c != nil {
 		progress.Report(ctx, api.Progress{Phase: PhaseAgent, Message: "the clone runs; giving it its own identity"})
-		err = s.giveIdentity(ctx, row, st, c)
+		clockSet, err = s.giveIdentity(ctx, row, st, c)
 		steps.done("identity")
 	}
 	if err == nil {
@@ -185,15 +186,19 @@ func (s *Service) bootLocked(ctx context.Context, row *store.VM, c *clone) (err 
 	}
 	s.log.Info("vm ready", "vm", row.Name, "boot", time.Since(row.StartedAt).Round(time.Millisecond))
 	// The guest's clock starts from its RTC, and TCG boots are slow: set it
-	// before anyone uses the VM. A failure is the keeper's to retry.
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if off, err := s.syncClock(cctx, row.ID, st); err != nil {
-		s.log.Warn("cannot set the guest clock", "vm", row.Name, "err", err)
-	} else {
-		s.log.Info("guest clock set", "vm", row.Name, "offset", off)
+	// before anyone uses the VM (a clone's identity set it already, to
+	// within the request's transit time). A failure is the keeper's to
+	// retry.
+	if !clockSet {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if off, err := s.syncClock(cctx, row.ID, st); err != nil {
+			s.log.Warn("cannot set the guest clock", "vm", row.Name, "err", err)
+		} else {
+			s.log.Info("guest clock set", "vm", row.Name, "offset", off)
+		}
+		steps.done("clock")
 	}
-	steps.done("clock")
 	s.openForwards(ctx, *row)
 	return nil
 }

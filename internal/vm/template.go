@@ -497,10 +497,12 @@ func (s *Service) makeCloneDisk(ctx context.Context, row store.VM, m templateMan
 }
 
 // giveIdentity makes the clone row (running as st) a machine of its own.
-func (s *Service) giveIdentity(ctx context.Context, row *store.VM, st vmm.State, c *clone) error {
+// It reports whether the guest set its clock from the host's (an agent
+// from before that left it).
+func (s *Service) giveIdentity(ctx context.Context, row *store.VM, st vmm.State, c *clone) (clockSet bool, err error) {
 	ip, err := netip.ParseAddr(row.IP)
 	if err != nil {
-		return err
+		return false, err
 	}
 	mid := make([]byte, 16)
 	entropy := make([]byte, 64)
@@ -517,16 +519,17 @@ func (s *Service) giveIdentity(ctx context.Context, row *store.VM, st vmm.State,
 	defer cancel()
 	var res guestid.IdentityResult
 	err = s.withSession(ictx, st, func(sess *agent.Session) error {
+		p.HostTimeNanos = time.Now().UnixNano()
 		return sess.Call(ictx, guestid.OpIdentity, p, &res)
 	})
 	if err != nil {
-		return fmt.Errorf("give the clone its identity through the guest agent: %w", err)
+		return false, fmt.Errorf("give the clone its identity through the guest agent: %w", err)
 	}
 	for _, st := range res.Steps {
 		s.log.Debug("step in the guest", "vm", row.Name, "step", "identity: "+st.Name, "took", time.Duration(st.Micros)*time.Microsecond)
 	}
-	s.log.Info("clone identity set", "vm", row.Name, "interface", res.Interface, "ssh_reloaded", res.SSHReloaded)
-	return nil
+	s.log.Info("clone identity set", "vm", row.Name, "interface", res.Interface, "ssh_reloaded", res.SSHReloaded, "clock_set", res.ClockSet)
+	return res.ClockSet, nil
 }
 
 // sweepTemplateBuilds removes what template builds of an earlier daemon
