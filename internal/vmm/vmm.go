@@ -154,6 +154,11 @@ type State struct {
 	// RunAs is the uid and gid the VMM runs as; nil in states written
 	// before banger recorded it.
 	RunAs *Identity `json:"run_as,omitempty"`
+	// Chroot is the VMM's chroot when a jailer launched it (Firecracker's:
+	// <base>/firecracker/<id>/root), and Cgroups the cgroup folders the
+	// jailer made for it; the driver removes both once the VMM is gone.
+	Chroot  string   `json:"chroot,omitempty"`
+	Cgroups []string `json:"cgroups,omitempty"`
 	// Notes are facts worth showing the user, e.g. which descriptor is which file.
 	Notes []string `json:"notes,omitempty"`
 }

@@ -4,17 +4,30 @@
 // vsock handshake (DialVsock), and a vmm.Driver that launches and controls
 // Firecracker processes.
 //
-// Firecracker runs as the Spec's RunAs user (a root daemon gives each
-// running VM a uid and gid of its own, see package subid) from its first
-// instruction, with an empty environment, and reaches only what it is
-// given: a folder of its own (the jail, <Dir>/firecracker) through an
-// inherited descriptor, where it creates its API and vsock sockets and
-// writes its log; the kernel, initrd and disk as inherited descriptors it
-// reopens through /proc/self/fd; the TAP device, which the daemon creates
-// owned by that user; /dev/kvm and /dev/net/tun, which that user must be
-// able to open (Start says how when it cannot). The disk is handed to that
-// user, since Firecracker opens it read-write. The jailer (its chroot,
-// cgroups and namespaces) is not used yet; it would chroot into the jail.
+// A root daemon gives each running VM a uid and gid of its own (Spec.RunAs,
+// see package subid), and launches Firecracker through Firecracker's
+// jailer when it has one (WithJailer, package jailer): the jailer, as
+// root, builds a chroot <chroot base>/firecracker/<VM id>/root, copies
+// Firecracker in, makes its cgroups (a CPU quota of the VM's vCPUs, a
+// memory limit of its memory plus an overhead), pivot_roots into the
+// chroot, makes /dev/kvm and /dev/net/tun there, drops to the VM's ids and
+// execs Firecracker in place (the pid Start launched is the VMM). Start
+// first hard-links the kernel, initrd and disk into the chroot (or binds
+// them, across file systems), the disk handed to the VM's user; the API
+// and vsock sockets and Firecracker's log are in the chroot; the State
+// records the chroot and cgroups, which Stop removes once the VMM is gone
+// (the log kept beside the console log).
+//
+// Without a jailer (none found, or a daemon that is not root) Firecracker
+// runs unjailed as the Spec's RunAs user from its first instruction, with
+// an empty environment, and reaches only what it is given: a folder of its
+// own (<Dir>/firecracker) through an inherited descriptor, where it
+// creates its API and vsock sockets and writes its log; the kernel, initrd
+// and disk as inherited descriptors it reopens through /proc/self/fd; the
+// TAP device, which the daemon creates owned by that user; /dev/kvm and
+// /dev/net/tun, which that user must be able to open (Start says how when
+// it cannot). The disk is handed to that user, since Firecracker opens it
+// read-write. banger doctor warns that Firecracker would run unjailed.
 //
 // Firecracker has no daemonize option, so Start launches it as its own
 // child in a new session (setsid), with stdin on /dev/null and its output in
@@ -28,7 +41,8 @@
 // follows the v1.16.1 specification and source, because the real binary
 // cannot run on banger's build machines: its unit tests with the
 // simulator's in-process guest, and the e2e suite through the daemon
-// (NewSimulator) with the guest booted for real under QEMU. A test against
+// (NewSimulator) with the guest booted for real under QEMU; both jailed by
+// jailersim, a simulator of the jailer. A test against
 // a real Firecracker runs where one is present and KVM can run guests
 // (`make test-firecracker`).
 package firecracker
@@ -47,6 +61,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/bangerhq/banger/internal/vmm"
@@ -92,6 +107,10 @@ type Driver struct {
 	inheritEnv     bool
 	// sim is true for the Firecracker simulator (see NewSimulator).
 	sim bool
+	// jailer, when set, launches Firecracker (see WithJailer), with its
+	// chroots under chrootBase; jailerSim when it is a simulator.
+	jailer, chrootBase string
+	jailerSim          bool
 }
 
 // New returns a driver that runs the Firecracker binary bin: a path (see
@@ -177,7 +196,7 @@ var (
 // checkSpec validates spec before anything is launched, the kernel
 // included: Firecracker would refuse anything but an ELF vmlinux only at
 // InstanceStart (see package vmlinux).
-func checkSpec(spec vmm.Spec) error {
+func checkSpec(spec vmm.Spec, sockets ...string) error {
 	var errs []error
 	if !idRE.MatchString(spec.ID) {
 		errs = append(errs, fmt.Errorf("id %q: firecracker wants 1-64 characters of [A-Za-z0-9-]", spec.ID))
@@ -204,8 +223,7 @@ func checkSpec(spec vmm.Spec) error {
 			errs = append(errs, fmt.Errorf("kernel %s: %w: firecracker boots only an uncompressed ELF vmlinux (x86-64, with a PVH note or a 64-bit entry point); use the runtime bundle's kernel/vmlinux, or take the vmlinux out of a bzImage (the kernel's scripts/extract-vmlinux)", spec.Kernel, err))
 		}
 	}
-	// The longest: a listener for guest-initiated vsock connections.
-	errs = append(errs, vmm.CheckPaths(spec, APISocket(spec.Dir), ListenerSocket(spec.Dir, math.MaxUint32))...)
+	errs = append(errs, vmm.CheckPaths(spec, sockets...)...)
 	return errors.Join(errs...)
 }
 
@@ -326,80 +344,85 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.State, error) {
 	return st, nil
 }
 
+// launchPlan is how Start launches one Firecracker: unjailed (planOpen)
+// or through the jailer (planJail).
+type launchPlan struct {
+	argv  []string
+	files []File // opened and inherited as descriptors 3, 4, ...
+	cred  *syscall.Credential
+	runAs vmm.Identity
+	// api and vsock are the sockets' host paths ("" without vsock).
+	api, vsock string
+	// view is spec as Firecracker sees it.
+	view vmm.Spec
+	// chroot and cgroups are the jail's, when jailed.
+	chroot  string
+	cgroups []string
+	notes   []string
+	// undo removes what the plan made, after a failed launch.
+	undo func() error
+}
+
 func (d *Driver) start(ctx context.Context, spec vmm.Spec) (vmm.State, error) {
 	bin, err := d.Binary()
 	if err != nil {
 		return vmm.State{}, err
 	}
-	if err := checkSpec(spec); err != nil {
-		return vmm.State{}, fmt.Errorf("invalid spec: %w", err)
-	}
 	if root := RootArgConflict(spec.KernelArgs); root != "" && spec.Disk != "" {
 		d.log.Warn("kernel arguments name a root other than /dev/vda; firecracker appends root=/dev/vda, which wins", "vm", spec.ID, "root", root)
 	}
-	apiPath, vsockPath := APISocket(spec.Dir), ""
-	if spec.Agent {
-		vsockPath = VsockSocket(spec.Dir)
+	var p launchPlan
+	if d.jailed(spec) {
+		p, err = d.planJail(spec, bin)
+	} else {
+		p, err = d.planOpen(spec, bin)
 	}
-	sockets := []string{apiPath, vsockPath}
-	if err := vmm.ClearStaleSockets("an earlier firecracker of this VM", sockets...); err != nil {
-		return vmm.State{}, err
-	}
-	var devices []string
-	if !d.sim {
-		devices = append(devices, d.devKVM)
-	}
-	if spec.TAP != "" {
-		devices = append(devices, d.devTUN)
-	}
-	cred, runAs, err := vmm.Credential(spec.RunAs, devices...)
 	if err != nil {
 		return vmm.State{}, err
 	}
-	if uid, ok := tapOwner(spec.TAP); ok && spec.TAP != "" && uid != int(runAs.UID) && uid != -1 {
-		return vmm.State{}, fmt.Errorf("tap %s is owned by uid %d, but firecracker runs as %s and opens it by name: create it owned by that uid", spec.TAP, uid, runAs)
+	return d.launch(ctx, spec, p)
+}
+
+// launch launches Firecracker as p says, configures it with p.view and
+// starts the guest; on error it undoes p.
+func (d *Driver) launch(ctx context.Context, spec vmm.Spec, p launchPlan) (vmm.State, error) {
+	if uid, ok := tapOwner(spec.TAP); ok && spec.TAP != "" && uid != int(p.runAs.UID) && uid != -1 {
+		return vmm.State{}, errors.Join(fmt.Errorf("tap %s is owned by uid %d, but firecracker runs as %s and opens it by name: create it owned by that uid", spec.TAP, uid, p.runAs), p.cleanup())
 	}
-	if err := prepareJail(spec.Dir, runAs); err != nil {
-		return vmm.State{}, err
-	}
-	argv, files := Argv(bin, spec)
-	if spec.RunAs != nil {
-		if err := handOver(files, runAs); err != nil {
-			return vmm.State{}, err
-		}
-	}
-	passed, err := openFiles(files)
+	passed, err := openFiles(p.files)
 	if err != nil {
-		return vmm.State{}, err
+		return vmm.State{}, errors.Join(err, p.cleanup())
 	}
 	t0 := time.Now()
-	d.log.Debug("launching firecracker", "vm", spec.ID, "argv", argv, "run_as", runAs)
+	d.log.Debug("launching firecracker", "vm", spec.ID, "argv", p.argv, "run_as", p.runAs)
 	var env []string
 	if d.inheritEnv {
 		env = os.Environ()
 	}
-	child, err := proc.Launch(proc.Command{Argv: argv, Files: passed, Stdout: spec.ConsoleLog, Output: OutFile(spec.Dir),
-		Credential: cred, Env: env, Log: d.log})
+	child, err := proc.Launch(proc.Command{Argv: p.argv, Files: passed, Stdout: spec.ConsoleLog, Output: OutFile(spec.Dir),
+		Credential: p.cred, Env: env, Log: d.log})
 	closeFiles(passed)
+	sockets := []string{p.api, p.vsock}
 	fail := func(err error) (vmm.State, error) {
 		if child != nil && !child.Kill(killWait) {
 			d.log.Warn("firecracker did not exit after SIGKILL", "vm", spec.ID, "pid", child.PID)
+			return vmm.State{}, errors.Join(err, vmm.RemoveFiles(sockets...))
 		}
-		return vmm.State{}, errors.Join(err, vmm.RemoveFiles(sockets...))
+		return vmm.State{}, errors.Join(err, vmm.RemoveFiles(sockets...), p.cleanup())
 	}
 	if err != nil {
 		return fail(err)
 	}
-	client := NewClient(apiPath, apiTimeout)
+	client := NewClient(p.api, apiTimeout)
 	info, err := waitAPI(ctx, client, child)
 	if err != nil {
 		return fail(err)
 	}
 	if info.ID != spec.ID {
-		return fail(fmt.Errorf("the api socket %s answers with instance id %q, want %q", apiPath, info.ID, spec.ID))
+		return fail(fmt.Errorf("the api socket %s answers with instance id %q, want %q", p.api, info.ID, spec.ID))
 	}
 	ready := time.Since(t0)
-	for _, r := range ConfigRequests(View(spec)) {
+	for _, r := range ConfigRequests(p.view) {
 		if err := client.Put(ctx, r.Path, r.Body); err != nil {
 			return fail(d.withOutput(fmt.Errorf("configure %s: %w", r.What, err), child))
 		}
@@ -409,32 +432,85 @@ func (d *Driver) start(ctx context.Context, spec vmm.Spec) (vmm.State, error) {
 	if err := client.Put(ctx, "/actions", Action(fcapi.ActionInstanceStart)); err != nil {
 		return fail(d.withOutput(fmt.Errorf("start the guest: %w", err), child))
 	}
-	d.log.Info("firecracker started", "vm", spec.ID, "pid", child.PID, "run_as", runAs,
+	d.log.Info("firecracker started", "vm", spec.ID, "pid", child.PID, "run_as", p.runAs, "jailed", p.chroot != "",
 		"api_ready", ready.Round(time.Millisecond), "guest_started", time.Since(t0).Round(time.Millisecond))
-	var fds []string
-	for _, f := range files {
-		fds = append(fds, fmt.Sprintf("%d=%s", f.FD, f.Path))
-	}
-	notes := []string{"descriptors: " + strings.Join(fds, ", ")}
+	notes := p.notes
 	accel := "kvm" // Firecracker runs on KVM only
 	if d.sim {
 		accel, notes = SimulatorAccel, append(notes, simulatorNote)
 	}
+	runAs := p.runAs
 	return vmm.State{
 		Version:       vmm.StateVersion,
 		Driver:        d.Name(),
 		PID:           child.PID,
 		StartTime:     child.StartTime,
-		ControlSocket: apiPath,
-		AgentSocket:   vsockPath,
+		ControlSocket: p.api,
+		AgentSocket:   p.vsock,
 		ConsoleLog:    spec.ConsoleLog,
 		TAP:           spec.TAP,
 		Accel:         accel,
-		Argv:          argv,
+		Argv:          p.argv,
 		VsockCID:      spec.VsockCID,
 		RunAs:         &runAs,
+		Chroot:        p.chroot,
+		Cgroups:       p.cgroups,
 		Notes:         notes,
 	}, nil
+}
+
+func (p launchPlan) cleanup() error {
+	if p.undo == nil {
+		return nil
+	}
+	return p.undo()
+}
+
+// planOpen prepares an unjailed launch: Firecracker runs as spec.RunAs
+// from its first instruction, in the jail folder <Dir>/firecracker it
+// reaches through an inherited descriptor, given the kernel, initrd and
+// disk as inherited descriptors.
+func (d *Driver) planOpen(spec vmm.Spec, bin string) (launchPlan, error) {
+	// The longest socket: a listener for guest-initiated vsock connections.
+	if err := checkSpec(spec, APISocket(spec.Dir), ListenerSocket(spec.Dir, math.MaxUint32)); err != nil {
+		return launchPlan{}, fmt.Errorf("invalid spec: %w", err)
+	}
+	p := launchPlan{api: APISocket(spec.Dir), view: View(spec)}
+	if spec.Agent {
+		p.vsock = VsockSocket(spec.Dir)
+	}
+	if err := vmm.ClearStaleSockets("an earlier firecracker of this VM", p.api, p.vsock); err != nil {
+		return launchPlan{}, err
+	}
+	var devices []string
+	if !d.sim {
+		devices = append(devices, d.devKVM)
+	}
+	if spec.TAP != "" {
+		devices = append(devices, d.devTUN)
+	}
+	var err error
+	if p.cred, p.runAs, err = vmm.Credential(spec.RunAs, devices...); err != nil {
+		return launchPlan{}, err
+	}
+	if err := prepareJail(spec.Dir, p.runAs); err != nil {
+		return launchPlan{}, err
+	}
+	p.argv, p.files = Argv(bin, spec)
+	if spec.RunAs != nil {
+		if err := handOver(p.files, p.runAs); err != nil {
+			return launchPlan{}, err
+		}
+	}
+	var fds []string
+	for _, f := range p.files {
+		fds = append(fds, fmt.Sprintf("%d=%s", f.FD, f.Path))
+	}
+	p.notes = []string{"descriptors: " + strings.Join(fds, ", ")}
+	if d.jailer == "" && spec.RunAs != nil {
+		p.notes = append(p.notes, "not jailed: no jailer was found (see banger doctor)")
+	}
+	return p, nil
 }
 
 // withOutput adds what Firecracker printed, when it exited, to err.
@@ -512,7 +588,9 @@ func vsockListeners(uds string) ([]string, error) {
 // exit; then it sends SIGTERM, waits up to 5 s (1 s with force), and
 // finally SIGKILL. Signals go through proc.Signal, which checks the
 // process's identity. Afterwards the API socket, the vsock socket and its
-// "<uds>_<port>" listener sockets are removed; cleanup errors are joined.
+// "<uds>_<port>" listener sockets are removed, and a jailed VMM's jail (its
+// chroot, Firecracker's log kept beside the console log, and its cgroups);
+// cleanup errors are joined.
 // A VM that is not running returns nil (after removing leftover sockets).
 // When ctx ends early Stop skips the remaining waits and escalates to
 // SIGKILL at once.
@@ -521,7 +599,7 @@ func (d *Driver) Stop(ctx context.Context, st vmm.State, force bool, timeout tim
 	if err != nil {
 		d.log.Warn("list vsock listener sockets", "err", err)
 	}
-	return vmm.StopProcess(ctx, st, force, proc.Shutdown{
+	err = vmm.StopProcess(ctx, st, force, proc.Shutdown{
 		Name:     "firecracker",
 		Ask:      func(ctx context.Context) error { return d.ctrlAltDel(ctx, st.ControlSocket) },
 		Timeout:  timeout,
@@ -529,6 +607,15 @@ func (d *Driver) Stop(ctx context.Context, st vmm.State, force bool, timeout tim
 		KillWait: killWait,
 		Log:      d.log,
 	}, append([]string{st.ControlSocket, st.AgentSocket}, listeners...)...)
+	if st.Chroot != "" && !proc.Alive(st.PID, st.StartTime) {
+		if st.ConsoleLog != "" {
+			keepJailLog(st.Chroot, filepath.Dir(st.ConsoleLog))
+		}
+		if jerr := removeJail(st.Chroot, st.Cgroups); jerr != nil {
+			err = errors.Join(err, fmt.Errorf("stop firecracker pid %d: remove its jail: %w", st.PID, jerr))
+		}
+	}
+	return err
 }
 
 func (d *Driver) ctrlAltDel(ctx context.Context, apiPath string) error {

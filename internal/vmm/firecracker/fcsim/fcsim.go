@@ -493,7 +493,7 @@ func (s *Server) handle(method, path string, body []byte) (any, error) {
 		decode(body, &v)
 		ln, err := net.Listen("unix", v.UDSPath)
 		if err != nil {
-			return nil, fault("Vsock config error: Cannot create backend for vsock device: Error binding to the host-side Unix socket: %s", osError(err))
+			return nil, fault("Vsock config error: Cannot create backend for vsock device: Error binding to the host-side Unix socket: %s", OSError(err))
 		}
 		ln.(*net.UnixListener).SetUnlinkOnClose(false)
 		if s.vsockLn != nil {
@@ -573,7 +573,7 @@ func (s *Server) loggerLocked(body []byte) error {
 	if l.LogPath != "" {
 		f, err := openLikeFirecracker(l.LogPath)
 		if err != nil {
-			return fault("Logger error: Failed to open target file: %s", osError(err))
+			return fault("Logger error: Failed to open target file: %s", OSError(err))
 		}
 		if s.logFile != nil {
 			s.logFile.Close()
@@ -594,13 +594,13 @@ func (s *Server) bootSourceLocked(body []byte) error {
 	decode(body, &b)
 	kernel, err := os.Open(b.KernelImagePath)
 	if err != nil {
-		return fault("Boot source error: The kernel file cannot be opened: %s", osError(err))
+		return fault("Boot source error: The kernel file cannot be opened: %s", OSError(err))
 	}
 	var initrd *os.File
 	if b.InitrdPath != "" {
 		if initrd, err = os.Open(b.InitrdPath); err != nil {
 			kernel.Close()
-			return fault("Boot source error: The initrd file cannot be opened due to invalid path or invalid permissions. %s", osError(err))
+			return fault("Boot source error: The initrd file cannot be opened due to invalid path or invalid permissions. %s", OSError(err))
 		}
 	}
 	args := defaultCmdline
@@ -658,7 +658,7 @@ func (s *Server) driveLocked(body []byte) error {
 	}
 	f, err := os.OpenFile(d.PathOnHost, flag, 0)
 	if err != nil {
-		return fault("Drive config error: Unable to create the virtio block device: Virtio backend error: Error manipulating the backing file: %s %s", osError(err), d.PathOnHost)
+		return fault("Drive config error: Unable to create the virtio block device: Virtio backend error: Error manipulating the backing file: %s %s", OSError(err), d.PathOnHost)
 	}
 	if old, ok := s.drives[d.DriveID]; ok {
 		old.file.Close()
@@ -685,7 +685,7 @@ func (s *Server) ifaceLocked(body []byte) error {
 		if o.cfg.HostDevName == n.HostDevName {
 			// The kernel refuses a second TUNSETIFF on a TAP without
 			// IFF_MULTI_QUEUE: Firecracker fails in Tap::open_named.
-			return fault("Network config error: Could not create the network device: Open tap device failed: Error while creating ifreq structure: %s. Invalid TUN/TAP Backend provided by %s. Check our documentation on setting up the network devices.", osError(unix.EBUSY), n.HostDevName)
+			return fault("Network config error: Could not create the network device: Open tap device failed: Error while creating ifreq structure: %s. Invalid TUN/TAP Backend provided by %s. Check our documentation on setting up the network devices.", OSError(unix.EBUSY), n.HostDevName)
 		}
 		if n.GuestMAC != "" && strings.EqualFold(o.cfg.GuestMAC, n.GuestMAC) {
 			return fault("Network config error: The MAC address is already in use: %s", n.GuestMAC)
@@ -715,7 +715,7 @@ func openTAP(devTUN, name string) (*os.File, error) {
 	}
 	fd, err := unix.Open(devTUN, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("Couldn't open /dev/net/tun: %s", osError(err))
+		return nil, fmt.Errorf("Couldn't open /dev/net/tun: %s", OSError(err))
 	}
 	ifr, err := unix.NewIfreq(name)
 	if err != nil {
@@ -734,7 +734,7 @@ func openTAP(devTUN, name string) (*os.File, error) {
 	}
 	if err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("Error while creating ifreq structure: %s. Invalid TUN/TAP Backend provided by %s. Check our documentation on setting up the network devices.", osError(err), name)
+		return nil, fmt.Errorf("Error while creating ifreq structure: %s. Invalid TUN/TAP Backend provided by %s. Check our documentation on setting up the network devices.", OSError(err), name)
 	}
 	return os.NewFile(uintptr(fd), "tap:"+name), nil
 }
@@ -746,9 +746,9 @@ func openLikeFirecracker(p string) (*os.File, error) {
 	return os.OpenFile(p, os.O_RDWR|os.O_CREATE|syscall.O_NONBLOCK, 0o666)
 }
 
-// osError words err like Rust's io::Error: "No such file or directory (os
+// OSError words err like Rust's io::Error: "No such file or directory (os
 // error 2)".
-func osError(err error) string {
+func OSError(err error) string {
 	var errno syscall.Errno
 	if errors.As(err, &errno) {
 		msg := errno.Error()
@@ -831,7 +831,7 @@ func (s *Server) startLocked() error {
 	if s.serialPath != "" {
 		f, err := openLikeFirecracker(s.serialPath)
 		if err != nil {
-			return fault("Start microvm error: Failed to create device manager: Error opening serial output %s: %s", s.serialPath, osError(err))
+			return fault("Start microvm error: Failed to create device manager: Error opening serial output %s: %s", s.serialPath, OSError(err))
 		}
 		s.serialFile, serial = f, f
 	}
@@ -841,7 +841,7 @@ func (s *Server) startLocked() error {
 	}
 	for _, id := range s.driveOrder {
 		d := s.drives[id]
-		cfg.Drives = append(cfg.Drives, BootDrive{ID: id, File: d.file, ReadOnly: d.cfg.IsReadOnly != nil && *d.cfg.IsReadOnly})
+		cfg.Drives = append(cfg.Drives, BootDrive{ID: id, Path: d.cfg.PathOnHost, File: d.file, ReadOnly: d.cfg.IsReadOnly != nil && *d.cfg.IsReadOnly})
 	}
 	for _, id := range s.ifaceOrder {
 		n := s.ifaces[id]

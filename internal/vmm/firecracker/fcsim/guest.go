@@ -59,7 +59,9 @@ type BootConfig struct {
 
 // BootDrive is one block device: its opened backing file.
 type BootDrive struct {
-	ID       string
+	ID string
+	// Path is path_on_host, as the simulator opened it.
+	Path     string
 	File     *os.File
 	ReadOnly bool
 }

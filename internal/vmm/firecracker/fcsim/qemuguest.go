@@ -8,11 +8,8 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
-	"runtime"
 	"strconv"
 	"sync"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -37,11 +34,16 @@ import (
 // exits, as Firecracker exits when a reboot=k guest resets. The TSC hint a
 // TCG guest needs (qemu.TCGKernelArgs) is appended to the command line.
 //
-// QEMU runs as a child of the simulator and dies with it (PDEATHSIG), so
-// killing the simulator kills the guest, as killing Firecracker does.
+// QEMU runs as a child of the simulator, or of the launcher the jailer
+// simulator left outside the jail (see Launcher), and dies with it
+// (PDEATHSIG), so killing the simulator kills the guest, as killing
+// Firecracker does.
 type QEMUGuest struct {
-	// Binary is the QEMU binary (qemu-system-x86_64).
+	// Binary is the QEMU binary (qemu-system-x86_64): a path, or a bare
+	// name the launcher finds (see FindQEMU).
 	Binary string
+	// Launcher starts QEMU; nil means LocalLauncher.
+	Launcher Launcher
 	// Log receives QEMU's own output and the guest's messages about the
 	// simulation; nil discards.
 	Log io.Writer
@@ -118,8 +120,9 @@ func (g *QEMUGuest) argv(cfg BootConfig) (args []string, files []*os.File, seria
 		if d.ReadOnly {
 			opt = ",readonly=on"
 		} else {
-			// QEMU opens a read-write image in both modes.
-			ro, err2 := os.Open(procFD(int(d.File.Fd())))
+			// QEMU opens a read-write image in both modes: the
+			// simulator opens it again by the path Firecracker opened.
+			ro, err2 := os.Open(d.Path)
 			if err2 != nil {
 				err = fmt.Errorf("reopen drive %s read-only: %w", d.ID, err2)
 				return
@@ -165,34 +168,26 @@ func (g *QEMUGuest) Boot(cfg BootConfig) error {
 	g.qmp, g.agent, g.done = qmp, agentConn, make(chan struct{})
 	g.mu.Unlock()
 	fmt.Fprintf(g.Log, "fcsim: booting the guest under QEMU: %q\n", args)
-	started := make(chan error, 1)
+	launcher := g.Launcher
+	if launcher == nil {
+		launcher = LocalLauncher{}
+	}
+	wait, err := launcher.Launch(args, files, g.Log)
+	// QEMU holds its ends of the socket pairs now.
+	for _, f := range files {
+		if f.Name() == "socketpair" {
+			f.Close()
+		}
+	}
+	if err != nil {
+		close(g.done)
+		return err
+	}
 	go func() {
-		// PDEATHSIG fires when the thread that forked QEMU ends: keep it
-		// until QEMU has exited.
-		runtime.LockOSThread()
-		cmd := exec.Command(args[0], args[1:]...)
-		cmd.ExtraFiles = files
-		cmd.Stdout, cmd.Stderr = g.Log, g.Log
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		err := cmd.Start()
-		// QEMU holds its ends of the socket pairs now.
-		for _, f := range files {
-			if f.Name() == "socketpair" {
-				f.Close()
-			}
-		}
-		started <- err
-		if err != nil {
-			close(g.done)
-			return
-		}
-		err = cmd.Wait()
+		err := wait()
 		fmt.Fprintf(g.Log, "fcsim: QEMU exited: %v\n", err)
 		close(g.done)
 	}()
-	if err := <-started; err != nil {
-		return fmt.Errorf("start %s: %w", args[0], err)
-	}
 	go io.Copy(cfg.Serial, serial)
 	go g.readQMP(qmp)
 	if agentConn != nil {

@@ -6,8 +6,9 @@
 // banger's build machines: the daemon's Firecracker driver is proven against
 // it (see the README's Firecracker section).
 //
-// It accepts the arguments banger's driver passes, --api-sock PATH and --id
-// ID (Firecracker's rules: exit 153 on bad arguments), and exits 0 when its
+// It parses its arguments as Firecracker does (package fcargs; exit 153 on
+// bad arguments): --api-sock PATH and --id ID, and accepts the ones the
+// jailer adds (--start-time-us and the like). It exits 0 when its
 // guest ends (it powered off after SendCtrlAltDel, or QEMU exited); SIGTERM
 // and SIGKILL end it, and its QEMU with it, as they end Firecracker.
 //
@@ -19,18 +20,22 @@
 // FCSIM_GUEST_IGNORES_CTRL_ALT_DEL=1 makes that guest ignore
 // SendCtrlAltDel; FCSIM_IGNORE_SIGTERM=1 makes the process ignore SIGTERM;
 // FCSIM_DEV_TUN names the TUN clone device (default /dev/net/tun).
+//
+// Run by the jailer simulator, it is jailed as Firecracker would be (a
+// chroot, its own uid): it opens the kernel, disk and TAP by their paths
+// in the jail, and starts QEMU through the launcher the jailer simulator
+// left outside the jail ($FCSIM_LAUNCHER_FD, see fcsim.Launcher).
 package main
 
 import (
-	"flag"
 	"fmt"
+	"net"
 	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
-	"regexp"
+	"strconv"
 	"syscall"
 
+	"github.com/bangerhq/banger/internal/vmm/firecracker/fcargs"
 	"github.com/bangerhq/banger/internal/vmm/firecracker/fcsim"
 	"github.com/bangerhq/banger/internal/vmm/firecracker/fcspec"
 )
@@ -41,15 +46,40 @@ const (
 	exitBadArgs = 153
 )
 
+// args are the Firecracker v1.16.1 arguments the simulator accepts: those
+// it acts on (--api-sock, --id) and those that change nothing it simulates
+// (timing, seccomp, log format). Firecracker's other arguments
+// (--config-file, --no-api, ...) are refused as unknown: they are not
+// simulated.
+var args = []fcargs.Arg{
+	{Name: "api-sock", Value: true, Default: "/run/firecracker.socket"},
+	{Name: "id", Value: true, Default: "anonymous-instance"},
+	{Name: "seccomp-filter", Value: true, Forbids: []string{"no-seccomp"}},
+	{Name: "no-seccomp", Forbids: []string{"seccomp-filter"}},
+	// Passed by the jailer.
+	{Name: "start-time-us", Value: true},
+	{Name: "start-time-cpu-us", Value: true},
+	{Name: "parent-cpu-time-us", Value: true},
+	{Name: "level", Value: true},
+	{Name: "show-level"},
+	{Name: "show-log-origin"},
+	{Name: "boot-timer"},
+}
+
 func main() {
-	fs := flag.NewFlagSet("firecracker-simulator", flag.ContinueOnError)
-	apiSock := fs.String("api-sock", "/run/firecracker.socket", "path of the API socket")
-	id := fs.String("id", "anonymous-instance", "instance id")
-	if err := fs.Parse(os.Args[1:]); err != nil {
+	a, err := fcargs.Parse(args, os.Args[1:])
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "Arguments parsing error: %v\n\nFor more information try --help.\n", err)
 		os.Exit(exitBadArgs)
 	}
-	if !regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`).MatchString(*id) {
-		fmt.Fprintf(os.Stderr, "firecracker-simulator: Invalid instance ID: %q\n", *id)
+	if a.Help || a.Version {
+		fmt.Println("Firecracker simulator (NOT Firecracker) for Firecracker v1.16.1")
+		os.Exit(0)
+	}
+	apiSock, _ := a.Value("api-sock")
+	id, _ := a.Value("id")
+	if err := fcargs.ValidID(id); err != nil {
+		fmt.Fprintf(os.Stderr, "firecracker-simulator: Invalid instance ID: %v\n", err)
 		os.Exit(exitBadArgs)
 	}
 	spec, err := fcspec.Embedded()
@@ -66,15 +96,24 @@ func main() {
 		g.Handle(fcsim.EchoPort, fcsim.Echo)
 		g.Handle(fcsim.GreetPort, fcsim.Greet)
 		guest = g
+	} else if fd := os.Getenv(fcsim.LauncherFDEnv); fd != "" {
+		// Jailed: QEMU is outside, started by the jailer simulator's
+		// launcher.
+		launcher, err := remoteLauncher(fd)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "firecracker-simulator: %v\n", err)
+			os.Exit(exitGeneric)
+		}
+		guest = &fcsim.QEMUGuest{Binary: "qemu-system-x86_64", Launcher: launcher, Log: os.Stderr}
 	} else {
-		bin, err := findQEMU()
+		bin, err := fcsim.FindQEMU()
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "firecracker-simulator: %v\n", err)
 			os.Exit(exitGeneric)
 		}
 		guest = &fcsim.QEMUGuest{Binary: bin, Log: os.Stderr}
 	}
-	srv, err := fcsim.New(fcsim.Options{APISock: *apiSock, ID: *id, Spec: spec, Stdout: os.Stdout, Guest: guest,
+	srv, err := fcsim.New(fcsim.Options{APISock: apiSock, ID: id, Spec: spec, Stdout: os.Stdout, Guest: guest,
 		DevTUN: os.Getenv("FCSIM_DEV_TUN")})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "firecracker-simulator: %v\n", err)
@@ -92,18 +131,21 @@ func main() {
 	}
 }
 
-// findQEMU looks for qemu-system-x86_64 in $PATH, then in the usual
-// folders (the driver gives its VMM an empty environment).
-func findQEMU() (string, error) {
-	const name = "qemu-system-x86_64"
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
+// remoteLauncher is the launcher on the inherited descriptor fd.
+func remoteLauncher(fd string) (*fcsim.RemoteLauncher, error) {
+	n, err := strconv.Atoi(fd)
+	if err != nil {
+		return nil, fmt.Errorf("%s=%q: not a descriptor", fcsim.LauncherFDEnv, fd)
 	}
-	for _, dir := range []string{"/usr/local/bin", "/usr/bin", "/bin"} {
-		p := filepath.Join(dir, name)
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-			return p, nil
-		}
+	f := os.NewFile(uintptr(n), "launcher")
+	defer f.Close()
+	c, err := net.FileConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("the launcher's descriptor %d: %w", n, err)
 	}
-	return "", fmt.Errorf("%s not found in $PATH, /usr/local/bin, /usr/bin or /bin", name)
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return nil, fmt.Errorf("the launcher's descriptor %d is not a unix socket", n)
+	}
+	return &fcsim.RemoteLauncher{Conn: uc}, nil
 }

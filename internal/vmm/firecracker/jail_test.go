@@ -1,0 +1,240 @@
+package firecracker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bangerhq/banger/internal/testhost"
+	"github.com/bangerhq/banger/internal/vmm"
+	"github.com/bangerhq/banger/internal/vmm/firecracker/jailer"
+	"github.com/bangerhq/banger/internal/vmm/vmmtest"
+)
+
+var jailerSim struct {
+	once sync.Once
+	bin  string
+	err  error
+}
+
+// jailerSimBinary builds the jailer simulator once per test binary, beside
+// the Firecracker simulator.
+func jailerSimBinary(t *testing.T) string {
+	t.Helper()
+	fakeBinary(t)
+	jailerSim.once.Do(func() {
+		jailerSim.bin = filepath.Join(fake.dir, "jailer-simulator")
+		cmd := exec.Command("go", "build", "-o", jailerSim.bin, "github.com/bangerhq/banger/internal/vmm/firecracker/jailersim/cmd/jailer-simulator")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			jailerSim.err = fmt.Errorf("build jailer-simulator: %v\n%s", err, out)
+		}
+	})
+	if jailerSim.err != nil {
+		t.Fatal(jailerSim.err)
+	}
+	return jailerSim.bin
+}
+
+// jailedDriver is testDriver launching through the jailer simulator, with
+// its chroots in a fresh folder; the jailed simulator opens TAPs through
+// the jail's own /dev/net/tun, as Firecracker does. The jailer needs root.
+func jailedDriver(t *testing.T) (*Driver, string) {
+	if os.Geteuid() != 0 {
+		testhost.Skip(t, "the jailer (and its simulator) runs as root")
+	}
+	log, _ := vmmtest.Logger(t)
+	d := testDriver(t, fakeBinary(t), log)
+	t.Setenv("FCSIM_DEV_TUN", "")
+	base := filepath.Join(shortDir(t), "j")
+	return d.WithJailer(jailerSimBinary(t), base, true), base
+}
+
+func cgroupFile(t *testing.T, dir, file string) string {
+	b, err := os.ReadFile(filepath.Join(dir, file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// TestJailedLifecycle runs a VM through the jailer simulator: the VMM is
+// the exec file's copy in <base>/<exec name>/<id>/root, chrooted there
+// (its root holds its sockets and the hard-linked kernel, initrd and
+// disk), runs as the VM's uid, in cgroups limited to the VM's shape, with
+// its sockets reachable from the host at their chroot paths; a fresh
+// Driver re-adopts it, and Stop leaves neither chroot nor cgroup behind.
+func TestJailedLifecycle(t *testing.T) {
+	d, base := jailedDriver(t)
+	spec := testSpec(t, "jailed-1")
+	if spec.RunAs == nil {
+		testhost.Skip(t, "no VMM user")
+	}
+	ctx := context.Background()
+	t0 := time.Now()
+	st, err := d.Start(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vmmtest.EnsureStopped(t, st)
+	t.Logf("jailed Start: %v; argv %q; notes %q", time.Since(t0).Round(time.Millisecond), st.Argv, st.Notes)
+
+	root := filepath.Join(base, "firecracker-simulator", "jailed-1", "root")
+	if st.Chroot != root || st.ControlSocket != root+"/api.sock" || st.AgentSocket != root+"/vsock.sock" {
+		t.Fatalf("state chroot %q api %q vsock %q, want them in %s", st.Chroot, st.ControlSocket, st.AgentSocket, root)
+	}
+	procRoot := fmt.Sprintf("/proc/%d/root", st.PID)
+	for name, host := range map[string]string{"vmlinux": spec.Kernel, "initrd": spec.Initrd, "rootfs": spec.Disk} {
+		a, err1 := os.Stat(filepath.Join(procRoot, name))
+		b, err2 := os.Stat(host)
+		if err1 != nil || err2 != nil || !os.SameFile(a, b) {
+			t.Errorf("the VMM's /%s is not %s linked in (%v %v)", name, host, err1, err2)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(procRoot, "api.sock")); err != nil {
+		t.Errorf("the VMM's root has no api.sock: it is not chrooted in %s: %v", root, err)
+	}
+	if _, err := os.Stat(filepath.Join(procRoot, "etc")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the VMM sees the host's /etc: %v", err)
+	}
+	status := vmmtest.Status(t, st.PID)
+	if uid := strings.Fields(status["Uid"]); len(uid) == 0 || uid[0] != strconv.Itoa(int(spec.RunAs.UID)) {
+		t.Errorf("the VMM runs as uid %v, want %d", status["Uid"], spec.RunAs.UID)
+	}
+	if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", st.PID)); filepath.Base(exe) != "firecracker-simulator" {
+		t.Errorf("the VMM is %s", exe)
+	}
+	for _, dev := range []string{"dev/kvm", "dev/net/tun"} {
+		fi, err := os.Stat(filepath.Join(root, dev))
+		if err != nil || fi.Mode()&fs.ModeCharDevice == 0 {
+			t.Errorf("no %s in the jail: %v", dev, err)
+		}
+	}
+	pid, _ := os.ReadFile(filepath.Join(root, "firecracker-simulator.pid"))
+	if string(pid) != strconv.Itoa(st.PID) {
+		t.Errorf("pid file says %q, the VMM is %d", pid, st.PID)
+	}
+	// The cgroups fit the VM's shape, and hold the VMM.
+	h, err := jailer.ReadHierarchies(jailer.ProcMounts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	version, _, lerr := jailer.Limits(h, spec.CPUs, spec.MemoryMiB, jailMemoryOverheadMiB)
+	if lerr != nil {
+		t.Logf("no cgroup limits on this host: %v", lerr)
+	}
+	if lerr == nil && len(st.Cgroups) == 0 {
+		t.Fatalf("no cgroups in the state")
+	}
+	mem := strconv.Itoa((spec.MemoryMiB + jailMemoryOverheadMiB) << 20)
+	cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", st.PID))
+	for _, dir := range st.Cgroups {
+		if !strings.HasSuffix(dir, "/firecracker-simulator/jailed-1") {
+			t.Errorf("cgroup %s is not <hierarchy>/firecracker-simulator/jailed-1", dir)
+		}
+		if !strings.Contains(string(cg), "/firecracker-simulator/jailed-1\n") {
+			t.Errorf("the VMM is not in its cgroup:\n%s", cg)
+		}
+		switch {
+		case version == 2:
+			if got := cgroupFile(t, dir, "cpu.max"); got != "200000 100000" {
+				t.Errorf("cpu.max = %q", got)
+			}
+			if got := cgroupFile(t, dir, "memory.max"); got != mem {
+				t.Errorf("memory.max = %q, want %s", got, mem)
+			}
+		case strings.Contains(dir, "/cpu/"):
+			if got := cgroupFile(t, dir, "cpu.cfs_quota_us"); got != "200000" {
+				t.Errorf("cpu.cfs_quota_us = %q", got)
+			}
+		case strings.Contains(dir, "/memory/"):
+			if got := cgroupFile(t, dir, "memory.limit_in_bytes"); got != mem {
+				t.Errorf("memory.limit_in_bytes = %q, want %s", got, mem)
+			}
+		}
+	}
+	// A fresh driver adopts it, and reaches its agent through the jail.
+	d2, _ := jailedDriver(t)
+	if err := d2.Recover(ctx, st); err != nil {
+		t.Fatalf("Recover: %v", err)
+	}
+	if err := d2.Stop(ctx, st, false, 5*time.Second); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if d2.Alive(st) {
+		t.Fatal("the VMM is alive after Stop")
+	}
+	assertJailGone(t, root, st.Cgroups)
+	for _, cg := range st.Cgroups {
+		unix.Rmdir(filepath.Dir(cg)) // the jailer's parent, if no other test uses it
+	}
+	if _, err := os.Stat(filepath.Join(spec.Dir, LogFileName)); err != nil {
+		t.Errorf("firecracker's log was not kept out of the jail: %v", err)
+	}
+}
+
+func assertJailGone(t *testing.T, root string, cgroups []string) {
+	t.Helper()
+	if _, err := os.Lstat(filepath.Dir(root)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the jail %s is left behind (%v)", filepath.Dir(root), err)
+	}
+	for _, cg := range cgroups {
+		if _, err := os.Stat(cg); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("cgroup %s is left behind", cg)
+		}
+	}
+}
+
+// TestJailedSeesOnlyTheJail: a jailed Firecracker opens files by their
+// paths in its chroot, so a driver that sent host paths, or forgot to link
+// a file in, fails at configuration; and the failed start leaves nothing.
+func TestJailedSeesOnlyTheJail(t *testing.T) {
+	d, _ := jailedDriver(t)
+	ctx := context.Background()
+	for _, c := range []struct {
+		name   string
+		tamper func(p *launchPlan, spec vmm.Spec)
+		want   string
+	}{
+		{"host paths", func(p *launchPlan, spec vmm.Spec) { p.view.Kernel = spec.Kernel }, "The kernel file cannot be opened"},
+		{"disk not linked", func(p *launchPlan, spec vmm.Spec) { os.Remove(p.chroot + jailDisk) }, "configure root drive"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			spec := testSpec(t, "jailed-2")
+			if spec.RunAs == nil {
+				testhost.Skip(t, "no VMM user")
+			}
+			bin, _ := d.Binary()
+			p, err := d.planJail(spec, bin)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.tamper(&p, spec)
+			st, err := d.launch(ctx, spec, p)
+			if err == nil {
+				vmmtest.EnsureStopped(t, st)
+				t.Fatalf("a jailed start with %s succeeded", c.name)
+			}
+			if !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want %q", err, c.want)
+			}
+			assertJailGone(t, p.chroot, p.cgroups)
+			for _, cg := range p.cgroups {
+				unix.Rmdir(filepath.Dir(cg))
+			}
+			if pids := processesUsing("jailed-2"); len(pids) != 0 {
+				t.Fatalf("processes left: %v", pids)
+			}
+		})
+	}
+}
