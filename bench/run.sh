@@ -12,8 +12,10 @@
 #   clone  `banger vm create --no-start` from a 1 GiB vs an 8 GiB image, each
 #          a file system full of real data (the default image's tree, the
 #          8 GiB one with 6 GiB of random files added)
-#   ping   vm.ping round trip over 100 pings, and the delay the "still
-#          running" reminder adds after ssh exits (ssh vs ssh --no-remind)
+#   ping   vm.ping round trip over 100 pings; on the agent socket itself,
+#          the raw line-protocol ping vs the session (yamux) ping bangerd
+#          makes, 100 each, alternating (bench/agentrtt); and the delay the
+#          "still running" reminder adds after ssh exits (ssh vs ssh --no-remind)
 #   paths  time-to-SSH of a VM from the Debian-built image vs one from the
 #          same tree built by the rootfs/OCI path (`image import` of its
 #          tarball), interleaved, RUNS times each: both paths must behave alike
@@ -340,6 +342,16 @@ bench_ping() {
 		walls+=("$(ms "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')")")
 	done
 	echo "ping: agent round trip median $(printf '%s\n' "${rtts[@]}" | median) ms over 100 pings; whole \`banger vm ping\` (CLI process, RPC, ping) median $(printf '%s\n' "${walls[@]}" | median) ms"
+	# The same channel without the daemon: the raw line-protocol ping (one
+	# JSON line each way) against the session ping bangerd makes (a yamux
+	# stream), on one connection to the agent socket, alternating, 100 ms
+	# apart as the pings above are. QEMU serves one client at a time, so
+	# the daemon stops meanwhile (its VM runs on); the next command starts it.
+	local sock
+	sock=$(N "$B" vm show --json pinger | jsonget agent_socket)
+	(cd "$REPO" && go build -o "$ROOT/agentrtt" ./bench/agentrtt)
+	N "$B" daemon stop >/dev/null
+	"$ROOT/agentrtt" -n 100 -rounds 4 -gap 100ms "$sock" | sed 's/^/ping: on the agent socket, no daemon: /'
 	# The reminder's cost, measured inside the CLI from ssh's exit to the
 	# reminder printed (BANGER_DEBUG makes the CLI report it).
 	local costs=()
