@@ -45,15 +45,6 @@
 // matches replies by id and discards everything else.
 package agent
 
-import (
-	"bytes"
-	"fmt"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
-)
-
 // Port is the AF_VSOCK port the guest agent listens on. Ports below 1024 need
 // CAP_NET_BIND_SERVICE in the guest; 1024 is the first one that does not, so
 // the agent can run without capabilities. The host reaches it with
@@ -128,36 +119,3 @@ type Info struct {
 // so a changed hostname shows up in the next reply. When it fails, the
 // reply has OK false and the error's text.
 type InfoFunc func() (Info, error)
-
-// ProcInfo returns an InfoFunc that reads the running kernel's hostname,
-// uptime and boot id from /proc and reports version as the agent version.
-func ProcInfo(version string) InfoFunc {
-	return func() (Info, error) { return readProcInfo("/proc", version) }
-}
-
-// readProcInfo reads the three facts under procRoot (normally /proc).
-func readProcInfo(procRoot, version string) (Info, error) {
-	info := Info{AgentVersion: version}
-	b, err := os.ReadFile(filepath.Join(procRoot, "sys/kernel/hostname"))
-	if err != nil {
-		return Info{}, fmt.Errorf("read hostname: %w", err)
-	}
-	info.Hostname = string(bytes.TrimSpace(b))
-
-	b, err = os.ReadFile(filepath.Join(procRoot, "uptime"))
-	if err != nil {
-		return Info{}, fmt.Errorf("read uptime: %w", err)
-	}
-	// "12345.67 23456.78\n": uptime, then idle time summed over CPUs.
-	first, _, _ := strings.Cut(strings.TrimSpace(string(b)), " ")
-	if info.UptimeSeconds, err = strconv.ParseFloat(first, 64); err != nil {
-		return Info{}, fmt.Errorf("parse %s/uptime: %w", procRoot, err)
-	}
-
-	b, err = os.ReadFile(filepath.Join(procRoot, "sys/kernel/random/boot_id"))
-	if err != nil {
-		return Info{}, fmt.Errorf("read boot id: %w", err)
-	}
-	info.BootID = string(bytes.TrimSpace(b))
-	return info, nil
-}

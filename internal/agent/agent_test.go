@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -354,48 +353,4 @@ func TestServeWriteTimeout(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("Serve blocked on a client that does not read")
 	}
-}
-
-func TestProcInfo(t *testing.T) {
-	t.Run("fake proc", func(t *testing.T) {
-		root := t.TempDir()
-		write := func(p, s string) {
-			p = filepath.Join(root, p)
-			os.MkdirAll(filepath.Dir(p), 0o755)
-			if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-		write("sys/kernel/hostname", "vm1\n")
-		write("uptime", "4242.17 8000.01\n")
-		write("sys/kernel/random/boot_id", "6f1c1c5e-9a1b-4d0e-8f3e-2b7f6c1d0a9e\n")
-		got, err := readProcInfo(root, "v1.2.3")
-		if err != nil {
-			t.Fatal(err)
-		}
-		want := Info{Hostname: "vm1", UptimeSeconds: 4242.17, BootID: "6f1c1c5e-9a1b-4d0e-8f3e-2b7f6c1d0a9e", AgentVersion: "v1.2.3"}
-		if got != want {
-			t.Fatalf("got %+v, want %+v", got, want)
-		}
-
-		write("uptime", "soon\n")
-		if _, err := readProcInfo(root, "x"); err == nil || !strings.Contains(err.Error(), "uptime") {
-			t.Fatalf("bad uptime: err = %v", err)
-		}
-		os.Remove(filepath.Join(root, "sys/kernel/random/boot_id"))
-		write("uptime", "1 1\n")
-		if _, err := readProcInfo(root, "x"); err == nil || !strings.Contains(err.Error(), "boot id") {
-			t.Fatalf("missing boot id: err = %v", err)
-		}
-	})
-	t.Run("this machine", func(t *testing.T) {
-		got, err := ProcInfo("v")()
-		if err != nil {
-			t.Fatal(err)
-		}
-		host, _ := os.Hostname()
-		if got.Hostname != host || got.UptimeSeconds <= 0 || len(got.BootID) != 36 || got.AgentVersion != "v" {
-			t.Fatalf("got %+v (os.Hostname %q)", got, host)
-		}
-	})
 }

@@ -41,7 +41,11 @@ func Handler(ctx context.Context, st *agent.Stream) error {
 		return agent.Errorf(agent.CodeInvalid, "exec: %v", err)
 	}
 	fw := &frameWriter{w: st}
-	r, err := start(p)
+	// The command gets the timer slack the agent was started with, not the
+	// agent's own coarse one (agent.TimerSlack).
+	var r *running
+	var err error
+	agent.WithStartSlack(func() { r, err = start(p) })
 	if err != nil {
 		// Accepted anyway: the host learns why as it would from a shell.
 		if aerr := st.Accept(Result{}); aerr != nil {
