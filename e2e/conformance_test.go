@@ -167,12 +167,13 @@ func vmConformance(ctx context.Context, t *testing.T, e *env, name string) {
 // TestFirecrackerSimulator runs the conformance suite with `--vmm
 // firecracker` against the Firecracker simulator (fcsim's
 // firecracker-simulator, which serves Firecracker's API and boots the
-// guest under QEMU with TCG): the daemon's Firecracker driver, its API
-// requests, jail, VMM user, TAP opened by name, hybrid vsock agent channel,
-// stop, re-adoption and cleanup, end to end. The simulator opens TAPs
-// through /dev/net/tun as the VMM user, as Firecracker does; where the
-// host's /dev/net/tun is root's alone, the test binds a TUN node anyone may
-// open over it for the daemon's runs (as on stock distributions, mode 0666).
+// guest under QEMU with TCG), jailed by the jailer simulator (jailersim,
+// which does what Firecracker's jailer does and leaves the simulator a
+// launcher for QEMU outside the jail): the daemon's Firecracker driver,
+// its jailer command line, the chroot with the VM's files linked in, the
+// cgroups, its API requests, VMM user, TAP opened by name through the
+// jail's /dev/net/tun, hybrid vsock agent channel, stop, re-adoption and
+// cleanup (no chroot, no cgroup left), end to end.
 func TestFirecrackerSimulator(t *testing.T) {
 	requireHost(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
@@ -181,23 +182,28 @@ func TestFirecrackerSimulator(t *testing.T) {
 	e.extraEnv = append(e.extraEnv, conformanceEnv...)
 	step := stepLogger(t)
 
-	// The simulator, in a folder the VMM user can reach.
+	// The simulators, in a folder the VMM user can reach; Firecracker's
+	// is static, as Firecracker is: it runs in an empty chroot.
 	simDir, err := os.MkdirTemp("", "bgr-fcsim-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(simDir) })
 	os.Chmod(simDir, 0o755)
-	sim := filepath.Join(simDir, "firecracker-simulator")
-	if out, err := exec.Command("go", "build", "-o", sim, filepath.Join(e.repo, "internal", "vmm", "firecracker", "fcsim", "cmd", "firecracker-simulator")).CombinedOutput(); err != nil {
-		t.Fatalf("build the firecracker simulator: %v\n%s", err, out)
+	sim, jailerSim := filepath.Join(simDir, "firecracker-simulator"), filepath.Join(simDir, "jailer-simulator")
+	for bin, pkg := range map[string]string{sim: "fcsim/cmd/firecracker-simulator", jailerSim: "jailersim/cmd/jailer-simulator"} {
+		cmd := exec.Command("go", "build", "-o", bin, filepath.Join(e.repo, "internal", "vmm", "firecracker", pkg))
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("build %s: %v\n%s", pkg, err, out)
+		}
 	}
-	e.extraEnv = append(e.extraEnv, "BANGER_FIRECRACKER_SIMULATOR="+sim)
+	e.extraEnv = append(e.extraEnv, "BANGER_FIRECRACKER_SIMULATOR="+sim, "BANGER_JAILER_SIMULATOR="+jailerSim)
 	// A subnet of its own: the automatic candidates may all be taken on a
 	// host where other test runs keep bridges.
 	e.writeConfig(fmt.Sprintf("[network]\nbridge = %q\nsubnet = \"10.77.%d.0/24\"\n", e.bridge, 20+os.Getpid()%200))
 	e.devTUN = testhost.DevTUN(t)
-	step("build the simulator")
+	step("build the simulators")
 
 	e.debianImage(ctx)
 	e.must(ctx, "daemon", "stop")
@@ -210,16 +216,68 @@ func TestFirecrackerSimulator(t *testing.T) {
 	if v.State != api.StateRunning || v.VMM != "firecracker" || v.Accel != "tcg (firecracker simulator)" || v.PID == 0 || v.TAP == "" {
 		t.Fatalf("after create: %+v\n%s", v, out)
 	}
-	// The VMM is the simulator, running as a VMM user of its own, and says so.
+	// The VMM is the simulator, jailed: the jailer's copy of it, in the
+	// chroot <state>/jailer/firecracker-simulator/<id>/root, running as a
+	// VMM user of its own, in cgroups of the VM's shape; it says so.
 	status := vmmtest.Status(t, v.PID)
 	if uid := strings.Fields(status["Uid"]); len(uid) == 0 || uid[0] == "0" {
 		t.Errorf("the simulator runs as uid %v, want a VMM user", status["Uid"])
 	}
-	if exe, _ := os.Readlink(filepath.Join("/proc", strconv.Itoa(v.PID), "exe")); exe != sim {
-		t.Errorf("the VM's VMM is %s, want the simulator %s", exe, sim)
+	chroot := filepath.Join(e.root, "state", "banger", "jailer", "firecracker-simulator", v.ID, "root")
+	if exe, _ := os.Readlink(filepath.Join("/proc", strconv.Itoa(v.PID), "exe")); filepath.Base(exe) != "firecracker-simulator" {
+		t.Errorf("the VM's VMM is %s, want the simulator", exe)
 	}
-	if show := e.must(ctx, "vm", "show", "dev"); !strings.Contains(show, "NOT Firecracker") {
-		t.Errorf("vm show does not say the VMM is a simulator:\n%s", show)
+	vmmRoot := filepath.Join("/proc", strconv.Itoa(v.PID), "root")
+	for name, host := range map[string]string{"firecracker-simulator": "", "rootfs": filepath.Join(v.Dir, "disk.ext4"), "api.sock": ""} {
+		a, err := os.Stat(filepath.Join(vmmRoot, name))
+		if err != nil {
+			t.Errorf("the VMM's root has no /%s: it is not jailed: %v", name, err)
+			continue
+		}
+		if b, err := os.Stat(filepath.Join(chroot, name)); err != nil || !os.SameFile(a, b) {
+			t.Errorf("the VMM's /%s is not %s/%s (%v)", name, chroot, name, err)
+		}
+		if c, err := os.Stat(host); host != "" && (err != nil || !os.SameFile(a, c)) {
+			t.Errorf("the VMM's /%s is not the VM's disk linked in (%v)", name, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(vmmRoot, "etc")); err == nil {
+		t.Errorf("the VMM sees the host's /etc")
+	}
+	// The cgroups: `ip netns exec`, which runs the daemon in the test's
+	// namespace, mounts a sysfs of its own, without the host's cgroup
+	// mounts; the jail then has none and says why (the driver's
+	// TestJailedLifecycle covers the cgroups, on the host's).
+	var cgroups []string
+	noted := false
+	for _, n := range v.Notes {
+		if rest, ok := strings.CutPrefix(n, "jailed: chroot "+chroot+", cgroups "); ok {
+			cgroups, noted = strings.Split(rest, ", "), true
+		}
+		if why, ok := strings.CutPrefix(n, "jailed: chroot "+chroot+", no cgroup limits: "); ok {
+			t.Logf("the jail has no cgroups here: %s", why)
+			noted = true
+		}
+	}
+	if !noted {
+		t.Errorf("no note of the jail's chroot %s and cgroups: %q", chroot, v.Notes)
+	}
+	for _, cg := range cgroups {
+		if _, err := os.Stat(cg); err != nil || !strings.HasSuffix(cg, "/firecracker-simulator/"+v.ID) {
+			t.Errorf("cgroup %s: %v", cg, err)
+		}
+	}
+	if show := e.must(ctx, "vm", "show", "dev"); !strings.Contains(show, "NOT Firecracker") || !strings.Contains(show, "NOT the jailer") {
+		t.Errorf("vm show does not say the VMM and its jailer are simulators:\n%s", show)
 	}
 	vmConformance(ctx, t, e, "dev")
+	if _, err := os.Stat(filepath.Dir(chroot)); err == nil {
+		t.Errorf("the jail %s is left behind", filepath.Dir(chroot))
+	}
+	for _, cg := range cgroups {
+		if _, err := os.Stat(cg); err == nil {
+			t.Errorf("cgroup %s is left behind", cg)
+		}
+		os.Remove(filepath.Dir(cg)) // the jailer's parent, shared by VMs
+	}
 }

@@ -178,7 +178,9 @@ func setup(ctx context.Context, log *slog.Logger) (*Daemon, *net.UnixListener, e
 	}
 	drv := drivers.Load(drivers.Options{QEMU: cfg.VMM.QEMU, RuntimeDir: d.runtime.Path,
 		Default: cfg.VMM.Default, Accel: accel, Log: log,
-		FirecrackerSimulator: os.Getenv("BANGER_FIRECRACKER_SIMULATOR")})
+		FirecrackerSimulator: os.Getenv("BANGER_FIRECRACKER_SIMULATOR"),
+		JailerSimulator:      os.Getenv("BANGER_JAILER_SIMULATOR"),
+		ChrootBase:           filepath.Join(dirs.State, "jailer")})
 	log.Info("default vmm", "vmm", drv.Default, "why", drv.Why)
 	d.vms = vm.New(vm.Config{
 		Dirs: dirs, Runtime: d.runtime, Bridge: bridge, Subnet: subnet,

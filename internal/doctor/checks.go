@@ -10,6 +10,7 @@ const (
 	IDRuntimeOwner = "runtime-owner"
 	IDQEMU         = "qemu"
 	IDFirecracker  = "firecracker"
+	IDJailer       = "jailer"
 	IDKVM          = "kvm"
 	IDKVMGuest     = "kvm-guest"
 	IDVMMUser      = "vmm-user"
@@ -43,6 +44,7 @@ func Checks() []Check {
 			Concerns: []Purpose{PurposeImageBuild}, Run: checkRuntimeAgent},
 		{ID: IDQEMU, Title: "QEMU", Concerns: []Purpose{PurposeVMStart}, Run: checkQEMU},
 		{ID: IDFirecracker, Title: "Firecracker", Strict: []Purpose{PurposeFirecracker}, Run: checkFirecracker},
+		{ID: IDJailer, Title: "Firecracker jailer", Run: checkJailer},
 		{ID: IDKVM, Title: "/dev/kvm", Concerns: []Purpose{PurposeVMStart},
 			Strict: []Purpose{PurposeFirecracker}, Run: checkKVM},
 		{ID: IDKVMGuest, Title: "KVM runs guests", Concerns: []Purpose{PurposeVMStart},

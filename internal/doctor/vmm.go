@@ -15,6 +15,7 @@ import (
 	"github.com/bangerhq/banger/internal/vmm"
 	"github.com/bangerhq/banger/internal/vmm/firecracker"
 	"github.com/bangerhq/banger/internal/vmm/firecracker/fcapi"
+	"github.com/bangerhq/banger/internal/vmm/firecracker/jailer"
 	"github.com/bangerhq/banger/internal/vmm/qemu"
 )
 
@@ -99,6 +100,52 @@ func checkFirecracker(ctx context.Context, env *Env) Result {
 		return Result{Status: StatusOK, Detail: fmt.Sprintf("%s at %s (%s)", v, p, kvm.sentence())}
 	}
 	return Result{Status: StatusOK, Detail: fmt.Sprintf("%s at %s; KVM runs guests", v, p)}
+}
+
+// JailerBundlePath is where the runtime bundle keeps Firecracker's jailer.
+const JailerBundlePath = jailer.BundlePath
+
+// findJailer looks for the jailer in the runtime bundle, then $PATH, as
+// the daemon does (firecracker.FindJailer).
+func findJailer(env *Env) (string, bool) {
+	if env.Runtime.Path != "" {
+		if p := filepath.Join(env.Runtime.Path, JailerBundlePath); isExecutable(p) {
+			return p, true
+		}
+	}
+	return lookPath(jailer.DefaultBinary, env.PATH)
+}
+
+// checkJailer warns when Firecracker would run without its jailer: none
+// found, one of another release, or a daemon that is not root (the
+// jailer needs root).
+func checkJailer(ctx context.Context, env *Env) Result {
+	fc, ok := findFirecracker(env)
+	if !ok {
+		return Result{Status: StatusOK, Detail: "no Firecracker here (see the firecracker check): nothing to jail"}
+	}
+	want := filepath.Join(env.Runtime.Path, JailerBundlePath)
+	install := fmt.Sprintf("install the jailer of the same release as %s: copy release-%[2]s-x86_64/jailer-%[2]s-x86_64 from firecracker-%[2]s-x86_64.tgz (https://github.com/firecracker-microvm/firecracker/releases) to %[3]s (`banger runtime fetch firecracker` fetches both), or put jailer on $PATH",
+		fc, FirecrackerVersion, want)
+	p, ok := findJailer(env)
+	if !ok {
+		return Result{Status: StatusWarn,
+			Detail: fmt.Sprintf("Firecracker (%s) would run WITHOUT its jailer (no chroot, no cgroup limits): no jailer at %s or in $PATH", fc, want),
+			Fix:    install}
+	}
+	v, err := toolVersion(ctx, p)
+	if err != nil {
+		return Result{Status: StatusWarn, Detail: fmt.Sprintf("the jailer at %s does not run (%v): Firecracker would run WITHOUT it", p, err), Fix: install}
+	}
+	if !strings.Contains(v, FirecrackerVersion) {
+		return Result{Status: StatusWarn, Detail: fmt.Sprintf("the jailer at %s is %q, not of Firecracker's release %s", p, v, FirecrackerVersion), Fix: install}
+	}
+	if env.EUID != 0 {
+		return Result{Status: StatusWarn,
+			Detail: fmt.Sprintf("%s at %s, but bangerd is not root and the jailer needs root: Firecracker runs WITHOUT it, as your user", v, p),
+			Fix:    "run bangerd as root (sudo) for jailed VMMs of their own users"}
+	}
+	return Result{Status: StatusOK, Detail: fmt.Sprintf("%s at %s: Firecracker runs jailed (chroot, own uid, cgroup limits)", v, p)}
 }
 
 func checkVMMUser(ctx context.Context, env *Env) Result {

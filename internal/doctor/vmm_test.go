@@ -327,3 +327,39 @@ func TestVMMUser(t *testing.T) {
 		wantStatus(t, f.run(t, IDVMMUser), StatusOK)
 	})
 }
+
+func TestJailer(t *testing.T) {
+	t.Run("no firecracker", func(t *testing.T) {
+		f := newFixture(t)
+		wantStatus(t, f.run(t, IDJailer), StatusOK)
+	})
+	t.Run("firecracker without its jailer", func(t *testing.T) {
+		f := newFixture(t)
+		fc := fakeFirecracker(t, filepath.Join(f.rt, "firecracker", "firecracker"))
+		r := f.run(t, IDJailer)
+		wantStatus(t, r, StatusWarn)
+		wantContains(t, "detail", r.Detail, fc, "WITHOUT its jailer", filepath.Join(f.rt, "firecracker", "jailer"))
+		wantContains(t, "fix", r.Fix, "jailer-v1.16.1-x86_64", filepath.Join(f.rt, "firecracker", "jailer"), "banger runtime fetch firecracker")
+	})
+	t.Run("a jailer of another release", func(t *testing.T) {
+		f := newFixture(t)
+		fakeFirecracker(t, filepath.Join(f.rt, "firecracker", "firecracker"))
+		writeScript(t, filepath.Join(f.bin, "jailer"), `echo "Jailer v1.15.0"`)
+		r := f.run(t, IDJailer)
+		wantStatus(t, r, StatusWarn)
+		wantContains(t, "detail", r.Detail, "Jailer v1.15.0", "not of Firecracker's release v1.16.1")
+	})
+	t.Run("jailed", func(t *testing.T) {
+		f := newFixture(t)
+		fakeFirecracker(t, filepath.Join(f.rt, "firecracker", "firecracker"))
+		p := writeScript(t, filepath.Join(f.rt, "firecracker", "jailer"), `echo "Jailer v1.16.1"`)
+		f.env.EUID = 0
+		r := f.run(t, IDJailer)
+		wantStatus(t, r, StatusOK)
+		wantContains(t, "detail", r.Detail, "Jailer v1.16.1 at "+p, "runs jailed")
+		f.env.EUID = 1000
+		r = f.run(t, IDJailer)
+		wantStatus(t, r, StatusWarn)
+		wantContains(t, "detail", r.Detail, "not root", "WITHOUT it")
+	})
+}

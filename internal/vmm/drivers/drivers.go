@@ -31,6 +31,13 @@ type Options struct {
 	// firecracker.NewSimulator); the default is then QEMU unless
 	// configured.
 	FirecrackerSimulator string
+	// JailerSimulator, when set with FirecrackerSimulator, is the jailer
+	// simulator that jails it (see package jailersim); without it the
+	// simulator runs unjailed.
+	JailerSimulator string
+	// ChrootBase is where the jailer builds its chroots (banger's state
+	// folder's jailer/); "" runs Firecracker unjailed.
+	ChrootBase string
 }
 
 // Set is the loaded drivers and the default among them.
@@ -58,10 +65,27 @@ func Load(opts Options) Set {
 		fcBin = firecracker.DefaultBinary
 	}
 	fc := firecracker.New(fcBin, log)
+	jailerBin, jailerErr := firecracker.FindJailer(opts.RuntimeDir)
+	jailerSim := false
 	if opts.FirecrackerSimulator != "" {
 		fc = firecracker.NewSimulator(opts.FirecrackerSimulator, log)
 		log.Warn("the firecracker driver runs the firecracker simulator, NOT Firecracker", "component", "vmm", "simulator", opts.FirecrackerSimulator)
 		fcErr = errors.New("the firecracker driver runs the firecracker simulator ($BANGER_FIRECRACKER_SIMULATOR), which is not Firecracker")
+		// Only the jailer simulator jails the simulator: it leaves it a
+		// launcher for QEMU, which is not in the jail.
+		jailerBin, jailerErr, jailerSim = opts.JailerSimulator, nil, true
+		if jailerBin == "" {
+			jailerErr = errors.New("no jailer simulator ($BANGER_JAILER_SIMULATOR)")
+		} else {
+			log.Warn("the firecracker simulator is jailed by the jailer simulator, NOT the jailer", "component", "vmm", "simulator", jailerBin)
+		}
+	}
+	switch {
+	case opts.ChrootBase == "":
+	case jailerErr != nil:
+		log.Info("firecracker runs unjailed", "component", "vmm", "why", jailerErr)
+	default:
+		fc.WithJailer(jailerBin, opts.ChrootBase, jailerSim)
 	}
 	s := Set{Drivers: map[string]vmm.Driver{q.Name(): q, fc.Name(): fc}}
 	s.Default, s.Why = chooseDefault(opts.Default, fcErr, opts.Accel, q.Name(), fc.Name())

@@ -73,3 +73,31 @@ func TestLoadSimulator(t *testing.T) {
 		t.Errorf("simulator's preflight purpose %q, want vm-start (it needs no KVM)", p)
 	}
 }
+
+// TestLoadJailer: the firecracker driver launches through the bundle's
+// jailer (with its chroots under ChrootBase); the Firecracker simulator
+// only through the jailer simulator, never a real jailer; no chroot base,
+// no jailer.
+func TestLoadJailer(t *testing.T) {
+	rt := t.TempDir()
+	for _, f := range []string{"firecracker", "jailer"} {
+		p := filepath.Join(rt, "firecracker", f)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.WriteFile(p, []byte("#!/bin/sh\n"), 0o755)
+	}
+	jailerOf := func(o Options) string { return Load(o).Drivers["firecracker"].(*firecracker.Driver).Jailer() }
+	if j := jailerOf(Options{RuntimeDir: rt, ChrootBase: "/state/jailer"}); j != filepath.Join(rt, "firecracker", "jailer") {
+		t.Errorf("jailer %q, want the bundle's", j)
+	}
+	if j := jailerOf(Options{RuntimeDir: rt}); j != "" {
+		t.Errorf("jailer %q without a chroot base", j)
+	}
+	sim := filepath.Join(t.TempDir(), "firecracker-simulator")
+	os.WriteFile(sim, []byte("#!/bin/sh\n"), 0o755)
+	if j := jailerOf(Options{RuntimeDir: rt, ChrootBase: "/s", FirecrackerSimulator: sim}); j != "" {
+		t.Errorf("the simulator is jailed by %q, want unjailed without a jailer simulator", j)
+	}
+	if j := jailerOf(Options{RuntimeDir: rt, ChrootBase: "/s", FirecrackerSimulator: sim, JailerSimulator: "/js"}); j != "/js" {
+		t.Errorf("the simulator is jailed by %q, want the jailer simulator", j)
+	}
+}

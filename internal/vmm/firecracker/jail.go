@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 
@@ -40,6 +41,26 @@ const jailMemoryOverheadMiB = 128
 func (d *Driver) WithJailer(bin, chrootBase string, sim bool) *Driver {
 	d.jailer, d.chrootBase, d.jailerSim = bin, chrootBase, sim
 	return d
+}
+
+// FindJailer returns Firecracker's jailer: the runtime bundle's
+// <runtimeDir>/firecracker/jailer when it exists, else jailer in $PATH.
+// The error wraps exec.ErrNotFound when there is none.
+func FindJailer(runtimeDir string) (string, error) {
+	if runtimeDir != "" {
+		p := filepath.Join(runtimeDir, filepath.FromSlash(jailer.BundlePath))
+		if _, err := os.Stat(p); err == nil {
+			if err := checkExecutable(p); err != nil {
+				return "", fmt.Errorf("the jailer in the runtime bundle: %w", err)
+			}
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath(jailer.DefaultBinary)
+	if err != nil {
+		return "", fmt.Errorf("no jailer in the runtime bundle or $PATH: %w", err)
+	}
+	return p, nil
 }
 
 // Jailer returns the jailer d runs Firecracker through, "" when none.
@@ -87,9 +108,9 @@ func (d *Driver) planJail(spec vmm.Spec, bin string) (launchPlan, error) {
 	if err != nil {
 		return launchPlan{}, fmt.Errorf("find the cgroup hierarchies: %w", err)
 	}
-	version, limits, err := jailer.Limits(h, spec.CPUs, spec.MemoryMiB, jailMemoryOverheadMiB)
-	if err != nil {
-		d.log.Warn("firecracker runs without cgroup limits", "vm", spec.ID, "why", err)
+	version, limits, limitsErr := jailer.Limits(h, spec.CPUs, spec.MemoryMiB, jailMemoryOverheadMiB)
+	if limitsErr != nil {
+		d.log.Warn("firecracker runs without cgroup limits", "vm", spec.ID, "why", limitsErr)
 		version = 1 // with no --cgroup, the jailer then creates none
 	}
 	opts := jailer.Options{ID: spec.ID, ExecFile: bin, UID: runAs.UID, GID: runAs.GID,
@@ -113,7 +134,7 @@ func (d *Driver) planJail(spec vmm.Spec, bin string) (launchPlan, error) {
 	p.undo = func() error { return removeJail(root, p.cgroups) }
 	p.notes = []string{fmt.Sprintf("jailed: chroot %s, cgroups %s", root, strings.Join(p.cgroups, ", "))}
 	if len(p.cgroups) == 0 {
-		p.notes[0] = fmt.Sprintf("jailed: chroot %s, no cgroup limits (%v)", root, err)
+		p.notes[0] = fmt.Sprintf("jailed: chroot %s, no cgroup limits: %v", root, limitsErr)
 	}
 	if d.jailerSim {
 		p.notes = append(p.notes, jailerSimulatorNote)

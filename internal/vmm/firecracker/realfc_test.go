@@ -95,6 +95,18 @@ func TestRealFirecracker(t *testing.T) {
 
 	log, logs := vmmtest.Logger(t)
 	d := New(bin, log)
+	// Jailed, as a root daemon runs it, when the jailer is there: `make
+	// test-firecracker` (run as root) requires it.
+	jb, jerr := FindJailer(rt)
+	switch {
+	case jerr == nil && os.Geteuid() == 0:
+		d.WithJailer(jb, filepath.Join(shortDir(t), "jail"), false)
+		t.Logf("jailed by %s", jb)
+	case os.Getenv("BANGER_REQUIRE_FIRECRACKER") == "1":
+		t.Fatalf("make test-firecracker runs Firecracker through its jailer, as root: jailer %v, euid %d", jerr, os.Geteuid())
+	default:
+		t.Logf("not jailed: jailer %v, euid %d", jerr, os.Geteuid())
+	}
 	ctx := context.Background()
 	newSpec := func(id, args string) vmm.Spec {
 		dir := shortDir(t)
@@ -130,6 +142,9 @@ func TestRealFirecracker(t *testing.T) {
 		t.Fatal(err)
 	}
 	vmmtest.Gone(t, st.ControlSocket, st.AgentSocket)
+	if st.Chroot != "" {
+		assertJailGone(t, st.Chroot, st.Cgroups)
+	}
 
 	// Without the probe argument and without a disk, the initramfs waits
 	// 30 s for /dev/vda: time to recover the VM, try the vsock device and
@@ -163,6 +178,9 @@ func TestRealFirecracker(t *testing.T) {
 		t.Fatal("alive after Stop")
 	}
 	vmmtest.Gone(t, st.ControlSocket, st.AgentSocket)
+	if st.Chroot != "" {
+		assertJailGone(t, st.Chroot, st.Cgroups)
+	}
 }
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
