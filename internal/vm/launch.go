@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/bangerhq/banger/internal/store"
+	"github.com/bangerhq/banger/internal/vmm"
 	"github.com/bangerhq/banger/internal/vmm/proc"
 )
 
@@ -55,7 +56,7 @@ func (s *Service) endUnrecordedLaunch(ctx context.Context, row store.VM) {
 	if _, err := os.Lstat(s.launchMarker(row.ID)); err != nil {
 		return
 	}
-	n, err := killHolders(ctx, s.diskPath(row.ID))
+	n, err := killHolders(ctx, s.diskPath(row.ID), vmm.DiskAliases(s.drivers)...)
 	if n > 0 {
 		s.log.Warn("killed the vmm an interrupted launch left running", "vm", row.Name, "processes", n)
 	}
@@ -67,10 +68,11 @@ func (s *Service) endUnrecordedLaunch(ctx context.Context, row store.VM) {
 }
 
 // killHolders kills the processes that hold the file at disk open (a VMM
-// whose launch no record names) and waits until they are gone; it returns
-// how many it found. A missing file has none.
-func killHolders(ctx context.Context, disk string) (int, error) {
-	holders, err := proc.Holding(disk)
+// whose launch no record names), by its path or one of aliases (see
+// vmm.DiskAliaser), and waits until they are gone; it returns how many it
+// found. A missing file has none.
+func killHolders(ctx context.Context, disk string, aliases ...string) (int, error) {
+	holders, err := proc.Holding(disk, aliases...)
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, nil
 	}

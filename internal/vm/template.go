@@ -558,7 +558,7 @@ func (s *Service) sweepTemplateBuilds(ctx context.Context) {
 		}
 		// A daemon killed while its driver launched the VMM left it
 		// running without vmm.json: it holds the build's disk.
-		n, err := killHolders(ctx, filepath.Join(dir, tplDisk))
+		n, err := killHolders(ctx, filepath.Join(dir, tplDisk), vmm.DiskAliases(s.drivers)...)
 		if n > 0 {
 			s.log.Warn("killed the vmm an unfinished template's launch left running", "folder", dir, "processes", n)
 		}

@@ -284,6 +284,26 @@ type Snapshotter interface {
 	SaveState(ctx context.Context, st State, f *os.File) error
 }
 
+// DiskAliaser is the ability of a driver whose VMM may hold the VM's disk
+// under another name than its host path: a jailed VMM names it by its path
+// in its chroot. Finding a VMM no record names by the disk it holds
+// (proc.Holding) needs those names.
+type DiskAliaser interface {
+	// DiskAliases are the names a VMM of this driver may give the disk.
+	DiskAliases() []string
+}
+
+// DiskAliases are the disk aliases of every driver in drivers.
+func DiskAliases(drivers map[string]Driver) []string {
+	var out []string
+	for _, d := range drivers {
+		if a, ok := d.(DiskAliaser); ok {
+			out = append(out, a.DiskAliases()...)
+		}
+	}
+	return out
+}
+
 // Preflighter is the ability to name the host checks (the purpose of
 // package doctor, as a string so that this package does not depend on it)
 // that starting a VM under this driver needs beyond those of every VM start.

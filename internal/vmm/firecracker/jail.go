@@ -63,6 +63,16 @@ func FindJailer(runtimeDir string) (string, error) {
 	return p, nil
 }
 
+// DiskAliases is the disk's name in a jail (see vmm.DiskAliaser).
+func (d *Driver) DiskAliases() []string {
+	if d.jailer == "" {
+		return nil
+	}
+	return []string{jailDisk}
+}
+
+var _ vmm.DiskAliaser = (*Driver)(nil)
+
 // Jailer returns the jailer d runs Firecracker through, "" when none.
 func (d *Driver) Jailer() string { return d.jailer }
 

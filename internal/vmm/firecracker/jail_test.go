@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"github.com/bangerhq/banger/internal/testhost"
 	"github.com/bangerhq/banger/internal/vmm"
 	"github.com/bangerhq/banger/internal/vmm/firecracker/jailer"
+	"github.com/bangerhq/banger/internal/vmm/proc"
 	"github.com/bangerhq/banger/internal/vmm/vmmtest"
 )
 
@@ -162,6 +164,15 @@ func TestJailedLifecycle(t *testing.T) {
 				t.Errorf("memory.limit_in_bytes = %q, want %s", got, mem)
 			}
 		}
+	}
+	// A daemon that lost its record finds it by the disk it holds, under
+	// the disk's name in the jail.
+	found := func(aliases ...string) bool {
+		ids, err := proc.Holding(spec.Disk, aliases...)
+		return err == nil && slices.ContainsFunc(ids, func(id proc.ID) bool { return id.PID == st.PID })
+	}
+	if found() || !found(d.DiskAliases()...) {
+		t.Errorf("the jailed VMM is found holding the disk without the alias %v, or not with it %v", found(), found(d.DiskAliases()...))
 	}
 	// A fresh driver adopts it, and reaches its agent through the jail.
 	d2, _ := jailedDriver(t)

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -256,8 +257,10 @@ func Signal(pid int, startTime uint64, sig syscall.Signal) error {
 // descriptor whose link reads path (as it was opened) and that is the
 // same device and inode. Processes whose descriptors this one may not read
 // are not seen. A VMM opens nothing by path, but holds its VM's disk: this
-// finds a VMM whose pid was never recorded.
-func Holding(path string) ([]ID, error) {
+// finds a VMM whose pid was never recorded. A descriptor named one of
+// aliases instead counts too when it is the same file: a jailed VMM names
+// the disk by its path in its chroot.
+func Holding(path string, aliases ...string) ([]ID, error) {
 	path = filepath.Clean(path)
 	var want syscall.Stat_t
 	if err := syscall.Stat(path, &want); err != nil {
@@ -281,7 +284,7 @@ func Holding(path string) ([]ID, error) {
 		for _, fd := range fds {
 			// Only a descriptor named path is looked at: stat on any
 			// other could hang (a file of a dead network mount).
-			if l, err := os.Readlink(dir + fd.Name()); err != nil || l != path {
+			if l, err := os.Readlink(dir + fd.Name()); err != nil || (l != path && !slices.Contains(aliases, l)) {
 				continue
 			}
 			var st syscall.Stat_t

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -300,6 +301,24 @@ func TestHolding(t *testing.T) {
 	}
 	if len(got) != 1 || got[0] != holder {
 		t.Fatalf("Holding(disk) = %v, want [%v]", got, holder)
+	}
+	// A holder that names the file otherwise (a jailed VMM, by its path in
+	// its chroot) is found through that alias only, and only when it is
+	// the same file.
+	jail := filepath.Join(dir, "jail")
+	os.Mkdir(jail, 0o700)
+	if err := os.Link(disk, filepath.Join(jail, "rootfs")); err != nil {
+		t.Fatal(err)
+	}
+	jailed := hold(filepath.Join(jail, "rootfs"))
+	if got, _ := Holding(disk); len(got) != 1 {
+		t.Fatalf("Holding(disk) without the alias = %v, want only %v", got, holder)
+	}
+	if got, _ := Holding(disk, filepath.Join(jail, "rootfs")); len(got) != 2 || !slices.Contains(got, jailed) {
+		t.Fatalf("Holding(disk, alias) = %v, want %v and %v", got, holder, jailed)
+	}
+	if got, _ := Holding(other, filepath.Join(jail, "rootfs")); len(got) != 1 {
+		t.Fatalf("Holding(other, alias of disk) = %v: the alias names another file", got)
 	}
 	if _, err := Holding(filepath.Join(dir, "missing")); err == nil {
 		t.Error("Holding of a missing file: no error")
