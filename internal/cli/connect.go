@@ -15,6 +15,7 @@ import (
 	"github.com/bangerhq/banger/internal/config"
 	"github.com/bangerhq/banger/internal/paths"
 	"github.com/bangerhq/banger/internal/version"
+	"github.com/bangerhq/banger/internal/vmm/proc"
 )
 
 // daemonStartTimeout bounds the wait for a freshly started daemon; its first
@@ -120,6 +121,12 @@ func startDaemon(dirs paths.Dirs) error {
 		return fmt.Errorf("open daemon log: %w", err)
 	}
 	defer logf.Close()
+	// Nothing this command inherited reaches the daemon: a lock its
+	// caller holds (flock FILE banger ...) would be held until the
+	// daemon exits.
+	if err := proc.CloseOnExec(); err != nil {
+		return fmt.Errorf("keep this command's descriptors from the daemon: %w", err)
+	}
 	cmd := exec.Command(bin)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

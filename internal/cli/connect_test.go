@@ -5,11 +5,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/bangerhq/banger/internal/api"
 	"github.com/bangerhq/banger/internal/client"
+	"github.com/bangerhq/banger/internal/paths"
 	"github.com/bangerhq/banger/internal/testhost"
 	"github.com/bangerhq/banger/internal/version"
 )
@@ -46,5 +48,42 @@ func TestDaemonInfoFromOldDaemon(t *testing.T) {
 	}
 	if reason := stale(info); !strings.Contains(reason, "daemon version old-1") {
 		t.Errorf("stale(%+v) = %q", info, reason)
+	}
+}
+
+// TestStartDaemonInheritsNothing: a descriptor the CLI inherited (a lock
+// its caller holds, as `flock FILE banger ...` passes one) does not reach
+// the daemon it starts, which would hold it for its whole life.
+func TestStartDaemonInheritsNothing(t *testing.T) {
+	bin := t.TempDir()
+	out := filepath.Join(bin, "fds")
+	os.WriteFile(filepath.Join(bin, "bangerd"), []byte("#!/bin/sh\nls -l /proc/$$/fd > "+out+".tmp; mv "+out+".tmp "+out+"\n"), 0o755)
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	lock := filepath.Join(t.TempDir(), "team.lock")
+	os.WriteFile(lock, nil, 0o600)
+	fd, err := syscall.Open(lock, syscall.O_RDONLY, 0) // not close-on-exec, as inherited
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	root := t.TempDir()
+	dirs := paths.Dirs{Config: filepath.Join(root, "c"), State: filepath.Join(root, "s"), Data: filepath.Join(root, "d"),
+		Cache: filepath.Join(root, "k"), Runtime: filepath.Join(root, "r")}
+	if err := startDaemon(dirs); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, err := os.ReadFile(out)
+		if err == nil {
+			if strings.Contains(string(b), lock) {
+				t.Fatalf("the daemon inherited %s:\n%s", lock, b)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the stand-in daemon never ran")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

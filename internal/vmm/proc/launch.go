@@ -97,7 +97,7 @@ func Launch(cmd Command) (*Child, error) {
 		x.Env = []string{}
 	}
 	x.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: cmd.Credential}
-	if err := closeOnExec(); err != nil {
+	if err := CloseOnExec(); err != nil {
 		return nil, fmt.Errorf("keep the daemon's descriptors from the vmm: %w", err)
 	}
 	if err := x.Start(); err != nil {
@@ -121,11 +121,13 @@ func Launch(cmd Command) (*Child, error) {
 	return c, nil
 }
 
-// closeOnExec marks every descriptor above stderr close-on-exec. Go opens
-// its own that way, but a descriptor the daemon inherited from whoever
-// started it is not, and would reach the VMM; cmd.Files are passed anyway
-// (dup2 clears the flag on the copies).
-func closeOnExec() error {
+// CloseOnExec marks every descriptor above stderr close-on-exec. Go opens
+// its own that way, but a descriptor the process inherited from whoever
+// started it is not, and would reach what it starts (a VMM; a daemon the
+// CLI starts, which would hold its caller's lock file for its whole life);
+// files passed to a child explicitly are passed anyway (dup2 clears the
+// flag on the copies).
+func CloseOnExec() error {
 	err := unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC)
 	if err == nil {
 		return nil
