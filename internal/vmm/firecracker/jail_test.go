@@ -249,3 +249,65 @@ func TestJailedSeesOnlyTheJail(t *testing.T) {
 		})
 	}
 }
+
+// TestJailedAcrossFileSystems: a kernel and initrd on another file system
+// than the jail (a tmpfs here) cannot be hard-linked: they are bind-mounted
+// into the chroot, and Stop unmounts them before it removes the jail.
+func TestJailedAcrossFileSystems(t *testing.T) {
+	d, _ := jailedDriver(t)
+	spec := testSpec(t, "jailed-3")
+	if spec.RunAs == nil {
+		testhost.Skip(t, "no VMM user")
+	}
+	other := filepath.Join(shortDir(t), "tmpfs")
+	os.Mkdir(other, 0o755)
+	if err := unix.Mount("tmpfs", other, "tmpfs", 0, "size=16m,mode=0755"); err != nil {
+		testhost.Skip(t, "cannot mount a tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(other, unix.MNT_DETACH) })
+	for _, p := range []*string{&spec.Kernel, &spec.Initrd} {
+		b, err := os.ReadFile(*p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		*p = filepath.Join(other, filepath.Base(*p))
+		if err := os.WriteFile(*p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	st, err := d.Start(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vmmtest.EnsureStopped(t, st)
+	mounts := func() string {
+		b, _ := os.ReadFile("/proc/self/mountinfo")
+		return string(b)
+	}
+	for name, host := range map[string]string{"vmlinux": spec.Kernel, "initrd": spec.Initrd} {
+		a, err1 := os.Stat(filepath.Join(st.Chroot, name))
+		b, err2 := os.Stat(host)
+		if err1 != nil || err2 != nil || !os.SameFile(a, b) {
+			t.Errorf("/%s in the jail is not %s bound in (%v %v)", name, host, err1, err2)
+		}
+		if !strings.Contains(mounts(), filepath.Join(st.Chroot, name)) {
+			t.Errorf("no bind mount on /%s in the jail", name)
+		}
+	}
+	if err := d.Stop(ctx, st, true, 0); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if strings.Contains(mounts(), st.Chroot) {
+		t.Errorf("bind mounts into the jail are left after Stop")
+	}
+	assertJailGone(t, st.Chroot, st.Cgroups)
+	for _, cg := range st.Cgroups {
+		unix.Rmdir(filepath.Dir(cg))
+	}
+	for _, p := range []string{spec.Kernel, spec.Initrd} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("the bound file %s is gone: %v", p, err)
+		}
+	}
+}
