@@ -598,6 +598,7 @@ func (s *Service) Recover(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	running := map[string]bool{} // VMs whose VMM runs
 	for _, row := range rows {
 		if row.DesiredState == store.DesiredCreating {
 			// The row goes; its folder is swept below like any folder
@@ -613,6 +614,7 @@ func (s *Service) Recover(ctx context.Context) error {
 			// Perhaps written by a newer daemon for a VM that runs: its
 			// process, TAP and lease are left exactly as they are.
 			s.log.Warn("leaving vm alone: its driver state is unreadable", "vm", row.Name, "err", err)
+			running[row.ID] = true
 			continue
 		}
 		if !ok {
@@ -630,10 +632,12 @@ func (s *Service) Recover(ctx context.Context) error {
 		drv := s.drivers[row.VMM]
 		if drv == nil {
 			s.log.Warn("cannot adopt vm: driver unavailable", "vm", row.Name, "vmm", row.VMM)
+			running[row.ID] = true
 			continue
 		}
 		if err := drv.Recover(ctx, st); err != nil {
 			if drv.Alive(st) {
+				running[row.ID] = true
 				// Alive but its control socket did not answer (busy, or
 				// hung): keep watching it rather than leaking a live VMM.
 				s.log.Warn("adopted vm whose vmm does not answer", "vm", row.Name, "err", err)
@@ -647,6 +651,7 @@ func (s *Service) Recover(ctx context.Context) error {
 			s.reapDead(ctx, row.ID, "the VMM process exited while bangerd was not running")
 			continue
 		}
+		running[row.ID] = true
 		s.observePaused(ctx, row.ID, drv, st)
 		s.log.Info("re-adopted running vm", "vm", row.Name, "pid", st.PID, "paused", s.isPaused(row.ID, st))
 		s.adoptTAP(row)
@@ -658,6 +663,13 @@ func (s *Service) Recover(ctx context.Context) error {
 	s.sweepTemplateBuilds(ctx)
 	if err := s.sweepFolders(ctx); err != nil {
 		s.log.Warn("remove vm folders without a vm", "err", err)
+	}
+	for name, drv := range s.drivers {
+		if sw, ok := drv.(vmm.Sweeper); ok {
+			if err := sw.Sweep(ctx, running); err != nil {
+				s.log.Warn("remove what vmms that are gone left", "vmm", name, "err", err)
+			}
+		}
 	}
 	return nil
 }

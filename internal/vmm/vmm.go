@@ -304,6 +304,17 @@ func DiskAliases(drivers map[string]Driver) []string {
 	return out
 }
 
+// Sweeper is the ability of a driver that keeps things for a VMM outside
+// the VM's folder (Firecracker's jail: a chroot and cgroups), which a
+// daemon killed at the wrong moment, or a VM removed after it, leaves
+// behind.
+type Sweeper interface {
+	// Sweep removes what the driver keeps for every VM whose id running
+	// does not hold (whose VMM does not run). It runs at daemon start,
+	// before any request.
+	Sweep(ctx context.Context, running map[string]bool) error
+}
+
 // Preflighter is the ability to name the host checks (the purpose of
 // package doctor, as a string so that this package does not depend on it)
 // that starting a VM under this driver needs beyond those of every VM start.

@@ -1,6 +1,7 @@
 package firecracker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -9,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -62,6 +64,50 @@ func FindJailer(runtimeDir string) (string, error) {
 	}
 	return p, nil
 }
+
+// Sweep removes the jails (chroots and cgroups) of the VMs running does
+// not name: left by a daemon killed during a launch, or by a VM removed
+// after that (see vmm.Sweeper). A jail whose API socket still answers is
+// left alone and named in the error.
+func (d *Driver) Sweep(ctx context.Context, running map[string]bool) error {
+	if d.jailer == "" {
+		return nil
+	}
+	bin, err := d.Binary()
+	if err != nil {
+		return nil // no Firecracker: none of its jails either
+	}
+	dir := filepath.Dir(filepath.Dir(jailer.ChrootDir(d.chrootBase, bin, "x")))
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	h, _ := jailer.ReadHierarchies(jailer.ProcMounts)
+	version, limits, _ := jailer.Limits(h, 1, 1, 0)
+	var errs []error
+	for _, e := range entries {
+		id := e.Name()
+		if running[id] || !e.IsDir() {
+			continue
+		}
+		root := jailer.ChrootDir(d.chrootBase, bin, id)
+		if _, err := NewClient(root+jailAPI, time.Second).InstanceInfo(ctx); err == nil {
+			errs = append(errs, fmt.Errorf("jail %s: a firecracker still answers in it: stop it", root))
+			continue
+		}
+		cgroups, _ := jailer.CgroupDirs(h, jailer.Options{ID: id, ExecFile: bin, CgroupVersion: version, Cgroups: limits})
+		d.log.Warn("removing the jail of a vm whose firecracker is gone", "jail", filepath.Dir(root))
+		if err := removeJail(root, cgroups); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+var _ vmm.Sweeper = (*Driver)(nil)
 
 // DiskAliases is the disk's name in a jail (see vmm.DiskAliaser).
 func (d *Driver) DiskAliases() []string {

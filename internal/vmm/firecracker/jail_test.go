@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -309,5 +310,49 @@ func TestJailedAcrossFileSystems(t *testing.T) {
 		if _, err := os.Stat(p); err != nil {
 			t.Errorf("the bound file %s is gone: %v", p, err)
 		}
+	}
+}
+
+// TestJailSweep: the jail of a VMM that died unrecorded (no Stop) is
+// removed by Sweep, chroot and cgroups, while a running VM's is kept.
+func TestJailSweep(t *testing.T) {
+	d, _ := jailedDriver(t)
+	ctx := context.Background()
+	var sts []vmm.State
+	for _, id := range []string{"sweep-1", "sweep-2"} {
+		spec := testSpec(t, id)
+		if spec.RunAs == nil {
+			testhost.Skip(t, "no VMM user")
+		}
+		st, err := d.Start(ctx, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		vmmtest.EnsureStopped(t, st)
+		sts = append(sts, st)
+	}
+	dead, live := sts[0], sts[1]
+	proc.Signal(dead.PID, dead.StartTime, syscall.SIGKILL)
+	waitFor(t, 5*time.Second, "the killed VMM to exit", func() bool { return !d.Alive(dead) })
+	if err := d.Sweep(ctx, map[string]bool{"sweep-2": true}); err != nil {
+		t.Fatalf("Sweep: %v", err)
+	}
+	assertJailGone(t, dead.Chroot, dead.Cgroups)
+	if _, err := os.Stat(live.Chroot); err != nil || !d.Alive(live) {
+		t.Fatalf("the running VM's jail was swept: %v", err)
+	}
+	// A jail whose VMM still answers is never removed, even unnamed.
+	if err := d.Sweep(ctx, nil); err == nil || !strings.Contains(err.Error(), "still answers") {
+		t.Fatalf("Sweep of a live VMM's jail: %v", err)
+	}
+	if _, err := os.Stat(live.Chroot); err != nil {
+		t.Fatalf("a live VMM's jail was swept: %v", err)
+	}
+	if err := d.Stop(ctx, live, true, 0); err != nil {
+		t.Fatal(err)
+	}
+	assertJailGone(t, live.Chroot, live.Cgroups)
+	for _, cg := range live.Cgroups {
+		unix.Rmdir(filepath.Dir(cg))
 	}
 }
