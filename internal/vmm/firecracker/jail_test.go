@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -60,6 +61,15 @@ func jailedDriver(t *testing.T) (*Driver, string) {
 	d := testDriver(t, fakeBinary(t), log)
 	t.Setenv("FCSIM_DEV_TUN", "")
 	base := filepath.Join(shortDir(t), "j")
+	t.Cleanup(func() {
+		// The jailer's parent cgroups, when no other test uses them.
+		h, _ := jailer.ReadHierarchies(jailer.ProcMounts)
+		for _, m := range append(h.V1, jailer.MountPoint{Dir: h.Unified}) {
+			if m.Dir != "" {
+				unix.Rmdir(filepath.Join(m.Dir, "firecracker-simulator"))
+			}
+		}
+	})
 	return d.WithJailer(jailerSimBinary(t), base, true), base
 }
 
@@ -355,4 +365,42 @@ func TestJailSweep(t *testing.T) {
 	for _, cg := range live.Cgroups {
 		unix.Rmdir(filepath.Dir(cg))
 	}
+}
+
+// TestJailCost compares Start to InstanceStart answered (the simulator's
+// fake guest) with and without the jailer simulator, side by side in one
+// run, alternating: what the jail costs (links, cgroups, the jailer's
+// copy of the binary, pivot_root, the launcher). It runs only when asked:
+//
+//	BANGER_JAIL_COST=20 go test -count=1 -run TestJailCost -v ./internal/vmm/firecracker/
+func TestJailCost(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("BANGER_JAIL_COST"))
+	if n <= 0 {
+		t.Skip("a measurement: set BANGER_JAIL_COST=N to run it")
+	}
+	open := testDriver(t, fakeBinary(t), slog.New(slog.DiscardHandler))
+	jailed, _ := jailedDriver(t)
+	// The unjailed simulator opens TAPs through the test's TUN node, the
+	// jailed one through its jail's.
+	tun := map[*Driver]string{open: open.devTUN, jailed: ""}
+	ctx := context.Background()
+	var times [2][]time.Duration
+	for i := 0; i < n; i++ {
+		for k, d := range []*Driver{open, jailed} {
+			spec := testSpec(t, fmt.Sprintf("cost-%d-%d", k, i))
+			os.Setenv("FCSIM_DEV_TUN", tun[d])
+			t0 := time.Now()
+			st, err := d.Start(ctx, spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			times[k] = append(times[k], time.Since(t0))
+			if err := d.Stop(ctx, st, true, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	med := func(ds []time.Duration) time.Duration { slices.Sort(ds); return ds[len(ds)/2] }
+	t.Logf("Start to InstanceStart, median of %d: unjailed %v, jailed %v (%.2fx)", n,
+		med(times[0]).Round(time.Microsecond), med(times[1]).Round(time.Microsecond), float64(med(times[1]))/float64(med(times[0])))
 }
