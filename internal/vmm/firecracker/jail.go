@@ -74,6 +74,9 @@ func (d *Driver) Sweep(ctx context.Context, running map[string]bool) error {
 		return nil
 	}
 	bin, err := d.Binary()
+	if err == nil {
+		bin, err = execFile(bin)
+	}
 	if err != nil {
 		return nil // no Firecracker: none of its jails either
 	}
@@ -148,6 +151,10 @@ func jailView(spec vmm.Spec) vmm.Spec {
 // a fresh log made, and the cgroup limits chosen for the host. On error
 // nothing of the jail is left.
 func (d *Driver) planJail(spec vmm.Spec, bin string) (launchPlan, error) {
+	bin, err := execFile(bin)
+	if err != nil {
+		return launchPlan{}, err
+	}
 	runAs := *spec.RunAs
 	root := jailer.ChrootDir(d.chrootBase, bin, spec.ID)
 	p := launchPlan{runAs: runAs, chroot: root, api: root + jailAPI, view: jailView(spec)}
@@ -194,6 +201,21 @@ func (d *Driver) planJail(spec vmm.Spec, bin string) (launchPlan, error) {
 	}
 	if d.jailerSim {
 		p.notes = append(p.notes, jailerSimulatorNote)
+	}
+	return p, nil
+}
+
+// execFile is Firecracker's binary as the jailer names it: the jailer
+// canonicalizes --exec-file, and its chroot is named after the real
+// file's name (a bundle's firecracker may be a link to
+// firecracker-v1.16.1-x86_64).
+func execFile(bin string) (string, error) {
+	p, err := filepath.Abs(bin)
+	if err == nil {
+		p, err = filepath.EvalSymlinks(p)
+	}
+	if err != nil {
+		return "", fmt.Errorf("firecracker binary: %w", err)
 	}
 	return p, nil
 }

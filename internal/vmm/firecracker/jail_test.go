@@ -404,3 +404,37 @@ func TestJailCost(t *testing.T) {
 	t.Logf("Start to InstanceStart, median of %d: unjailed %v, jailed %v (%.2fx)", n,
 		med(times[0]).Round(time.Microsecond), med(times[1]).Round(time.Microsecond), float64(med(times[1]))/float64(med(times[0])))
 }
+
+// TestJailedLinkedBinary: the jailer names the chroot after the exec
+// file's real name (it canonicalizes --exec-file), so a firecracker that
+// is a link (to firecracker-v1.16.1-x86_64, say) is jailed, found and
+// cleaned up under the target's name.
+func TestJailedLinkedBinary(t *testing.T) {
+	d, base := jailedDriver(t)
+	dir := shortDir(t)
+	os.Chmod(dir, 0o755)
+	link := filepath.Join(dir, "firecracker")
+	if err := os.Symlink(fakeBinary(t), link); err != nil {
+		t.Fatal(err)
+	}
+	d.bin = link
+	spec := testSpec(t, "linked-1")
+	if spec.RunAs == nil {
+		testhost.Skip(t, "no VMM user")
+	}
+	ctx := context.Background()
+	st, err := d.Start(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vmmtest.EnsureStopped(t, st)
+	if want := filepath.Join(base, "firecracker-simulator", "linked-1", "root"); st.Chroot != want {
+		t.Fatalf("chroot %s, want %s (the jailer's, named after the link's target)", st.Chroot, want)
+	}
+	proc.Signal(st.PID, st.StartTime, syscall.SIGKILL)
+	waitFor(t, 5*time.Second, "the killed VMM to exit", func() bool { return !d.Alive(st) })
+	if err := d.Sweep(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	assertJailGone(t, st.Chroot, st.Cgroups)
+}
