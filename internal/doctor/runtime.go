@@ -124,10 +124,12 @@ func checkRuntimeOwner(_ context.Context, env *Env) Result {
 	checked := []string{env.Runtime.Path}
 	qemuBin, qemuOK := lookPath(env.qemuBinary(), env.PATH)
 	fcBin, fcOK := findFirecracker(env)
+	// The jailer runs as root: whoever can change it is root.
+	jailerBin, jailerOK := findJailer(env)
 	for _, bin := range []struct {
 		what, path string
 		ok         bool
-	}{{"qemu", qemuBin, qemuOK}, {"firecracker", fcBin, fcOK}} {
+	}{{"qemu", qemuBin, qemuOK}, {"firecracker", fcBin, fcOK}, {"jailer", jailerBin, jailerOK}} {
 		if !bin.ok || strings.HasPrefix(bin.path, env.Runtime.Path+string(filepath.Separator)) {
 			continue
 		}
