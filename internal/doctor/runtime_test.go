@@ -146,7 +146,9 @@ func TestRuntimeOwner(t *testing.T) {
 		{"writable qemu in $PATH", func(f *fixture) string { return filepath.Join(f.bin, "qemu-system-x86_64") }, 0o775,
 			[]string{"qemu-system-x86_64 is group-writable (mode 0775)"}, []string{"chmod go-w " + "QEMU"}},
 		// The jailer runs as root.
-		{"writable jailer in $PATH", func(f *fixture) string { return writeScript(t, filepath.Join(f.bin, "jailer"), `echo "Jailer v1.16.1"`) }, 0o757,
+		{"writable jailer in $PATH", func(f *fixture) string {
+			return writeScript(t, filepath.Join(f.bin, "jailer"), `echo "Jailer v1.16.1"`)
+		}, 0o757,
 			[]string{"jailer is world-writable (mode 0757)"}, []string{"chmod go-w " + "QEMU"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
