@@ -23,10 +23,13 @@ import (
 // TestTemplates: image warm makes a template; two clones created at once
 // are machines of their own (address, MAC, hostname, machine-id, pinned
 // SSH host key, RNG, clock) that reach each other (c1 gets c2's SSH banner) and do not share files;
-// the template's files are unchanged; vm restart of a clone boots it cold
-// with its disk kept; a daemon SIGKILLed during a clone leaves nothing
-// half-made; a template made for another QEMU build is not loaded, and
-// image warm makes a new one.
+// their disks are qcow2 overlays of the template's disk, and QEMU has no
+// image locking complaint; the template's files are unchanged; vm restart
+// of a clone boots it cold with its disk kept; a daemon SIGKILLed during a
+// clone leaves nothing half-made; a template made for another QEMU build
+// is not loaded, and image warm makes a new one; image rm --force while
+// clones exist keeps the template's disk, unchanged, for them (a stopped
+// clone starts from it, a running one reads on) until the last is gone.
 func TestTemplates(t *testing.T) {
 	requireHost(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
@@ -69,6 +72,15 @@ func TestTemplates(t *testing.T) {
 		if !strings.HasPrefix(v.BootedFrom, "template "+tpl.Key[:12]) {
 			t.Fatalf("vm create %s: booted from %q, want the template", v.Name, v.BootedFrom)
 		}
+		if _, err := os.Stat(filepath.Join(v.Dir, "disk.qcow2")); err != nil {
+			t.Errorf("clone %s: no overlay disk: %v", v.Name, err)
+		}
+		if _, err := os.Stat(filepath.Join(v.Dir, "disk.ext4")); err == nil {
+			t.Errorf("clone %s has a copy of the template's disk besides its overlay", v.Name)
+		}
+	}
+	if log := e.daemonLog(); strings.Contains(log, "Failed to get shared") {
+		t.Errorf("QEMU complained about image locking during the clones' start:\n%s", log)
 	}
 
 	type facts struct{ hostname, machineID, random, mac, addr, hostKey string }
@@ -203,14 +215,37 @@ func TestTemplates(t *testing.T) {
 	if now := hashFiles(t, tpl.Dir, "ram", "state", "disk.ext4"); !slices.Equal(now, sums) {
 		t.Errorf("the template's files changed: %v, were %v", now, sums)
 	}
-	for _, n := range []string{"c1", "c2", "c4"} {
-		e.must(ctx, "vm", "rm", "--force", n)
+	e.must(ctx, "vm", "rm", "--force", "c4")
+
+	// image rm while clones exist: the template's disk stays for them.
+	e.must(ctx, "vm", "stop", "c2")
+	e.must(ctx, "image", "rm", "--force", "default")
+	if _, err := os.Stat(filepath.Join(tpl.Dir, "template.json")); !os.IsNotExist(err) {
+		t.Errorf("image rm left the template usable: %v", err)
 	}
-	e.must(ctx, "image", "rm", "default")
+	if _, err := os.Stat(t2.Dir); !os.IsNotExist(err) {
+		t.Errorf("image rm left the template no clone uses, %s: %v", t2.Dir, err)
+	}
+	if out := e.must(ctx, "vm", "ssh", "--no-remind", "c1", "--", "sh", "-c", "cat /root/c1-file && echo 3 > /proc/sys/vm/drop_caches && md5sum /usr/bin/ls >/dev/null && echo read"); out != "mine\nread\n" {
+		t.Errorf("a running clone after image rm: %q", out)
+	}
+	e.must(ctx, "vm", "start", "c2")
+	if out := e.must(ctx, "vm", "ssh", "--no-remind", "c2", "--", "cat", "/etc/hostname"); out != "c2\n" {
+		t.Errorf("a stopped clone started after image rm: %q", out)
+	}
+	logStep("image rm with clones; a stopped clone starts (cold) from the kept disk")
+	if now := hashFiles(t, tpl.Dir, "disk.ext4"); now[0] != sums[2] {
+		t.Errorf("the template's disk changed under its clones: %v, was %v", now, sums[2])
+	}
+	e.must(ctx, "vm", "rm", "--force", "c1")
+	if _, err := os.Stat(filepath.Join(tpl.Dir, "disk.ext4")); err != nil {
+		t.Errorf("the template's disk went while c2 uses it: %v", err)
+	}
+	e.must(ctx, "vm", "rm", "--force", "c2")
 	if _, err := os.Stat(tpl.Dir); !os.IsNotExist(err) {
-		t.Errorf("image rm left its template %s: %v", tpl.Dir, err)
+		t.Errorf("the template %s outlived its last clone: %v", tpl.Dir, err)
 	}
-	logStep("remove the VMs and the image")
+	logStep("remove the clones")
 }
 
 // hashFiles returns the SHA-256 of each named file in dir.

@@ -127,9 +127,10 @@ func (s *Service) Get(ctx context.Context, ref string) (api.Image, error) {
 // Delete removes an image and returns it as it was (UsedBy lists the VMs
 // that still name it). An image VMs use is refused unless p.Force: their
 // disks are full copies (reflinks or sparse copies, see image.CloneDisk)
-// that never read the image file again, so the file goes and the row stays
-// as a tombstone (store.MarkImageRemoved) until the last of those VMs is
-// deleted.
+// that never read the image file again, or overlays of a warm template's
+// disk, which stays while they do (see package vm), so the file goes and
+// the row stays as a tombstone (store.MarkImageRemoved) until the last of
+// those VMs is deleted.
 //
 // The row changes first, in one transaction with the check for users, and
 // the files go after: a daemon that dies in between leaves only a folder
@@ -153,7 +154,7 @@ func (s *Service) Delete(ctx context.Context, p api.ImageDeleteParams) (api.Imag
 			return store.DeleteImage(ctx, tx, im.ID)
 		}
 		if !p.Force {
-			return api.Errorf(api.ErrPrecondition, "image %q is used by VM(s) %s: remove them first, or use `banger image rm --force %s`, which removes it anyway (VM disks are full copies and do not need the image)",
+			return api.Errorf(api.ErrPrecondition, "image %q is used by VM(s) %s: remove them first, or use `banger image rm --force %s`, which removes it anyway (VM disks do not need the image: they are copies, or overlays of a warm template's disk, which stays until its last clone is removed)",
 				im.Name, strings.Join(users, ", "), im.Name)
 		}
 		return store.MarkImageRemoved(ctx, tx, im.ID)

@@ -80,11 +80,13 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (api.VM, err
 		if err := os.RemoveAll(s.cfg.Dirs.VMDir(row.ID)); err != nil {
 			cleanup = append(cleanup, fmt.Errorf("remove vm folder: %w", err))
 		}
+		s.dropUnusedTemplates()
 		return errors.Join(cleanup...)
 	}
 
-	// Phase 2: the folder and the disk: a copy of the image, or of the
-	// disk of a warm template of the image and the VM's shape.
+	// Phase 2: the folder and the disk: a copy of the image, or an
+	// overlay (a copy under VMMs without overlays) of the disk of a warm
+	// template of the image and the VM's shape.
 	var c *clone
 	// A VM with shared folders cannot be a clone: its virtio-fs devices
 	// cannot be migrated (see template.go).
@@ -96,7 +98,7 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (api.VM, err
 	steps := s.stepClock(row.Name)
 	if c != nil {
 		progress.Report(ctx, api.Progress{Phase: PhaseDisk,
-			Message: fmt.Sprintf("copying the disk of template %s of image %s", c.m.Key[:12], img.Name)})
+			Message: fmt.Sprintf("making the disk of a clone of template %s of image %s", c.m.Key[:12], img.Name)})
 		var err error
 		if c.mem, err = s.templateMemory(ctx, c.m); err != nil {
 			return api.VM{}, undo(err)

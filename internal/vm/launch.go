@@ -56,7 +56,11 @@ func (s *Service) endUnrecordedLaunch(ctx context.Context, row store.VM) {
 	if _, err := os.Lstat(s.launchMarker(row.ID)); err != nil {
 		return
 	}
-	n, err := killHolders(ctx, s.diskPath(row.ID), vmm.DiskAliases(s.drivers)...)
+	disk := s.diskPath(row.ID)
+	if _, ok := s.cloneOf(row.ID); ok {
+		disk = filepath.Join(s.cfg.Dirs.VMDir(row.ID), overlayName)
+	}
+	n, err := killHolders(ctx, disk, vmm.DiskAliases(s.drivers)...)
 	if n > 0 {
 		s.log.Warn("killed the vmm an interrupted launch left running", "vm", row.Name, "processes", n)
 	}

@@ -111,6 +111,10 @@ func (s *Service) bootLocked(ctx context.Context, row *store.VM, c *clone) (err 
 	if runAs != nil {
 		owner = *runAs
 	}
+	disk, backing, err := s.vmDisk(row.ID)
+	if err != nil {
+		return api.Errorf(api.ErrPrecondition, "%w: remove the VM (`banger vm rm %s`)", err, row.Name)
+	}
 	tap := network.TAPName(row.ID)
 	steps.done("bridge, shares, vmm user")
 	if err := s.net.CreateTAP(tap, row.MAC, row.IP, owner); err != nil {
@@ -121,7 +125,7 @@ func (s *Service) bootLocked(ctx context.Context, row *store.VM, c *clone) (err 
 		ID: row.ID, Name: row.Name, Dir: s.cfg.Dirs.VMDir(row.ID),
 		CPUs: row.CPUs, MemoryMiB: row.MemoryMiB,
 		Kernel: row.Kernel, Initrd: row.Initrd, KernelArgs: row.KernelArgs,
-		Disk: s.diskPath(row.ID), TAP: tap, MAC: row.MAC,
+		Disk: disk, DiskBacking: backing, TAP: tap, MAC: row.MAC,
 		ConsoleLog: s.consoleLog(row.ID), Accel: s.cfg.Accel,
 		Agent: true, VsockCID: row.VsockCID,
 		RunAs:  runAs,
@@ -482,6 +486,7 @@ func (s *Service) Delete(ctx context.Context, ref string, force bool) error {
 	if err := os.RemoveAll(s.cfg.Dirs.VMDir(row.ID)); err != nil {
 		return fmt.Errorf("vm %q is deleted but its folder is not (the next daemon start removes it): %w", row.Name, err)
 	}
+	s.dropUnusedTemplates()
 	return nil
 }
 
@@ -671,6 +676,7 @@ func (s *Service) Recover(ctx context.Context) error {
 			}
 		}
 	}
+	s.dropUnusedTemplates()
 	return nil
 }
 

@@ -54,6 +54,12 @@ func CheckPaths(spec Spec, sockets ...string) []error {
 	if spec.Disk != "" {
 		file("disk", spec.Disk)
 	}
+	if spec.DiskBacking != "" {
+		if spec.Disk == "" {
+			errs = append(errs, errors.New("disk backing without a disk"))
+		}
+		file("disk backing", spec.DiskBacking)
+	}
 	if spec.ConsoleLog != "" && abs("console log", spec.ConsoleLog) {
 		if _, err := os.Stat(filepath.Dir(spec.ConsoleLog)); err != nil {
 			errs = append(errs, fmt.Errorf("console log folder: %w", err))

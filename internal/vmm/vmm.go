@@ -36,7 +36,12 @@ type Spec struct {
 	Initrd     string // optional
 	KernelArgs string // complete kernel command line
 
-	Disk string // raw ext4 root disk, read-write
+	Disk string // raw ext4 root disk, read-write (a qcow2 overlay with DiskBacking)
+	// DiskBacking, when set, makes Disk a qcow2 overlay (made by
+	// Overlayer.CreateOverlay) whose backing file is this raw disk: a
+	// warm template's, shared by its clones, opened read-only and never
+	// written. Only a driver that is an Overlayer takes it.
+	DiskBacking string
 
 	TAP string // host TAP device, already created and up
 	MAC string // guest MAC, "52:54:00:xx:xx:xx"
@@ -313,6 +318,15 @@ type Sweeper interface {
 	// does not hold (whose VMM does not run). It runs at daemon start,
 	// before any request.
 	Sweep(ctx context.Context, running map[string]bool) error
+}
+
+// Overlayer is the ability to boot a VM from a copy-on-write overlay of
+// a read-only raw disk (Spec.DiskBacking): a clone of a warm template
+// then needs no copy of the template's disk.
+type Overlayer interface {
+	// CreateOverlay makes overlay, a new, empty copy-on-write disk of size
+	// bytes on top of the raw disk backing, which it does not open.
+	CreateOverlay(ctx context.Context, overlay, backing string, size int64) error
 }
 
 // Preflighter is the ability to name the host checks (the purpose of

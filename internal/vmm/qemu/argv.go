@@ -50,6 +50,7 @@ const sandbox = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecont
 const (
 	consoleFDSet = 1
 	diskFDSet    = 2
+	backingFDSet = 3
 )
 
 // QMPSocket returns the QMP socket path for a VM folder.
@@ -119,9 +120,13 @@ func Argv(bin string, spec vmm.Spec) ([]string, []File) {
 		rw, ro := p.pass(HowReadWrite, spec.Disk), p.pass(HowRead, spec.Disk)
 		a = append(a,
 			"-add-fd", fmt.Sprintf("fd=%d,set=%d", rw, diskFDSet),
-			"-add-fd", fmt.Sprintf("fd=%d,set=%d", ro, diskFDSet),
-			"-drive", fmt.Sprintf("id=root,file=/dev/fdset/%d,format=raw,if=none,cache=writeback,aio=threads,discard=unmap", diskFDSet),
-			"-device", "virtio-blk-device,drive=root")
+			"-add-fd", fmt.Sprintf("fd=%d,set=%d", ro, diskFDSet))
+		if spec.DiskBacking == "" {
+			a = append(a, "-drive", fmt.Sprintf("id=root,file=/dev/fdset/%d,format=raw,if=none,cache=writeback,aio=threads,discard=unmap", diskFDSet))
+		} else {
+			a = append(a, overlayArgs(&p, spec)...)
+		}
+		a = append(a, "-device", "virtio-blk-device,drive=root")
 	}
 	if spec.TAP != "" || spec.DetachedNIC {
 		dev := "virtio-net-device,netdev=n0"
@@ -151,6 +156,25 @@ func Argv(bin string, spec vmm.Spec) ([]string, []File) {
 		a = append(a, "-incoming", "defer")
 	}
 	return a, p.files
+}
+
+// overlayArgs makes the block node "root" a qcow2 overlay (spec.Disk,
+// the set diskFDSet) on top of the raw spec.DiskBacking, which QEMU gets
+// as a read-only descriptor only (its own set) and opens read-only: the
+// backing file named in the overlay's header is never opened (QEMU is
+// told the backing node instead), and a VMM cannot write the backing
+// whatever the guest does. Read-only nodes take only shared locks, so
+// any number of clones open one backing file. The rest is as the raw
+// disk's -drive (writeback cache, thread pool, guest TRIM passed on).
+func overlayArgs(p *fdPlan, spec vmm.Spec) []string {
+	ro := p.pass(HowRead, spec.DiskBacking)
+	return []string{
+		"-add-fd", fmt.Sprintf("fd=%d,set=%d", ro, backingFDSet),
+		"-blockdev", fmt.Sprintf("driver=file,node-name=backing-file,filename=/dev/fdset/%d,read-only=on,aio=threads", backingFDSet),
+		"-blockdev", "driver=raw,node-name=backing,file=backing-file,read-only=on",
+		"-blockdev", fmt.Sprintf("driver=file,node-name=root-file,filename=/dev/fdset/%d,aio=threads,discard=unmap", diskFDSet),
+		"-blockdev", "driver=qcow2,node-name=root,file=root-file,backing=backing,discard=unmap",
+	}
 }
 
 // memoryArgs backs guest RAM with spec.MemoryFile: QEMU 7.2's file

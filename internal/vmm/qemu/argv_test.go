@@ -54,12 +54,16 @@ func TestArgvGolden(t *testing.T) {
 	clone := tcgFull
 	clone.MemoryFile = "/proc/42/fd/8"
 	clone.IncomingState = "/home/u/.local/state/banger/templates/k/state"
+	overlayClone := clone
+	overlayClone.Disk = "/home/u/.local/state/banger/vms/dev-1/disk.qcow2"
+	overlayClone.DiskBacking = "/home/u/.local/state/banger/templates/k/disk.ext4"
 	tests := []struct {
 		name string
 		spec vmm.Spec
 	}{
 		{"template", template},
 		{"clone", clone},
+		{"overlay-clone", overlayClone},
 		{"full-kvm", full},
 		{"full-tcg", tcgFull},
 		{"minimal-tcg", minimal},

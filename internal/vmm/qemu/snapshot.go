@@ -118,8 +118,8 @@ func waitMigration(ctx context.Context, q *QMP) error {
 
 // MachineKey is the SHA-256 of the QEMU binary's content, the kernel's
 // and initrd's, and the command line spec launches with its per-VM parts
-// (id, name, folder, MAC, TAP, paths, kernel command line) replaced by
-// fixed values.
+// (id, name, folder, MAC, TAP, paths, kernel command line, a disk's
+// backing) replaced by fixed values.
 func (d *Driver) MachineKey(spec vmm.Spec) (string, error) {
 	bin, err := d.Binary()
 	if err != nil {
@@ -143,7 +143,9 @@ func (d *Driver) MachineKey(spec vmm.Spec) (string, error) {
 		norm.Initrd = "/initrd"
 	}
 	if norm.Disk != "" {
-		norm.Disk = "/disk"
+		// A clone's overlay and the template's raw disk are the same
+		// virtio-blk device to the guest.
+		norm.Disk, norm.DiskBacking = "/disk", ""
 	}
 	if norm.TAP != "" || norm.DetachedNIC {
 		norm.TAP, norm.DetachedNIC, norm.MAC = "", true, "52:54:00:00:00:00"

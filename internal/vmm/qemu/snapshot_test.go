@@ -44,7 +44,9 @@ func sum(t *testing.T, f *os.File) [32]byte {
 // TestSaveAndLoadState: a VM whose RAM is a shared memfd is saved (device
 // state only); two clones map the sealed memfd privately, load the state
 // and run on (as the VMM user: the seal, not the file mode, keeps them
-// from writing it), and the memfd is unchanged afterwards.
+// from writing it), each on a qcow2 overlay of the template's disk, and
+// QEMU prints nothing (no image locking complaint); the memfd and the
+// template's disk are unchanged afterwards.
 func TestSaveAndLoadState(t *testing.T) {
 	qemuBinary(t)
 	ctx := context.Background()
@@ -81,11 +83,19 @@ func TestSaveAndLoadState(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := sum(t, mem)
+	if err := os.Chmod(spec.Disk, 0o400); err != nil {
+		t.Fatal(err)
+	}
+	diskSum := fileSHA(t, spec.Disk)
 
 	for i := range 2 {
 		c := testSpec(t, fmt.Sprintf("clone-%d", i))
 		c.MemoryFile = fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), mem.Fd())
 		c.IncomingState = state
+		c.Disk, c.DiskBacking = filepath.Join(c.Dir, "disk.qcow2"), spec.Disk
+		if err := d.CreateOverlay(ctx, c.Disk, spec.Disk, 64<<20); err != nil {
+			t.Fatal(err)
+		}
 		t0 := time.Now()
 		cst, err := d.Start(ctx, c)
 		if err != nil {
@@ -105,8 +115,9 @@ func TestSaveAndLoadState(t *testing.T) {
 			t.Errorf("clone %d: status %q, %v; want running", i, status.Status, err)
 		}
 		if out := readFile(OutFile(c.Dir)); out != "" {
-			t.Logf("clone %d: qemu printed: %s", i, out)
+			t.Errorf("clone %d: qemu printed: %s", i, out)
 		}
+		guestWrite(t, cst, 0x60+i)
 		time.Sleep(time.Second)
 		if !d.Alive(cst) {
 			t.Errorf("clone %d died after its start: %s", i, lastLines(readFile(OutFile(c.Dir)), 2000))
@@ -114,6 +125,9 @@ func TestSaveAndLoadState(t *testing.T) {
 	}
 	if sum(t, mem) != before {
 		t.Error("the clones changed the template's memory")
+	}
+	if fileSHA(t, spec.Disk) != diskSum {
+		t.Error("the clones changed the template's disk")
 	}
 }
 
@@ -139,6 +153,7 @@ func TestMachineKey(t *testing.T) {
 	clone.DetachedNIC, clone.TAP, clone.MAC = false, "tap-b", "52:54:00:00:00:02"
 	clone.KernelArgs, clone.MemoryShared, clone.IncomingState = "console=ttyS0 banger.ip=1.2.3.4/24", false, "/t/state"
 	clone.RunAs = &vmm.Identity{UID: 5, GID: 5}
+	clone.Disk, clone.DiskBacking = "/b/disk.qcow2", "/t/disk.ext4"
 	if key(clone) != k0 {
 		t.Error("per-VM parts change the machine key")
 	}
