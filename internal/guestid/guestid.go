@@ -232,6 +232,17 @@ func HandleIdentity(ctx context.Context, st *agent.Stream) error {
 		res.ClockSet = true
 		t.done("clock")
 	}
+	// The host key first and the address next: the host waits for sshd's
+	// banner at that address while the rest is written (an sshd of this
+	// kind reads its key for each connection).
+	var err error
+	if res.SSHReloaded, err = setHostKey(p.HostKey, p.HostKeyPub); err != nil {
+		return err
+	}
+	t.done("host key")
+	if res.Interface, err = setNetwork(p, t); err != nil {
+		return err
+	}
 	if err := writeFile("/etc/machine-id", []byte(p.MachineID+"\n"), 0o444); err != nil {
 		return err
 	}
@@ -240,14 +251,6 @@ func HandleIdentity(ctx context.Context, st *agent.Stream) error {
 		return err
 	}
 	t.done("hostname")
-	var err error
-	if res.Interface, err = setNetwork(p, t); err != nil {
-		return err
-	}
-	if res.SSHReloaded, err = setHostKey(p.HostKey, p.HostKeyPub); err != nil {
-		return err
-	}
-	t.done("host key")
 	res.Steps = t.steps
 	return st.Accept(res)
 }

@@ -171,11 +171,8 @@ func (s *Service) bootLocked(ctx context.Context, row *store.VM, c *clone) (err 
 
 	clockSet := false
 	if c != nil {
-		progress.Report(ctx, api.Progress{Phase: PhaseAgent, Message: "the clone runs; giving it its own identity"})
-		clockSet, err = s.giveIdentity(ctx, row, st, c)
-		steps.done("identity")
-	}
-	if err == nil {
+		clockSet, err = s.identityAndSSH(ctx, row, drv, st, c, consoleStart, steps)
+	} else {
 		err = s.waitForSSH(ctx, row, drv, st, consoleStart)
 		steps.done("ssh and agent ready")
 	}
@@ -205,6 +202,29 @@ func (s *Service) bootLocked(ctx context.Context, row *store.VM, c *clone) (err 
 	}
 	s.openForwards(ctx, *row)
 	return nil
+}
+
+// identityAndSSH gives the clone row (running as st) its identity and
+// waits for its SSH and agent, both at once: sshd's first answer costs the
+// guest an exec of sshd, which TCG translates anew in every clone, and
+// the guest sets its address early in the identity call, so the wait for
+// the banner runs while the rest of the identity is written.
+func (s *Service) identityAndSSH(ctx context.Context, row *store.VM, drv vmm.Driver, st vmm.State, c *clone, consoleStart int64, steps *stepClock) (clockSet bool, err error) {
+	progress.Report(ctx, api.Progress{Phase: PhaseAgent, Message: "the clone runs; giving it its own identity"})
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ready := make(chan error, 1)
+	go func() { ready <- s.waitForSSH(wctx, row, drv, st, consoleStart) }()
+	clockSet, err = s.giveIdentity(ctx, row, st, c)
+	steps.done("identity")
+	if err != nil {
+		cancel()
+		<-ready
+		return false, err
+	}
+	err = <-ready
+	steps.done("ssh and agent ready")
+	return clockSet, err
 }
 
 // failStart records err on the row (stopped, no driver state) and returns it
