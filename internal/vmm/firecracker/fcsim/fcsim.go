@@ -53,9 +53,12 @@
 //   - SendCtrlAltDel is delivered to the guest; when the guest ends (it
 //     resets, powers off, or its VMM dies) the simulator ends (Exited), as
 //     Firecracker does with reboot=k.
+//   - Full snapshots: PUT /snapshot/create of a paused microVM and PUT
+//     /snapshot/load into a fresh one, with network and vsock overrides
+//     (see snapshot.go).
 //
 // Resources the specification has but the simulator does not model
-// (balloon, mmds, snapshots, ...) are validated and then refused with a
+// (balloon, mmds, diff snapshots, ...) are validated and then refused with a
 // fault message that says so.
 package fcsim
 
@@ -535,6 +538,16 @@ func (s *Server) handle(method, path string, body []byte) (any, error) {
 			return nil, nil
 		}
 		return nil, fault("fcsim: action %q is not simulated", a.ActionType)
+	case "PUT /snapshot/create":
+		if err := postBoot(); err != nil {
+			return nil, err
+		}
+		return nil, s.snapshotCreateLocked(body)
+	case "PUT /snapshot/load":
+		if err := preBoot(); err != nil {
+			return nil, err
+		}
+		return nil, s.snapshotLoadLocked(body)
 	case "PATCH /vm":
 		if err := postBoot(); err != nil {
 			return nil, err
@@ -854,8 +867,15 @@ func (s *Server) startLocked() error {
 		return fault("Start microvm error: fcsim: boot the guest: %v", err)
 	}
 	s.state = fcapi.StateRunning
-	close(s.started)
+	s.runningLocked()
 	s.logLocked(levelInfo, "fc_api", "Successfully started microvm that was configured from one single json")
+	return nil
+}
+
+// runningLocked marks the microVM started (booted or restored): the vsock
+// socket is served, and the simulator ends when its guest does.
+func (s *Server) runningLocked() {
+	close(s.started)
 	go func() {
 		select {
 		case <-s.opts.Guest.Done():
@@ -864,7 +884,6 @@ func (s *Server) startLocked() error {
 		case <-s.closed:
 		}
 	}()
-	return nil
 }
 
 func (s *Server) acceptVsock(ln net.Listener) {

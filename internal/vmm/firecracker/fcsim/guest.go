@@ -29,6 +29,14 @@ type Guest interface {
 	Done() <-chan struct{}
 	// Close stops the guest, if it runs.
 	Close() error
+	// Snapshot saves the paused guest: its device state to state, its
+	// RAM to mem (already sized to the guest memory).
+	Snapshot(state io.Writer, mem *os.File) error
+	// Restore starts the guest, paused, from a snapshot: the device
+	// state read from state, the RAM from mem (never written: mapped
+	// privately), the devices of cfg (Kernel and Initrd nil). The guest
+	// keeps mem open as long as it needs it.
+	Restore(cfg BootConfig, state io.Reader, mem *os.File) error
 }
 
 // ErrNoListener is returned by Guest.Dial when nothing in the guest listens
@@ -91,6 +99,8 @@ type FakeGuest struct {
 	IgnoreCtrlAltDel bool
 	// ListenDelay is how long after Boot the services start listening.
 	ListenDelay time.Duration
+	// Restored is the configuration Restore was given, nil before.
+	Restored *BootConfig
 
 	mu        sync.Mutex
 	handlers  map[uint32]func(net.Conn)
@@ -181,6 +191,46 @@ func (g *FakeGuest) end() {
 
 // Close does nothing.
 func (g *FakeGuest) Close() error { return nil }
+
+// fakeState and fakeMemory are what a FakeGuest saves: its device state,
+// and a mark at the start of its RAM.
+const (
+	fakeState  = "fcsim fake guest state\n"
+	fakeMemory = "fcsim fake guest memory\n"
+)
+
+// Snapshot writes the fake state and marks the memory.
+func (g *FakeGuest) Snapshot(state io.Writer, mem *os.File) error {
+	if _, err := io.WriteString(state, fakeState); err != nil {
+		return err
+	}
+	_, err := mem.WriteAt([]byte(fakeMemory), 0)
+	return err
+}
+
+// Restore checks that state and mem are what Snapshot saved, then "runs"
+// (paused) as a booted FakeGuest does.
+func (g *FakeGuest) Restore(cfg BootConfig, state io.Reader, mem *os.File) error {
+	b, err := readAllState(state)
+	if err != nil {
+		return err
+	}
+	if string(b) != fakeState {
+		return fmt.Errorf("the device state is not a fake guest's: %q", b)
+	}
+	mark := make([]byte, len(fakeMemory))
+	if _, err := mem.ReadAt(mark, 0); err != nil || string(mark) != fakeMemory {
+		return fmt.Errorf("the memory file is not a fake guest's (it starts %q)", mark)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.doneChan()
+	g.serial = cfg.Serial
+	g.listening = time.Now()
+	g.Restored = &cfg
+	_, err = fmt.Fprintf(cfg.Serial, "fcsim: simulated guest restored from a snapshot (no kernel runs)\n")
+	return err
+}
 
 // Echo is a guest service that echoes what it reads.
 func Echo(c net.Conn) {

@@ -319,3 +319,13 @@ func (g *QEMUGuest) Close() error {
 	g.command("quit")
 	return nil
 }
+
+// Snapshot is not simulated under QEMU yet: the guest's RAM is anonymous.
+func (g *QEMUGuest) Snapshot(io.Writer, *os.File) error {
+	return fmt.Errorf("%w under QEMU by this simulator yet (its RAM is not file-backed)", errNoSnapshot)
+}
+
+// Restore is not simulated under QEMU yet (see Snapshot).
+func (g *QEMUGuest) Restore(BootConfig, io.Reader, *os.File) error {
+	return fmt.Errorf("%w under QEMU by this simulator yet (its RAM is not file-backed)", errNoSnapshot)
+}
