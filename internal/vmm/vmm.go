@@ -164,6 +164,11 @@ type State struct {
 	// jailer made for it; the driver removes both once the VMM is gone.
 	Chroot  string   `json:"chroot,omitempty"`
 	Cgroups []string `json:"cgroups,omitempty"`
+	// SaveMemory is where Snapshotter.SaveState puts the guest's RAM when
+	// the VMM could not map Spec.MemoryFile shared (Firecracker, whose
+	// guest RAM is its own until a snapshot writes it out): that
+	// MemoryFile, while a template is built.
+	SaveMemory string `json:"save_memory,omitempty"`
 	// Notes are facts worth showing the user, e.g. which descriptor is which file.
 	Notes []string `json:"notes,omitempty"`
 }

@@ -86,7 +86,8 @@ type File struct {
 // Argv returns the command line (bin first) that launches Firecracker for
 // spec, with its API socket in the jail and spec.ID as the instance id, and
 // the files Start opens and passes to it: the jail first (descriptor 3),
-// then the kernel, the initrd and the disk as spec names them. View(spec)
+// then the kernel, the initrd and the disk as spec names them, and a
+// clone's snapshot state and memory (Spec.IncomingState, MemoryFile). View(spec)
 // is where Firecracker finds them. It is a pure function: it neither
 // validates spec nor touches the file system.
 func Argv(bin string, spec vmm.Spec) ([]string, []File) {
@@ -99,17 +100,26 @@ func Argv(bin string, spec vmm.Spec) ([]string, []File) {
 	add(spec.Kernel, false)
 	add(spec.Initrd, false)
 	add(spec.Disk, true)
+	if spec.IncomingState != "" {
+		add(spec.IncomingState, false)
+		add(spec.MemoryFile, false)
+	}
 	return []string{bin, "--api-sock", jailPath + "/" + APISocketName, "--id", spec.ID}, files
 }
 
 // View returns spec as Firecracker sees it when launched with Argv: its
-// VM folder is the jail, and the kernel, initrd and disk are the
-// /proc/self/fd links of their inherited descriptors.
+// VM folder is the jail, and the kernel, initrd, disk (and a clone's
+// snapshot state and memory) are the /proc/self/fd links of their
+// inherited descriptors.
 func View(spec vmm.Spec) vmm.Spec {
 	v := spec
 	v.Dir = jailPath
 	fd := 4
-	for _, p := range []*string{&v.Kernel, &v.Initrd, &v.Disk} {
+	files := []*string{&v.Kernel, &v.Initrd, &v.Disk}
+	if v.IncomingState != "" {
+		files = append(files, &v.IncomingState, &v.MemoryFile)
+	}
+	for _, p := range files {
 		if *p != "" {
 			*p = "/proc/self/fd/" + strconv.Itoa(fd)
 			fd++

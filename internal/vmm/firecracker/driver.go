@@ -223,6 +223,18 @@ func checkSpec(spec vmm.Spec, sockets ...string) error {
 			errs = append(errs, fmt.Errorf("kernel %s: %w: firecracker boots only an uncompressed ELF vmlinux (x86-64, with a PVH note or a 64-bit entry point); use the runtime bundle's kernel/vmlinux, or take the vmlinux out of a bzImage (the kernel's scripts/extract-vmlinux)", spec.Kernel, err))
 		}
 	}
+	switch {
+	case spec.DetachedNIC:
+		errs = append(errs, errors.New("a network device without a tap: firecracker has none; give the guest a tap of its own (a clone's replaces it)"))
+	case spec.IncomingState != "" && (spec.MemoryFile == "" || spec.MemoryShared):
+		errs = append(errs, errors.New("a snapshot to load (IncomingState) needs its memory file (MemoryFile), mapped privately"))
+	case spec.IncomingState != "":
+		for _, p := range []string{spec.IncomingState, spec.MemoryFile} {
+			if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() {
+				errs = append(errs, fmt.Errorf("snapshot file %s: want a regular file (%v)", p, err))
+			}
+		}
+	}
 	errs = append(errs, vmm.CheckPaths(spec, sockets...)...)
 	return errors.Join(errs...)
 }
@@ -422,15 +434,25 @@ func (d *Driver) launch(ctx context.Context, spec vmm.Spec, p launchPlan) (vmm.S
 		return fail(fmt.Errorf("the api socket %s answers with instance id %q, want %q", p.api, info.ID, spec.ID))
 	}
 	ready := time.Since(t0)
-	for _, r := range ConfigRequests(p.view) {
-		if err := client.Put(ctx, r.Path, r.Body); err != nil {
+	reqs := ConfigRequests(p.view)
+	if spec.IncomingState != "" {
+		reqs = LoadRequests(p.view)
+	}
+	for _, r := range reqs {
+		c := client
+		if r.Path == "/snapshot/load" {
+			c = NewClient(p.api, snapshotTimeout)
+		}
+		if err := c.Put(ctx, r.Path, r.Body); err != nil {
 			return fail(d.withOutput(fmt.Errorf("configure %s: %w", r.What, err), child))
 		}
 	}
 	// The sockets need no chmod (which would follow a link Firecracker
 	// put in their place): only the jail's owner and root reach them.
-	if err := client.Put(ctx, "/actions", Action(fcapi.ActionInstanceStart)); err != nil {
-		return fail(d.withOutput(fmt.Errorf("start the guest: %w", err), child))
+	if spec.IncomingState == "" {
+		if err := client.Put(ctx, "/actions", Action(fcapi.ActionInstanceStart)); err != nil {
+			return fail(d.withOutput(fmt.Errorf("start the guest: %w", err), child))
+		}
 	}
 	d.log.Info("firecracker started", "vm", spec.ID, "pid", child.PID, "run_as", p.runAs, "jailed", p.chroot != "",
 		"api_ready", ready.Round(time.Millisecond), "guest_started", time.Since(t0).Round(time.Millisecond))
@@ -440,7 +462,12 @@ func (d *Driver) launch(ctx context.Context, spec vmm.Spec, p launchPlan) (vmm.S
 		accel, notes = SimulatorAccel, append(notes, simulatorNote)
 	}
 	runAs := p.runAs
+	saveMemory := ""
+	if spec.MemoryShared {
+		saveMemory = spec.MemoryFile
+	}
 	return vmm.State{
+		SaveMemory:    saveMemory,
 		Version:       vmm.StateVersion,
 		Driver:        d.Name(),
 		PID:           child.PID,

@@ -129,7 +129,8 @@ func (d *Driver) Jailer() string { return d.jailer }
 func (d *Driver) jailed(spec vmm.Spec) bool { return d.jailer != "" && spec.RunAs != nil }
 
 // jailView is spec as a jailed Firecracker sees it: its folder is the
-// chroot's root, and the kernel, initrd and disk are linked there.
+// chroot's root, and the kernel, initrd, disk (and a clone's snapshot
+// state and memory) are linked there.
 func jailView(spec vmm.Spec) vmm.Spec {
 	v := spec
 	v.Dir = ""
@@ -140,6 +141,9 @@ func jailView(spec vmm.Spec) vmm.Spec {
 		if *f.p != "" {
 			*f.p = f.name
 		}
+	}
+	if v.IncomingState != "" {
+		v.IncomingState, v.MemoryFile = jailState, jailMemory
 	}
 	return v
 }
@@ -231,9 +235,13 @@ func fillJail(spec vmm.Spec, root string, runAs vmm.Identity) error {
 			return fmt.Errorf("hand %s to %s, which firecracker runs as: %w", spec.Disk, runAs, err)
 		}
 	}
-	for _, f := range []struct{ src, dst string }{
-		{spec.Kernel, jailKernel}, {spec.Initrd, jailInitrd}, {spec.Disk, jailDisk},
-	} {
+	links := []struct{ src, dst string }{{spec.Kernel, jailKernel}, {spec.Initrd, jailInitrd}, {spec.Disk, jailDisk}}
+	if spec.IncomingState != "" {
+		// A clone's snapshot, which Firecracker only reads (the memory
+		// mapped privately): shared with the other clones, not handed over.
+		links = append(links, struct{ src, dst string }{spec.IncomingState, jailState}, struct{ src, dst string }{spec.MemoryFile, jailMemory})
+	}
+	for _, f := range links {
 		if f.src == "" {
 			continue
 		}
@@ -289,7 +297,7 @@ func linkInto(src, dst string) error {
 // must be empty: the VMM has exited). Missing parts are no error.
 func removeJail(root string, cgroups []string) error {
 	var errs []error
-	for _, name := range []string{jailKernel, jailInitrd, jailDisk} {
+	for _, name := range []string{jailKernel, jailInitrd, jailDisk, jailState, jailMemory} {
 		if err := unix.Unmount(root+name, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 			errs = append(errs, fmt.Errorf("unmount %s: %w", root+name, err))
 		}

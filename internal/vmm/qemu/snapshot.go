@@ -6,9 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/bangerhq/banger/internal/vmm"
@@ -130,7 +128,7 @@ func (d *Driver) MachineKey(spec vmm.Spec) (string, error) {
 		if p == "" {
 			continue
 		}
-		sum, err := fileSum(p)
+		sum, err := vmm.FileSum(p)
 		if err != nil {
 			return "", fmt.Errorf("machine key: %w", err)
 		}
@@ -157,43 +155,4 @@ func (d *Driver) MachineKey(spec vmm.Spec) (string, error) {
 		fmt.Fprintf(h, "%q\n", a)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// sums caches fileSum by path, size and modification time: the QEMU
-// binary and the kernel are hashed once per daemon.
-var sums struct {
-	sync.Mutex
-	m map[string]string
-}
-
-// fileSum is the SHA-256 of the file at p.
-func fileSum(p string) (string, error) {
-	fi, err := os.Stat(p)
-	if err != nil {
-		return "", err
-	}
-	id := fmt.Sprintf("%s\x00%d\x00%d", p, fi.Size(), fi.ModTime().UnixNano())
-	sums.Lock()
-	sum, ok := sums.m[id]
-	sums.Unlock()
-	if ok {
-		return sum, nil
-	}
-	f, err := os.Open(p)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("read %s: %w", p, err)
-	}
-	sum = hex.EncodeToString(h.Sum(nil))
-	sums.Lock()
-	if sums.m == nil {
-		sums.m = map[string]string{}
-	}
-	sums.m[id] = sum
-	sums.Unlock()
-	return sum, nil
 }
