@@ -204,7 +204,9 @@ func pauseChecks(ctx context.Context, t *testing.T, e *env, name string) {
 // short (issue 11): sshd and the agent start without waiting (even through
 // another unit) for sysinit.target or basic.target, sshd without `sshd -t`
 // first, systemd skipped its first-boot updates (the image has them done)
-// and the generators for what a microVM never has; and the boot ends with
+// and the generators for what a microVM never has or banger's kernel
+// command line never asks for, with a login on the serial console still
+// there (the getty generator's part); and the boot ends with
 // no unit failed and no job timed out. It logs systemd-analyze.
 func bootCuts(ctx context.Context, t *testing.T, e *env, name string) {
 	t.Helper()
@@ -261,8 +263,15 @@ func bootCuts(ctx context.Context, t *testing.T, e *env, name string) {
 	if pre := units["ssh.service"]["ExecStartPre"]; strings.Contains(pre, "sshd") {
 		t.Errorf("ssh.service still runs sshd before sshd: ExecStartPre=%s", pre)
 	}
-	if out := e.must(ctx, "vm", "exec", name, "--", "readlink", "/etc/systemd/system-generators/systemd-gpt-auto-generator"); out != "/dev/null\n" {
-		t.Errorf("the GPT auto-discovery generator is not masked: %q", out)
+	for _, g := range []string{"systemd-gpt-auto-generator", "systemd-debug-generator", "systemd-getty-generator"} {
+		if out := e.must(ctx, "vm", "exec", name, "--", "readlink", "/etc/systemd/system-generators/"+g); out != "/dev/null\n" {
+			t.Errorf("%s is not masked: %q", g, out)
+		}
+	}
+	// What the getty generator did is still done: a login on the serial
+	// console.
+	if out := e.must(ctx, "vm", "exec", name, "--", "systemctl", "is-active", "serial-getty@ttyS0.service"); out != "active\n" {
+		t.Errorf("no login on the serial console: serial-getty@ttyS0.service is %q", out)
 	}
 }
 

@@ -460,10 +460,16 @@ EOF
 	# dm-verity, dm-integrity, hibernation, offline updates): each is a
 	# program systemd runs before it loads a single unit. The same link
 	# masks a generator as a unit.
+	# Also those that read only the kernel command line, which banger writes
+	# (systemd.mask=, systemd.run=: debug, run), and /etc/rc.local, which
+	# Debian does not ship (rc-local). The getty generator's one product here,
+	# a login on the serial console (console=ttyS0), is enabled instead.
+	# Each generator is a dynamically linked program: under TCG, ~0.2-0.5 s.
 	mkdir -p /etc/systemd/system-generators
 	for g in systemd-gpt-auto-generator systemd-cryptsetup-generator systemd-veritysetup-generator \
 		systemd-integritysetup-generator systemd-hibernate-resume-generator \
-		systemd-system-update-generator; do
+		systemd-system-update-generator systemd-debug-generator systemd-run-generator \
+		systemd-rc-local-generator systemd-getty-generator; do
 		ln -sfn /dev/null "/etc/systemd/system-generators/$g"
 	done
 	if [ "$pm" = dnf ]; then
@@ -529,6 +535,10 @@ EOF
 	systemctl enable banger-net.service banger-ssh-keygen.service $agent_unit >/dev/null 2>&1 ||
 		systemctl enable banger-net.service banger-ssh-keygen.service $agent_unit
 	systemctl enable "$ssh_unit" >/dev/null 2>&1 || systemctl enable "$ssh_unit"
+	# The serial console's login (see the getty generator above).
+	if has /lib/systemd/system/serial-getty@.service /usr/lib/systemd/system/serial-getty@.service; then
+		systemctl enable serial-getty@ttyS0.service >/dev/null 2>&1 || systemctl enable serial-getty@ttyS0.service
+	fi
 	# Debian's socket-activated alternative would bypass the keygen ordering.
 	if has /lib/systemd/system/ssh.socket /usr/lib/systemd/system/ssh.socket; then
 		systemctl disable ssh.socket >/dev/null 2>&1 || true
