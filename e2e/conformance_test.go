@@ -2,10 +2,12 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -270,6 +272,7 @@ func TestFirecrackerSimulator(t *testing.T) {
 	if show := e.must(ctx, "vm", "show", "dev"); !strings.Contains(show, "NOT Firecracker") || !strings.Contains(show, "NOT the jailer") {
 		t.Errorf("vm show does not say the VMM and its jailer are simulators:\n%s", show)
 	}
+	firecrackerClone(ctx, t, e, step)
 	vmConformance(ctx, t, e, "dev")
 	if _, err := os.Stat(filepath.Dir(chroot)); err == nil {
 		t.Errorf("the jail %s is left behind", filepath.Dir(chroot))
@@ -280,4 +283,45 @@ func TestFirecrackerSimulator(t *testing.T) {
 		}
 		os.Remove(filepath.Dir(cg)) // the jailer's parent, shared by VMs
 	}
+}
+
+// firecrackerClone warms the image under the Firecracker simulator (a
+// full snapshot, PUT /snapshot/create, taken through the jail) and creates
+// a clone from it (PUT /snapshot/load with the clone's TAP and vsock
+// socket): the clone answers SSH and the agent with an identity of its
+// own, and the template's RAM and state are unchanged by it.
+func firecrackerClone(ctx context.Context, t *testing.T, e *env, step func(string)) {
+	e.must(ctx, "image", "warm", "default", "--vmm", "firecracker", "--cpus", "1", "--memory", "512")
+	step("image warm --vmm firecracker")
+	im := e.imageShow(ctx, "default")
+	if len(im.Templates) != 1 || im.Templates[0].VMM != "firecracker" {
+		t.Fatalf("templates after image warm --vmm firecracker: %+v", im.Templates)
+	}
+	tpl := im.Templates[0]
+	t.Logf("firecracker template %s: %d bytes on disk, built in %.1f s", tpl.Key, tpl.SizeBytes, tpl.BuildSeconds)
+	sums := hashFiles(t, tpl.Dir, "ram", "state")
+	var c api.VM
+	out := e.must(ctx, "vm", "create", "fcclone", "--vmm", "firecracker", "--cpus", "1", "--memory", "512", "--json")
+	if err := json.Unmarshal([]byte(out), &c); err != nil {
+		t.Fatalf("vm create --json: %v\n%s", err, out)
+	}
+	step("vm create from the firecracker template (to SSH)")
+	if !strings.HasPrefix(c.BootedFrom, "template "+tpl.Key[:12]) || c.VMM != "firecracker" {
+		t.Fatalf("vm create: booted from %q under %s, want the template under firecracker", c.BootedFrom, c.VMM)
+	}
+	facts := e.must(ctx, "vm", "ssh", "--no-remind", "fcclone", "--", "sh", "-c",
+		"cat /etc/hostname; cat /sys/class/net/*/address | grep -v 00:00:00:00:00:00; ip -4 -o addr show scope global | awk '{print $4}'")
+	l := strings.Split(strings.TrimSpace(facts), "\n")
+	if len(l) != 3 || l[0] != "fcclone" || l[1] != c.MAC || !strings.HasPrefix(l[2], c.IP+"/") {
+		t.Errorf("the clone's hostname, mac and address: %q, want fcclone, %s, %s", l, c.MAC, c.IP)
+	}
+	if out := e.must(ctx, "vm", "ping", "fcclone"); !strings.Contains(out, "fcclone is alive") {
+		t.Errorf("vm ping fcclone: %s", out)
+	}
+	step("the clone's identity, SSH and agent")
+	e.must(ctx, "vm", "rm", "--force", "fcclone")
+	if after := hashFiles(t, tpl.Dir, "ram", "state"); !slices.Equal(after, sums) {
+		t.Errorf("the clone changed the template's files: %v, was %v", after, sums)
+	}
+	step("vm rm fcclone")
 }

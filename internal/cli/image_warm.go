@@ -71,7 +71,7 @@ templates; image rm removes them with the image. Only QEMU VMs can be warm.`,
 	f.IntVar(&p.CPUs, "cpus", 0, "virtual CPUs of the clones (default: vm create's)")
 	f.IntVar(&p.MemoryMiB, "memory", 0, "memory of the clones in MiB (default: vm create's)")
 	f.StringVar(&disk, "disk", "", "disk size of the clones, e.g. 8G (default: vm create's)")
-	f.StringVar(&p.VMM, "vmm", "", "virtual machine monitor (only qemu can save VMs)")
+	f.StringVar(&p.VMM, "vmm", "", "virtual machine monitor: qemu or firecracker (default: the best available)")
 	f.BoolVar(&asJSON, "json", false, "print the template as JSON")
 	pf = addProgressFlags(cmd)
 	return cmd

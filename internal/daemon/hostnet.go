@@ -160,6 +160,11 @@ func (h *hostNet) AdoptTAP(name, mac, ip string) error {
 	return nil
 }
 
+// CreateDetachedTAP creates a TAP on no bridge, down, owned by owner.
+func (h *hostNet) CreateDetachedTAP(name string, owner vmm.Identity) error {
+	return network.CreateDetachedTAP(name, int(owner.UID), int(owner.GID))
+}
+
 // DeleteTAP deletes the TAP device and its guard.
 func (h *hostNet) DeleteTAP(name string) error {
 	return errors.Join(network.DeleteLink(name), h.UnguardPort(name))

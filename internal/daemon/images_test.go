@@ -26,6 +26,7 @@ type nopNet struct{}
 
 func (nopNet) EnsureBridge(context.Context) error                   { return nil }
 func (nopNet) CreateTAP(string, string, string, vmm.Identity) error { return nil }
+func (nopNet) CreateDetachedTAP(string, vmm.Identity) error         { return nil }
 func (nopNet) AdoptTAP(string, string, string) error                { return nil }
 func (nopNet) DeleteTAP(string) error                               { return nil }
 func (nopNet) TAPExists(string) bool                                { return false }

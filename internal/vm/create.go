@@ -100,8 +100,11 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (api.VM, err
 		progress.Report(ctx, api.Progress{Phase: PhaseDisk,
 			Message: fmt.Sprintf("making the disk of a clone of template %s of image %s", c.m.Key[:12], img.Name)})
 		var err error
-		if c.mem, err = s.templateMemory(ctx, c.m); err != nil {
-			return api.VM{}, undo(err)
+		// A VMM that snapshots by path maps the template's ram file itself.
+		if !vmm.SnapshotsByPath(s.drivers[row.VMM]) {
+			if c.mem, err = s.templateMemory(ctx, c.m); err != nil {
+				return api.VM{}, undo(err)
+			}
 		}
 		steps.done("template memory")
 		if c.hostKey, err = s.makeCloneDisk(ctx, row, c.m, steps); err != nil {

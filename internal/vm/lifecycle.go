@@ -131,7 +131,10 @@ func (s *Service) bootLocked(ctx context.Context, row *store.VM, c *clone) (err 
 		RunAs:  runAs,
 		Shares: shares,
 	}
-	if c != nil {
+	if c != nil && vmm.SnapshotsByPath(drv) {
+		spec.MemoryFile = filepath.Join(s.templateDir(c.m.Key), tplRAM)
+		spec.IncomingState = filepath.Join(s.templateDir(c.m.Key), tplState)
+	} else if c != nil {
 		spec.MemoryFile = memPath(c.mem)
 		spec.IncomingState = filepath.Join(s.templateDir(c.m.Key), tplState)
 	}

@@ -71,6 +71,9 @@ type Network interface {
 	// VMM runs as), and guards it: the VM may send only from mac and ip
 	// (its lease). On error nothing is left.
 	CreateTAP(name, mac, ip string, owner vmm.Identity) error
+	// CreateDetachedTAP creates a TAP device owned by owner on no bridge
+	// and down: it carries nothing (a template's, whose VMM needs one).
+	CreateDetachedTAP(name string, owner vmm.Identity) error
 	// DeleteTAP deletes the TAP device and its guard.
 	DeleteTAP(name string) error
 	TAPExists(name string) bool

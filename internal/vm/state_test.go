@@ -33,6 +33,9 @@ func (n *fakeNet) CreateTAP(name, mac, ip string, _ vmm.Identity) error {
 	n.taps[name] = true
 	return nil
 }
+func (n *fakeNet) CreateDetachedTAP(name string, o vmm.Identity) error {
+	return n.CreateTAP(name, "", "", o)
+}
 func (n *fakeNet) AdoptTAP(name, mac, ip string) error { return nil }
 func (n *fakeNet) DeleteTAP(name string) error {
 	n.mu.Lock()

@@ -324,7 +324,7 @@ func (s *Service) Warm(ctx context.Context, p api.ImageWarmParams) (api.Template
 		return api.Template{}, err
 	}
 	if !ok {
-		return api.Template{}, api.Errorf(api.ErrInvalid, "the %s VMM cannot save VMs: warm templates need qemu (--vmm qemu)", row.VMM)
+		return api.Template{}, api.Errorf(api.ErrInvalid, "the %s VMM cannot save VMs: warm templates need qemu or firecracker (--vmm)", row.VMM)
 	}
 	// One build per key at a time; a second caller waits and finds it.
 	unlock, err := s.lockCtx(ctx, "template-"+key, "")
@@ -354,12 +354,17 @@ func (s *Service) buildTemplate(ctx context.Context, sh shape, key string) (m te
 		return m, fmt.Errorf("create template folder: %w", err)
 	}
 	drv := s.drivers[sh.vmm]
+	byPath := vmm.SnapshotsByPath(drv)
 	var st vmm.State
+	tap := ""
 	defer func() {
 		if err != nil {
 			if st.PID > 0 {
 				s.dropAgentSession(st.AgentSocket)
 				err = errors.Join(err, stopErr(drv.Stop(context.WithoutCancel(ctx), st, true, 0)))
+			}
+			if tap != "" {
+				err = errors.Join(err, s.deleteTAP(tap))
 			}
 			if rerr := os.RemoveAll(dir); rerr != nil {
 				err = errors.Join(err, rerr)
@@ -403,6 +408,20 @@ func (s *Service) buildTemplate(ctx context.Context, sh shape, key string) (m te
 	spec := s.machineSpec(sh, id, dir)
 	spec.Disk, spec.DetachedNIC, spec.MAC, spec.RunAs = disk, true, mac, runAs
 	spec.MemoryFile, spec.MemoryShared = memPath(mem), true
+	if byPath {
+		// Its VMM saves the network device with its host side: a TAP of
+		// the template's own, on no bridge and down (each clone's
+		// replaces it).
+		owner := vmm.Self()
+		if runAs != nil {
+			owner = *runAs
+		}
+		if err := s.net.CreateDetachedTAP(network.TAPName(id), owner); err != nil {
+			return m, err
+		}
+		tap = network.TAPName(id)
+		spec.DetachedNIC, spec.TAP = false, tap
+	}
 	// No banger.ip: the template's network stays unconfigured (each
 	// clone gets its own).
 	spec.KernelArgs = "console=ttyS0 reboot=k panic=1 root=/dev/vda rw banger.hostname=template"
@@ -442,6 +461,12 @@ func (s *Service) buildTemplate(ctx context.Context, sh shape, key string) (m te
 		return m, stopErr(err)
 	}
 	st = vmm.State{}
+	if tap != "" {
+		if err := s.deleteTAP(tap); err != nil {
+			return m, err
+		}
+		tap = ""
+	}
 	ram, err := os.OpenFile(filepath.Join(dir, tplRAM), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return m, err
@@ -454,8 +479,8 @@ func (s *Service) buildTemplate(ctx context.Context, sh shape, key string) (m te
 	if err != nil {
 		return m, fmt.Errorf("write the template's memory: %w", err)
 	}
-	for _, f := range []string{tplVMM, "qmp.sock", "agent.sock", "qemu.out"} {
-		os.Remove(filepath.Join(dir, f))
+	for _, f := range []string{tplVMM, "qmp.sock", "agent.sock", "qemu.out", "firecracker.out", "firecracker.log", "firecracker.log.1", "firecracker"} {
+		os.RemoveAll(filepath.Join(dir, f))
 	}
 	m = templateManifest{Key: key, ImageID: sh.img.ID, ImageName: sh.img.Name, VMM: sh.vmm, Accel: s.cfg.Accel,
 		CPUs: sh.cpus, MemoryMiB: sh.mem, DiskBytes: sh.disk, CreatedAt: time.Now().UTC(),
@@ -465,7 +490,12 @@ func (s *Service) buildTemplate(ctx context.Context, sh shape, key string) (m te
 		return m, err
 	}
 	for _, f := range []string{tplRAM, tplState, tplDisk, tplManifest} {
-		if err := os.Chmod(filepath.Join(dir, f), 0o400); err != nil {
+		mode := os.FileMode(0o400)
+		if byPath && (f == tplRAM || f == tplState) {
+			// Linked into each clone's jail, read by its VMM user.
+			mode = 0o444
+		}
+		if err := os.Chmod(filepath.Join(dir, f), mode); err != nil {
 			return m, err
 		}
 	}

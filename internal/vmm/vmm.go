@@ -294,6 +294,24 @@ type Snapshotter interface {
 	SaveState(ctx context.Context, st State, f *os.File) error
 }
 
+// SnapshotFiler is the need of a Snapshotter whose VMM opens a clone's
+// saved state and RAM by path from its own sandbox (Firecracker in its
+// jail) and saves its network device with its host side: a clone's
+// Spec.MemoryFile is then the template's RAM file itself, which (with the
+// state) must be readable, never writable, by the VMM users; and a
+// template is built with a TAP of its own (no Spec.DetachedNIC), which
+// each clone's replaces.
+type SnapshotFiler interface {
+	// SnapshotsByPath reports whether the driver has this need.
+	SnapshotsByPath() bool
+}
+
+// SnapshotsByPath reports whether d is a SnapshotFiler that has the need.
+func SnapshotsByPath(d Driver) bool {
+	f, ok := d.(SnapshotFiler)
+	return ok && f.SnapshotsByPath()
+}
+
 // DiskAliaser is the ability of a driver whose VMM may hold the VM's disk
 // under another name than its host path: a jailed VMM names it by its path
 // in its chroot. Finding a VMM no record names by the disk it holds

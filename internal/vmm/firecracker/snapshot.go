@@ -37,7 +37,14 @@ import (
 // bind-mounted (the kernel refuses a source outside the mount namespace:
 // EINVAL, measured here), so a clone's MemoryFile is a real file.
 
-var _ vmm.Snapshotter = (*Driver)(nil)
+var (
+	_ vmm.Snapshotter   = (*Driver)(nil)
+	_ vmm.SnapshotFiler = (*Driver)(nil)
+)
+
+// SnapshotsByPath is true: a clone's snapshot files are linked into its
+// jail, and a template needs a TAP (see vmm.SnapshotFiler).
+func (d *Driver) SnapshotsByPath() bool { return true }
 
 // Snapshot file names in Firecracker's folder (and, jailed, their paths
 // in the chroot).

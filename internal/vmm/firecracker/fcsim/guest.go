@@ -34,7 +34,8 @@ type Guest interface {
 	Snapshot(state io.Writer, mem *os.File) error
 	// Restore starts the guest, paused, from a snapshot: the device
 	// state read from state, the RAM from mem (never written: mapped
-	// privately), the devices of cfg (Kernel and Initrd nil). The guest
+	// privately), the devices of cfg (Kernel and Initrd those the
+	// snapshotted microVM booted, for a guest that needs them). The guest
 	// keeps mem open as long as it needs it.
 	Restore(cfg BootConfig, state io.Reader, mem *os.File) error
 }

@@ -2,6 +2,7 @@ package fcsim
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,10 +11,12 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/bangerhq/banger/internal/agent"
+	"github.com/bangerhq/banger/internal/image"
 	"github.com/bangerhq/banger/internal/vmm/qemu"
 )
 
@@ -48,12 +51,18 @@ type QEMUGuest struct {
 	// simulation; nil discards.
 	Log io.Writer
 
-	mu       sync.Mutex
-	qmp      net.Conn
-	agent    net.Conn
-	portOpen bool
-	bridge   net.Conn // the simulator's end of the current host stream
-	done     chan struct{}
+	mu      sync.Mutex
+	cmdMu   sync.Mutex // one QMP command at a time
+	replies chan qmpReply
+	mem     *os.File // the guest's RAM, a memfd QEMU maps shared
+	lastID  int      // of the last QMP command
+	// incomingFD is QEMU's descriptor of the device state to restore.
+	incomingFD int
+	qmp        net.Conn
+	agent      net.Conn
+	portOpen   bool
+	bridge     net.Conn // the simulator's end of the current host stream
+	done       chan struct{}
 }
 
 // agentPortID is the QEMU device id of the agent's virtio-serial port.
@@ -77,7 +86,7 @@ func socketpair() (sim net.Conn, child *os.File, err error) {
 // Argv returns QEMU's command line for cfg and the files it inherits, in
 // descriptor order from 3, plus the simulator's ends of the serial, agent
 // (nil without vsock) and QMP socket pairs.
-func (g *QEMUGuest) argv(cfg BootConfig) (args []string, files []*os.File, serial, agentConn, qmp net.Conn, err error) {
+func (g *QEMUGuest) argv(cfg BootConfig, mem, incoming *os.File) (args []string, files []*os.File, serial, agentConn, qmp net.Conn, err error) {
 	var closers []io.Closer
 	defer func() {
 		if err != nil {
@@ -102,7 +111,11 @@ func (g *QEMUGuest) argv(cfg BootConfig) (args []string, files []*os.File, seria
 	args = []string{g.Binary, "-name", "fcsim-" + cfg.ID,
 		"-M", "microvm,x-option-roms=off,rtc=on,acpi=on", "-accel", "tcg", "-cpu", "max",
 		"-m", strconv.Itoa(cfg.MemMiB) + "M", "-smp", strconv.Itoa(cfg.VCPUs),
-		"-nographic", "-nodefaults", "-no-reboot"}
+		"-nographic", "-nodefaults", "-no-reboot",
+		// The RAM is a memfd of the simulator's, mapped shared, so that
+		// a snapshot can save it (see Snapshot).
+		"-object", fmt.Sprintf("memory-backend-file,id=mem,size=%dM,mem-path=%s,share=on", cfg.MemMiB, procFD(pass(mem))),
+		"-M", "memory-backend=mem"}
 	serial, fd, err := pair()
 	if err != nil {
 		return
@@ -152,20 +165,52 @@ func (g *QEMUGuest) argv(cfg BootConfig) (args []string, files []*os.File, seria
 		return
 	}
 	args = append(args, "-chardev", fmt.Sprintf("socket,id=qmp,fd=%d", fd), "-mon", "chardev=qmp,mode=control")
+	if incoming != nil {
+		// Restore sets the capabilities, then migrate-incoming fd:N;
+		// the guest stays stopped (-S) until resumed.
+		g.incomingFD = pass(incoming)
+		args = append(args, "-incoming", "defer", "-S")
+	}
 	return args, files, serial, agentConn, qmp, nil
 }
 
 // Boot starts QEMU.
 func (g *QEMUGuest) Boot(cfg BootConfig) error {
-	if g.Log == nil {
-		g.Log = io.Discard
-	}
-	args, files, serial, agentConn, qmp, err := g.argv(cfg)
+	mem, err := newRAM(cfg.MemMiB)
 	if err != nil {
 		return err
 	}
+	return g.launch(cfg, mem, nil)
+}
+
+// newRAM is an empty memfd of miB MiB for the guest's RAM.
+func newRAM(miB int) (*os.File, error) {
+	fd, err := unix.MemfdCreate("fcsim-guest-ram", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("memfd_create: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "memfd:fcsim-guest-ram")
+	if err := f.Truncate(int64(miB) << 20); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("size the guest's RAM: %w", err)
+	}
+	return f, nil
+}
+
+// launch starts QEMU on the RAM mem (which it keeps), booting the kernel,
+// or, with incoming, waiting for the device state QEMU reads from it.
+func (g *QEMUGuest) launch(cfg BootConfig, mem, incoming *os.File) error {
+	if g.Log == nil {
+		g.Log = io.Discard
+	}
+	args, files, serial, agentConn, qmp, err := g.argv(cfg, mem, incoming)
+	if err != nil {
+		mem.Close()
+		return err
+	}
 	g.mu.Lock()
-	g.qmp, g.agent, g.done = qmp, agentConn, make(chan struct{})
+	g.qmp, g.agent, g.done, g.mem = qmp, agentConn, make(chan struct{}), mem
+	g.replies = make(chan qmpReply, 1)
 	g.mu.Unlock()
 	fmt.Fprintf(g.Log, "fcsim: booting the guest under QEMU: %q\n", args)
 	launcher := g.Launcher
@@ -196,16 +241,68 @@ func (g *QEMUGuest) Boot(cfg BootConfig) error {
 	return g.command("qmp_capabilities")
 }
 
-// command sends a QMP command; its reply is read (and an error logged) by
-// readQMP.
+// qmpReply is QEMU's answer to a command.
+type qmpReply struct {
+	ID     int             `json:"id"`
+	Return json.RawMessage `json:"return"`
+	Error  *struct {
+		Desc string `json:"desc"`
+	} `json:"error"`
+}
+
+// qmpTimeout bounds one QMP command.
+const qmpTimeout = 30 * time.Second
+
+// command runs a QMP command without arguments.
 func (g *QEMUGuest) command(cmd string) error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.qmp == nil {
-		return errors.New("the guest is not running")
-	}
-	_, err := fmt.Fprintf(g.qmp, "{\"execute\": %q}\n", cmd)
+	_, err := g.execute(cmd, nil, nil)
 	return err
+}
+
+// execute runs a QMP command with args (nil for none), passing file
+// along (SCM_RIGHTS, for getfd) when not nil, and returns its answer.
+func (g *QEMUGuest) execute(cmd string, args any, file *os.File) (json.RawMessage, error) {
+	g.cmdMu.Lock()
+	defer g.cmdMu.Unlock()
+	g.mu.Lock()
+	qmp, replies, done := g.qmp, g.replies, g.done
+	g.mu.Unlock()
+	if qmp == nil {
+		return nil, errors.New("the guest is not running")
+	}
+	g.lastID++
+	id := g.lastID
+	msg := map[string]any{"execute": cmd, "id": id}
+	if args != nil {
+		msg["arguments"] = args
+	}
+	b, _ := json.Marshal(msg)
+	var err error
+	if file != nil {
+		_, _, err = qmp.(*net.UnixConn).WriteMsgUnix(b, unix.UnixRights(int(file.Fd())), nil)
+	} else {
+		_, err = qmp.Write(append(b, '\n'))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("qmp %s: %w", cmd, err)
+	}
+	timeout := time.After(qmpTimeout)
+	for {
+		select {
+		case r := <-replies:
+			if r.ID != id {
+				continue // the late answer to a command that timed out
+			}
+			if r.Error != nil {
+				return nil, fmt.Errorf("qmp %s: %s", cmd, r.Error.Desc)
+			}
+			return r.Return, nil
+		case <-done:
+			return nil, fmt.Errorf("qmp %s: QEMU exited", cmd)
+		case <-timeout:
+			return nil, fmt.Errorf("qmp %s: no answer within %v", cmd, qmpTimeout)
+		}
+	}
 }
 
 // readQMP follows QEMU's events: whether the agent holds its port open.
@@ -226,9 +323,20 @@ func (g *QEMUGuest) readQMP(c net.Conn) {
 		if json.Unmarshal(sc.Bytes(), &m) != nil {
 			continue
 		}
+		var r qmpReply
+		json.Unmarshal(sc.Bytes(), &r)
 		switch {
-		case m.Error != nil:
-			fmt.Fprintf(g.Log, "fcsim: qmp error: %s\n", m.Error.Desc)
+		case m.Error != nil || r.Return != nil:
+			if m.Error != nil {
+				fmt.Fprintf(g.Log, "fcsim: qmp error: %s\n", m.Error.Desc)
+			}
+			g.mu.Lock()
+			replies := g.replies
+			g.mu.Unlock()
+			select {
+			case replies <- r:
+			default: // an answer nobody waits for (the greeting has none)
+			}
 		case m.Event == "VSERPORT_CHANGE" && m.Data.ID == agentPortID:
 			g.mu.Lock()
 			g.portOpen = m.Data.Open
@@ -314,18 +422,137 @@ func (g *QEMUGuest) Done() <-chan struct{} {
 	return g.done
 }
 
-// Close ends QEMU (quit), if it runs.
+// Close ends QEMU (quit), if it runs, and lets go of its RAM.
 func (g *QEMUGuest) Close() error {
 	g.command("quit")
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.mem != nil {
+		g.mem.Close()
+		g.mem = nil
+	}
 	return nil
 }
 
-// Snapshot is not simulated under QEMU yet: the guest's RAM is anonymous.
-func (g *QEMUGuest) Snapshot(io.Writer, *os.File) error {
-	return fmt.Errorf("%w under QEMU by this simulator yet (its RAM is not file-backed)", errNoSnapshot)
+// ignoreShared is the migration capability that leaves the shared RAM
+// out of the stream: only the device state is saved.
+var ignoreShared = map[string]any{"capabilities": []map[string]any{{"capability": "x-ignore-shared", "state": true}}}
+
+// Snapshot saves the paused guest: QEMU migrates its device state (the
+// RAM left out: x-ignore-shared) into a pipe copied to state, and the
+// simulator copies the RAM, its own memfd, to mem.
+func (g *QEMUGuest) Snapshot(state io.Writer, mem *os.File) error {
+	if _, err := g.execute("migrate-set-capabilities", ignoreShared, nil); err != nil {
+		return err
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	copied := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(state, r)
+		copied <- err
+	}()
+	_, err = g.execute("getfd", map[string]string{"fdname": "snapshot"}, w)
+	w.Close()
+	if err == nil {
+		_, err = g.execute("migrate", map[string]string{"uri": "fd:snapshot"}, nil)
+	}
+	if err == nil {
+		err = g.waitMigration()
+	}
+	if err != nil {
+		return err
+	}
+	if err := <-copied; err != nil {
+		return fmt.Errorf("write the device state: %w", err)
+	}
+	g.mu.Lock()
+	ram := g.mem
+	g.mu.Unlock()
+	info, err := ram.Stat()
+	if err != nil {
+		return err
+	}
+	if err := image.SparseCopy(context.Background(), mem, ram, info.Size()); err != nil {
+		return fmt.Errorf("write the guest's memory: %w", err)
+	}
+	return nil
 }
 
-// Restore is not simulated under QEMU yet (see Snapshot).
-func (g *QEMUGuest) Restore(BootConfig, io.Reader, *os.File) error {
-	return fmt.Errorf("%w under QEMU by this simulator yet (its RAM is not file-backed)", errNoSnapshot)
+// Restore starts QEMU waiting for a migration (-incoming fd:N, a pipe
+// fed from state) on a copy of mem: QEMU 7.2 opens a memory file
+// read-write even to map it privately, so the simulator, which must not
+// write mem (Firecracker maps it privately), hands it a memfd copy of it
+// (this costs the copy; Firecracker's clones share the file's pages). The
+// guest stays paused, as Firecracker leaves a loaded microVM until
+// resume_vm.
+func (g *QEMUGuest) Restore(cfg BootConfig, state io.Reader, mem *os.File) error {
+	ram, err := newRAM(cfg.MemMiB)
+	if err != nil {
+		return err
+	}
+	if err := image.SparseCopy(context.Background(), ram, mem, int64(cfg.MemMiB)<<20); err != nil {
+		ram.Close()
+		return fmt.Errorf("copy the snapshot's memory: %w", err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		ram.Close()
+		return err
+	}
+	copied := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(w, state)
+		w.Close()
+		copied <- err
+	}()
+	err = g.launch(cfg, ram, r)
+	r.Close()
+	if err == nil {
+		_, err = g.execute("migrate-set-capabilities", ignoreShared, nil)
+	}
+	if err == nil {
+		_, err = g.execute("migrate-incoming", map[string]string{"uri": fmt.Sprintf("fd:%d", g.incomingFD)}, nil)
+	}
+	if err == nil {
+		err = g.waitMigration()
+	}
+	if err != nil {
+		w.Close()
+		<-copied
+		return err
+	}
+	if err := <-copied; err != nil {
+		return fmt.Errorf("read the device state: %w", err)
+	}
+	return nil
+}
+
+// waitMigration polls query-migrate until the migration completed.
+func (g *QEMUGuest) waitMigration() error {
+	deadline := time.Now().Add(qmpTimeout)
+	for {
+		raw, err := g.execute("query-migrate", nil, nil)
+		if err != nil {
+			return err
+		}
+		var m struct {
+			Status    string `json:"status"`
+			ErrorDesc string `json:"error-desc"`
+		}
+		json.Unmarshal(raw, &m)
+		switch m.Status {
+		case "completed":
+			return nil
+		case "failed", "cancelled":
+			return fmt.Errorf("migration %s: %s", m.Status, m.ErrorDesc)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("migration still %q after %v", m.Status, qmpTimeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

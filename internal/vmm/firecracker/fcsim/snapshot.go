@@ -40,9 +40,12 @@ type snapshotConfig struct {
 	Simulator string                     `json:"simulator"`
 	Machine   fcapi.MachineConfiguration `json:"machine"`
 	Cmdline   string                     `json:"cmdline"`
-	Drives    []fcapi.Drive              `json:"drives"`
-	Ifaces    []fcapi.NetworkInterface   `json:"ifaces"`
-	Vsock     *fcapi.Vsock               `json:"vsock,omitempty"`
+	// Boot is the boot source: QEMUGuest rebuilds the same machine
+	// (its kernel loader) to restore into; Firecracker needs no kernel.
+	Boot   *fcapi.BootSource        `json:"boot,omitempty"`
+	Drives []fcapi.Drive            `json:"drives"`
+	Ifaces []fcapi.NetworkInterface `json:"ifaces"`
+	Vsock  *fcapi.Vsock             `json:"vsock,omitempty"`
 }
 
 // snapshotMagic marks a state file the simulator wrote.
@@ -68,7 +71,7 @@ func (s *Server) snapshotCreateLocked(body []byte) error {
 	if err != nil {
 		return fault("Create snapshot error: %v", err)
 	}
-	cfg := snapshotConfig{Simulator: snapshotMagic, Machine: s.machine, Cmdline: cmdline, Vsock: s.vsock}
+	cfg := snapshotConfig{Simulator: snapshotMagic, Machine: s.machine, Cmdline: cmdline, Boot: s.boot, Vsock: s.vsock}
 	for _, id := range s.driveOrder {
 		cfg.Drives = append(cfg.Drives, s.drives[id].cfg)
 	}
@@ -168,6 +171,23 @@ func (s *Server) snapshotLoadLocked(body []byte) (err error) {
 		cfg.Vsock = &v
 	}
 	boot := BootConfig{ID: s.opts.ID, Cmdline: cfg.Cmdline, VCPUs: cfg.Machine.VcpuCount, MemMiB: cfg.Machine.MemSizeMib, Serial: s.opts.Stdout}
+	if cfg.Boot != nil {
+		// Not Firecracker's doing: QEMU needs the same kernel loader.
+		for _, k := range []struct {
+			p string
+			f **os.File
+		}{{cfg.Boot.KernelImagePath, &boot.Kernel}, {cfg.Boot.InitrdPath, &boot.Initrd}} {
+			if k.p == "" {
+				continue
+			}
+			f, err := os.Open(k.p)
+			if err != nil {
+				return fault("Load snapshot error: fcsim: reopen %s for the simulator's QEMU: %s", k.p, OSError(err))
+			}
+			opened = append(opened, f)
+			*k.f = f
+		}
+	}
 	drives := map[string]*drive{}
 	for _, d := range cfg.Drives {
 		flag := os.O_RDWR
@@ -211,7 +231,7 @@ func (s *Server) snapshotLoadLocked(body []byte) (err error) {
 	}
 	// The guest holds its memory now (mapped, or passed on).
 	mem.Close()
-	s.machine = cfg.Machine
+	s.machine, s.boot, s.kernel, s.initrd = cfg.Machine, cfg.Boot, boot.Kernel, boot.Initrd
 	for _, d := range cfg.Drives {
 		s.driveOrder = append(s.driveOrder, d.DriveID)
 	}
