@@ -719,6 +719,12 @@ func (s *Service) sweepTemplateBuilds(ctx context.Context) {
 			s.log.Warn("stop the vmm of an unfinished template", "folder", dir, "err", err)
 			continue
 		}
+		// A template of a VMM that snapshots by path had a TAP.
+		if tap := network.TAPName(strings.TrimPrefix(e.Name(), ".build-")); s.net.TAPExists(tap) {
+			if err := s.deleteTAP(tap); err != nil {
+				s.log.Warn("remove the tap of an unfinished template", "folder", dir, "err", err)
+			}
+		}
 		s.log.Warn("removing unfinished template", "folder", dir)
 		if err := os.RemoveAll(dir); err != nil {
 			s.log.Warn("remove unfinished template", "folder", dir, "err", err)

@@ -106,7 +106,7 @@ func (d *Driver) MachineKey(spec vmm.Spec) (string, error) {
 		return "", err
 	}
 	h := sha256.New()
-	fmt.Fprintf(h, "firecracker %s simulator=%v jailed=%v\n", fcapi.Version, d.sim, d.jailed(spec))
+	fmt.Fprintf(h, "firecracker %s simulator=%v jailed=%v\n", fcapi.Version, d.sim, d.jailer != "")
 	for _, p := range []string{bin, spec.Kernel, spec.Initrd} {
 		if p == "" {
 			continue

@@ -528,6 +528,11 @@ func (g *QEMUGuest) Restore(cfg BootConfig, state io.Reader, mem *os.File) error
 	if err := <-copied; err != nil {
 		return fmt.Errorf("read the device state: %w", err)
 	}
+	// The guest had the agent's port open when it was saved (QEMU
+	// migrates that, and sends no VSERPORT_CHANGE for it): it listens.
+	g.mu.Lock()
+	g.portOpen = g.agent != nil
+	g.mu.Unlock()
 	return nil
 }
 
