@@ -48,3 +48,19 @@ func FileSum(p string) (string, error) {
 	sums.Unlock()
 	return sum, nil
 }
+
+// WriteFileSums writes the FileSum of each path that is not "" to w, one
+// per line, in order: the files part of a Snapshotter's MachineKey.
+func WriteFileSums(w io.Writer, paths ...string) error {
+	for _, p := range paths {
+		if p == "" {
+			continue
+		}
+		sum, err := FileSum(p)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "%s\n", sum)
+	}
+	return nil
+}

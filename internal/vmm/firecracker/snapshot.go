@@ -107,15 +107,8 @@ func (d *Driver) MachineKey(spec vmm.Spec) (string, error) {
 	}
 	h := sha256.New()
 	fmt.Fprintf(h, "firecracker %s simulator=%v jailed=%v\n", fcapi.Version, d.sim, d.jailer != "")
-	for _, p := range []string{bin, spec.Kernel, spec.Initrd} {
-		if p == "" {
-			continue
-		}
-		sum, err := vmm.FileSum(p)
-		if err != nil {
-			return "", fmt.Errorf("machine key: %w", err)
-		}
-		fmt.Fprintf(h, "%s\n", sum)
+	if err := vmm.WriteFileSums(h, bin, spec.Kernel, spec.Initrd); err != nil {
+		return "", fmt.Errorf("machine key: %w", err)
 	}
 	fmt.Fprintf(h, "cpus %d memory %d disk %v nic %v vsock %v\n", spec.CPUs, spec.MemoryMiB, spec.Disk != "",
 		spec.TAP != "" || spec.DetachedNIC, spec.Agent)

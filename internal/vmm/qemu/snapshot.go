@@ -124,15 +124,8 @@ func (d *Driver) MachineKey(spec vmm.Spec) (string, error) {
 		return "", err
 	}
 	h := sha256.New()
-	for _, p := range []string{bin, spec.Kernel, spec.Initrd} {
-		if p == "" {
-			continue
-		}
-		sum, err := vmm.FileSum(p)
-		if err != nil {
-			return "", fmt.Errorf("machine key: %w", err)
-		}
-		fmt.Fprintf(h, "%s\n", sum)
+	if err := vmm.WriteFileSums(h, bin, spec.Kernel, spec.Initrd); err != nil {
+		return "", fmt.Errorf("machine key: %w", err)
 	}
 	norm := spec
 	norm.ID, norm.Name, norm.Dir = "template", "template", "/template"
