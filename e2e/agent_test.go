@@ -228,7 +228,7 @@ func bootCuts(ctx context.Context, t *testing.T, e *env, name string) {
 		t.Errorf("a job of the guest's boot waited for its timeout:\n%s", out)
 	}
 	show := e.must(ctx, "vm", "exec", name, "--", "systemctl", "show",
-		"-p", "Id,DefaultDependencies,ExecStartPre,ConditionResult",
+		"-p", "Id,DefaultDependencies,ExecStartPre,ConditionResult,StartupCPUWeight",
 		"ssh.service", "banger-vsock-pingd.service", "systemd-sysusers.service")
 	units := map[string]map[string]string{}
 	for _, block := range strings.Split(strings.TrimSpace(show), "\n\n") {
@@ -240,8 +240,8 @@ func bootCuts(ctx context.Context, t *testing.T, e *env, name string) {
 		units[props["Id"]] = props
 	}
 	for unit, want := range map[string]map[string]string{
-		"ssh.service":                {"DefaultDependencies": "no"},
-		"banger-vsock-pingd.service": {"DefaultDependencies": "no"},
+		"ssh.service":                {"DefaultDependencies": "no", "StartupCPUWeight": "1000"},
+		"banger-vsock-pingd.service": {"DefaultDependencies": "no", "StartupCPUWeight": "1000"},
 		"systemd-sysusers.service":   {"ConditionResult": "no"},
 	} {
 		for k, v := range want {

@@ -426,6 +426,7 @@ Conflicts=shutdown.target
 Type=oneshot
 RemainAfterExit=yes
 ExecStart=/usr/local/sbin/banger-net
+StartupCPUWeight=1000
 
 [Install]
 WantedBy=multi-user.target network-online.target
@@ -493,7 +494,11 @@ EOF
 	# after sysinit.target and basic.target (udev's coldplug, tmpfiles, the
 	# journal flush, D-Bus): those go on in parallel. Debian's ssh.service
 	# also runs `sshd -t` before sshd: one more sshd start, and sshd refuses
-	# a bad configuration itself.
+	# a bad configuration itself. With one vCPU, units that run beside them
+	# share it: until the boot ends (StartupCPUWeight) sshd, banger-net and
+	# the agent get ten times the CPU share of any other unit (measured: sshd
+	# started in 0.6-1.0 s instead of 2.3-3.4 s, vm create 11.1 s instead of
+	# 14.8 s, medians of 3).
 	ssh_unit=sshd.service
 	if has /lib/systemd/system/ssh.service /usr/lib/systemd/system/ssh.service; then
 		ssh_unit=ssh.service
@@ -509,6 +514,7 @@ Conflicts=shutdown.target
 
 [Service]
 ExecStartPre=
+StartupCPUWeight=1000
 EOF
 
 	# systemd runs its first-boot updates (system users, the hardware
