@@ -485,8 +485,16 @@ func (s *Service) buildTemplate(ctx context.Context, sh shape, key string) (m te
 	if err != nil {
 		return m, fmt.Errorf("write the template's memory: %w", err)
 	}
-	for _, f := range []string{tplVMM, "qmp.sock", "agent.sock", "qemu.out", "firecracker.out", "firecracker.log", "firecracker.log.1", "firecracker"} {
-		os.RemoveAll(filepath.Join(dir, f))
+	// The template keeps its own files only; whatever the VMM left (its
+	// sockets, output, log or folder, named by the driver) goes.
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return m, err
+	}
+	for _, e := range entries {
+		if n := e.Name(); n != tplRAM && n != tplState && n != tplDisk {
+			os.RemoveAll(filepath.Join(dir, n))
+		}
 	}
 	m = templateManifest{Key: key, ImageID: sh.img.ID, ImageName: sh.img.Name, VMM: sh.vmm, Accel: s.cfg.Accel,
 		CPUs: sh.cpus, MemoryMiB: sh.mem, DiskBytes: sh.disk, CreatedAt: time.Now().UTC(),
