@@ -28,9 +28,10 @@ type fakeSerial struct {
 	port  net.Conn // the relay's end toward the agent
 
 	mu       sync.Mutex
-	host     net.Conn // the relay's end toward the current host, nil when none
-	stale    []byte   // guest output while no host was connected
-	lastHost []byte   // the start of what the previous host sent, for replays
+	host     net.Conn    // the relay's end toward the current host, nil when none
+	hostMu   *sync.Mutex // held while writing to host; orders its prefix first
+	stale    []byte      // guest output while no host was connected
+	lastHost []byte      // the start of what the previous host sent, for replays
 }
 
 func newFakeSerial(t *testing.T) *fakeSerial {
@@ -50,13 +51,15 @@ func (f *fakeSerial) fromGuest() {
 			return
 		}
 		f.mu.Lock()
-		h := f.host
+		h, hmu := f.host, f.hostMu
 		if h == nil && len(f.stale) < 1<<20 {
 			f.stale = append(f.stale, buf[:n]...)
 		}
 		f.mu.Unlock()
 		if h != nil {
+			hmu.Lock()
 			h.Write(buf[:n])
+			hmu.Unlock()
 		}
 	}
 }
@@ -70,11 +73,16 @@ type fault struct {
 // connect returns a new host connection with the given faults.
 func (f *fakeSerial) connect(fl fault) net.Conn {
 	hostEnd, relay := testhost.SocketPair(f.t)
+	// The new host meets its prefix (what the guest wrote while no host was
+	// connected, then junk) before anything the guest writes from now on:
+	// fromGuest waits on hmu until the prefix is written.
+	hmu := new(sync.Mutex)
+	hmu.Lock()
 	f.mu.Lock()
 	if f.host != nil {
 		f.host.Close()
 	}
-	f.host = relay
+	f.host, f.hostMu = relay, hmu
 	stale := f.stale
 	f.stale = nil
 	replay := f.lastHost
@@ -83,6 +91,7 @@ func (f *fakeSerial) connect(fl fault) net.Conn {
 	junk := make([]byte, 700)
 	rand.Read(junk)
 	go func() {
+		defer hmu.Unlock()
 		var pre []byte
 		pre = append(pre, stale...)
 		if fl.garbageToHost {
