@@ -48,13 +48,16 @@ import (
 // when complete; the next daemon start removes what a killed daemon left
 // (its VMM included).
 //
-// Its files are the daemon's, mode 0400, never written after the build,
-// and no VMM opens them: a clone's RAM is a sealed memfd (no write, grow
-// or shrink; the daemon copies ram into it once per daemon run) that
-// every clone maps privately, copy on write, through /proc/self/fd; QEMU
-// 7.2 opens its memory file read-write even for a private mapping, and a
-// seal is what makes that harmless: a clone that escapes its VMM cannot
-// change the RAM the other clones start from. Under a VMM that is a
+// Its files are the daemon's and never written after the build. Under
+// QEMU they are mode 0400 and no VMM opens them: a clone's RAM is a sealed
+// memfd (no write, grow or shrink; the daemon copies ram into it once per
+// daemon run) that every clone maps privately, copy on write, through
+// /proc/self/fd; QEMU 7.2 opens its memory file read-write even for a
+// private mapping, and a seal is what makes that harmless: a clone that
+// escapes its VMM cannot change the RAM the other clones start from. A
+// VMM that opens a clone's state and RAM by path from its jail
+// (vmm.SnapshotFiler: Firecracker) gets ram and state themselves, mode
+// 0444, readable by the VMM users and writable by none. Under a VMM that is a
 // vmm.Overlayer (QEMU) the clone's disk is a qcow2 overlay of disk.ext4
 // (made in a few milliseconds, where a copy took 0.3-0.5 s here), which
 // its VMM opens read-only; the VM folder's "template" file (the daemon's,
