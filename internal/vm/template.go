@@ -412,10 +412,8 @@ func (s *Service) buildTemplate(ctx context.Context, sh shape, key string) (m te
 	spec.Disk, spec.DetachedNIC, spec.MAC, spec.RunAs = disk, true, mac, runAs
 	spec.MemoryFile, spec.MemoryShared = memPath(mem), true
 	if vmm.UsesVsock(drv) {
-		// The first guest CID: Firecracker's vsock is hybrid (a Unix
-		// socket per VM), so the CID, which every clone keeps (a snapshot
-		// load cannot change it), is known only inside the guest.
-		spec.VsockCID = 3
+		// Every clone keeps it: a snapshot load cannot change it.
+		spec.VsockCID = vmm.GuestCID
 	}
 	if byPath {
 		// Its VMM saves the network device with its host side: a TAP of
