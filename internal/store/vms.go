@@ -230,7 +230,6 @@ func CountLeases(ctx context.Context, q Querier) (int, error) {
 	return n, err
 }
 
-
 // VMAddrByName returns the leased address of the VM called name (names
 // only, not ids), or ErrNotFound.
 func VMAddrByName(ctx context.Context, q Querier, name string) (string, error) {
