@@ -17,10 +17,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// serialRetry is the pause after the host side of the port went away (reads
-// return end of file while no host client is connected) and after a failed
-// open. It bounds the agent's wake-ups to five a second and adds at most this
-// much to the first ping of a new host connection.
+// serialRetry is the pause after a failed open, and after the host side of
+// the port went away (reads return end of file while no host client is
+// connected) when the port cannot signal the host's return (waitForHost).
 const serialRetry = 200 * time.Millisecond
 
 // serialMissingMax caps the back-off while the port does not exist at all
