@@ -80,8 +80,9 @@ type IdentityParams struct {
 // IdentityResult is OpIdentity's result.
 type IdentityResult struct {
 	Interface string `json:"interface"`
-	// SSHReloaded says sshd was told to read its new host key (OpenSSH
-	// 9.8 and later; an earlier sshd reads it for each connection).
+	// SSHReloaded says sshd restarted to read its new host key (OpenSSH
+	// 9.8 and later; an earlier sshd reads it for each connection), and
+	// listened again with it before this answer.
 	SSHReloaded bool `json:"ssh_reloaded"`
 	// ClockSet says the clock was set from HostTimeNanos.
 	ClockSet bool `json:"clock_set,omitempty"`
@@ -233,10 +234,10 @@ func HandleIdentity(ctx context.Context, st *agent.Stream) error {
 		t.done("clock")
 	}
 	// The host key first and the address next: the host waits for sshd's
-	// banner at that address while the rest is written (an sshd of this
-	// kind reads its key for each connection).
-	var err error
-	if res.SSHReloaded, err = setHostKey(p.HostKey, p.HostKeyPub); err != nil {
+	// banner at that address while the rest is written. An sshd that
+	// loads its keys once restarts meanwhile; the answer waits for it.
+	sshd, err := setHostKey(p.HostKey, p.HostKeyPub)
+	if err != nil {
 		return err
 	}
 	t.done("host key")
@@ -251,6 +252,13 @@ func HandleIdentity(ctx context.Context, st *agent.Stream) error {
 		return err
 	}
 	t.done("hostname")
+	if sshd != 0 {
+		if err := waitRestarted(ctx, sshdPIDFile, sshd, sshdRestartTimeout); err != nil {
+			return err
+		}
+		res.SSHReloaded = true
+		t.done("sshd restart")
+	}
 	res.Steps = t.steps
 	return st.Accept(res)
 }
@@ -346,35 +354,83 @@ func HostsWithName(hosts []byte, name string) []byte {
 // the program each connection runs.
 var sshdSessionPaths = []string{"/usr/lib/openssh/sshd-session", "/usr/libexec/openssh/sshd-session", "/usr/libexec/sshd-session", "/usr/lib/ssh/sshd-session"}
 
+// sshdPIDFile is where sshd writes its listener's pid (PidFile; Debian's
+// and OpenSSH's default), once it listens with its host keys loaded.
+const sshdPIDFile = "/run/sshd.pid"
+
+// sshdRestartTimeout bounds the wait for sshd's restart after SIGHUP
+// (under TCG an exec of sshd takes a large part of a second).
+const sshdRestartTimeout = 30 * time.Second
+
 // setHostKey installs the ed25519 host key. An sshd before OpenSSH 9.8
 // re-executes itself for each connection and reads its host keys then, so
 // the next connection gets the new key without a reload (measured: the
 // reload, a re-execution of sshd, was the slowest part of a clone's start
 // under TCG). A later sshd (sshd-session) loads them once, at its start:
-// it is told to read them again (SIGHUP). It reports whether an sshd was
-// told.
-func setHostKey(priv, pub string) (bool, error) {
+// it is told to read them again (SIGHUP, see restartListener), and
+// setHostKey returns its pid, for waitRestarted; 0 when no sshd was told.
+func setHostKey(priv, pub string) (int, error) {
 	if err := writeFile("/etc/ssh/ssh_host_ed25519_key", []byte(priv), 0o600); err != nil {
-		return false, err
+		return 0, err
 	}
 	if err := writeFile("/etc/ssh/ssh_host_ed25519_key.pub", []byte(strings.TrimSpace(pub)+"\n"), 0o644); err != nil {
-		return false, err
+		return 0, err
 	}
 	if !sshdLoadsKeysOnce() {
-		return false, nil
+		return 0, nil
 	}
-	b, err := os.ReadFile("/run/sshd.pid")
+	return restartListener(sshdPIDFile)
+}
+
+// restartListener tells the process whose pid pidFile holds to restart
+// (SIGHUP) and removes pidFile first, so that its return tells that the
+// restart is done (see waitRestarted). It returns the pid, or 0 when no
+// such process runs (it reads the key when it starts).
+//
+// sshd's listener restarts on SIGHUP by re-executing itself: it removes
+// its pid file, closes its listening sockets and execs sshd, which loads
+// the host keys, listens and writes the pid file again. Until then a
+// connection is refused, or served with the old key by a listener that
+// has not yet seen the signal: the clone is not ready before.
+func restartListener(pidFile string) (int, error) {
+	b, err := os.ReadFile(pidFile)
 	if err != nil {
-		return false, nil // no sshd running: it reads the key when it starts
+		return 0, nil
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid < 2 {
-		return false, nil
+	if err != nil || pid < 2 || syscall.Kill(pid, 0) != nil {
+		return 0, nil // a stale pid file: no sshd runs
+	}
+	if err := os.Remove(pidFile); err != nil {
+		return 0, fmt.Errorf("sshd restart: %w", err)
 	}
 	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
-		return false, nil
+		return 0, fmt.Errorf("sshd restart: signal pid %d: %w", pid, err)
 	}
-	return true, nil
+	return pid, nil
+}
+
+// waitRestarted waits until process pid, told to restart by
+// restartListener, has written pidFile again, naming itself. It fails
+// when the process ends or timeout passes first.
+func waitRestarted(ctx context.Context, pidFile string, pid int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		if b, err := os.ReadFile(pidFile); err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(pid) {
+			return nil
+		}
+		if err := syscall.Kill(pid, 0); err != nil {
+			return fmt.Errorf("sshd (pid %d) ended instead of restarting to read its new host key: see its log (journalctl -u ssh)", pid)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("sshd (pid %d) did not restart within %s to read its new host key: see its log (journalctl -u ssh)", pid, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for sshd's restart: %w", ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // sshdLoadsKeysOnce says the guest's sshd is OpenSSH 9.8 or later, whose

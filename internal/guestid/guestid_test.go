@@ -2,9 +2,15 @@ package guestid
 
 import (
 	"bytes"
+	"context"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestHostsWithName(t *testing.T) {
@@ -63,4 +69,83 @@ func TestCheck(t *testing.T) {
 			t.Errorf("%s: Check() = %v, want an error naming it", name, err)
 		}
 	}
+}
+
+// listener starts a process that, like sshd's listener, writes its pid to
+// pidFile, and on SIGHUP removes it, takes a while (restarting) and
+// writes it again after marker. It returns its pid.
+func listener(t *testing.T, pidFile, marker, onHUP string) int {
+	t.Helper()
+	script := `echo $$ > "$1"; trap '` + onHUP + `' HUP; while :; do sleep 0.05; done`
+	cmd := exec.Command("sh", "-c", script, "sh", pidFile, marker)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }() // reaped: a zombie would look alive
+	t.Cleanup(func() { cmd.Process.Kill(); <-done })
+	for i := 0; ; i++ {
+		if b, err := os.ReadFile(pidFile); err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(cmd.Process.Pid) {
+			return cmd.Process.Pid
+		}
+		if i > 500 {
+			t.Fatal("the listener did not write its pid file")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestRestartListener(t *testing.T) {
+	dir := t.TempDir()
+	pidFile, marker := filepath.Join(dir, "sshd.pid"), filepath.Join(dir, "restarted")
+
+	t.Run("waits for the restart", func(t *testing.T) {
+		pid := listener(t, pidFile, marker, `rm -f "$1"; sleep 0.3; touch "$2"; echo $$ > "$1"`)
+		got, err := restartListener(pidFile)
+		if err != nil || got != pid {
+			t.Fatalf("restartListener = %d, %v; want %d", got, err, pid)
+		}
+		if err := waitRestarted(context.Background(), pidFile, pid, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		// The pid file it found is the restarted process's, not the old one.
+		if _, err := os.Stat(marker); err != nil {
+			t.Errorf("waitRestarted returned before the restart was done: %v", err)
+		}
+	})
+	t.Run("a listener that ends", func(t *testing.T) {
+		pid := listener(t, pidFile, marker, `rm -f "$1"; exit 1`)
+		if _, err := restartListener(pidFile); err != nil {
+			t.Fatal(err)
+		}
+		err := waitRestarted(context.Background(), pidFile, pid, time.Minute)
+		if err == nil || !strings.Contains(err.Error(), "ended instead of restarting") {
+			t.Errorf("waitRestarted = %v, want an error saying sshd ended", err)
+		}
+	})
+	t.Run("a listener that does not restart", func(t *testing.T) {
+		pid := listener(t, pidFile, marker, `:`)
+		if _, err := restartListener(pidFile); err != nil {
+			t.Fatal(err)
+		}
+		err := waitRestarted(context.Background(), pidFile, pid, 200*time.Millisecond)
+		if err == nil || !strings.Contains(err.Error(), "did not restart within") {
+			t.Errorf("waitRestarted = %v, want a timeout", err)
+		}
+	})
+	t.Run("no listener", func(t *testing.T) {
+		os.Remove(pidFile)
+		if pid, err := restartListener(pidFile); pid != 0 || err != nil {
+			t.Errorf("restartListener without a pid file = %d, %v; want 0, nil", pid, err)
+		}
+		// A stale pid file: a process that no longer runs.
+		cmd := exec.Command("true")
+		if err := cmd.Run(); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(pidFile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644)
+		if pid, err := restartListener(pidFile); pid != 0 || err != nil {
+			t.Errorf("restartListener with a stale pid file = %d, %v; want 0, nil", pid, err)
+		}
+	})
 }
