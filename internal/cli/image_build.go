@@ -24,7 +24,8 @@ func newImageBuildCmd() *cobra.Command {
 		Short: "Build an image from a Debian release or an OCI/Docker image",
 		Long: `Build a bootable image. SOURCE is one of:
 
-  debian:RELEASE               a Debian release, bootstrapped with mmdebstrap (debian:bookworm)
+  debian:RELEASE               a Debian release, bootstrapped with mmdebstrap: debian:bookworm
+                               (Debian 12) or debian:trixie (Debian 13)
   oci:REF                      an image in a registry (oci:docker.io/library/debian:bookworm),
                                pulled with your Docker credentials (~/.docker/config.json)
   oci-layout:DIR[:TAG|@DIGEST] an OCI image layout on disk

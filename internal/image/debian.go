@@ -25,13 +25,41 @@ const DefaultMirror = "http://deb.debian.org/debian"
 // relies on them (sshd, systemd as init, ip, udev to load modules).
 var BasePackages = []string{"openssh-server", "systemd-sysv", "iproute2", "udev", "kmod", "dbus"}
 
+// DebianReleases are the Debian releases BuildDebian builds, by codename
+// (and version), oldest first: the ones the end-to-end tests boot, cold
+// and cloned.
+var DebianReleases = []struct{ Codename, Version string }{
+	{"bookworm", "12"},
+	{"trixie", "13"},
+}
+
+// CheckDebianRelease says whether BuildDebian builds release, and if not,
+// which releases it builds and what to do instead.
+func CheckDebianRelease(release string) error {
+	var names []string
+	for _, r := range DebianReleases {
+		if release == r.Codename {
+			return nil
+		}
+		names = append(names, fmt.Sprintf("%s (%s)", r.Codename, r.Version))
+	}
+	what := fmt.Sprintf("debian release %q: banger builds and tests %s, by codename", release, strings.Join(names, " and "))
+	for _, r := range DebianReleases {
+		if release == r.Version {
+			return fmt.Errorf("%s: Debian %s is debian:%s", what, r.Version, r.Codename)
+		}
+	}
+	return fmt.Errorf("%s; for another release, build from its OCI image (--from oci:docker.io/library/debian:%s), which banger adapts but does not test", what, release)
+}
+
 // debianPackageName is Debian policy's package name syntax (no version or
 // architecture suffixes: they would be passed to mmdebstrap's --include).
 var debianPackageName = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
 
 // DebianOptions describes a Debian image build.
 type DebianOptions struct {
-	// Release is the Debian suite or codename, such as "bookworm". Required.
+	// Release is the codename of one of DebianReleases, such as
+	// "bookworm". Required.
 	Release string
 	// Mirror is the Debian mirror URL; DefaultMirror when empty.
 	Mirror string
@@ -107,6 +135,9 @@ func BuildDebian(ctx context.Context, opts DebianOptions) (err error) {
 func (o *DebianOptions) fill() error {
 	if o.Release == "" {
 		return errors.New("no release given (for example bookworm)")
+	}
+	if err := CheckDebianRelease(o.Release); err != nil {
+		return err
 	}
 	if o.Output == "" {
 		return errors.New("no output path given")

@@ -239,6 +239,8 @@ func TestDebianOptionsValidation(t *testing.T) {
 	}{
 		{"no release", DebianOptions{RootfsOptions: RootfsOptions{Output: filepath.Join(dir, "x"), Scripts: script}}, "no release"},
 		{"no output", DebianOptions{Release: "bookworm", RootfsOptions: RootfsOptions{Scripts: script}}, "no output"},
+		{"release banger does not build", DebianOptions{Release: "bullseye", RootfsOptions: RootfsOptions{Output: filepath.Join(dir, "x"), Scripts: script}},
+			"banger builds and tests bookworm (12) and trixie (13)"},
 		{"no script", DebianOptions{Release: "bookworm", RootfsOptions: RootfsOptions{Output: filepath.Join(dir, "x")}}, "no scripts folder"},
 		{"bad package", DebianOptions{Release: "bookworm", Packages: []string{"vim,curl"},
 			RootfsOptions: RootfsOptions{Output: filepath.Join(dir, "x"), Scripts: script}}, "not a Debian package name"},

@@ -51,6 +51,9 @@ func parseBuildSource(from string) (buildSource, error) {
 		if release == "" || strings.ContainsAny(release, "/: ") {
 			return buildSource{}, api.Errorf(api.ErrInvalid, "--from %q: name a Debian release, for example debian:bookworm", from)
 		}
+		if err := image.CheckDebianRelease(release); err != nil {
+			return buildSource{}, api.Errorf(api.ErrInvalid, "--from %q: %v", from, err)
+		}
 		return buildSource{raw: from, release: release}, nil
 	}
 	src, err := oci.ParseSource(from)

@@ -37,6 +37,9 @@ func TestParseBuildSource(t *testing.T) {
 	bad := map[string]string{
 		"debian:":                "name a Debian release",
 		"debian:book worm":       "name a Debian release",
+		"debian:bullseye":        "banger builds and tests bookworm (12) and trixie (13)",
+		"debian:sid":             "--from oci:docker.io/library/debian:sid",
+		"debian:13":              "Debian 13 is debian:trixie",
 		"ubuntu:jammy":           "not a supported source",
 		"oci:":                   "not a supported source",
 		"docker-archive:app.tar": "must be absolute",
