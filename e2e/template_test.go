@@ -109,6 +109,14 @@ func TestTemplates(t *testing.T) {
 			t.Errorf("vm ping %s: %s", v.Name, out)
 		}
 	}
+	// The template's agent was saved waiting for a session (its last
+	// line before the save says the host ended the session): a clone's
+	// first sync is answered, not taken for garbage by a session the
+	// template's build left running (which cost every clone 500 ms).
+	j := e.must(ctx, "vm", "exec", "c2", "--", "journalctl", "-u", "banger-vsock-pingd", "-o", "cat", "--no-pager")
+	if _, after, ok := strings.Cut(j, "the host ended the session"); !ok || strings.Contains(after, "invalid protocol version") {
+		t.Errorf("the template's agent was not saved waiting for a session, or the clone's agent took the host's sync for garbage:\n%s", j)
+	}
 	a, b := got["c1"], got["c2"]
 	for what, pair := range map[string][2]string{"ip": {a.addr, b.addr}, "mac": {a.mac, b.mac}, "hostname": {a.hostname, b.hostname},
 		"machine-id": {a.machineID, b.machineID}, "ssh host key": {a.hostKey, b.hostKey}, "first bytes of /dev/urandom": {a.random, b.random}} {

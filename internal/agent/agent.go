@@ -28,7 +28,7 @@
 // its params (Stream.Decode), then returns an error (refused; use Errorf
 // for a code) or calls Stream.Accept(result) and uses the stream; and one
 // Server.Handle(op, handler) line in cmd/banger-vsock-pingd. Nothing in
-// this package changes. The ops so far: OpPing (here).
+// this package changes. The ops so far: OpPing and OpEndSession (here).
 //
 // # The line protocol
 //
@@ -68,6 +68,10 @@ const MaxLineBytes = 4096
 // OpPing is the ping: the guest's facts (Info). Over a session its result
 // also carries the guest's clock.
 const OpPing = "ping"
+
+// OpEndSession asks the agent to end the session it runs the stream on and
+// go back to waiting for a sync, as at its start (Session.End).
+const OpEndSession = "end_session"
 
 // ErrUnknownOp is the error text of a line-protocol reply to a request
 // with any op other than OpPing.

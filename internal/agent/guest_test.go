@@ -388,3 +388,48 @@ func TestListenVsockErrors(t *testing.T) {
 		t.Fatal("Close did not wake Accept")
 	}
 }
+
+// TestWaitSIGIO: the wait for the host ends at the kernel's SIGIO for the
+// port (here a pty's slave, which signals when the master writes), not
+// at its maximum; without a signal it lasts its maximum.
+func TestWaitSIGIO(t *testing.T) {
+	master, slave := testhost.RawPTY(t)
+	notReady := func(int) bool { return false }
+	start := time.Now()
+	waitSIGIO(context.Background(), slave, time.Second, 300*time.Millisecond, notReady)
+	if took := time.Since(start); took < 250*time.Millisecond {
+		t.Fatalf("a wait without a signal ended after %v", took)
+	}
+	// The master writes until the wait ends: a write before the wait
+	// armed itself signals nothing.
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(100 * time.Millisecond):
+				master.Write([]byte("x"))
+			}
+		}
+	}()
+	start = time.Now()
+	waitSIGIO(context.Background(), slave, time.Second, 20*time.Second, notReady)
+	close(done)
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("the wait did not end at the signal: %v", took)
+	}
+	// O_ASYNC is off again: the session's data does not signal.
+	rc, _ := slave.SyscallConn()
+	var fl int
+	rc.Control(func(fd uintptr) { fl, _ = unix.FcntlInt(fd, unix.F_GETFL, 0) })
+	if fl&unix.O_ASYNC != 0 {
+		t.Fatal("O_ASYNC still set after the wait")
+	}
+	// An event before the wait began is seen by ready.
+	start = time.Now()
+	waitSIGIO(context.Background(), slave, time.Second, 20*time.Second, func(int) bool { return true })
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("a ready port waited %v", took)
+	}
+}

@@ -243,6 +243,18 @@ func (s *Session) Alive() bool {
 	}
 }
 
+// End asks the agent to end this session and go back to waiting for a
+// sync, then closes the session and its connection. An agent that predates
+// OpEndSession gives an error matching ErrUnknownOpCode (the session is
+// closed all the same). When End returns nil the agent has answered, and
+// ends its side of the session a moment later; a line-protocol Ping on a
+// new connection is answered once it has.
+func (s *Session) End(ctx context.Context) error {
+	err := s.Call(ctx, OpEndSession, nil, nil)
+	s.Close()
+	return err
+}
+
 // Close ends the session and closes its connection.
 func (s *Session) Close() error {
 	err := s.mux.Close()

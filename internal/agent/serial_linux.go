@@ -8,16 +8,18 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
-// serialRetry is the pause after the host side of the port went away (reads
-// return end of file while no host client is connected) and after a failed
-// open. It bounds the agent's wake-ups to five a second and adds at most this
-// much to the first ping of a new host connection.
+// serialRetry is the pause after a failed open, and after the host side of
+// the port went away (reads return end of file while no host client is
+// connected) when the port cannot signal the host's return (waitForHost).
 const serialRetry = 200 * time.Millisecond
 
 // serialMissingMax caps the back-off while the port does not exist at all
@@ -38,6 +40,9 @@ type serialConfig struct {
 	serve func(ctx context.Context, port serialPort) error
 	log   *slog.Logger
 	retry time.Duration // pause after end of file or an error
+	// waitHost, when set, is the pause after end of file instead of
+	// sleeping retry: it returns when the host connects (or earlier).
+	waitHost func(ctx context.Context, port serialPort, retry time.Duration)
 	// missingMax caps the growing pause while the port is absent.
 	missingMax time.Duration
 	// sysfs is /sys/class/virtio-ports; when non-empty and path is missing,
@@ -51,7 +56,8 @@ type serialConfig struct {
 // waits, looking again with a growing pause of up to 10 s (and falling back
 // to finding the port by name under /sys/class/virtio-ports, for guests where
 // udev has not made the link); while no host client is connected, reads end
-// at once with end of file and it retries every 200 ms; on any other error it
+// at once with end of file and it waits for the host to connect (SIGIO, see
+// waitForHost; without it, it retries every 200 ms); on any other error it
 // closes the port and opens it again. log gets one line per state change,
 // not one per retry.
 func (s *Server) ServeSerialPort(ctx context.Context, path string) error {
@@ -67,6 +73,7 @@ func (s *Server) ServeSerialPort(ctx context.Context, path string) error {
 		},
 		log:        s.log,
 		retry:      serialRetry,
+		waitHost:   waitForHost,
 		missingMax: serialMissingMax,
 		sysfs:      "/sys/class/virtio-ports",
 	})
@@ -145,7 +152,86 @@ func serveOpenPort(ctx context.Context, cfg serialConfig, port serialPort) error
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		sleepCtx(ctx, cfg.retry)
+		if cfg.waitHost != nil {
+			cfg.waitHost(ctx, port, cfg.retry)
+		} else {
+			sleepCtx(ctx, cfg.retry)
+		}
+	}
+}
+
+// hostWaitMax is how long waitForHost waits for the kernel's signal before
+// it looks again anyway.
+const hostWaitMax = time.Second
+
+// waitForHost returns when the host side of the virtio-serial port
+// connects, ctx is done, or hostWaitMax has passed: the kernel's
+// virtio_console sends SIGIO to the owner of a port opened with O_ASYNC
+// when the host connects (a control message) and when data arrives. So a
+// new host connection, a clone's above all, is answered at once rather
+// than after the next retry. Without O_ASYNC (not a *os.File, fcntl
+// refused) it sleeps retry, as before.
+func waitForHost(ctx context.Context, port serialPort, retry time.Duration) {
+	f, ok := port.(*os.File)
+	if !ok {
+		sleepCtx(ctx, retry)
+		return
+	}
+	waitSIGIO(ctx, f, retry, hostWaitMax, func(fd int) bool {
+		// A port without a host reports POLLHUP at once.
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, 0)
+		return err == nil && n == 1 && fds[0].Revents&unix.POLLHUP == 0
+	})
+}
+
+// waitSIGIO sets O_ASYNC on f (owner: this process) and waits for SIGIO,
+// ctx or max; ready is asked once after arming, for an event that came
+// before. O_ASYNC is cleared again on return, so a session's data does not
+// signal. When f cannot be armed it sleeps fallback instead.
+func waitSIGIO(ctx context.Context, f *os.File, fallback, max time.Duration, ready func(fd int) bool) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGIO)
+	defer signal.Stop(sig)
+	rc, err := f.SyscallConn()
+	if err != nil {
+		sleepCtx(ctx, fallback)
+		return
+	}
+	setAsync := func(on bool) (err error) {
+		cerr := rc.Control(func(fd uintptr) {
+			var fl int
+			if fl, err = unix.FcntlInt(fd, unix.F_GETFL, 0); err != nil {
+				return
+			}
+			if on {
+				if _, err = unix.FcntlInt(fd, unix.F_SETOWN, os.Getpid()); err != nil {
+					return
+				}
+				fl |= unix.O_ASYNC
+			} else {
+				fl &^= unix.O_ASYNC
+			}
+			_, err = unix.FcntlInt(fd, unix.F_SETFL, fl)
+		})
+		return errors.Join(cerr, err)
+	}
+	if setAsync(true) != nil {
+		sleepCtx(ctx, fallback)
+		return
+	}
+	defer setAsync(false)
+	isReady := false
+	_ = rc.Control(func(fd uintptr) { isReady = ready(int(fd)) })
+	if isReady {
+		return
+	}
+	t := time.NewTimer(max)
+	defer t.Stop()
+	select {
+	case <-sig:
+	case <-ctx.Done():
+	case <-t.C:
 	}
 }
 

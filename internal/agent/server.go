@@ -13,6 +13,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -94,8 +95,89 @@ type Server struct {
 func NewServer(info InfoFunc, log *slog.Logger) *Server {
 	s := &Server{handlers: map[string]Handler{}, info: info, log: log}
 	s.Handle(OpPing, s.ping)
+	s.Handle(OpEndSession, endSession)
 	return s
 }
+
+// sessionKey is the context key under which runSession gives handlers
+// its *sessionConn.
+type sessionKey struct{}
+
+// endSession ends the session the request came on. It first stops the
+// multiplexer's input (sessionConn.endInput), then answers: whatever the
+// host sends once it has the answer is kept for the scan that follows,
+// never eaten by the multiplexer. Then it closes the session.
+func endSession(ctx context.Context, st *Stream) error {
+	sc, _ := ctx.Value(sessionKey{}).(*sessionConn)
+	if sc == nil {
+		return Errorf(CodeFailed, "%s: not in a session", OpEndSession)
+	}
+	sc.endInput()
+	err := st.Accept(nil)
+	sc.mux.Close()
+	return err
+}
+
+// sessionConn is a session's channel as the multiplexer sees it. Once
+// endInput is called, the bytes read from the channel are kept (leftover)
+// instead of handed on, and reads block until the session closes, so the
+// multiplexer can still write its last answer.
+type sessionConn struct {
+	conn   net.Conn  // the channel (an *interruptible)
+	r      io.Reader // the channel through the scanner's buffer
+	mux    *yamux.Session
+	ending atomic.Bool
+	closed chan struct{}
+	once   sync.Once
+	mu     sync.Mutex
+	left   []byte
+}
+
+func newSessionConn(ic *interruptible, br *bufio.Reader) *sessionConn {
+	return &sessionConn{conn: ic, r: br, closed: make(chan struct{})}
+}
+
+func (c *sessionConn) Read(b []byte) (int, error) {
+	if !c.ending.Load() {
+		n, err := c.r.Read(b)
+		if !c.ending.Load() {
+			return n, err
+		}
+		c.mu.Lock()
+		c.left = append(c.left, b[:n]...)
+		c.mu.Unlock()
+	}
+	<-c.closed
+	return 0, io.EOF
+}
+
+func (c *sessionConn) Write(b []byte) (int, error) { return c.conn.Write(b) }
+
+// Close (the multiplexer's, when the session ends) interrupts the
+// channel's I/O and unblocks Read.
+func (c *sessionConn) Close() error {
+	c.once.Do(func() { close(c.closed) })
+	return c.conn.Close()
+}
+
+// endInput stops handing the channel's bytes to the multiplexer.
+func (c *sessionConn) endInput() { c.ending.Store(true) }
+
+// leftover is what was read after endInput, once the session has ended:
+// the start of the host's next sync. Nil for a session that did not end
+// that way.
+func (c *sessionConn) leftover() []byte {
+	if !c.ending.Load() {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.left
+}
+
+// errEndedByHost is runSession's error for a session the host ended with
+// OpEndSession.
+var errEndedByHost = errors.New("the host ended the session")
 
 // Handle registers h for op. It panics when op is taken: two handlers for
 // one op is a programming error.
@@ -123,10 +205,15 @@ func (s *Server) ping(ctx context.Context, st *Stream) error {
 // ctx.Err() when ctx is done, and a wrapped I/O error otherwise. ch is not
 // closed.
 func (s *Server) serveChannel(ctx context.Context, ch deadlineConn) error {
+	var carry []byte // what the host sent after ending its last session
 	for {
 		ic := &interruptible{conn: ch}
 		stop := context.AfterFunc(ctx, func() { ic.Close() })
-		br := bufio.NewReaderSize(ic, MaxLineBytes)
+		var src io.Reader = ic
+		if len(carry) > 0 {
+			src = io.MultiReader(bytes.NewReader(carry), ic)
+		}
+		br := bufio.NewReaderSize(src, MaxLineBytes)
 		nonce, err := s.scan(br, ic)
 		if err != nil {
 			stop()
@@ -140,7 +227,9 @@ func (s *Server) serveChannel(ctx context.Context, ch deadlineConn) error {
 			return fmt.Errorf("serve agent: %w", err)
 		}
 		s.log.Debug("session starts", "nonce", nonce)
-		err = s.runSession(ctx, &bufConn{Conn: ic, r: br})
+		sc := newSessionConn(ic, br)
+		err = s.runSession(ctx, sc)
+		carry = sc.leftover()
 		stop()
 		ic.Close()
 		if cerr := ctx.Err(); cerr != nil {
@@ -206,12 +295,13 @@ func (s *Server) agentVersion() string {
 // runSession runs the multiplexer on conn until it fails, the host goes
 // away, or ctx is done, serving each stream on its own goroutine. It
 // returns when every handler has returned.
-func (s *Server) runSession(ctx context.Context, conn io.ReadWriteCloser) error {
+func (s *Server) runSession(ctx context.Context, conn *sessionConn) error {
 	mux, err := yamux.Server(conn, yamuxConfig(s.log))
 	if err != nil {
 		return err
 	}
-	sctx, cancel := context.WithCancel(ctx)
+	conn.mux = mux
+	sctx, cancel := context.WithCancel(context.WithValue(ctx, sessionKey{}, conn))
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { mux.Close() })
 	defer stop()
@@ -222,6 +312,9 @@ func (s *Server) runSession(ctx context.Context, conn io.ReadWriteCloser) error 
 		st, err := mux.AcceptStream()
 		if err != nil {
 			mux.Close()
+			if conn.ending.Load() {
+				return errEndedByHost
+			}
 			return err
 		}
 		wg.Go(func() { s.serveStream(sctx, st) })

@@ -345,3 +345,38 @@ func TestConnectNoAgent(t *testing.T) {
 		t.Fatalf("connect to nothing: %v", err)
 	}
 }
+
+// TestSessionEnd: after Session.End the agent waits for a sync again, as
+// at its start: a line-protocol ping on the next connection is answered
+// (a running session would take it for garbage and drop it), and the next
+// sync is answered at its first attempt.
+func TestSessionEnd(t *testing.T) {
+	f := newFakeSerial(t)
+	runGuest(t, echoServer(t), f.guest)
+	sess := connectHost(t, f.connect(fault{}))
+	for i := range 3 {
+		useSession(t, sess)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := sess.End(ctx); err != nil {
+			cancel()
+			t.Fatalf("round %d: end: %v", i, err)
+		}
+		cancel()
+		if sess.Alive() {
+			t.Fatalf("round %d: the session is alive after End", i)
+		}
+		// One ping, no second chance: the agent must be scanning.
+		pctx, pcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		r, _, err := Ping(pctx, f.connect(fault{}))
+		pcancel()
+		if err != nil || r.BootID != testInfo.BootID {
+			t.Fatalf("round %d: line-protocol ping after End: %+v %v", i, r, err)
+		}
+		start := time.Now()
+		sess = connectHost(t, f.connect(fault{}))
+		if took := time.Since(start); took >= syncAttempt {
+			t.Errorf("round %d: the sync after End took %v: its first attempt was lost", i, took)
+		}
+	}
+	useSession(t, sess)
+}

@@ -29,7 +29,12 @@ time) before it is reported ready.
 A template is made for one machine: the VMM build, accelerator, CPU model,
 CPUs, memory, disk size, kernel and image. When any of them changes, vm create
 boots cold and image warm makes a new template. image show lists an image's
-templates; image rm removes them with the image. Only QEMU VMs can be warm.`,
+templates; image rm removes them with the image.
+
+Under QEMU a template's RAM is a file-backed memory backend and its device
+state a migration; under Firecracker (--vmm firecracker) it is a full
+snapshot (PUT /snapshot/create), which each clone loads with its own TAP and
+vsock socket. A VM with shared folders (--mount) is never a clone.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkGivenFlags(cmd); err != nil {

@@ -230,24 +230,6 @@ func CountLeases(ctx context.Context, q Querier) (int, error) {
 	return n, err
 }
 
-// UsedVsockCIDs returns every vsock CID assigned to a VM.
-func UsedVsockCIDs(ctx context.Context, q Querier) (map[uint32]bool, error) {
-	rows, err := q.QueryContext(ctx, "SELECT vsock_cid FROM vms WHERE vsock_cid > 0")
-	if err != nil {
-		return nil, fmt.Errorf("list vsock cids: %w", err)
-	}
-	defer rows.Close()
-	out := map[uint32]bool{}
-	for rows.Next() {
-		var c uint32
-		if err := rows.Scan(&c); err != nil {
-			return nil, err
-		}
-		out[c] = true
-	}
-	return out, rows.Err()
-}
-
 // VMAddrByName returns the leased address of the VM called name (names
 // only, not ids), or ErrNotFound.
 func VMAddrByName(ctx context.Context, q Querier, name string) (string, error) {

@@ -239,12 +239,7 @@ func (s *Service) insertWithLease(ctx context.Context, row *store.VM, forwards [
 		row.IP = ip.String()
 		row.KernelArgs = s.kernelArgs(row.Name, ip)
 		if vmm.UsesVsock(s.drivers[row.VMM]) {
-			// A vsock device needs a context id no other VM has.
-			used, err := store.UsedVsockCIDs(ctx, tx)
-			if err != nil {
-				return err
-			}
-			row.VsockCID = FreeCID(used)
+			row.VsockCID = vmm.GuestCID
 		}
 		for attempt := 0; ; attempt++ {
 			if row.MAC, err = network.RandomMAC(); err != nil {
@@ -273,16 +268,6 @@ func (s *Service) insertWithLease(ctx context.Context, row *store.VM, forwards [
 		}
 		return insertMounts(ctx, tx, row.ID, shares)
 	})
-}
-
-// FreeCID returns the lowest vsock context id >= 3 not in used (0-2 are
-// reserved: hypervisor, local, host).
-func FreeCID(used map[uint32]bool) uint32 {
-	c := uint32(3)
-	for used[c] {
-		c++
-	}
-	return c
 }
 
 // kernelArgs is the guest kernel command line. The Debian cloud kernel has

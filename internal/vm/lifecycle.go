@@ -176,7 +176,7 @@ func (s *Service) bootLocked(ctx context.Context, row *store.VM, c *clone) (err 
 	if c != nil {
 		clockSet, err = s.identityAndSSH(ctx, row, drv, st, c, consoleStart, steps)
 	} else {
-		err = s.waitForSSH(ctx, row, drv, st, consoleStart)
+		err = s.waitForSSH(ctx, row, drv, st, consoleStart, nil)
 		steps.done("ssh and agent ready")
 	}
 	if err == nil {
@@ -217,8 +217,10 @@ func (s *Service) identityAndSSH(ctx context.Context, row *store.VM, drv vmm.Dri
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ready := make(chan error, 1)
-	go func() { ready <- s.waitForSSH(wctx, row, drv, st, consoleStart) }()
+	netUp := make(chan struct{})
+	go func() { ready <- s.waitForSSH(wctx, row, drv, st, consoleStart, netUp) }()
 	clockSet, err = s.giveIdentity(ctx, row, st, c)
+	close(netUp)
 	steps.done("identity")
 	if err != nil {
 		cancel()
@@ -256,8 +258,12 @@ const kvmHint = ": KVM may be unable to run guests on this host (for example ins
 // its guest agent answers a ping, so "ready" means the guest itself
 // answered. It fails early when the VMM exits, when the console shows no
 // progress for StallTimeout before SSH is up (a guest that hangs, as KVM
-// guests do on some nested hosts), or after BootTimeout.
-func (s *Service) waitForSSH(ctx context.Context, row *store.VM, drv vmm.Driver, st vmm.State, consoleStart int64) error {
+// guests do on some nested hosts), or after BootTimeout. When netUp
+// (which may be nil) closes, the guest's address has just been set: a
+// connection attempt that has had no answer yet is given up and made
+// again at once, as is the pause between attempts (a clone's address
+// comes up in its identity call, well after the first attempt).
+func (s *Service) waitForSSH(ctx context.Context, row *store.VM, drv vmm.Driver, st vmm.State, consoleStart int64, netUp <-chan struct{}) error {
 	start := time.Now()
 	deadline := start.Add(s.cfg.BootTimeout)
 	lastSize, lastProgress := consoleStart, time.Now()
@@ -267,7 +273,11 @@ func (s *Service) waitForSSH(ctx context.Context, row *store.VM, drv vmm.Driver,
 	phase := PhaseBoot // the phase reported last (startLocked reported boot)
 	for {
 		if sshAt.IsZero() {
-			answer := sshProbe(ctx, addr)
+			answer := s.probeSSH(ctx, addr, netUp)
+			if answer == sshSilent && chanClosed(netUp) {
+				netUp = nil
+				continue // the address is up now: again at once
+			}
 			if answer >= sshAccepted {
 				// The guest's sshd took the connection: slow (a loaded
 				// host, an sshd that re-executes itself per connection
@@ -318,8 +328,41 @@ func (s *Service) waitForSSH(ctx context.Context, row *store.VM, drv vmm.Driver,
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("boot wait cancelled: %w", ctx.Err())
+		case <-netUp:
+			netUp = nil
 		case <-time.After(250 * time.Millisecond):
 		}
+	}
+}
+
+// probeSSH is sshProbe whose connection attempt is given up when netUp
+// closes.
+func (s *Service) probeSSH(ctx context.Context, addr string, netUp <-chan struct{}) sshAnswer {
+	if netUp == nil {
+		return sshProbe(ctx, addr)
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-netUp:
+			cancel()
+		case <-pctx.Done():
+		}
+	}()
+	return sshProbe(pctx, addr)
+}
+
+// chanClosed reports whether c is closed (false for nil).
+func chanClosed(c <-chan struct{}) bool {
+	if c == nil {
+		return false
+	}
+	select {
+	case <-c:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -197,6 +197,7 @@ func (s *Service) agentSession(ctx context.Context, st vmm.State) (*agent.Sessio
 		return l.sess, nil
 	}
 	l.sess = nil
+	t0 := time.Now()
 	conn, err := vmm.DialAgent(ctx, drv, st)
 	if err != nil {
 		return nil, fmt.Errorf("guest agent unreachable: %w", err)
@@ -206,7 +207,7 @@ func (s *Service) agentSession(ctx context.Context, st vmm.State) (*agent.Sessio
 		return nil, fmt.Errorf("guest agent unreachable: %w", err)
 	}
 	l.sess = sess
-	s.log.Debug("agent session started", "agent", st.AgentSocket, "agent_version", sess.AgentVersion)
+	s.log.Debug("agent session started", "agent", st.AgentSocket, "agent_version", sess.AgentVersion, "took", time.Since(t0).Round(time.Millisecond))
 	return sess, nil
 }
 

@@ -33,19 +33,3 @@ func TestDeriveState(t *testing.T) {
 		})
 	}
 }
-
-func TestFreeCID(t *testing.T) {
-	for _, tc := range []struct {
-		used map[uint32]bool
-		want uint32
-	}{
-		{nil, 3},
-		{map[uint32]bool{3: true}, 4},
-		{map[uint32]bool{3: true, 4: true, 6: true}, 5},
-		{map[uint32]bool{4: true}, 3},
-	} {
-		if got := FreeCID(tc.used); got != tc.want {
-			t.Errorf("FreeCID(%v) = %d, want %d", tc.used, got, tc.want)
-		}
-	}
-}

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/netip"
 	"os"
@@ -48,13 +49,16 @@ import (
 // when complete; the next daemon start removes what a killed daemon left
 // (its VMM included).
 //
-// Its files are the daemon's, mode 0400, never written after the build,
-// and no VMM opens them: a clone's RAM is a sealed memfd (no write, grow
-// or shrink; the daemon copies ram into it once per daemon run) that
-// every clone maps privately, copy on write, through /proc/self/fd; QEMU
-// 7.2 opens its memory file read-write even for a private mapping, and a
-// seal is what makes that harmless: a clone that escapes its VMM cannot
-// change the RAM the other clones start from. Under a VMM that is a
+// Its files are the daemon's and never written after the build. Under
+// QEMU they are mode 0400 and no VMM opens them: a clone's RAM is a sealed
+// memfd (no write, grow or shrink; the daemon copies ram into it once per
+// daemon run) that every clone maps privately, copy on write, through
+// /proc/self/fd; QEMU 7.2 opens its memory file read-write even for a
+// private mapping, and a seal is what makes that harmless: a clone that
+// escapes its VMM cannot change the RAM the other clones start from. A
+// VMM that opens a clone's state and RAM by path from its jail
+// (vmm.SnapshotFiler: Firecracker) gets ram and state themselves, mode
+// 0444, readable by the VMM users and writable by none. Under a VMM that is a
 // vmm.Overlayer (QEMU) the clone's disk is a qcow2 overlay of disk.ext4
 // (made in a few milliseconds, where a copy took 0.3-0.5 s here), which
 // its VMM opens read-only; the VM folder's "template" file (the daemon's,
@@ -409,10 +413,8 @@ func (s *Service) buildTemplate(ctx context.Context, sh shape, key string) (m te
 	spec.Disk, spec.DetachedNIC, spec.MAC, spec.RunAs = disk, true, mac, runAs
 	spec.MemoryFile, spec.MemoryShared = memPath(mem), true
 	if vmm.UsesVsock(drv) {
-		// The first guest CID: Firecracker's vsock is hybrid (a Unix
-		// socket per VM), so the CID, which every clone keeps (a snapshot
-		// load cannot change it), is known only inside the guest.
-		spec.VsockCID = 3
+		// Every clone keeps it: a snapshot load cannot change it.
+		spec.VsockCID = vmm.GuestCID
 	}
 	if byPath {
 		// Its VMM saves the network device with its host side: a TAP of
@@ -453,13 +455,18 @@ func (s *Service) buildTemplate(ctx context.Context, sh shape, key string) (m te
 	if err != nil {
 		return m, fmt.Errorf("quiesce the template guest: %w", err)
 	}
-	s.dropAgentSession(st.AgentSocket)
+	parked, err := s.parkAgent(ctx, drv, st)
+	if err != nil {
+		return m, fmt.Errorf("prepare the template's agent for clones: %w", err)
+	}
 	sf, err := os.OpenFile(filepath.Join(dir, tplState), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
+		parked.Close()
 		return m, err
 	}
 	err = drv.(vmm.Snapshotter).SaveState(ctx, st, sf)
 	sf.Close()
+	parked.Close()
 	if err != nil {
 		return m, err
 	}
@@ -539,6 +546,41 @@ func (s *Service) waitAgent(ctx context.Context, drv vmm.Driver, st vmm.State) e
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// parkAgent leaves the template's agent waiting for a session, so that a
+// clone's first sync is answered at once: a session still running in the
+// saved guest would take the clone's sync for garbage and drop it, costing
+// every clone a sync attempt (500 ms). The agent ends the build's session
+// (agent.Session.End), then answers a line-protocol ping on a new
+// connection, which only an agent without a session does. That connection
+// stays open until the state is saved, so that the agent is not told the
+// host went away meanwhile. An agent that predates End gets its session
+// ended by the ping (its multiplexer takes it for garbage) and answers
+// the next one.
+func (s *Service) parkAgent(ctx context.Context, drv vmm.Driver, st vmm.State) (io.Closer, error) {
+	err := s.withSession(ctx, st, func(sess *agent.Session) error { return sess.End(ctx) })
+	s.dropAgentSession(st.AgentSocket)
+	if err != nil && !errors.Is(err, agent.ErrUnknownOpCode) {
+		return nil, fmt.Errorf("end the build's agent session: %w", err)
+	}
+	conn, err := vmm.DialAgent(ctx, drv, st)
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(s.cfg.AgentTimeout)
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		_, _, err = agent.Ping(pctx, conn)
+		cancel()
+		if err == nil {
+			return conn, nil
+		}
+		if !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil || time.Now().After(deadline) {
+			conn.Close()
+			return nil, fmt.Errorf("the agent did not answer a ping outside its session: %w", err)
 		}
 	}
 }

@@ -252,11 +252,21 @@ func AsPauser(d Driver) (Pauser, error) {
 }
 
 // VsockUser is the need for a vsock device: every VM of such a driver gets
-// a guest context id (Spec.VsockCID) that no other VM on the host uses.
+// one, with guest context id (Spec.VsockCID) GuestCID.
 type VsockUser interface {
 	// UsesVsock reports whether VMs of this driver need Spec.VsockCID.
 	UsesVsock() bool
 }
+
+// GuestCID is the vsock context id of every guest that has a vsock device.
+// It is the guest's own address, which no host program uses: a VsockUser's
+// vsock is hybrid (Firecracker's), the host reaching each guest through a
+// Unix socket in its VM's folder, so guests with one CID cannot collide on
+// the host. The same CID everywhere is also the truth for a clone, which
+// keeps its template's (a snapshot load cannot change it; Firecracker's
+// vsock_override changes only the host socket). 0-2 are reserved
+// (hypervisor, local, host).
+const GuestCID uint32 = 3
 
 // UsesVsock reports whether VMs of d need a vsock context id.
 func UsesVsock(d Driver) bool {

@@ -125,6 +125,17 @@ type FirecrackerVersion struct {
 	FirecrackerVersion string `json:"firecracker_version"`
 }
 
+// FullVMConfiguration is the response of GET /vm/config (definition
+// FullVmConfiguration), the parts banger uses. A microVM restored from a
+// snapshot has no boot source.
+type FullVMConfiguration struct {
+	BootSource        *BootSource          `json:"boot-source,omitempty"`
+	Drives            []Drive              `json:"drives"`
+	MachineConfig     MachineConfiguration `json:"machine-config"`
+	NetworkInterfaces []NetworkInterface   `json:"network-interfaces"`
+	Vsock             *Vsock               `json:"vsock,omitempty"`
+}
+
 // Error is the body of every error response (definition Error).
 type Error struct {
 	FaultMessage string `json:"fault_message,omitempty"`

@@ -138,6 +138,7 @@ type Server struct {
 	showLevel  bool
 	machine    fcapi.MachineConfiguration
 	boot       *fcapi.BootSource
+	restored   bool // by PUT /snapshot/load
 	kernel     *os.File
 	initrd     *os.File
 	drives     map[string]*drive
@@ -444,6 +445,8 @@ func (s *Server) handle(method, path string, body []byte) (any, error) {
 		return fcapi.FirecrackerVersion{FirecrackerVersion: fcapi.Version}, nil
 	case "GET /machine-config":
 		return s.machine, nil
+	case "GET /vm/config":
+		return s.configLocked(), nil
 	case "PUT /logger":
 		if err := preBoot(); err != nil {
 			return nil, err
@@ -598,6 +601,24 @@ func (s *Server) loggerLocked(body []byte) error {
 		s.showLevel = *l.ShowLevel
 	}
 	return nil
+}
+
+// configLocked is the answer to GET /vm/config: the microVM's devices as
+// configured, or as restored from a snapshot (then without a boot source,
+// and with the snapshot's vsock guest CID: vsock_override changes only the
+// host socket).
+func (s *Server) configLocked() fcapi.FullVMConfiguration {
+	c := fcapi.FullVMConfiguration{MachineConfig: s.machine, Drives: []fcapi.Drive{}, NetworkInterfaces: []fcapi.NetworkInterface{}, Vsock: s.vsock}
+	if !s.restored {
+		c.BootSource = s.boot
+	}
+	for _, id := range s.driveOrder {
+		c.Drives = append(c.Drives, s.drives[id].cfg)
+	}
+	for _, id := range s.ifaceOrder {
+		c.NetworkInterfaces = append(c.NetworkInterfaces, s.ifaces[id].cfg)
+	}
+	return c
 }
 
 // bootSourceLocked opens the kernel and initrd, and parses boot_args as

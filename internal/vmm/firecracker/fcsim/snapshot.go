@@ -231,7 +231,7 @@ func (s *Server) snapshotLoadLocked(body []byte) (err error) {
 	}
 	// The guest holds its memory now (mapped, or passed on).
 	mem.Close()
-	s.machine, s.boot, s.kernel, s.initrd = cfg.Machine, cfg.Boot, boot.Kernel, boot.Initrd
+	s.machine, s.boot, s.kernel, s.initrd, s.restored = cfg.Machine, cfg.Boot, boot.Kernel, boot.Initrd, true
 	for _, d := range cfg.Drives {
 		s.driveOrder = append(s.driveOrder, d.DriveID)
 	}

@@ -64,6 +64,20 @@ func TestSnapshot(t *testing.T) {
 		len(r.Drives) != 1 || r.Drives[0].Path != s.disk || r.VsockCID != 3 || r.MemMiB != 128 {
 		t.Fatalf("restored with %+v", r)
 	}
+	// GET /vm/config: the snapshot's guest CID with the override's
+	// socket, no boot source (a restored microVM has none); the saved
+	// one's has it.
+	var cfg, orig fcapi.FullVMConfiguration
+	if err := c.c.Get(ctx, "/vm/config", &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Vsock == nil || cfg.Vsock.GuestCID != 3 || cfg.Vsock.UDSPath != uds || cfg.BootSource != nil ||
+		len(cfg.NetworkInterfaces) != 1 || cfg.NetworkInterfaces[0].HostDevName != tap2 || cfg.MachineConfig.MemSizeMib != 128 {
+		t.Errorf("GET /vm/config of the restored microVM: %+v (vsock %+v)", cfg, cfg.Vsock)
+	}
+	if err := s.c.Get(ctx, "/vm/config", &orig); err != nil || orig.BootSource == nil || len(orig.Drives) != 1 {
+		t.Errorf("GET /vm/config of the booted microVM: %+v, %v", orig, err)
+	}
 	conn, err := net.Dial("unix", uds)
 	if err != nil {
 		t.Fatalf("the vsock override's socket: %v", err)
