@@ -706,12 +706,10 @@ func (s *Service) makeOverlay(ctx context.Context, ov vmm.Overlayer, row store.V
 }
 
 // giveIdentity makes the clone row (running as st) a machine of its own.
-// It reports whether the guest set its clock from the host's (an agent
-// from before that left it).
-func (s *Service) giveIdentity(ctx context.Context, row *store.VM, st vmm.State, c *clone) (clockSet bool, err error) {
+func (s *Service) giveIdentity(ctx context.Context, row *store.VM, st vmm.State, c *clone) error {
 	ip, err := netip.ParseAddr(row.IP)
 	if err != nil {
-		return false, err
+		return err
 	}
 	mid := make([]byte, 16)
 	entropy := make([]byte, 64)
@@ -732,13 +730,13 @@ func (s *Service) giveIdentity(ctx context.Context, row *store.VM, st vmm.State,
 		return sess.Call(ictx, guestid.OpIdentity, p, &res)
 	})
 	if err != nil {
-		return false, fmt.Errorf("give the clone its identity through the guest agent: %w", err)
+		return fmt.Errorf("give the clone its identity through the guest agent: %w", err)
 	}
 	for _, st := range res.Steps {
 		s.log.Debug("step in the guest", "vm", row.Name, "step", "identity: "+st.Name, "took", time.Duration(st.Micros)*time.Microsecond)
 	}
 	s.log.Info("clone identity set", "vm", row.Name, "interface", res.Interface, "ssh_reloaded", res.SSHReloaded, "clock_set", res.ClockSet)
-	return res.ClockSet, nil
+	return nil
 }
 
 // sweepTemplateBuilds removes what template builds of an earlier daemon
