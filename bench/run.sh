@@ -42,12 +42,17 @@
 #          concurrent `vm create` from the template (median and slowest);
 #          the summed Pss (/proc/PID/smaps_rollup) of PSS_VMS (10) idle
 #          clones of a 1 GiB VM vs as many cold-booted ones
+#   releases Debian 12 (bookworm, the default image) vs Debian 13 (trixie,
+#          OpenSSH 10, whose clones restart sshd for their host key): each
+#          image warmed with one shape, then `vm create` to SSH plus agent
+#          from its template and `vm create --cold`, RUNS times each,
+#          interleaved, the release that goes first alternating
 #   startup how fast the CLI starts: `banger --help`, `banger version` and
 #          `banger vm ls` against a minimal static Go binary, interleaved,
 #          STARTUP_RUNS times each (bench/startup; goal: --help within 2x)
 # Needs root, QEMU, python3, a built runtime (make runtime) and bin/ (make build).
 # The daemon and VMs run in a network namespace this script creates.
-# Usage: bench/run.sh [boot] [ls] [clone] [ping] [paths] [exec] [cp] [mount] [coldboot] [warm] [startup]   (default: boot ls clone ping startup)
+# Usage: bench/run.sh [boot] [ls] [clone] [ping] [paths] [exec] [cp] [mount] [coldboot] [warm] [releases] [startup]   (default: boot ls clone ping startup)
 #   OLD=<commit> for coldboot (its tree is checked out under BENCH_ROOT/old-src)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -144,6 +149,10 @@ for p in "${parts[@]}"; do
 done
 if [ -n "$needs_default" ] && ! "$B" image ls --json | grep -q '"name": "default"'; then
 	"$B" image build default --from debian:bookworm
+fi
+# The releases part's second image: Debian 13.
+if [[ " ${parts[*]} " == *" releases "* ]] && ! "$B" image ls --json | grep -q '"name": "trixie"'; then
+	"$B" image build trixie --from debian:trixie
 fi
 # The paths part's second image: the default image's tree as a tarball,
 # built again by the path OCI images take (BuildRootfs).
@@ -535,6 +544,39 @@ bench_warm() {
 	pc=$(pss q)
 	for i in $(seq "$n"); do N "$B" vm rm --force "q-$i" >/dev/null; done
 	echo "memory: Pss of $n idle clones $((pw / 1024)) MiB, of $n cold-booted VMs $((pc / 1024)) MiB, ratio $(ratio "$pw" "$pc") (goal <= 0.5)"
+}
+
+bench_releases() {
+	local shape=(--cpus 1 --memory 512)
+	echo "== releases: bookworm vs trixie, vm create to SSH + agent from a warm template and cold ($RUNS runs each, interleaved, the release going first alternating)"
+	local rel t0
+	for rel in default trixie; do
+		t0=$(now)
+		N "$B" image warm "$rel" "${shape[@]}" >/dev/null
+		echo "image warm $rel: $(awk -v a="$t0" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}') s"
+	done
+	declare -A rel_times
+	local i r order how
+	for i in $(seq "$RUNS"); do
+		order="default trixie"
+		[ $((i % 2)) = 1 ] || order="trixie default"
+		for how in clone cold; do
+			for r in $order; do
+				local flag=()
+				[ "$how" = clone ] || flag=(--cold)
+				rel_times[$r-$how]+="$(elapsed N "$B" vm create "$r-$how-$i" --image "$r" "${flag[@]}" "${shape[@]}") "
+				N "$B" vm rm --force "$r-$how-$i" >/dev/null
+			done
+		done
+		echo "run $i: bookworm clone $(echo "${rel_times[default-clone]}" | awk '{print $NF}') s, trixie clone $(echo "${rel_times[trixie-clone]}" | awk '{print $NF}') s, bookworm cold $(echo "${rel_times[default-cold]}" | awk '{print $NF}') s, trixie cold $(echo "${rel_times[trixie-cold]}" | awk '{print $NF}') s"
+	done
+	local m
+	declare -A rel_med
+	for m in default-clone trixie-clone default-cold trixie-cold; do
+		rel_med[$m]=$(echo "${rel_times[$m]}" | tr ' ' '\n' | grep . | median)
+	done
+	echo "releases: median vm create from the template: bookworm ${rel_med[default-clone]} s, trixie ${rel_med[trixie-clone]} s, ratio trixie/bookworm $(ratio "${rel_med[trixie-clone]}" "${rel_med[default-clone]}")"
+	echo "releases: median vm create --cold: bookworm ${rel_med[default-cold]} s, trixie ${rel_med[trixie-cold]} s, ratio trixie/bookworm $(ratio "${rel_med[trixie-cold]}" "${rel_med[default-cold]}")"
 }
 
 bench_startup() {
