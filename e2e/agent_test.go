@@ -363,7 +363,13 @@ func clockWithin(ctx context.Context, t *testing.T, e *env, name, when string) {
 	lo, hi := guestClock(ctx, t, e, name)
 	t.Logf("guest clock %s: between %v and %v from the host's", when, lo.Round(time.Millisecond), hi.Round(time.Millisecond))
 	if lo < -time.Second || hi > time.Second {
-		t.Errorf("guest clock %s: %v..%v from the host's, want within 1 s", when, lo, hi)
+		var set []string
+		for _, l := range strings.Split(e.daemonLog(), "\n") {
+			if strings.Contains(l, "clock") && strings.Contains(l, name) {
+				set = append(set, l)
+			}
+		}
+		t.Errorf("guest clock %s: %v..%v from the host's, want within 1 s; the daemon's log of its clock:\n%s", when, lo, hi, strings.Join(set, "\n"))
 	}
 }
 

@@ -2,11 +2,11 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,6 +16,9 @@ import (
 
 	"github.com/bangerhq/banger/internal/api"
 	"github.com/bangerhq/banger/internal/testhost"
+	"github.com/bangerhq/banger/internal/vmm"
+	"github.com/bangerhq/banger/internal/vmm/firecracker"
+	"github.com/bangerhq/banger/internal/vmm/firecracker/fcapi"
 	"github.com/bangerhq/banger/internal/vmm/vmmtest"
 )
 
@@ -286,12 +289,17 @@ func TestFirecrackerSimulator(t *testing.T) {
 }
 
 // firecrackerClone warms the image under the Firecracker simulator (a
-// full snapshot, PUT /snapshot/create, taken through the jail) and creates
-// a clone from it (PUT /snapshot/load with the clone's TAP and vsock
-// socket): the clone answers SSH and the agent with an identity of its
-// own, and the template's RAM and state are unchanged by it.
+// full snapshot, PUT /snapshot/create, taken through the jail) and
+// creates two clones of it at once (PUT /snapshot/load with each clone's
+// TAP and vsock socket), which must pass the clone checks QEMU's do
+// (cloneChecks), keep the template's guest CID in their VMM, rows and vm
+// show while each has a vsock socket of its own, pause and resume (across
+// a daemon restart), cold-boot with their disk kept on vm restart, and
+// leave nothing half-made when the daemon is SIGKILLed during a clone; the
+// template's files are unchanged by all of it.
 func firecrackerClone(ctx context.Context, t *testing.T, e *env, step func(string)) {
-	e.must(ctx, "image", "warm", "default", "--vmm", "firecracker", "--cpus", "1", "--memory", "512")
+	shapeArgs := []string{"--vmm", "firecracker", "--cpus", "1", "--memory", "512", "--disk", "1G"}
+	e.must(ctx, append([]string{"image", "warm", "default"}, shapeArgs...)...)
 	step("image warm --vmm firecracker")
 	im := e.imageShow(ctx, "default")
 	if len(im.Templates) != 1 || im.Templates[0].VMM != "firecracker" {
@@ -299,29 +307,71 @@ func firecrackerClone(ctx context.Context, t *testing.T, e *env, step func(strin
 	}
 	tpl := im.Templates[0]
 	t.Logf("firecracker template %s: %d bytes on disk, built in %.1f s", tpl.Key, tpl.SizeBytes, tpl.BuildSeconds)
-	sums := hashFiles(t, tpl.Dir, "ram", "state")
-	var c api.VM
-	out := e.must(ctx, "vm", "create", "fcclone", "--vmm", "firecracker", "--cpus", "1", "--memory", "512", "--json")
-	if err := json.Unmarshal([]byte(out), &c); err != nil {
-		t.Fatalf("vm create --json: %v\n%s", err, out)
+	files := []string{"ram", "state", "disk.ext4"}
+	sums := hashFiles(t, tpl.Dir, files...)
+	step("hash the template's files")
+
+	vms := createClones(ctx, t, e, tpl.Key, []string{"fc1", "fc2"}, shapeArgs...)
+	step("two vm creates at once from the firecracker template (to SSH)")
+	for _, c := range vms {
+		if c.VMM != "firecracker" {
+			t.Fatalf("clone %s runs under %s", c.Name, c.VMM)
+		}
 	}
-	step("vm create from the firecracker template (to SSH)")
-	if !strings.HasPrefix(c.BootedFrom, "template "+tpl.Key[:12]) || c.VMM != "firecracker" {
-		t.Fatalf("vm create: booted from %q under %s, want the template under firecracker", c.BootedFrom, c.VMM)
+	cloneChecks(ctx, t, e, vms)
+	step("identity, clock, ping and file checks of both clones")
+	guestCIDChecks(ctx, t, e, vms)
+	step("guest CIDs and vsock sockets")
+
+	pauseChecks(ctx, t, e, "fc1")
+	step("vm pause / resume of a clone, across a daemon SIGKILL")
+	restartChecks(ctx, t, e, "fc1")
+	step("vm restart of a clone (cold, disk kept)")
+	killDuringCreate(ctx, t, e, "fc3", shapeArgs...)
+	step("SIGKILL of bangerd during a clone")
+
+	e.must(ctx, "vm", "rm", "--force", "fc1", "fc2")
+	if after := hashFiles(t, tpl.Dir, files...); !slices.Equal(after, sums) {
+		t.Errorf("the clones changed the template's files: %v, was %v", after, sums)
 	}
-	facts := e.must(ctx, "vm", "ssh", "--no-remind", "fcclone", "--", "sh", "-c",
-		"cat /etc/hostname; cat /sys/class/net/*/address | grep -v 00:00:00:00:00:00; ip -4 -o addr show scope global | awk '{print $4}'")
-	l := strings.Split(strings.TrimSpace(facts), "\n")
-	if len(l) != 3 || l[0] != "fcclone" || l[1] != c.MAC || !strings.HasPrefix(l[2], c.IP+"/") {
-		t.Errorf("the clone's hostname, mac and address: %q, want fcclone, %s, %s", l, c.MAC, c.IP)
+	step("vm rm of the clones, the template's files unchanged")
+}
+
+// guestCIDChecks: each Firecracker VM of vms has the guest CID its VMM
+// reports (GET /vm/config on its API socket, in its jail): a clone keeps
+// its template's, vmm.GuestCID; its row (vm ls --json) and vm show say
+// so; and each has a vsock socket (its agent socket) of its own, through
+// which its agent answers.
+func guestCIDChecks(ctx context.Context, t *testing.T, e *env, vms []api.VM) {
+	t.Helper()
+	sockets := map[string]string{}
+	for _, v := range vms {
+		var cfg fcapi.FullVMConfiguration
+		apiSock := filepath.Join(e.root, "state", "banger", "jailer", "firecracker-simulator", v.ID, "root", "api.sock")
+		if err := firecracker.NewClient(apiSock, 10*time.Second).Get(ctx, "/vm/config", &cfg); err != nil {
+			t.Errorf("GET /vm/config of %s: %v", v.Name, err)
+			continue
+		}
+		if cfg.Vsock == nil || cfg.Vsock.GuestCID != vmm.GuestCID {
+			t.Errorf("%s: its VMM has vsock %+v, want guest CID %d", v.Name, cfg.Vsock, vmm.GuestCID)
+			continue
+		}
+		row := e.vm(ctx, v.Name)
+		if row.VsockCID != cfg.Vsock.GuestCID || v.VsockCID != cfg.Vsock.GuestCID {
+			t.Errorf("%s: vm show --json says guest CID %d (create said %d), its VMM %d", v.Name, row.VsockCID, v.VsockCID, cfg.Vsock.GuestCID)
+		}
+		if show := e.must(ctx, "vm", "show", v.Name); !regexp.MustCompile(`(?m)^vsock cid\s+` + strconv.Itoa(int(cfg.Vsock.GuestCID)) + `\s*$`).MatchString(show) {
+			t.Errorf("vm show %s does not say vsock cid %d:\n%s", v.Name, cfg.Vsock.GuestCID, show)
+		}
+		if other, dup := sockets[row.AgentSocket]; dup || row.AgentSocket == "" {
+			t.Errorf("%s and %s share the vsock socket %q", v.Name, other, row.AgentSocket)
+		}
+		sockets[row.AgentSocket] = v.Name
+		if fi, err := os.Stat(row.AgentSocket); err != nil || fi.Mode()&os.ModeSocket == 0 {
+			t.Errorf("%s: its vsock socket %s: %v", v.Name, row.AgentSocket, err)
+		}
+		if out := e.must(ctx, "vm", "ping", v.Name); !strings.Contains(out, v.Name+" is alive") {
+			t.Errorf("vm ping %s: %s", v.Name, out)
+		}
 	}
-	if out := e.must(ctx, "vm", "ping", "fcclone"); !strings.Contains(out, "fcclone is alive") {
-		t.Errorf("vm ping fcclone: %s", out)
-	}
-	step("the clone's identity, SSH and agent")
-	e.must(ctx, "vm", "rm", "--force", "fcclone")
-	if after := hashFiles(t, tpl.Dir, "ram", "state"); !slices.Equal(after, sums) {
-		t.Errorf("the clone changed the template's files: %v, was %v", after, sums)
-	}
-	step("vm rm fcclone")
 }

@@ -12,8 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -55,23 +53,9 @@ func TestTemplates(t *testing.T) {
 	logStep("hash the template's files")
 
 	// Two clones at once.
-	names := []string{"c1", "c2"}
-	vms := make([]api.VM, len(names))
-	var wg sync.WaitGroup
-	for i, n := range names {
-		wg.Go(func() {
-			out := e.must(ctx, "vm", "create", n, "--cpus", "1", "--memory", "512", "--disk", "1G", "--json")
-			if err := json.Unmarshal([]byte(out), &vms[i]); err != nil {
-				t.Errorf("vm create --json: %v\n%s", err, out)
-			}
-		})
-	}
-	wg.Wait()
+	vms := createClones(ctx, t, e, tpl.Key, []string{"c1", "c2"}, "--cpus", "1", "--memory", "512", "--disk", "1G")
 	logStep("two vm creates at once from the template")
 	for _, v := range vms {
-		if !strings.HasPrefix(v.BootedFrom, "template "+tpl.Key[:12]) {
-			t.Fatalf("vm create %s: booted from %q, want the template", v.Name, v.BootedFrom)
-		}
 		if _, err := os.Stat(filepath.Join(v.Dir, "disk.qcow2")); err != nil {
 			t.Errorf("clone %s: no overlay disk: %v", v.Name, err)
 		}
@@ -83,32 +67,7 @@ func TestTemplates(t *testing.T) {
 		t.Errorf("QEMU complained about image locking during the clones' start:\n%s", log)
 	}
 
-	type facts struct{ hostname, machineID, random, mac, addr, hostKey string }
-	got := map[string]facts{}
-	for _, v := range vms {
-		out := e.must(ctx, "vm", "ssh", "--no-remind", v.Name, "--", "sh", "-c",
-			"cat /etc/hostname /etc/machine-id; head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; "+
-				"cat /sys/class/net/*/address | grep -v 00:00:00:00:00:00; ip -4 -o addr show scope global | awk '{print $4}'; "+
-				"cut -d' ' -f1,2 /etc/ssh/ssh_host_ed25519_key.pub")
-		l := strings.Split(strings.TrimSpace(out), "\n")
-		if len(l) != 6 {
-			t.Fatalf("facts of %s: %q", v.Name, out)
-		}
-		f := facts{l[0], l[1], l[2], l[3], l[4], l[5]}
-		got[v.Name] = f
-		t.Logf("%s: %+v", v.Name, f)
-		if f.hostname != v.Name || f.mac != v.MAC || !strings.HasPrefix(f.addr, v.IP+"/") {
-			t.Errorf("%s: hostname %q, mac %q, address %q; want %s, %s, %s", v.Name, f.hostname, f.mac, f.addr, v.Name, v.MAC, v.IP)
-		}
-		kh, err := os.ReadFile(filepath.Join(v.Dir, "known_hosts"))
-		if err != nil || !strings.Contains(string(kh), f.hostKey) {
-			t.Errorf("%s: host key %q is not the pinned one (%q, %v)", v.Name, f.hostKey, kh, err)
-		}
-		clockWithin(ctx, t, e, v.Name, "of a clone")
-		if out := e.must(ctx, "vm", "ping", v.Name); !strings.Contains(out, v.Name+" is alive") {
-			t.Errorf("vm ping %s: %s", v.Name, out)
-		}
-	}
+	cloneChecks(ctx, t, e, vms)
 	// The template's agent was saved waiting for a session (its last
 	// line before the save says the host ended the session): a clone's
 	// first sync is answered, not taken for garbage by a session the
@@ -117,72 +76,14 @@ func TestTemplates(t *testing.T) {
 	if _, after, ok := strings.Cut(j, "the host ended the session"); !ok || strings.Contains(after, "invalid protocol version") {
 		t.Errorf("the template's agent was not saved waiting for a session, or the clone's agent took the host's sync for garbage:\n%s", j)
 	}
-	a, b := got["c1"], got["c2"]
-	for what, pair := range map[string][2]string{"ip": {a.addr, b.addr}, "mac": {a.mac, b.mac}, "hostname": {a.hostname, b.hostname},
-		"machine-id": {a.machineID, b.machineID}, "ssh host key": {a.hostKey, b.hostKey}, "first bytes of /dev/urandom": {a.random, b.random}} {
-		if pair[0] == pair[1] {
-			t.Errorf("the clones share their %s: %q", what, pair[0])
-		}
-	}
-	e.must(ctx, "vm", "ssh", "--no-remind", "c1", "--", "sh", "-c", "timeout 10 bash -c 'exec 3<>/dev/tcp/"+vms[1].IP+"/22 && head -c 4 <&3' | grep -q SSH- && echo mine > /root/c1-file && sync")
-	if out := e.must(ctx, "vm", "ssh", "--no-remind", "c2", "--", "ls", "/root"); strings.Contains(out, "c1-file") {
-		t.Errorf("a file written in c1 is in c2: %q", out)
-	}
 	logStep("identity, clock, ping and file checks of both clones")
 
 	// Restart: a cold boot with the disk kept.
-	bootID := func(name string) string {
-		return strings.TrimSpace(e.must(ctx, "vm", "exec", name, "--", "cat", "/proc/sys/kernel/random/boot_id"))
-	}
-	before := bootID("c1")
-	e.must(ctx, "vm", "restart", "c1")
+	restartChecks(ctx, t, e, "c1")
 	logStep("vm restart of a clone")
-	if after := bootID("c1"); after == before {
-		t.Errorf("vm restart of a clone kept boot id %s: not a boot", after)
-	}
-	if out := e.must(ctx, "vm", "ssh", "--no-remind", "c1", "--", "cat", "/root/c1-file", "/etc/hostname"); out != "mine\nc1\n" {
-		t.Errorf("after vm restart of a clone: %q, want its file and hostname", out)
-	}
 
 	// A daemon SIGKILLed during a clone leaves nothing half-made.
-	vmsDir := filepath.Join(e.root, "state", "banger", "vms")
-	known, _ := os.ReadDir(vmsDir)
-	create := exec.CommandContext(ctx, e.cliArgv("vm", "create", "c3", "--cpus", "1", "--memory", "512", "--disk", "1G")[0], e.cliArgv("vm", "create", "c3", "--cpus", "1", "--memory", "512", "--disk", "1G")[1:]...)
-	create.Env = e.environ()
-	if err := create.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, time.Minute, "the clone's folder", func() bool {
-		now, _ := os.ReadDir(vmsDir)
-		return len(now) > len(known)
-	})
-	pid := e.daemonStatus(ctx).PID
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	create.Wait()
-	waitFor(t, 5*time.Second, "daemon to die", func() bool { return syscall.Kill(pid, 0) != nil })
-	var list []api.VM
-	if err := json.Unmarshal([]byte(e.must(ctx, "vm", "ls", "--json")), &list); err != nil {
-		t.Fatal(err)
-	}
-	running := 0
-	for _, v := range list {
-		if v.State == api.StateRunning {
-			running++
-		}
-		if v.Name == "c3" && v.State != api.StateRunning && v.State != api.StateStopped {
-			t.Errorf("c3 after a SIGKILL during its clone: %s", v.State)
-		}
-	}
-	folders, _ := os.ReadDir(vmsDir)
-	if len(folders) != len(list) {
-		t.Errorf("after a SIGKILL during a clone: %d VM folders for %d VMs", len(folders), len(list))
-	}
-	if q := qemus(e); len(q) != running {
-		t.Errorf("after a SIGKILL during a clone: %d QEMU processes for %d running VMs", len(q), running)
-	}
-	e.banger(ctx, "vm", "rm", "--force", "c3")
+	killDuringCreate(ctx, t, e, "c3", "--cpus", "1", "--memory", "512", "--disk", "1G")
 	logStep("SIGKILL of bangerd during a clone")
 
 	// Another QEMU build: the template is not loaded; image warm makes one.
@@ -272,19 +173,6 @@ func hashFiles(t *testing.T, dir string, names ...string) []string {
 			t.Fatal(err)
 		}
 		out = append(out, n+":"+hex.EncodeToString(h.Sum(nil)))
-	}
-	return out
-}
-
-// qemus returns the pids of the QEMU processes of e's VMs (they hold
-// descriptors of files under its state folder).
-func qemus(e *env) []int {
-	var out []int
-	for _, pid := range processesUsing(filepath.Join(e.root, "state")) {
-		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if strings.Contains(string(b), "qemu-system") {
-			out = append(out, pid)
-		}
 	}
 	return out
 }
