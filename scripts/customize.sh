@@ -457,6 +457,13 @@ EOF
 	mask modprobe@dm_mod.service modprobe@efi_pstore.service modprobe@drm.service \
 		modprobe@loop.service modprobe@fuse.service systemd-update-utmp.service \
 		systemd-update-utmp-runlevel.service
+	# Debian 13's openssh-server makes host keys of every type at a first
+	# boot (sshd-keygen.service), which a VM's boot always is (an empty
+	# machine-id): an ordinary unit, it holds sshd back until basic.target
+	# (measured under TCG: sshd 11-14 s after the network instead of 1 s),
+	# and sshd here loads only the ed25519 key the daemon writes
+	# (banger-ssh-keygen makes one if it is missing).
+	mask sshd-keygen.service
 	# Generators for what a microVM never has (GPT auto-discovery, LUKS,
 	# dm-verity, dm-integrity, hibernation, offline updates): each is a
 	# program systemd runs before it loads a single unit. The same link
@@ -465,12 +472,17 @@ EOF
 	# (systemd.mask=, systemd.run=: debug, run), and /etc/rc.local, which
 	# Debian does not ship (rc-local). The getty generator's one product here,
 	# a login on the serial console (console=ttyS0), is enabled instead.
+	# Since systemd 256 (Debian 13): the TPM2 generator (a microVM has no
+	# TPM) and the SSH generator, which puts sshd on AF_UNIX and vsock
+	# sockets (banger reaches sshd over the VM's network, and its own agent
+	# over vsock or virtio-serial).
 	# Each generator is a dynamically linked program: under TCG, ~0.2-0.5 s.
 	mkdir -p /etc/systemd/system-generators
 	for g in systemd-gpt-auto-generator systemd-cryptsetup-generator systemd-veritysetup-generator \
 		systemd-integritysetup-generator systemd-hibernate-resume-generator \
 		systemd-system-update-generator systemd-debug-generator systemd-run-generator \
-		systemd-rc-local-generator systemd-getty-generator; do
+		systemd-rc-local-generator systemd-getty-generator systemd-tpm2-generator \
+		systemd-ssh-generator; do
 		ln -sfn /dev/null "/etc/systemd/system-generators/$g"
 	done
 	if [ "$pm" = dnf ]; then

@@ -809,9 +809,9 @@ func TestCustomizeApt(t *testing.T) {
 
 // checkBootCuts checks what makes a systemd image reach SSH sooner: sshd
 // (sshUnit) starts once the network is up, without `sshd -t` first, and
-// the key fallback it waits for does not wait for basic.target; the
-// first-boot updates are marked done; the generators a microVM never needs
-// are masked.
+// the key fallback it waits for does not wait for basic.target, and
+// Debian 13's first-boot key maker, which does, is masked; the first-boot
+// updates are marked done; the generators a microVM never needs are masked.
 func checkBootCuts(t *testing.T, im *image, sshUnit string) {
 	t.Helper()
 	contains(t, sshUnit+" drop-in", im.read("/etc/systemd/system/"+sshUnit+".d/banger.conf"),
@@ -823,10 +823,15 @@ func checkBootCuts(t *testing.T, im *image, sshUnit string) {
 			t.Errorf("%s is missing: every VM's first boot would run systemd's update units", f)
 		}
 	}
-	for _, g := range []string{"systemd-gpt-auto-generator", "systemd-cryptsetup-generator", "systemd-hibernate-resume-generator"} {
+	for _, g := range []string{"systemd-gpt-auto-generator", "systemd-cryptsetup-generator", "systemd-hibernate-resume-generator",
+		"systemd-tpm2-generator", "systemd-ssh-generator"} {
 		if got := im.readlink("/etc/systemd/system-generators/" + g); got != "/dev/null" {
 			t.Errorf("generator %s is not masked (link to %q)", g, got)
 		}
+	}
+	// Debian 13's first-boot key maker would hold sshd until basic.target.
+	if got := im.readlink("/etc/systemd/system/sshd-keygen.service"); got != "/dev/null" {
+		t.Errorf("sshd-keygen.service is not masked (link to %q)", got)
 	}
 }
 
