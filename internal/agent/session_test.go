@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -67,7 +68,7 @@ func (f *fakeSerial) fromGuest() {
 // fault says what a new host connection meets.
 type fault struct {
 	garbageToGuest, garbageToHost bool
-	replayToGuest                 bool // the previous host's first bytes again
+	replayToGuest                 bool // the previous host's first bytes again, to a whole frame
 }
 
 // connect returns a new host connection with the given faults.
@@ -85,11 +86,10 @@ func (f *fakeSerial) connect(fl fault) net.Conn {
 	f.host, f.hostMu = relay, hmu
 	stale := f.stale
 	f.stale = nil
-	replay := f.lastHost
+	replay := wholeFrames(f.lastHost)
 	f.lastHost = nil
 	f.mu.Unlock()
-	junk := make([]byte, 700)
-	rand.Read(junk)
+	junk := garbage(700)
 	go func() {
 		defer hmu.Unlock()
 		var pre []byte
@@ -133,9 +133,48 @@ func (f *fakeSerial) connect(fl fault) net.Conn {
 
 // garble writes random bytes to the guest as if from the host.
 func (f *fakeSerial) garble() {
-	junk := make([]byte, 100)
+	f.port.Write(garbage(100))
+}
+
+// garbage returns n random bytes that a multiplexer rejects at once: the
+// first is not yamux's version (0). Random bytes that happen to start
+// with a valid header could name a frame of up to 4 GiB, which would
+// swallow the next host's sync until a keepalive timed out.
+func garbage(n int) []byte {
+	junk := make([]byte, n)
 	rand.Read(junk)
-	f.port.Write(junk)
+	junk[0] |= 0x80
+	return junk
+}
+
+// wholeFrames returns the start of b, a host's output (sync lines, then
+// its multiplexer's frames), that ends with a whole frame. The port
+// delivers what a host wrote in order and entirely, and a guest reads end
+// of file when a host leaves mid-write; a replay cut inside a frame would
+// instead leave a guest that took the replayed sync inside a frame that
+// never ends, swallowing the next host's sync attempts as its body.
+func wholeFrames(b []byte) []byte {
+	i := bytes.LastIndex(b, []byte(syncPrefix))
+	if i < 0 {
+		return nil
+	}
+	nl := bytes.IndexByte(b[i:], '\n')
+	if nl < 0 {
+		return b[:i]
+	}
+	end := i + nl + 1
+	const header = 12 // yamux: version, type, flags (2), stream id (4), length (4)
+	for len(b)-end >= header {
+		size := header
+		if b[end+1] == 0 { // a data frame: its body follows
+			size += int(binary.BigEndian.Uint32(b[end+8 : end+header]))
+		}
+		if len(b)-end < size {
+			break
+		}
+		end += size
+	}
+	return b[:end]
 }
 
 // echoServer is a server with an "echo" op (bytes back until EOF) and a
