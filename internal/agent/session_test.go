@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -178,9 +180,9 @@ func wholeFrames(b []byte) []byte {
 }
 
 // echoServer is a server with an "echo" op (bytes back until EOF) and a
-// "fail" op (refused with CodeNotFound).
-func echoServer(t *testing.T) *Server {
-	s := NewServer(fixedInfo, testLog(t))
+// "fail" op (refused with CodeNotFound), logging to log.
+func echoServer(log *slog.Logger) *Server {
+	s := NewServer(fixedInfo, log)
 	s.Handle("echo", func(ctx context.Context, st *Stream) error {
 		var p struct{ Greeting string }
 		if err := st.Decode(&p); err != nil {
@@ -196,6 +198,27 @@ func echoServer(t *testing.T) *Server {
 		return Errorf(CodeNotFound, "no such thing")
 	})
 	return s
+}
+
+// sessionEnds passes log records on to the test's log and signals ended
+// (without blocking, it has room for one) when the guest's session ends.
+type sessionEnds struct {
+	slog.Handler
+	ended chan struct{}
+}
+
+func newSessionEnds(t *testing.T) *sessionEnds {
+	return &sessionEnds{Handler: testLog(t).Handler(), ended: make(chan struct{}, 1)}
+}
+
+func (h *sessionEnds) Handle(ctx context.Context, r slog.Record) error {
+	if strings.HasPrefix(r.Message, "session ended") {
+		select {
+		case h.ended <- struct{}{}:
+		default:
+		}
+	}
+	return h.Handler.Handle(ctx, r)
 }
 
 // runGuest serves sessions on the guest's end of f as the serial loop
@@ -297,7 +320,8 @@ func connectHost(t *testing.T, c net.Conn) *Session {
 // syncs and works.
 func TestSessionRecovers(t *testing.T) {
 	f := newFakeSerial(t)
-	srv := echoServer(t)
+	guestLog := newSessionEnds(t)
+	srv := echoServer(slog.New(guestLog))
 	stopGuest := runGuest(t, srv, f.guest)
 
 	faults := []fault{
@@ -326,10 +350,22 @@ func TestSessionRecovers(t *testing.T) {
 	}
 
 	// Garbage in the middle of a live session ends it on both sides; the
-	// next sync works.
+	// next sync works. The request is sent once the guest has dropped its
+	// session: one sent earlier can reach the guest's multiplexer with the
+	// garbage, in one read, and go with it (the host then learns only from
+	// its keepalive).
 	sess := connectHost(t, f.connect(fault{}))
 	useSession(t, sess)
+	select {
+	case <-guestLog.ended: // an earlier session's end, before this one began
+	default:
+	}
 	f.garble()
+	select {
+	case <-guestLog.ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the guest's session did not end on garbage")
+	}
 	sessionEndsOnNextRequest(t, sess, "garbage in the session")
 	useSession(t, connectHost(t, f.connect(fault{})))
 }
@@ -391,7 +427,7 @@ func TestConnectNoAgent(t *testing.T) {
 // sync is answered at its first attempt.
 func TestSessionEnd(t *testing.T) {
 	f := newFakeSerial(t)
-	runGuest(t, echoServer(t), f.guest)
+	runGuest(t, echoServer(testLog(t)), f.guest)
 	sess := connectHost(t, f.connect(fault{}))
 	for i := range 3 {
 		useSession(t, sess)
