@@ -29,7 +29,10 @@ const testLinkPrefix = "bgrt"
 type rootState struct {
 	ipForward string
 	testLinks []string
-	// tables are banger's nftables tables ("family name").
+	// tables are the nftables tables ("family name") a test of this
+	// package could make: the legacy table and those of test bridges.
+	// Other bridges' tables belong to daemons on this host (an end-to-end
+	// test's, run at the same time), which add and remove them at will.
 	tables []string
 }
 
@@ -58,7 +61,7 @@ func snapshotRoot() (rootState, error) {
 		return s, err
 	}
 	for _, t := range tables {
-		if strings.HasPrefix(t.Name, legacyNATTable) {
+		if t.Name == legacyNATTable || strings.HasPrefix(t.Name, TableName(testLinkPrefix)) {
 			s.tables = append(s.tables, fmt.Sprintf("%d %s", t.Family, t.Name))
 		}
 	}
