@@ -325,13 +325,24 @@ func TestDrain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &rpcServer{methods: testMethods(), log: slog.New(slog.DiscardHandler), uid: os.Getuid()}
+	m := testMethods()
+	entered := make(chan struct{})
+	m.Register("test.hold", Typed(func(ctx context.Context, _ empty) (empty, error) {
+		close(entered)
+		<-ctx.Done()
+		return empty{}, ctx.Err()
+	}))
+	srv := &rpcServer{methods: m, log: slog.New(slog.DiscardHandler), uid: os.Getuid()}
 	reqCtx, cancel := context.WithCancel(context.Background())
 	served := make(chan struct{})
 	go func() { srv.serve(reqCtx, ln); close(served) }()
 	callErr := make(chan error, 1)
-	go func() { callErr <- client.New(sock).Call(context.Background(), "test.wait", nil, nil) }()
-	time.Sleep(200 * time.Millisecond) // the request is in its handler
+	go func() { callErr <- client.New(sock).Call(context.Background(), "test.hold", nil, nil) }()
+	select {
+	case <-entered: // the request is in its handler
+	case <-time.After(30 * time.Second):
+		t.Fatal("the request never reached its handler")
+	}
 	ln.Close()
 	<-served
 	start := time.Now()
