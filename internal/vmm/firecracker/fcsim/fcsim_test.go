@@ -392,20 +392,31 @@ func TestVsock(t *testing.T) {
 // connection; Firecracker closes it without OK.
 func TestVsockBeforeListen(t *testing.T) {
 	s := newSim(t)
-	s.guest.ListenDelay = 500 * time.Millisecond
+	// Long enough that the first dial comes before it on a loaded host.
+	const delay = 2 * time.Second
+	s.guest.ListenDelay = delay
 	s.guest.Handle(EchoPort, Echo)
 	uds := filepath.Join(s.dir, "v.sock")
 	s.put(t, "/vsock", fcapi.Vsock{GuestCID: 3, UDSPath: uds})
+	booted := time.Now()
 	s.boot(t)
 	if _, err := firecracker.DialVsock(ctx, uds, EchoPort); !errors.Is(err, firecracker.ErrVsockRefused) {
 		t.Fatalf("dial before the guest listens: %v, want refused", err)
 	}
-	time.Sleep(600 * time.Millisecond)
-	c, err := firecracker.DialVsock(ctx, uds, EchoPort)
-	if err != nil {
-		t.Fatalf("dial once the guest listens: %v", err)
+	for {
+		c, err := firecracker.DialVsock(ctx, uds, EchoPort)
+		if err == nil {
+			c.Close()
+			if since := time.Since(booted); since < delay {
+				t.Fatalf("the guest accepted %v after boot, before it listens (%v)", since, delay)
+			}
+			return
+		}
+		if !errors.Is(err, firecracker.ErrVsockRefused) || time.Since(booted) > delay+10*time.Second {
+			t.Fatalf("dial once the guest listens: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	c.Close()
 }
 
 func readLine(t *testing.T, c net.Conn) string {
