@@ -84,12 +84,13 @@ func listener(t *testing.T, pidFile, marker, onHUP string) int {
 	done := make(chan struct{})
 	go func() { cmd.Wait(); close(done) }() // reaped: a zombie would look alive
 	t.Cleanup(func() { cmd.Process.Kill(); <-done })
-	for i := 0; ; i++ {
+	// Generous: on a loaded CI host a shell may take seconds to start.
+	for deadline := time.Now().Add(time.Minute); ; {
 		if b, err := os.ReadFile(pidFile); err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(cmd.Process.Pid) {
 			return cmd.Process.Pid
 		}
-		if i > 500 {
-			t.Fatal("the listener did not write its pid file")
+		if time.Now().After(deadline) {
+			t.Fatal("the listener did not write its pid file within a minute")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
