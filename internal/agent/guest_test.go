@@ -305,16 +305,26 @@ func TestServeListenerLimit(t *testing.T) {
 	if _, _, err := Ping(pctx, extra); err == nil {
 		t.Fatal("connection beyond the limit was served")
 	}
-	conns[0].Close() // frees a slot
+	conns[0].Close() // frees a slot, once the server has read its end
 	conns = conns[1:]
-	time.Sleep(100 * time.Millisecond)
-	c, err := net.Dial("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conns = append(conns, c)
-	if _, _, err := Ping(context.Background(), c); err != nil {
-		t.Fatalf("after a slot freed: %v", err)
+	// Until the server has seen the close, a new connection is still one
+	// too many and closed on arrival: dial until one is served.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pctx, pcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, _, err = Ping(pctx, c)
+		pcancel()
+		if err == nil {
+			conns = append(conns, c)
+			return
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatalf("after a slot freed: %v", err)
+		}
 	}
 }
 
