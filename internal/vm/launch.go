@@ -61,6 +61,12 @@ func (s *Service) endUnrecordedLaunch(ctx context.Context, row store.VM) {
 		disk = filepath.Join(s.cfg.Dirs.VMDir(row.ID), overlayName)
 	}
 	n, err := killHolders(ctx, disk, vmm.DiskAliases(s.drivers)...)
+	if e, ok := s.drivers[row.VMM].(vmm.LaunchEnder); ok && err == nil {
+		// A VMM that has not opened the disk yet.
+		var m int
+		m, err = e.EndLaunch(ctx, row.ID)
+		n += m
+	}
 	if n > 0 {
 		s.log.Warn("killed the vmm an interrupted launch left running", "vm", row.Name, "processes", n)
 	}

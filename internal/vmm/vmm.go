@@ -342,6 +342,17 @@ func DiskAliases(drivers map[string]Driver) []string {
 	return out
 }
 
+// LaunchEnder is the need of a driver whose VMM runs, from its launch on,
+// without holding the VM's disk (a jailed Firecracker opens it only at
+// InstanceStart or a snapshot load), so that the VMM of a launch no state
+// records cannot be found by its disk (see proc.Holding).
+type LaunchEnder interface {
+	// EndLaunch kills the VMM a launch of VM id left running unrecorded,
+	// if any, and waits until it is gone; it returns how many processes it
+	// killed.
+	EndLaunch(ctx context.Context, id string) (int, error)
+}
+
 // Sweeper is the ability of a driver that keeps things for a VMM outside
 // the VM's folder (Firecracker's jail: a chroot and cgroups), which a
 // daemon killed at the wrong moment, or a VM removed after it, leaves

@@ -9,13 +9,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/bangerhq/banger/internal/vmm"
 	"github.com/bangerhq/banger/internal/vmm/firecracker/jailer"
+	"github.com/bangerhq/banger/internal/vmm/proc"
 )
 
 // Under the jailer (see WithJailer), Firecracker runs in a chroot of its
@@ -111,6 +114,55 @@ func (d *Driver) Sweep(ctx context.Context, running map[string]bool) error {
 }
 
 var _ vmm.Sweeper = (*Driver)(nil)
+
+// EndLaunch kills the jailed Firecracker of VM id that a launch left
+// running unrecorded (see vmm.LaunchEnder): the pid the jailer wrote in
+// the chroot, when that process's root is the chroot (the file is the VMM
+// user's to write: a pid of another process is ignored). Unjailed there is nothing to
+// find it by.
+func (d *Driver) EndLaunch(ctx context.Context, id string) (int, error) {
+	if d.jailer == "" {
+		return 0, nil
+	}
+	bin, err := d.Binary()
+	if err == nil {
+		bin, err = execFile(bin)
+	}
+	if err != nil {
+		return 0, nil // no Firecracker: none of its jails either
+	}
+	root := jailer.ChrootDir(d.chrootBase, bin, id)
+	b, err := os.ReadFile(filepath.Join(root, jailer.PIDFile(bin)))
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read the pid of the jail %s: %w", root, err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		return 0, nil
+	}
+	start, err := proc.StartTime(pid)
+	if err != nil {
+		return 0, nil // gone
+	}
+	// Its root is the chroot (by inode: in its own mount namespace the
+	// link reads "/").
+	mine, err1 := os.Stat(root)
+	its, err2 := os.Stat(fmt.Sprintf("/proc/%d/root/", pid))
+	if err1 != nil || err2 != nil || !os.SameFile(mine, its) {
+		return 0, nil
+	}
+	if err := proc.Signal(pid, start, syscall.SIGKILL); err != nil {
+		return 0, fmt.Errorf("kill the firecracker of the jail %s: %w", root, err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return 1, proc.WaitExit(wctx, pid, start, 0)
+}
+
+var _ vmm.LaunchEnder = (*Driver)(nil)
 
 // DiskAliases is the disk's name in a jail (see vmm.DiskAliaser).
 func (d *Driver) DiskAliases() []string {

@@ -438,3 +438,45 @@ func TestJailedLinkedBinary(t *testing.T) {
 	}
 	assertJailGone(t, st.Chroot, st.Cgroups)
 }
+
+// TestEndLaunch: EndLaunch kills the jailed VMM of a VM by the pid its
+// jailer wrote, and only a process whose root is that jail: a pid file
+// naming another process (the VMM user can write it) kills nothing.
+func TestEndLaunch(t *testing.T) {
+	d, _ := jailedDriver(t)
+	ctx := context.Background()
+	spec := testSpec(t, "endlaunch")
+	if spec.RunAs == nil {
+		testhost.Skip(t, "no VMM user")
+	}
+	st, err := d.Start(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vmmtest.EnsureStopped(t, st)
+	if n, err := d.EndLaunch(ctx, "no-such-vm"); n != 0 || err != nil {
+		t.Fatalf("EndLaunch of a VM without a jail: %d, %v", n, err)
+	}
+	bin, _ := d.Binary()
+	bin, _ = execFile(bin)
+	pidFile := filepath.Join(st.Chroot, jailer.PIDFile(bin))
+	good, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatalf("the jailer's pid file: %v", err)
+	}
+	os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())), 0o644)
+	if n, err := d.EndLaunch(ctx, "endlaunch"); n != 0 || err != nil {
+		t.Fatalf("EndLaunch with a pid file naming another process: %d, %v", n, err)
+	}
+	os.WriteFile(pidFile, good, 0o644)
+	if n, err := d.EndLaunch(ctx, "endlaunch"); n != 1 || err != nil || d.Alive(st) {
+		t.Fatalf("EndLaunch: %d, %v; the VMM alive: %v", n, err, d.Alive(st))
+	}
+	if err := d.Sweep(ctx, nil); err != nil {
+		t.Fatalf("Sweep after EndLaunch: %v", err)
+	}
+	assertJailGone(t, st.Chroot, st.Cgroups)
+	for _, cg := range st.Cgroups {
+		unix.Rmdir(filepath.Dir(cg))
+	}
+}
