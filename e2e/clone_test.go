@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -115,7 +116,8 @@ func restartChecks(ctx context.Context, t *testing.T, e *env, name string) {
 }
 
 // killDuringCreate SIGKILLs the daemon while `vm create name args...` (a
-// clone) runs, once the VM's folder exists, and checks that the next
+// clone) runs, once the clone's VMM holds its files (or, should the
+// create end first, 30 s after its folder appeared), and checks that the next
 // daemon shows nothing half-made: the VM is gone or whole (running or
 // stopped), and every VM folder, jail, TAP device and process under the
 // state folder belongs to a VM it lists (a process to a running VM's VMM
@@ -132,15 +134,42 @@ func killDuringCreate(ctx context.Context, t *testing.T, e *env, name string, ar
 	if err := create.Start(); err != nil {
 		t.Fatal(err)
 	}
+	created := make(chan struct{})
+	go func() { create.Wait(); close(created) }()
+	var id string
 	waitFor(t, time.Minute, "the clone's folder", func() bool {
 		now, _ := os.ReadDir(vmsDir)
-		return len(now) > len(known)
+		for _, f := range now {
+			if !slices.ContainsFunc(known, func(k os.DirEntry) bool { return k.Name() == f.Name() }) {
+				id = f.Name()
+				return true
+			}
+		}
+		return false
 	})
 	pid := e.daemonStatus(ctx).PID
+	launched := func() bool {
+		jails, _ := filepath.Glob(filepath.Join(state, "jailer", "*", id))
+		for _, d := range append(jails, filepath.Join(vmsDir, id)) {
+			if slices.ContainsFunc(processesUsing(d), func(p int) bool { return p != pid }) {
+				return true
+			}
+		}
+		return false
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !launched() && time.Now().Before(deadline) && !chanDone(created) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if chanDone(created) {
+		t.Logf("vm create %s ended before its VMM was seen", name)
+	} else if launched() {
+		t.Logf("the daemon SIGKILLed with %s's VMM launched", name)
+	}
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	create.Wait()
+	<-created
 	waitFor(t, 5*time.Second, "daemon to die", func() bool { return syscall.Kill(pid, 0) != nil })
 	var list []api.VM
 	if err := json.Unmarshal([]byte(e.must(ctx, "vm", "ls", "--json")), &list); err != nil {
@@ -184,6 +213,16 @@ func killDuringCreate(ctx context.Context, t *testing.T, e *env, name string, ar
 		}
 	}
 	e.banger(ctx, "vm", "rm", "--force", name)
+}
+
+// chanDone reports whether c is closed.
+func chanDone(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
 }
 
 // taps returns the TAP devices (banger's prefix) in the env's namespace.
