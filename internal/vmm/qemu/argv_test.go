@@ -152,3 +152,17 @@ func TestHostTSCKHz(t *testing.T) {
 	}
 	t.Logf("host TSC: %d kHz", khz)
 }
+
+// TestInvariantTSC: CPUID's invariant TSC bit, which decides tsc=reliable
+// where /proc/cpuinfo cannot be read, agrees with the kernel's flags.
+func TestInvariantTSC(t *testing.T) {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil || !haveTSC {
+		testhost.Skip(t, "no /proc/cpuinfo or no TSC here: %v", err)
+	}
+	flags := string(b)
+	kernel := strings.Contains(flags, " constant_tsc") && strings.Contains(flags, " nonstop_tsc")
+	if got := invariantTSC(); got != kernel {
+		t.Fatalf("CPUID says invariant TSC %v; the kernel's flags constant_tsc and nonstop_tsc: %v", got, kernel)
+	}
+}

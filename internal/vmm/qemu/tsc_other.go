@@ -4,4 +4,6 @@ package qemu
 
 func rdtsc() uint64 { return 0 }
 
+func invariantTSC() bool { return false }
+
 const haveTSC = false
