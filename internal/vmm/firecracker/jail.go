@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math"
 	"os"
@@ -132,10 +133,17 @@ func (d *Driver) EndLaunch(ctx context.Context, id string) (int, error) {
 		return 0, nil // no Firecracker: none of its jails either
 	}
 	root := jailer.ChrootDir(d.chrootBase, bin, id)
-	b, err := os.ReadFile(filepath.Join(root, jailer.PIDFile(bin)))
+	// The VMM's user can replace the pid file: no link is followed, no
+	// FIFO waited on, no more than a pid's worth read.
+	f, err := openMade(filepath.Join(root, jailer.PIDFile(bin)), -1)
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, nil
 	}
+	if err != nil {
+		return 0, fmt.Errorf("read the pid of the jail %s: %w", root, err)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 32))
+	f.Close()
 	if err != nil {
 		return 0, fmt.Errorf("read the pid of the jail %s: %w", root, err)
 	}

@@ -468,6 +468,23 @@ func TestEndLaunch(t *testing.T) {
 	if n, err := d.EndLaunch(ctx, "endlaunch"); n != 0 || err != nil {
 		t.Fatalf("EndLaunch with a pid file naming another process: %d, %v", n, err)
 	}
+	// A FIFO or a link in its place is refused at once, not waited on or
+	// followed.
+	os.Remove(pidFile)
+	if err := unix.Mkfifo(pidFile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := d.EndLaunch(ctx, "endlaunch"); n != 0 || err == nil {
+		t.Fatalf("EndLaunch with a FIFO for a pid file: %d, %v", n, err)
+	}
+	os.Remove(pidFile)
+	other := filepath.Join(t.TempDir(), "pid")
+	os.WriteFile(other, good, 0o644)
+	os.Symlink(other, pidFile)
+	if n, err := d.EndLaunch(ctx, "endlaunch"); n != 0 || err == nil {
+		t.Fatalf("EndLaunch with a link for a pid file: %d, %v", n, err)
+	}
+	os.Remove(pidFile)
 	os.WriteFile(pidFile, good, 0o644)
 	if n, err := d.EndLaunch(ctx, "endlaunch"); n != 1 || err != nil || d.Alive(st) {
 		t.Fatalf("EndLaunch: %d, %v; the VMM alive: %v", n, err, d.Alive(st))

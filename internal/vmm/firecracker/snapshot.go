@@ -183,14 +183,14 @@ func (d *Driver) saveState(ctx context.Context, st vmm.State, f *os.File) error 
 // guest's memory.
 const snapshotTimeout = 60 * time.Second
 
-// openMade opens a file Firecracker made in its folder, where the VMM's
-// user could have put anything: without following a link, without
+// openMade opens a file Firecracker (or its jailer) made in its folder or
+// jail, where the VMM's user could have put anything: without following a link, without
 // blocking on a FIFO, and only a regular file (of size bytes unless size
 // is negative).
 func openMade(p string, size int64) (*os.File, error) {
 	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
 	if err != nil {
-		return nil, fmt.Errorf("open the snapshot file firecracker made: %w", err)
+		return nil, fmt.Errorf("open %s, which firecracker's side made: %w", p, err)
 	}
 	fi, err := f.Stat()
 	switch {
