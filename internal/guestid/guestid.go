@@ -14,6 +14,7 @@ package guestid
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -77,7 +78,13 @@ type IdentityParams struct {
 	HostTimeNanos int64 `json:"host_time_ns,omitempty"`
 }
 
-// IdentityResult is OpIdentity's result.
+// IdentityResult is OpIdentity's result. The guest answers as soon as
+// the clone is reachable: its RNG reseeded, clock set, host key in place
+// (sshd restarted with it where needed), MAC, address, route and
+// neighbours set. When More is set (every agent since the answer came
+// early), the rest (machine-id, hostname, resolver) is being written
+// meanwhile, and the stream then carries one IdentityDone line; an agent
+// from before answers only once everything is done, without More.
 type IdentityResult struct {
 	Interface string `json:"interface"`
 	// SSHReloaded says sshd restarted to read its new host key (OpenSSH
@@ -86,7 +93,16 @@ type IdentityResult struct {
 	SSHReloaded bool `json:"ssh_reloaded"`
 	// ClockSet says the clock was set from HostTimeNanos.
 	ClockSet bool `json:"clock_set,omitempty"`
+	// More says an IdentityDone line follows on the stream.
+	More bool `json:"more,omitempty"`
 	// Steps is how long each part took in the guest, in order.
+	Steps []Step `json:"steps,omitempty"`
+}
+
+// IdentityDone is the last line of an OpIdentity stream whose result had
+// More: the identity is complete, or Error says what failed.
+type IdentityDone struct {
+	Error string `json:"error,omitempty"`
 	Steps []Step `json:"steps,omitempty"`
 }
 
@@ -109,6 +125,13 @@ func (t *stepTimer) done(name string) {
 	now := time.Now()
 	t.steps = append(t.steps, Step{Name: name, Micros: now.Sub(t.last).Microseconds()})
 	t.last = now
+}
+
+// take returns the steps done since the last take.
+func (t *stepTimer) take() []Step {
+	s := t.steps
+	t.steps = nil
+	return s
 }
 
 var (
@@ -207,6 +230,10 @@ func freeze(dir string, req uint) error {
 // HandleIdentity is the guest agent's handler for OpIdentity (see the
 // package doc). It is idempotent: a clone whose file system is not frozen
 // is thawed without complaint.
+//
+// It answers as soon as the clone is reachable, and writes the rest while
+// the host connects (see IdentityResult.More): sshd's first answer costs a
+// clone a large part of a second under TCG, which then overlaps the rest.
 func HandleIdentity(ctx context.Context, st *agent.Stream) error {
 	var p IdentityParams
 	if err := st.Decode(&p); err != nil {
@@ -215,52 +242,123 @@ func HandleIdentity(ctx context.Context, st *agent.Stream) error {
 	if err := p.Check(); err != nil {
 		return agent.Errorf(agent.CodeInvalid, "%s: %v", OpIdentity, err)
 	}
-	var res IdentityResult
+	return identify(ctx, st, p, guestSystem)
+}
+
+// system is what OpIdentity changes in the guest, a function per part,
+// so that tests can run identify without a guest.
+type system struct {
+	thaw   func() error
+	reseed func(entropy []byte) error
+	// setClock sets the wall clock to Unix nanoseconds.
+	setClock func(ns int64) error
+	// setHostKey installs the host key; it returns the pid of an sshd it
+	// told to restart (0: none), for waitSSHD.
+	setHostKey func(priv, pub string) (int, error)
+	waitSSHD   func(ctx context.Context, pid int) error
+	// setNetwork gives the network device MAC, address, route; flushes
+	// its neighbours and announces the address. It returns the device.
+	setNetwork  func(p IdentityParams, t *stepTimer) (string, error)
+	writeFile   func(path string, data []byte, mode os.FileMode) error
+	setHostname func(name string) error
+}
+
+// guestSystem is the system of the guest the agent runs in.
+var guestSystem = system{
+	thaw: func() error {
+		if err := freeze("/", fithaw); err != nil && !errors.Is(err, unix.EINVAL) {
+			return fmt.Errorf("thaw the root file system: %w", err)
+		}
+		return nil
+	},
+	reseed: reseed,
+	setClock: func(ns int64) error {
+		ts := unix.NsecToTimespec(ns)
+		if err := unix.ClockSettime(unix.CLOCK_REALTIME, &ts); err != nil {
+			return fmt.Errorf("set the clock: %w", err)
+		}
+		return nil
+	},
+	setHostKey: setHostKey,
+	waitSSHD: func(ctx context.Context, pid int) error {
+		return waitRestarted(ctx, sshdPIDFile, pid, sshdRestartTimeout)
+	},
+	setNetwork:  setNetwork,
+	writeFile:   writeFile,
+	setHostname: setHostname,
+}
+
+// identify is HandleIdentity on sys. In order: RNG, clock, thaw, host
+// key (and the restart of an sshd that loads it once), network, then the
+// answer; then machine-id, hostname and resolver, then the IdentityDone
+// line. The address comes up only after the RNG is reseeded and the host
+// key is in place: from then on the host may connect, and sshd must
+// present the clone's own key, with randomness of its own.
+func identify(ctx context.Context, st *agent.Stream, p IdentityParams, sys system) error {
+	start := time.Now()
 	t := newStepTimer()
-	if err := freeze("/", fithaw); err != nil && !errors.Is(err, unix.EINVAL) {
-		return fmt.Errorf("thaw the root file system: %w", err)
-	}
-	t.done("thaw")
-	if err := reseed(p.Entropy); err != nil {
+	res := IdentityResult{More: true}
+	if err := sys.reseed(p.Entropy); err != nil {
 		return err
 	}
 	t.done("reseed")
 	if p.HostTimeNanos > 0 {
-		ts := unix.NsecToTimespec(p.HostTimeNanos)
-		if err := unix.ClockSettime(unix.CLOCK_REALTIME, &ts); err != nil {
-			return fmt.Errorf("set the clock: %w", err)
+		if err := sys.setClock(p.HostTimeNanos); err != nil {
+			return err
 		}
 		res.ClockSet = true
 		t.done("clock")
 	}
-	// The host key first and the address next: the host waits for sshd's
-	// banner at that address while the rest is written. An sshd that
-	// loads its keys once restarts meanwhile; the answer waits for it.
-	sshd, err := setHostKey(p.HostKey, p.HostKeyPub)
+	if err := sys.thaw(); err != nil {
+		return err
+	}
+	t.done("thaw")
+	sshd, err := sys.setHostKey(p.HostKey, p.HostKeyPub)
 	if err != nil {
 		return err
 	}
 	t.done("host key")
-	if res.Interface, err = setNetwork(p, t); err != nil {
-		return err
-	}
-	if err := writeFile("/etc/machine-id", []byte(p.MachineID+"\n"), 0o444); err != nil {
-		return err
-	}
-	t.done("machine-id")
-	if err := setHostname(p.Hostname); err != nil {
-		return err
-	}
-	t.done("hostname")
 	if sshd != 0 {
-		if err := waitRestarted(ctx, sshdPIDFile, sshd, sshdRestartTimeout); err != nil {
+		if err := sys.waitSSHD(ctx, sshd); err != nil {
 			return err
 		}
 		res.SSHReloaded = true
 		t.done("sshd restart")
 	}
-	res.Steps = t.steps
-	return st.Accept(res)
+	if res.Interface, err = sys.setNetwork(p, t); err != nil {
+		return err
+	}
+	res.Steps = append(t.take(), Step{Name: "reachable (since the request)", Micros: time.Since(start).Microseconds()})
+	if err := st.Accept(res); err != nil {
+		return err
+	}
+	var done IdentityDone
+	if err := rest(p, sys, t); err != nil {
+		done.Error = err.Error()
+	}
+	done.Steps = append(t.take(), Step{Name: "done (since the request)", Micros: time.Since(start).Microseconds()})
+	return json.NewEncoder(st).Encode(done)
+}
+
+// rest is what identify writes after its answer.
+func rest(p IdentityParams, sys system, t *stepTimer) error {
+	if err := sys.writeFile("/etc/machine-id", []byte(p.MachineID+"\n"), 0o444); err != nil {
+		return err
+	}
+	t.done("machine-id")
+	if err := sys.setHostname(p.Hostname); err != nil {
+		return err
+	}
+	t.done("hostname")
+	if p.DNS != "" {
+		// writeFile renames over the path: a symlink there (to a
+		// resolver stub) is replaced, not followed.
+		if err := sys.writeFile("/etc/resolv.conf", []byte("nameserver "+p.DNS+"\n"), 0o644); err != nil {
+			return err
+		}
+		t.done("dns")
+	}
+	return nil
 }
 
 // reseed mixes b into the kernel's entropy pool (credited) and makes the
@@ -446,8 +544,9 @@ func sshdLoadsKeysOnce() bool {
 }
 
 // setNetwork gives the guest's network device (the first with a device
-// behind it) p's MAC, address, default route and nameserver, flushes its
-// neighbours and announces the address with a gratuitous ARP.
+// behind it) p's MAC, address and default route, flushes its neighbours
+// and announces the address with a gratuitous ARP. It returns the
+// device's name.
 func setNetwork(p IdentityParams, t *stepTimer) (string, error) {
 	link, err := nic()
 	if err != nil {
@@ -502,15 +601,7 @@ func setNetwork(p IdentityParams, t *stepTimer) (string, error) {
 		netlink.NeighDel(&n) // best effort: an entry may go by itself meanwhile
 	}
 	t.done("network: neighbours")
-	if p.DNS != "" {
-		os.Remove("/etc/resolv.conf") // a symlink to a resolver stub is replaced
-		if err := writeFile("/etc/resolv.conf", []byte("nameserver "+p.DNS+"\n"), 0o644); err != nil {
-			return name, err
-		}
-	}
-	t.done("network: dns")
-	ip := addr.IP.To4()
-	if err := sendGARP(link.Attrs().Index, hw, ip); err != nil {
+	if err := sendGARP(link.Attrs().Index, hw, addr.IP.To4()); err != nil {
 		return fail("gratuitous arp", err)
 	}
 	t.done("network: arp")
@@ -560,4 +651,36 @@ func sendGARP(ifindex int, hw net.HardwareAddr, ip net.IP) error {
 	to := &unix.SockaddrLinklayer{Ifindex: ifindex, Protocol: proto, Halen: 6}
 	copy(to.Addr[:], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
 	return unix.Sendto(fd, GARP(hw, ip), 0, to)
+}
+
+// Give gives a clone its identity through sess (OpIdentity, the host's
+// side). reachable is called as soon as the guest answers that the clone
+// is reachable (see IdentityResult), while the guest writes the rest; Give
+// returns once the identity is complete, with the steps of both parts.
+// ctx bounds the whole call.
+func Give(ctx context.Context, sess *agent.Session, p IdentityParams, reachable func()) (IdentityResult, error) {
+	var res IdentityResult
+	c, err := sess.Open(ctx, OpIdentity, p, &res)
+	if err != nil {
+		return res, err
+	}
+	defer c.Close()
+	reachable()
+	if !res.More {
+		return res, nil // an agent from before the early answer: all done
+	}
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	var done IdentityDone
+	if err := json.NewDecoder(c).Decode(&done); err != nil {
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return res, fmt.Errorf("%s: read the end of the identity from the guest agent: %w", OpIdentity, err)
+	}
+	res.Steps = append(res.Steps, done.Steps...)
+	if done.Error != "" {
+		return res, fmt.Errorf("%s: %s", OpIdentity, done.Error)
+	}
+	return res, nil
 }

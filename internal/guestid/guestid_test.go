@@ -3,14 +3,20 @@ package guestid
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/bangerhq/banger/internal/agent"
+	"github.com/bangerhq/banger/internal/agent/agenttest"
 )
 
 func TestHostsWithName(t *testing.T) {
@@ -147,6 +153,172 @@ func TestRestartListener(t *testing.T) {
 		os.WriteFile(pidFile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644)
 		if pid, err := restartListener(pidFile); pid != 0 || err != nil {
 			t.Errorf("restartListener with a stale pid file = %d, %v; want 0, nil", pid, err)
+		}
+	})
+}
+
+// fakeSystem records the parts identify runs, in order; a part named in
+// fail fails, and machine-id waits for release.
+type fakeSystem struct {
+	mu      sync.Mutex
+	log     []string
+	fail    string
+	release chan struct{}
+}
+
+func (f *fakeSystem) did(part string) error {
+	f.mu.Lock()
+	f.log = append(f.log, part)
+	f.mu.Unlock()
+	if part == f.fail {
+		return errors.New(part + " failed")
+	}
+	return nil
+}
+
+func (f *fakeSystem) parts() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.log...)
+}
+
+func (f *fakeSystem) system() system {
+	return system{
+		thaw:       func() error { return f.did("thaw") },
+		reseed:     func([]byte) error { return f.did("reseed") },
+		setClock:   func(int64) error { return f.did("clock") },
+		setHostKey: func(string, string) (int, error) { return 0, f.did("host key") },
+		waitSSHD:   func(context.Context, int) error { return f.did("sshd restart") },
+		setNetwork: func(IdentityParams, *stepTimer) (string, error) { return "eth0", f.did("network") },
+		writeFile: func(path string, _ []byte, _ os.FileMode) error {
+			if path == "/etc/machine-id" && f.release != nil {
+				<-f.release
+			}
+			return f.did(path)
+		},
+		setHostname: func(string) error { return f.did("hostname") },
+	}
+}
+
+// identitySession serves OpIdentity with identify on sys.
+func identitySession(t *testing.T, sys system) *agent.Session {
+	return agenttest.Session(t, func(srv *agent.Server) {
+		srv.Handle(OpIdentity, func(ctx context.Context, st *agent.Stream) error {
+			var p IdentityParams
+			if err := st.Decode(&p); err != nil {
+				return err
+			}
+			return identify(ctx, st, p, sys)
+		})
+	})
+}
+
+func TestGiveAnswersWhenReachable(t *testing.T) {
+	f := &fakeSystem{release: make(chan struct{})}
+	sess := identitySession(t, f.system())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p := validParams()
+	p.HostTimeNanos = time.Now().UnixNano()
+	reached := make(chan []string, 1)
+	type given struct {
+		res IdentityResult
+		err error
+	}
+	out := make(chan given, 1)
+	go func() {
+		res, err := Give(ctx, sess, p, func() { reached <- f.parts() })
+		out <- given{res, err}
+	}()
+	select {
+	case parts := <-reached:
+		// The address comes up last, after the key and the reseed.
+		want := []string{"reseed", "clock", "thaw", "host key", "network"}
+		if !slices.Equal(parts, want) {
+			t.Errorf("parts done when reachable = %v, want %v", parts, want)
+		}
+	case g := <-out:
+		t.Fatalf("Give returned (%v) before calling reachable", g.err)
+	case <-ctx.Done():
+		t.Fatal("reachable was not called while the rest of the identity waits")
+	}
+	select {
+	case g := <-out:
+		t.Fatalf("Give returned (%v) before the rest of the identity was written", g.err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(f.release)
+	g := <-out
+	if g.err != nil {
+		t.Fatal(g.err)
+	}
+	want := []string{"reseed", "clock", "thaw", "host key", "network", "/etc/machine-id", "hostname", "/etc/resolv.conf"}
+	if parts := f.parts(); !slices.Equal(parts, want) {
+		t.Errorf("parts = %v, want %v", parts, want)
+	}
+	if !g.res.ClockSet || g.res.Interface != "eth0" {
+		t.Errorf("result = %+v, want the clock set and eth0", g.res)
+	}
+	var names []string
+	for _, s := range g.res.Steps {
+		names = append(names, s.Name)
+	}
+	for _, n := range []string{"host key", "reachable (since the request)", "hostname", "done (since the request)"} {
+		if !slices.Contains(names, n) {
+			t.Errorf("steps %v lack %q", names, n)
+		}
+	}
+}
+
+func TestGiveFailures(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	t.Run("a failure before the answer leaves the network alone", func(t *testing.T) {
+		f := &fakeSystem{fail: "host key"}
+		called := false
+		_, err := Give(ctx, identitySession(t, f.system()), validParams(), func() { called = true })
+		if err == nil || !strings.Contains(err.Error(), "host key failed") {
+			t.Errorf("Give = %v, want the host key's failure", err)
+		}
+		if called {
+			t.Error("reachable was called although the identity failed")
+		}
+		if slices.Contains(f.parts(), "network") {
+			t.Errorf("parts = %v: the network came up with the template's host key", f.parts())
+		}
+	})
+	t.Run("a failure after the answer", func(t *testing.T) {
+		f := &fakeSystem{fail: "hostname"}
+		called := false
+		_, err := Give(ctx, identitySession(t, f.system()), validParams(), func() { called = true })
+		if err == nil || !strings.Contains(err.Error(), "hostname failed") {
+			t.Errorf("Give = %v, want the hostname's failure", err)
+		}
+		if !called {
+			t.Error("reachable was not called")
+		}
+	})
+	t.Run("a stream that ends without the last line", func(t *testing.T) {
+		sess := agenttest.Session(t, func(srv *agent.Server) {
+			srv.Handle(OpIdentity, func(ctx context.Context, st *agent.Stream) error {
+				return st.Accept(IdentityResult{More: true})
+			})
+		})
+		_, err := Give(ctx, sess, validParams(), func() {})
+		if err == nil || !strings.Contains(err.Error(), "end of the identity") {
+			t.Errorf("Give = %v, want an error saying the end is missing", err)
+		}
+	})
+	t.Run("an agent that answers once done", func(t *testing.T) {
+		sess := agenttest.Session(t, func(srv *agent.Server) {
+			srv.Handle(OpIdentity, func(ctx context.Context, st *agent.Stream) error {
+				return st.Accept(IdentityResult{Interface: "eth0"})
+			})
+		})
+		called := false
+		res, err := Give(ctx, sess, validParams(), func() { called = true })
+		if err != nil || !called || res.Interface != "eth0" {
+			t.Errorf("Give = %+v, %v (reachable called: %v); want eth0, no error, called", res, err, called)
 		}
 	})
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -211,17 +212,21 @@ func (s *Service) bootLocked(ctx context.Context, row *store.VM, c *clone) (err 
 // identityAndSSH gives the clone row (running as st) its identity and
 // waits for its SSH and agent, both at once: sshd's first answer costs the
 // guest an exec of sshd, which TCG translates anew in every clone, and
-// the guest sets its address early in the identity call, so the wait for
-// the banner runs while the rest of the identity is written.
+// the guest answers as soon as its address and host key are in place, so
+// the wait for the banner runs while the rest of the identity is written.
 func (s *Service) identityAndSSH(ctx context.Context, row *store.VM, drv vmm.Driver, st vmm.State, c *clone, consoleStart int64, steps *stepClock) error {
 	progress.Report(ctx, api.Progress{Phase: PhaseAgent, Message: "the clone runs; giving it its own identity"})
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ready := make(chan error, 1)
 	netUp := make(chan struct{})
+	upOnce := sync.OnceFunc(func() {
+		close(netUp)
+		steps.done("identity: reachable")
+	})
 	go func() { ready <- s.waitForSSH(wctx, row, drv, st, consoleStart, netUp) }()
-	err := s.giveIdentity(ctx, row, st, c)
-	close(netUp)
+	err := s.giveIdentity(ctx, row, st, c, upOnce)
+	upOnce()
 	steps.done("identity")
 	if err != nil {
 		cancel()

@@ -705,8 +705,10 @@ func (s *Service) makeOverlay(ctx context.Context, ov vmm.Overlayer, row store.V
 	return nil
 }
 
-// giveIdentity makes the clone row (running as st) a machine of its own.
-func (s *Service) giveIdentity(ctx context.Context, row *store.VM, st vmm.State, c *clone) error {
+// giveIdentity makes the clone row (running as st) a machine of its own;
+// reachable is called as soon as the guest can be reached with its new
+// address and host key (see guestid.Give).
+func (s *Service) giveIdentity(ctx context.Context, row *store.VM, st vmm.State, c *clone, reachable func()) error {
 	ip, err := netip.ParseAddr(row.IP)
 	if err != nil {
 		return err
@@ -725,9 +727,10 @@ func (s *Service) giveIdentity(ctx context.Context, row *store.VM, st vmm.State,
 	ictx, cancel := context.WithTimeout(ctx, s.cfg.AgentTimeout)
 	defer cancel()
 	var res guestid.IdentityResult
-	err = s.withSession(ictx, st, func(sess *agent.Session) error {
+	err = s.withSession(ictx, st, func(sess *agent.Session) (err error) {
 		p.HostTimeNanos = time.Now().UnixNano()
-		return sess.Call(ictx, guestid.OpIdentity, p, &res)
+		res, err = guestid.Give(ictx, sess, p, reachable)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("give the clone its identity through the guest agent: %w", err)
