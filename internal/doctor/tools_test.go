@@ -1,7 +1,11 @@
 package doctor
 
 import (
+	"context"
+	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -104,4 +108,46 @@ func TestImageTools(t *testing.T) {
 		wantStatus(t, r, StatusOK)
 		wantContains(t, "detail", r.Detail, "subordinate ids 100000-165535 (uids) and 100000-165535 (gids) of dev")
 	})
+}
+
+// TestToolVersionCache: a tool's version is read once while its file
+// stays the same, again once the file changes, and a failure is not kept.
+func TestToolVersionCache(t *testing.T) {
+	dir := t.TempDir()
+	bin, runs := filepath.Join(dir, "tool"), filepath.Join(dir, "runs")
+	write := func(version string, status int) {
+		t.Helper()
+		script := fmt.Sprintf("#!/bin/sh\necho run >> %q\necho %q\nexit %d\n", runs, version, status)
+		// A new file renamed over the old one, as a package upgrade does.
+		tmp := bin + ".new"
+		if err := os.WriteFile(tmp, []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, bin); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func() int {
+		b, _ := os.ReadFile(runs)
+		return strings.Count(string(b), "run")
+	}
+	ctx := context.Background()
+	want := func(version string, wantErr bool, wantRuns int) {
+		t.Helper()
+		v, err := toolVersion(ctx, bin)
+		if (err != nil) != wantErr || (!wantErr && v != version) {
+			t.Errorf("toolVersion = %q, %v; want %q (error: %v)", v, err, version, wantErr)
+		}
+		if n := count(); n != wantRuns {
+			t.Errorf("the tool ran %d times, want %d", n, wantRuns)
+		}
+	}
+	write("tool 1.0", 0)
+	want("tool 1.0", false, 1)
+	want("tool 1.0", false, 1) // kept
+	write("tool 2.0", 0)
+	want("tool 2.0", false, 2) // replaced: read again
+	write("broken", 1)
+	want("", true, 3)
+	want("", true, 4) // a failure runs again
 }

@@ -39,6 +39,7 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (api.VM, err
 	if err != nil {
 		return api.VM{}, err
 	}
+	steps := s.stepClock(row.Name)
 	publish, err := parsePublish(p.Publish)
 	if err != nil {
 		return api.VM{}, err
@@ -56,6 +57,7 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (api.VM, err
 	if err != nil {
 		return api.VM{}, err
 	}
+	steps.done("checks")
 
 	unlock := s.lock(row.ID, "")
 	defer unlock()
@@ -95,7 +97,7 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (api.VM, err
 			c = &clone{m: m}
 		}
 	}
-	steps := s.stepClock(row.Name)
+	steps.done("row and lease")
 	if c != nil {
 		progress.Report(ctx, api.Progress{Phase: PhaseDisk,
 			Message: fmt.Sprintf("making the disk of a clone of template %s of image %s", c.m.Key[:12], img.Name)})
