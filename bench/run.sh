@@ -38,7 +38,8 @@
 #          one guest of each (goal: ratio <= 0.5)
 #   warm   warm templates: `image warm` (build time, size on disk); `vm
 #          create` to SSH plus agent from the template vs `vm create --cold`
-#          of the same image and shape, interleaved, RUNS times each; 10
+#          of the same image and shape (the default vCPU count, 1 GiB;
+#          WARM_SHAPE to change it), interleaved, RUNS times each; 10
 #          concurrent `vm create` from the template (median and slowest);
 #          the summed Pss (/proc/PID/smaps_rollup) of PSS_VMS (10) idle
 #          clones of a 1 GiB VM vs as many cold-booted ones
@@ -491,8 +492,11 @@ bench_coldboot() {
 }
 
 bench_warm() {
-	local shape=(--cpus 1 --memory 1024) n=${PSS_VMS:-10}
-	echo "== warm: template build; vm create from the template vs --cold ($RUNS runs each, interleaved); $n concurrent clones; Pss of $n clones vs $n cold-booted VMs (1 GiB each)"
+	# The default vCPU count (2, what `vm create` gives without --cpus) and
+	# 1 GiB; WARM_SHAPE overrides (e.g. "--cpus 1 --memory 1024").
+	local shape n=${PSS_VMS:-10}
+	read -ra shape <<<"${WARM_SHAPE:---memory 1024}"
+	echo "== warm: template build; vm create from the template vs --cold ($RUNS runs each, interleaved; shape: ${shape[*]}); $n concurrent clones; Pss of $n clones vs $n cold-booted VMs"
 	local t0 t1 tj
 	t0=$(now)
 	tj=$(N "$B" image warm default "${shape[@]}" --json)
