@@ -502,17 +502,25 @@ bench_warm() {
 	tj=$(N "$B" image warm default "${shape[@]}" --json)
 	t1=$(now)
 	echo "template: image warm $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}') s wall (reused: $(echo "$tj" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("reused", False))')), build $(echo "$tj" | jsonget build_seconds) s, $(echo "$tj" | jsonget size_bytes) bytes on disk ($(du -sh "$(echo "$tj" | jsonget dir)" | cut -f1))"
+	# Each VM is removed as soon as it is timed: one left running would
+	# load the host while the other side is timed (a cold-booted guest
+	# keeps its vCPUs busy for seconds after SSH answers).
+	created() { # created NAME ARGS...: times vm create NAME ARGS, then removes it
+		local t
+		t=$(elapsed N "$B" vm create "$@")
+		N "$B" vm rm --force "$1" >/dev/null
+		echo "$t"
+	}
 	local warm=() cold=()
 	for i in $(seq "$RUNS"); do
 		if [ $((i % 2)) = 1 ]; then
-			warm+=("$(elapsed N "$B" vm create "w-$i" "${shape[@]}")")
-			cold+=("$(elapsed N "$B" vm create "c-$i" --cold "${shape[@]}")")
+			warm+=("$(created "w-$i" "${shape[@]}")")
+			cold+=("$(created "c-$i" --cold "${shape[@]}")")
 		else
-			cold+=("$(elapsed N "$B" vm create "c-$i" --cold "${shape[@]}")")
-			warm+=("$(elapsed N "$B" vm create "w-$i" "${shape[@]}")")
+			cold+=("$(created "c-$i" --cold "${shape[@]}")")
+			warm+=("$(created "w-$i" "${shape[@]}")")
 		fi
 		echo "run $i: warm clone ${warm[-1]} s, cold boot ${cold[-1]} s"
-		N "$B" vm rm --force "w-$i" "c-$i" >/dev/null
 	done
 	local mw mc
 	mw=$(printf '%s\n' "${warm[@]}" | median)
