@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -11,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -65,6 +67,17 @@ func TestTemplates(t *testing.T) {
 	}
 	if log := e.daemonLog(); strings.Contains(log, "Failed to get shared") {
 		t.Errorf("QEMU complained about image locking during the clones' start:\n%s", log)
+	}
+	// A clone is idle once created: the template was saved after udev
+	// had handled the boot's devices, so no clone handles them again
+	// (when it did, each clone's vCPU was busy for seconds after vm
+	// create returned, and beside its identity and first SSH session).
+	for _, v := range vms {
+		if used := vmmCPU(t, v.PID, 3*time.Second); used > time.Second {
+			t.Errorf("clone %s: its VMM used %s of CPU in the 3 s after vm create, want an idle guest (under 1 s)", v.Name, used)
+		} else {
+			t.Logf("clone %s: its VMM used %s of CPU in the 3 s after vm create", v.Name, used)
+		}
 	}
 
 	cloneChecks(ctx, t, e, vms)
@@ -175,4 +188,23 @@ func hashFiles(t *testing.T, dir string, names ...string) []string {
 		out = append(out, n+":"+hex.EncodeToString(h.Sum(nil)))
 	}
 	return out
+}
+
+// vmmCPU is the CPU time (user and system) process pid uses during d.
+func vmmCPU(t *testing.T, pid int, d time.Duration) time.Duration {
+	t.Helper()
+	ticks := func() int64 {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			t.Fatalf("read the VMM's CPU time: %v", err)
+		}
+		// The fields after the command name, which ends with ')'.
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		u, _ := strconv.ParseInt(f[11], 10, 64) // utime, field 14
+		s, _ := strconv.ParseInt(f[12], 10, 64) // stime, field 15
+		return u + s
+	}
+	a := ticks()
+	time.Sleep(d)
+	return time.Duration(ticks()-a) * time.Second / 100 // USER_HZ
 }

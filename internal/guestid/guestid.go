@@ -52,6 +52,15 @@ type QuiesceResult struct {
 	// SystemState is what systemd said once booted ("running",
 	// "degraded"), "" without systemd.
 	SystemState string `json:"system_state,omitempty"`
+	// UdevSettled says udev's event queue was empty before the save
+	// (udevadm settle), false where the guest has no udevadm.
+	UdevSettled bool `json:"udev_settled,omitempty"`
+}
+
+// deadlineOf is ctx's deadline (ctx has one).
+func deadlineOf(ctx context.Context) time.Time {
+	d, _ := ctx.Deadline()
+	return d
 }
 
 // IdentityParams are OpIdentity's parameters: who the clone is.
@@ -181,7 +190,7 @@ const (
 )
 
 // HandleQuiesce is the guest agent's handler for OpQuiesce. It waits for
-// the boot to finish, syncs, drops the saved random seed (each clone
+// the boot to finish (systemd's jobs, then udev's event queue), syncs, drops the saved random seed (each clone
 // gets fresh randomness instead) and freezes the root file system, so
 // that the disk the host copies is consistent and stays so until a
 // clone's OpIdentity thaws it.
@@ -191,19 +200,29 @@ func HandleQuiesce(ctx context.Context, st *agent.Stream) error {
 		return err
 	}
 	var res QuiesceResult
+	timeout := time.Duration(p.BootTimeoutSeconds) * time.Second
+	if timeout <= 0 {
+		timeout = 120 * time.Second
+	}
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	if _, err := os.Stat("/run/systemd/system"); err == nil {
-		timeout := time.Duration(p.BootTimeoutSeconds) * time.Second
-		if timeout <= 0 {
-			timeout = 120 * time.Second
-		}
-		wctx, cancel := context.WithTimeout(ctx, timeout)
 		out, _ := exec.CommandContext(wctx, "systemctl", "is-system-running", "--wait").Output()
-		timedOut := wctx.Err() != nil
-		cancel()
 		res.SystemState = strings.TrimSpace(string(out))
-		if timedOut {
+		if wctx.Err() != nil {
 			return agent.Errorf(agent.CodeFailed, "the guest's boot did not finish within %s (systemd says %q)", timeout, res.SystemState)
 		}
+	}
+	// systemd's boot is over once udev has been told of every device,
+	// not once it has handled them: the rest of that work would run
+	// again in every clone, beside its identity and its first SSH
+	// session (measured: four udev workers busy in each new clone).
+	if path, err := exec.LookPath("udevadm"); err == nil {
+		secs := max(1, int(time.Until(deadlineOf(wctx)).Seconds()))
+		if out, err := exec.CommandContext(wctx, path, "settle", fmt.Sprintf("--timeout=%d", secs)).CombinedOutput(); err != nil {
+			return agent.Errorf(agent.CodeFailed, "udev did not finish handling the guest's devices within %s: %v %s", timeout, err, strings.TrimSpace(string(out)))
+		}
+		res.UdevSettled = true
 	}
 	for _, f := range []string{"/var/lib/systemd/random-seed", "/var/lib/urandom/random-seed"} {
 		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {

@@ -523,7 +523,7 @@ func (s *Service) buildTemplate(ctx context.Context, sh shape, key string) (m te
 	if err := os.Rename(dir, s.templateDir(key)); err != nil {
 		return m, fmt.Errorf("move the template into place: %w", err)
 	}
-	s.log.Info("template made", "image", sh.img.Name, "key", key, "system", qr.SystemState, "took", time.Since(t0).Round(time.Millisecond))
+	s.log.Info("template made", "image", sh.img.Name, "key", key, "system", qr.SystemState, "udev_settled", qr.UdevSettled, "took", time.Since(t0).Round(time.Millisecond))
 	return m, nil
 }
 
