@@ -1,14 +1,16 @@
 // Package guestid makes a warm template's clone a machine of its own,
 // through the guest agent (package agent). A template is quiesced before
-// it is saved (OpQuiesce: boot finished, disks synced, the saved random
-// seed dropped, the root file system frozen); every clone then gets its
-// own identity before banger reports it ready (OpIdentity): the root file
-// system thawed, the kernel RNG reseeded from host bytes, the clock set
-// from the host's, machine-id, hostname, SSH host key, MAC and IP address
-// from its own lease, default route and nameserver, the neighbour table
-// flushed and a gratuitous ARP sent. The daemon's clock keeper (package
-// guestclock) refines the clock later. Nothing runs a program: each exec
-// in a guest just restored under TCG costs a large part of a second.
+// it is saved (OpQuiesce: boot finished, udev's device events handled,
+// disks synced, the saved random seed dropped, the root file system
+// frozen); every clone then gets its own identity before banger reports
+// it ready (OpIdentity): the kernel RNG reseeded from host bytes, the
+// clock set from the host's, the root file system thawed, its own SSH
+// host key, MAC and IP address from its own lease, default route, the
+// neighbour table flushed and a gratuitous ARP sent; the agent answers
+// then, and writes machine-id, hostname and nameserver while the host
+// waits for sshd (Give). The daemon's clock keeper (package guestclock)
+// refines the clock later. Nothing runs a program: each exec in a guest
+// just restored under TCG costs a large part of a second.
 package guestid
 
 import (
@@ -190,10 +192,10 @@ const (
 )
 
 // HandleQuiesce is the guest agent's handler for OpQuiesce. It waits for
-// the boot to finish (systemd's jobs, then udev's event queue), syncs, drops the saved random seed (each clone
-// gets fresh randomness instead) and freezes the root file system, so
-// that the disk the host copies is consistent and stays so until a
-// clone's OpIdentity thaws it.
+// the boot to finish (systemd's jobs, then udev's event queue), syncs,
+// drops the saved random seed (each clone gets fresh randomness instead)
+// and freezes the root file system, so that the disk the host copies is
+// consistent and stays so until a clone's OpIdentity thaws it.
 func HandleQuiesce(ctx context.Context, st *agent.Stream) error {
 	var p QuiesceParams
 	if err := st.Decode(&p); err != nil {
