@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -12,12 +11,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/bangerhq/banger/internal/api"
+	"github.com/bangerhq/banger/internal/vmm/proc"
 )
 
 // TestTemplates: image warm makes a template; two clones created at once
@@ -193,18 +192,14 @@ func hashFiles(t *testing.T, dir string, names ...string) []string {
 // vmmCPU is the CPU time (user and system) process pid uses during d.
 func vmmCPU(t *testing.T, pid int, d time.Duration) time.Duration {
 	t.Helper()
-	ticks := func() int64 {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	used := func() time.Duration {
+		c, err := proc.CPUTime(pid)
 		if err != nil {
 			t.Fatalf("read the VMM's CPU time: %v", err)
 		}
-		// The fields after the command name, which ends with ')'.
-		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-		u, _ := strconv.ParseInt(f[11], 10, 64) // utime, field 14
-		s, _ := strconv.ParseInt(f[12], 10, 64) // stime, field 15
-		return u + s
+		return c
 	}
-	a := ticks()
+	a := used()
 	time.Sleep(d)
-	return time.Duration(ticks()-a) * time.Second / 100 // USER_HZ
+	return used() - a
 }

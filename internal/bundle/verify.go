@@ -11,7 +11,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
+
+	"github.com/bangerhq/banger/internal/filestamp"
 )
 
 // ErrMismatch is wrapped by verification errors for a file whose contents,
@@ -307,9 +308,9 @@ func checkFile(dir string, f LockFile, noCache bool) *Problem {
 		return &Problem{File: f.Path, Reason: err.Error(), Expected: f.SHA256}
 	}
 	defer fh.Close()
-	key, stamp := stampOf(p, st)
+	stamp := filestamp.Of(st)
 	if !noCache {
-		if v, ok := stampCache.Load(key); ok && v.(stampEntry) == (stampEntry{stamp, f.SHA256}) {
+		if v, ok := stampCache.Load(p); ok && v.(stampEntry) == (stampEntry{stamp, f.SHA256}) {
 			return checkMode(f, st)
 		}
 	}
@@ -325,10 +326,10 @@ func checkFile(dir string, f LockFile, noCache bool) *Problem {
 		case st.Size() > f.Size:
 			reason = fmt.Sprintf("grew (%d bytes, expected %d)", st.Size(), f.Size)
 		}
-		stampCache.Delete(key)
+		stampCache.Delete(p)
 		return &Problem{File: f.Path, Reason: reason, Expected: f.SHA256, Actual: sum}
 	}
-	stampCache.Store(key, stampEntry{stamp, sum})
+	stampCache.Store(p, stampEntry{stamp, sum})
 	return checkMode(f, st)
 }
 
@@ -343,24 +344,9 @@ func checkMode(f LockFile, st os.FileInfo) *Problem {
 // verified with.
 var stampCache sync.Map
 
-type stamp struct {
-	size, mtime, ctime int64
-	ino, dev           uint64
-}
-
 type stampEntry struct {
-	st  stamp
+	st  filestamp.Stamp
 	sum string
-}
-
-func stampOf(p string, st os.FileInfo) (string, stamp) {
-	s := stamp{size: st.Size(), mtime: st.ModTime().UnixNano()}
-	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
-		s.ctime = sys.Ctim.Sec*1e9 + sys.Ctim.Nsec
-		s.ino = sys.Ino
-		s.dev = uint64(sys.Dev)
-	}
-	return p, s
 }
 
 // findExtra walks the bundle for files the lock does not list: any file in

@@ -14,10 +14,9 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/bangerhq/banger/internal/bundle"
 	"github.com/bangerhq/banger/internal/config"
+	"github.com/bangerhq/banger/internal/filestamp"
 	"github.com/bangerhq/banger/internal/paths"
 	"github.com/bangerhq/banger/internal/subid"
 	"github.com/bangerhq/banger/internal/vmm/qemu"
@@ -254,20 +253,20 @@ func runTool(ctx context.Context, bin string, args ...string) (stdout, stderr st
 }
 
 // toolVersion returns the first non-empty line `bin --version` prints.
-// A version once read is kept while bin's file stays the same (device,
-// inode, size, modification and change times; see versionCache): the
-// daemon checks QEMU before every VM start, and QEMU takes about 50 ms
-// to print its version. A tool that failed runs again next time.
+// A version once read is kept while bin's file stays the same (its
+// filestamp.Stamp): the daemon checks QEMU before every VM start, and
+// QEMU takes about 50 ms to print its version. A tool that failed runs
+// again next time.
 func toolVersion(ctx context.Context, bin string) (string, error) {
-	id, idErr := fileIdentity(bin)
-	if idErr == nil {
-		if v, ok := versions.get(bin, id); ok {
+	st, stErr := filestamp.Path(bin)
+	if stErr == nil {
+		if v, ok := versions.get(bin, st); ok {
 			return v, nil
 		}
 	}
 	v, err := runToolVersion(ctx, bin)
-	if err == nil && idErr == nil {
-		versions.put(bin, id, v)
+	if err == nil && stErr == nil {
+		versions.put(bin, st, v)
 	}
 	return v, err
 }
@@ -288,51 +287,34 @@ func runToolVersion(ctx context.Context, bin string) (string, error) {
 	return "", fmt.Errorf("%s --version printed nothing", bin)
 }
 
-// fileID is what toolVersion's cache compares to tell that a file is
-// the one it ran: a file replaced or rewritten differs in one of these.
-type fileID struct {
-	dev, ino, size       uint64
-	mtime, ctime         int64
-	mtimeNsec, ctimeNsec int64
-}
-
-func fileIdentity(path string) (fileID, error) {
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
-		return fileID{}, err
-	}
-	return fileID{dev: st.Dev, ino: st.Ino, size: uint64(st.Size),
-		mtime: st.Mtim.Sec, mtimeNsec: st.Mtim.Nsec, ctime: st.Ctim.Sec, ctimeNsec: st.Ctim.Nsec}, nil
-}
-
 // versionCache maps a tool's path to the version it printed, with the
-// identity of its file then.
+// stamp of its file then.
 type versionCache struct {
 	mu sync.Mutex
 	m  map[string]cachedVersion
 }
 
 type cachedVersion struct {
-	id      fileID
+	stamp   filestamp.Stamp
 	version string
 }
 
 var versions versionCache
 
-func (c *versionCache) get(path string, id fileID) (string, bool) {
+func (c *versionCache) get(path string, st filestamp.Stamp) (string, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	v, ok := c.m[path]
-	return v.version, ok && v.id == id
+	return v.version, ok && v.stamp == st
 }
 
-func (c *versionCache) put(path string, id fileID, version string) {
+func (c *versionCache) put(path string, st filestamp.Stamp, version string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil {
 		c.m = map[string]cachedVersion{}
 	}
-	c.m[path] = cachedVersion{id: id, version: version}
+	c.m[path] = cachedVersion{stamp: st, version: version}
 }
 
 func firstLine(s string) string {

@@ -59,12 +59,6 @@ type QuiesceResult struct {
 	UdevSettled bool `json:"udev_settled,omitempty"`
 }
 
-// deadlineOf is ctx's deadline (ctx has one).
-func deadlineOf(ctx context.Context) time.Time {
-	d, _ := ctx.Deadline()
-	return d
-}
-
 // IdentityParams are OpIdentity's parameters: who the clone is.
 type IdentityParams struct {
 	Hostname  string `json:"hostname"`
@@ -220,7 +214,8 @@ func HandleQuiesce(ctx context.Context, st *agent.Stream) error {
 	// again in every clone, beside its identity and its first SSH
 	// session (measured: four udev workers busy in each new clone).
 	if path, err := exec.LookPath("udevadm"); err == nil {
-		secs := max(1, int(time.Until(deadlineOf(wctx)).Seconds()))
+		deadline, _ := wctx.Deadline()
+		secs := max(1, int(time.Until(deadline).Seconds()))
 		if out, err := exec.CommandContext(wctx, path, "settle", fmt.Sprintf("--timeout=%d", secs)).CombinedOutput(); err != nil {
 			return agent.Errorf(agent.CodeFailed, "udev did not finish handling the guest's devices within %s: %v %s", timeout, err, strings.TrimSpace(string(out)))
 		}

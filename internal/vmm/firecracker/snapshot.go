@@ -184,9 +184,9 @@ func (d *Driver) saveState(ctx context.Context, st vmm.State, f *os.File) error 
 const snapshotTimeout = 60 * time.Second
 
 // openMade opens a file Firecracker (or its jailer) made in its folder or
-// jail, where the VMM's user could have put anything: without following a link, without
-// blocking on a FIFO, and only a regular file (of size bytes unless size
-// is negative).
+// jail, where the VMM's user could have put anything: without following
+// a link, without blocking on a FIFO, and only a regular file (of size
+// bytes unless size is negative).
 func openMade(p string, size int64) (*os.File, error) {
 	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
 	if err != nil {

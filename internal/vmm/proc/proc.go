@@ -35,6 +35,8 @@ const DefaultPoll = 100 * time.Millisecond
 type stat struct {
 	state     byte
 	startTime uint64
+	// cpuTicks is the CPU time used, user and system, in clock ticks.
+	cpuTicks uint64
 }
 
 func readStat(pid int) (stat, error) {
@@ -86,18 +88,38 @@ func parseStat(b []byte) (stat, error) {
 	}
 	// After ") " come fields 3 (state), 4, ... ; field N is at index N-3.
 	rest := bytes.Fields(b[end+1:])
-	const stateIdx, startIdx = 3 - 3, 22 - 3
+	const stateIdx, utimeIdx, stimeIdx, startIdx = 3 - 3, 14 - 3, 15 - 3, 22 - 3
 	if len(rest) <= startIdx {
 		return stat{}, fmt.Errorf("only %d fields after comm", len(rest))
 	}
 	if len(rest[stateIdx]) != 1 {
 		return stat{}, fmt.Errorf("bad state field %q", rest[stateIdx])
 	}
-	start, err := strconv.ParseUint(string(rest[startIdx]), 10, 64)
-	if err != nil {
-		return stat{}, fmt.Errorf("bad start time field: %w", err)
+	var n [3]uint64
+	for i, idx := range []int{utimeIdx, stimeIdx, startIdx} {
+		v, err := strconv.ParseUint(string(rest[idx]), 10, 64)
+		if err != nil {
+			return stat{}, fmt.Errorf("bad field %d: %w", idx+3, err)
+		}
+		n[i] = v
 	}
-	return stat{state: rest[stateIdx][0], startTime: start}, nil
+	return stat{state: rest[stateIdx][0], cpuTicks: n[0] + n[1], startTime: n[2]}, nil
+}
+
+// clockTicks is the unit of /proc/PID/stat's times (USER_HZ, 100 on
+// every Linux architecture banger runs on).
+const clockTicks = 100
+
+// CPUTime returns the CPU time pid has used so far, user and system
+// (fields 14 and 15 of /proc/PID/stat), at the 10 ms resolution of clock
+// ticks. It returns an error wrapping ErrNoProcess when the process does
+// not exist.
+func CPUTime(pid int) (time.Duration, error) {
+	st, err := readStat(pid)
+	if err != nil {
+		return 0, err
+	}
+	return time.Duration(st.cpuTicks) * time.Second / clockTicks, nil
 }
 
 // StartTime returns the start time of pid in clock ticks since boot (field

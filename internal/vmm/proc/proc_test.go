@@ -47,7 +47,31 @@ func TestParseStat(t *testing.T) {
 			if st.state != tt.state || st.startTime != tt.startTime {
 				t.Fatalf("parseStat(%q) = %c %d, want %c %d", tt.line, st.state, st.startTime, tt.state, tt.startTime)
 			}
+			if st.cpuTicks != 11+12 { // utime and stime, fields 14 and 15
+				t.Fatalf("parseStat(%q): %d CPU ticks, want 23", tt.line, st.cpuTicks)
+			}
 		})
+	}
+}
+
+// TestCPUTime: this process's CPU time grows while it computes; a pid
+// that does not exist is ErrNoProcess.
+func TestCPUTime(t *testing.T) {
+	before, err := CPUTime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(200 * time.Millisecond); time.Now().Before(end); {
+	}
+	after, err := CPUTime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after-before < 50*time.Millisecond {
+		t.Errorf("CPU time went from %s to %s over 200 ms of computing", before, after)
+	}
+	if _, err := CPUTime(-1); !errors.Is(err, ErrNoProcess) {
+		t.Errorf("CPUTime(-1) = %v, want ErrNoProcess", err)
 	}
 }
 
