@@ -194,3 +194,69 @@ func BenchmarkVerifyCached(b *testing.B) {
 		Inspect(context.Background(), Dir{Path: dir}, InspectOptions{})
 	}
 }
+
+// TestVerifyVMStart: a VM start's verification sees a changed kernel, a
+// changed agent and a changed lock (its parse is cached by stamp), but
+// not the module tree or files the lock does not name, which a start
+// never reads.
+func TestVerifyVMStart(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name   string
+		tamper func(t *testing.T, dir string)
+		want   string // "" when the start verifies
+	}{
+		{"untouched", func(*testing.T, string) {}, ""},
+		{"kernel changed", func(t *testing.T, dir string) {
+			p := filepath.Join(dir, "kernel/vmlinux")
+			b, _ := os.ReadFile(p)
+			b[10] ^= 1
+			writeKeepMode(t, p, b)
+		}, "kernel/vmlinux: content changed"},
+		{"initrd gone", func(t *testing.T, dir string) {
+			os.Remove(filepath.Join(dir, "kernel/initrd.img"))
+		}, "kernel/initrd.img: missing"},
+		{"agent changed", func(t *testing.T, dir string) {
+			writeKeepMode(t, filepath.Join(dir, "agent/banger-vsock-pingd"), []byte("#!/bin/sh\necho other\n"))
+		}, "agent/banger-vsock-pingd: content changed"},
+		{"lock changed", func(t *testing.T, dir string) {
+			p := filepath.Join(dir, LockName)
+			b, _ := os.ReadFile(p)
+			l, _ := ReadLock(dir)
+			var sum string
+			for _, f := range l.Components["kernel"].Files {
+				if f.Path == "kernel/vmlinux" {
+					sum = f.SHA256
+				}
+			}
+			writeKeepMode(t, p, []byte(strings.Replace(string(b), sum, strings.Repeat("0", 64), 1)))
+		}, "kernel/vmlinux: content changed"},
+		{"module gone", func(t *testing.T, dir string) {
+			os.Remove(filepath.Join(dir, "kernel/modules/lib/modules/6.1.0-56-cloud-amd64/kernel/virtio_net.ko"))
+		}, ""},
+		{"extra executable", func(t *testing.T, dir string) {
+			os.WriteFile(filepath.Join(dir, "evil"), []byte("#!/bin/sh\n"), 0o755)
+		}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, _ := makeBundle(t)
+			d := Dir{Path: dir, How: "test"}
+			// Warm both caches first: changes must still be seen.
+			if err := VerifyVMStart(ctx, d); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(10 * time.Millisecond)
+			tc.tamper(t, dir)
+			err := VerifyVMStart(ctx, d)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("VerifyVMStart: %v, want nil", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("VerifyVMStart: %v, want an error with %q", err, tc.want)
+			}
+			if tc.want == "" && tc.name != "untouched" && Verify(ctx, d) == nil {
+				t.Errorf("Verify passes a bundle with %s", tc.name)
+			}
+		})
+	}
+}

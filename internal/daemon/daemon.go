@@ -338,7 +338,9 @@ func (d *Daemon) doctorEnv() *doctor.Env {
 // every VM start, or those of the purpose the driver names.
 func (d *Daemon) preflight(ctx context.Context, drv vmm.Driver) error {
 	purpose := doctor.Purpose(vmm.PreflightPurpose(drv, string(doctor.PurposeVMStart)))
-	if err := doctor.Preflight(ctx, d.doctorEnv(), purpose); err != nil {
+	env := d.doctorEnv()
+	env.VerifyRuntime = bundle.VerifyVMStart // not the modules a start never reads
+	if err := doctor.Preflight(ctx, env, purpose); err != nil {
 		return api.Errorf(api.ErrPrecondition, "%w", err)
 	}
 	return nil
