@@ -132,7 +132,8 @@ func (h *hostNet) UnguardPort(name string) error {
 
 // CreateTAP creates the TAP device of a VM, owned by owner (the user its
 // VMM runs as) and attached to the bridge, and guards it with the VM's MAC
-// and IP; on error nothing is left.
+// and IP; the host forgets any neighbour entry of that IP (an earlier VM's
+// MAC). On error nothing is left.
 func (h *hostNet) CreateTAP(name, mac, ip string, owner vmm.Identity) error {
 	port, err := network.ParsePort(name, mac, ip)
 	if err != nil {
@@ -143,6 +144,9 @@ func (h *hostNet) CreateTAP(name, mac, ip string, owner vmm.Identity) error {
 	}
 	if err := h.GuardPort(port); err != nil {
 		return errors.Join(err, network.DeleteLink(name))
+	}
+	if err := network.ForgetNeighbour(h.policy.Bridge, port.IP); err != nil {
+		return errors.Join(err, h.DeleteTAP(name))
 	}
 	return nil
 }

@@ -513,6 +513,23 @@ func (h *Host) DeleteLink(name string) error {
 	return nil
 }
 
+// ForgetNeighbour removes the bridge's neighbour (ARP) entry for ip, if it
+// has one: a VM given ip now starts afresh, where an entry left by an
+// earlier VM of that address would send the host's first packets to that
+// VM's MAC until it expired (and TCP's first retry comes a second later).
+// It returns nil when there is no such bridge or entry.
+func (h *Host) ForgetNeighbour(bridge string, ip netip.Addr) error {
+	br, err := h.linkByName(bridge)
+	if err != nil || br == nil {
+		return err
+	}
+	n := &netlink.Neigh{LinkIndex: br.Attrs().Index, Family: netlink.FAMILY_V4, IP: net.IP(ip.AsSlice())}
+	if err := h.nl.NeighDel(n); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("forget the neighbour entry of %s on %s: %w", ip, bridge, privileged(err))
+	}
+	return nil
+}
+
 // LinkExists reports whether a network device called name exists.
 func (h *Host) LinkExists(name string) (bool, error) {
 	link, err := h.linkByName(name)
@@ -564,6 +581,12 @@ func CreateTAP(name, bridge string, uid, gid int) error {
 // DeleteLink is New().DeleteLink(name) for the process's own namespace.
 func DeleteLink(name string) error {
 	return withHost(func(h *Host) error { return h.DeleteLink(name) })
+}
+
+// ForgetNeighbour is New().ForgetNeighbour(bridge, ip) for the process's
+// own namespace.
+func ForgetNeighbour(bridge string, ip netip.Addr) error {
+	return withHost(func(h *Host) error { return h.ForgetNeighbour(bridge, ip) })
 }
 
 // LinkExists is New().LinkExists(name) for the process's own namespace.

@@ -463,3 +463,47 @@ func openTAPAs(ns netns.NsHandle, tun, name string, uid, gid int) error {
 	}()
 	return <-errc
 }
+
+// TestForgetNeighbour: the bridge's neighbour entry of an address goes
+// (whatever its state), other entries stay, and an absent entry or bridge
+// is no error.
+func TestForgetNeighbour(t *testing.T) {
+	h, nl, _ := testHost(t)
+	if err := h.ForgetNeighbour(testBridge, netip.MustParseAddr("172.30.0.2")); err != nil {
+		t.Fatalf("ForgetNeighbour without the bridge: %v", err)
+	}
+	if err := h.EnsureBridge(testBridge, GatewayPrefix(testSubnet)); err != nil {
+		t.Fatalf("EnsureBridge: %v", err)
+	}
+	br := mustLink(t, nl, testBridge)
+	old, _ := net.ParseMAC("52:54:00:00:00:02")
+	for _, ip := range []string{"172.30.0.2", "172.30.0.3"} {
+		n := &netlink.Neigh{LinkIndex: br.Attrs().Index, Family: netlink.FAMILY_V4, State: netlink.NUD_REACHABLE, IP: net.ParseIP(ip), HardwareAddr: old}
+		if err := nl.NeighSet(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	have := func() []string {
+		t.Helper()
+		ns, err := nl.NeighList(br.Attrs().Index, netlink.FAMILY_V4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ips []string
+		for _, n := range ns {
+			ips = append(ips, n.IP.String())
+		}
+		return ips
+	}
+	if got := have(); len(got) != 2 {
+		t.Fatalf("neighbours before: %v", got)
+	}
+	for range 2 { // the second time, there is nothing to forget
+		if err := h.ForgetNeighbour(testBridge, netip.MustParseAddr("172.30.0.2")); err != nil {
+			t.Fatalf("ForgetNeighbour: %v", err)
+		}
+	}
+	if got := have(); len(got) != 1 || got[0] != "172.30.0.3" {
+		t.Errorf("neighbours after forgetting 172.30.0.2: %v, want 172.30.0.3 only", got)
+	}
+}
