@@ -502,6 +502,9 @@ bench_warm() {
 	tj=$(N "$B" image warm default "${shape[@]}" --json)
 	t1=$(now)
 	echo "template: image warm $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}') s wall (reused: $(echo "$tj" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("reused", False))')), build $(echo "$tj" | jsonget build_seconds) s, $(echo "$tj" | jsonget size_bytes) bytes on disk ($(du -sh "$(echo "$tj" | jsonget dir)" | cut -f1))"
+	# The build leaves up to a GiB of dirty pages (the template's RAM and
+	# disk), whose writeback would load the host under the first runs.
+	sync
 	# Each VM is removed as soon as it is timed: one left running would
 	# load the host while the other side is timed (a cold-booted guest
 	# keeps its vCPUs busy for seconds after SSH answers).

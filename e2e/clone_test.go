@@ -54,22 +54,25 @@ func createClones(ctx context.Context, t *testing.T, e *env, tplKey string, name
 // have.
 func cloneChecks(ctx context.Context, t *testing.T, e *env, vms []api.VM) {
 	t.Helper()
-	type facts struct{ hostname, machineID, random, mac, addr, hostKey string }
+	type facts struct{ hostname, machineID, random, mac, addr, hostKey, noIPv6 string }
 	got := make([]facts, len(vms))
 	for i, v := range vms {
 		out := e.must(ctx, "vm", "ssh", "--no-remind", v.Name, "--", "sh", "-c",
 			"cat /etc/hostname /etc/machine-id; head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; "+
 				"cat /sys/class/net/*/address | grep -v 00:00:00:00:00:00; ip -4 -o addr show scope global | awk '{print $4}'; "+
-				"cut -d' ' -f1,2 /etc/ssh/ssh_host_ed25519_key.pub")
+				"cut -d' ' -f1,2 /etc/ssh/ssh_host_ed25519_key.pub; "+noIPv6Cmd)
 		l := strings.Split(strings.TrimSpace(out), "\n")
-		if len(l) != 6 {
+		if len(l) != 7 {
 			t.Fatalf("facts of %s: %q", v.Name, out)
 		}
-		f := facts{l[0], l[1], l[2], l[3], l[4], l[5]}
+		f := facts{l[0], l[1], l[2], l[3], l[4], l[5], l[6]}
 		got[i] = f
 		t.Logf("%s: %+v", v.Name, f)
 		if f.hostname != v.Name || f.mac != v.MAC || !strings.HasPrefix(f.addr, v.IP+"/") {
 			t.Errorf("%s: hostname %q, mac %q, address %q; want %s, %s, %s", v.Name, f.hostname, f.mac, f.addr, v.Name, v.MAC, v.IP)
+		}
+		if f.noIPv6 != "1" {
+			t.Errorf("%s: disable_ipv6 of its network device is %q, want 1 (banger's bridge carries no IPv6)", v.Name, f.noIPv6)
 		}
 		kh, err := os.ReadFile(filepath.Join(v.Dir, "known_hosts"))
 		if err != nil || !strings.Contains(string(kh), f.hostKey) {
@@ -110,10 +113,14 @@ func restartChecks(ctx context.Context, t *testing.T, e *env, name string) {
 	if after := bootID(); after == before {
 		t.Errorf("vm restart of clone %s kept boot id %s: not a boot", name, after)
 	}
-	if out := e.must(ctx, "vm", "ssh", "--no-remind", name, "--", "cat", "/root/"+name+"-file", "/etc/hostname"); out != "mine\n"+name+"\n" {
-		t.Errorf("after vm restart of clone %s: %q, want its file and hostname", name, out)
+	if out := e.must(ctx, "vm", "ssh", "--no-remind", name, "--", "sh", "-c", "cat /root/"+name+"-file /etc/hostname; "+noIPv6Cmd); out != "mine\n"+name+"\n1\n" {
+		t.Errorf("after vm restart of clone %s: %q, want its file, hostname and disable_ipv6 (1) of its network device", name, out)
 	}
 }
+
+// noIPv6Cmd prints disable_ipv6 of the guest's network device (the one
+// with a device behind it), as banger-net set it.
+const noIPv6Cmd = `for d in /sys/class/net/*; do if [ -e "$d/device" ]; then cat "/proc/sys/net/ipv6/conf/${d##*/}/disable_ipv6"; fi; done`
 
 // killDuringCreate SIGKILLs the daemon while `vm create name args...` (a
 // clone) runs, once the clone's VMM holds its files (or, should the

@@ -19,8 +19,8 @@ func newImageWarmCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "warm NAME",
 		Short: "Make a warm template of an image: vm create then starts clones of it in about a second",
-		Long: `Boot a guest of the image once, wait until its boot has finished, freeze
-its disk and save it as a warm template. vm create of that image with the same
+		Long: `Boot a guest of the image once, wait until its boot has finished, sync
+its disk and save it, stopped, as a warm template. vm create of that image with the same
 --cpus, --memory, --disk and --vmm then starts a clone of the template instead
 of booting (vm create --cold boots anyway); each clone gets its own identity
 (address, MAC, hostname, machine-id, SSH host key, a reseeded RNG, the host's

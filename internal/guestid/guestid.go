@@ -1,16 +1,24 @@
 // Package guestid makes a warm template's clone a machine of its own,
 // through the guest agent (package agent). A template is quiesced before
 // it is saved (OpQuiesce: boot finished, udev's device events handled,
-// disks synced, the saved random seed dropped, the root file system
-// frozen); every clone then gets its own identity before banger reports
+// disks synced, the saved random seed dropped, what the identity needs
+// prepared); every clone then gets its own identity before banger reports
 // it ready (OpIdentity): the kernel RNG reseeded from host bytes, the
-// clock set from the host's, the root file system thawed, its own SSH
-// host key, MAC and IP address from its own lease, default route, the
-// neighbour table flushed and a gratuitous ARP sent; the agent answers
-// then, and writes machine-id, hostname and nameserver while the host
-// waits for sshd (Give). The daemon's clock keeper (package guestclock)
-// refines the clock later. Nothing runs a program: each exec in a guest
-// just restored under TCG costs a large part of a second.
+// clock set from the host's, its own SSH host key, MAC and IP address
+// from its own lease, default route, the neighbour table flushed and a
+// gratuitous ARP sent; the agent answers then, and writes machine-id,
+// hostname and nameserver while the host waits for sshd (Give). The
+// daemon's clock keeper (package guestclock) refines the clock later.
+// Nothing runs a program: each exec in a guest just restored under TCG
+// costs a large part of a second.
+//
+// The root file system is not frozen: the host saves the template with
+// its vCPUs stopped and its disk's writes done, so a clone's memory and
+// disk agree as they did in the template, as a VM paused and resumed;
+// and a clone booted cold from its disk (vm restart) finds the file
+// system as after a power cut, which its journal mends. A freeze bought
+// nothing more, and its thaw cost each clone 22-27 ms (a synchronous
+// write of the superblock).
 package guestid
 
 import (
@@ -179,17 +187,11 @@ func (p IdentityParams) Check() error {
 	return errors.Join(errs...)
 }
 
-// The file system freeze ioctls (linux/fs.h), absent from x/sys/unix.
-const (
-	fifreeze = 0xC0045877
-	fithaw   = 0xC0045878
-)
-
 // HandleQuiesce is the guest agent's handler for OpQuiesce. It waits for
-// the boot to finish (systemd's jobs, then udev's event queue), syncs,
-// drops the saved random seed (each clone gets fresh randomness instead)
-// and freezes the root file system, so that the disk the host copies is
-// consistent and stays so until a clone's OpIdentity thaws it.
+// the boot to finish (systemd's jobs, then udev's event queue), drops the
+// saved random seed (each clone gets fresh randomness instead), prepares
+// the identity (see prepared) and syncs, so that the disk holds what the
+// guest wrote and a clone has no dirty pages to write again.
 func HandleQuiesce(ctx context.Context, st *agent.Stream) error {
 	var p QuiesceParams
 	if err := st.Decode(&p); err != nil {
@@ -226,21 +228,48 @@ func HandleQuiesce(ctx context.Context, st *agent.Stream) error {
 			return fmt.Errorf("remove %s: %w", f, err)
 		}
 	}
+	prepare()
 	unix.Sync()
-	if err := freeze("/", fifreeze); err != nil {
-		return fmt.Errorf("freeze the root file system: %w", err)
-	}
 	return st.Accept(res)
 }
 
-// freeze runs the freeze or thaw ioctl on the file system of dir.
-func freeze(dir string, req uint) error {
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
+// prepared is what a template's quiesce learns of its guest for its
+// clones' identities. A clone resumes the template's agent process, so it
+// finds prepared as the quiesce left it, in a guest with the template's
+// image and devices, and skips learning it again: each lookup is code that
+// TCG translates anew in every clone (measured: 30-40 ms to find the
+// network device, 8-10 ms to look for sshd-session, 30 ms more to decode
+// the first request of a type). ok is false in an agent that quiesced no
+// template (a cold-booted VM's): identify then looks everything up.
+var prepared struct {
+	ok                bool
+	sshdLoadsKeysOnce bool
+	// nic is the network device as it was, nicErr why there was none.
+	nic    netlink.Link
+	nicErr error
+}
+
+// prepare fills prepared, and runs the identity's decoding, checks and
+// encodings once on a sample, so that a clone finds encoding/json's
+// caches of their types built.
+func prepare() {
+	prepared.sshdLoadsKeysOnce = sshdLoadsKeysOnce()
+	prepared.nic, prepared.nicErr = nic()
+	sample := IdentityParams{
+		Hostname: "sample", MachineID: strings.Repeat("0", 32), MAC: "02:00:00:00:00:01",
+		Address: "192.0.2.2/24", Gateway: "192.0.2.1", DNS: "192.0.2.1",
+		HostKey: "OPENSSH PRIVATE KEY", HostKeyPub: "ssh-ed25519 sample",
+		Entropy: make([]byte, 32), HostTimeNanos: 1,
 	}
-	defer unix.Close(fd)
-	return unix.IoctlSetInt(fd, req, 0)
+	if b, err := json.Marshal(sample); err == nil {
+		var p IdentityParams
+		if json.Unmarshal(b, &p) == nil {
+			_ = p.Check()
+		}
+	}
+	_, _ = json.Marshal(IdentityResult{Steps: []Step{{}}})
+	_, _ = json.Marshal(IdentityDone{Steps: []Step{{}}})
+	prepared.ok = true
 }
 
 // HandleIdentity is the guest agent's handler for OpIdentity (see the
@@ -251,20 +280,22 @@ func freeze(dir string, req uint) error {
 // the host connects (see IdentityResult.More): sshd's first answer costs a
 // clone a large part of a second under TCG, which then overlaps the rest.
 func HandleIdentity(ctx context.Context, st *agent.Stream) error {
+	t := newStepTimer()
 	var p IdentityParams
 	if err := st.Decode(&p); err != nil {
 		return err
 	}
+	t.done("decode")
 	if err := p.Check(); err != nil {
 		return agent.Errorf(agent.CodeInvalid, "%s: %v", OpIdentity, err)
 	}
-	return identify(ctx, st, p, guestSystem)
+	t.done("check")
+	return identify(ctx, st, p, guestSystem, t)
 }
 
 // system is what OpIdentity changes in the guest, a function per part,
 // so that tests can run identify without a guest.
 type system struct {
-	thaw   func() error
 	reseed func(entropy []byte) error
 	// setClock sets the wall clock to Unix nanoseconds.
 	setClock func(ns int64) error
@@ -272,21 +303,17 @@ type system struct {
 	// told to restart (0: none), for waitSSHD.
 	setHostKey func(priv, pub string) (int, error)
 	waitSSHD   func(ctx context.Context, pid int) error
-	// setNetwork gives the network device MAC, address, route; flushes
-	// its neighbours and announces the address. It returns the device.
-	setNetwork  func(p IdentityParams, t *stepTimer) (string, error)
+	// setNetwork gives the network device MAC, address and route, and
+	// flushes its neighbours. It returns the device.
+	setNetwork func(p IdentityParams, t *stepTimer) (netDevice, error)
+	// announce sends a gratuitous ARP for p's address from dev.
+	announce    func(dev netDevice, p IdentityParams) error
 	writeFile   func(path string, data []byte, mode os.FileMode) error
 	setHostname func(name string) error
 }
 
 // guestSystem is the system of the guest the agent runs in.
 var guestSystem = system{
-	thaw: func() error {
-		if err := freeze("/", fithaw); err != nil && !errors.Is(err, unix.EINVAL) {
-			return fmt.Errorf("thaw the root file system: %w", err)
-		}
-		return nil
-	},
 	reseed: reseed,
 	setClock: func(ns int64) error {
 		ts := unix.NsecToTimespec(ns)
@@ -299,20 +326,28 @@ var guestSystem = system{
 	waitSSHD: func(ctx context.Context, pid int) error {
 		return waitRestarted(ctx, sshdPIDFile, pid, sshdRestartTimeout)
 	},
-	setNetwork:  setNetwork,
+	setNetwork: setNetwork,
+	announce: func(dev netDevice, p IdentityParams) error {
+		hw, _ := net.ParseMAC(p.MAC)
+		addr, _ := netip.ParsePrefix(p.Address)
+		if err := sendGARP(dev.Index, hw, addr.Addr().AsSlice()); err != nil {
+			return fmt.Errorf("%s: gratuitous arp: %w", dev.Name, err)
+		}
+		return nil
+	},
 	writeFile:   writeFile,
 	setHostname: setHostname,
 }
 
-// identify is HandleIdentity on sys. In order: RNG, clock, thaw, host
-// key (and the restart of an sshd that loads it once), network, then the
-// answer; then machine-id, hostname and resolver, then the IdentityDone
-// line. The address comes up only after the RNG is reseeded and the host
-// key is in place: from then on the host may connect, and sshd must
-// present the clone's own key, with randomness of its own.
-func identify(ctx context.Context, st *agent.Stream, p IdentityParams, sys system) error {
+// identify is HandleIdentity on sys. In order: RNG, clock, host key (and
+// the restart of an sshd that loads it once), network and a gratuitous
+// ARP, then the answer; then machine-id, hostname and resolver, then the
+// IdentityDone line. The address comes up only after the RNG is reseeded
+// and the host key is in place: from then on the host may connect, and
+// sshd must present the clone's own key, with randomness of its own. t
+// has the steps before identify (decoding, checks).
+func identify(ctx context.Context, st *agent.Stream, p IdentityParams, sys system, t *stepTimer) error {
 	start := time.Now()
-	t := newStepTimer()
 	res := IdentityResult{More: true}
 	if err := sys.reseed(p.Entropy); err != nil {
 		return err
@@ -325,10 +360,6 @@ func identify(ctx context.Context, st *agent.Stream, p IdentityParams, sys syste
 		res.ClockSet = true
 		t.done("clock")
 	}
-	if err := sys.thaw(); err != nil {
-		return err
-	}
-	t.done("thaw")
 	sshd, err := sys.setHostKey(p.HostKey, p.HostKeyPub)
 	if err != nil {
 		return err
@@ -341,9 +372,15 @@ func identify(ctx context.Context, st *agent.Stream, p IdentityParams, sys syste
 		res.SSHReloaded = true
 		t.done("sshd restart")
 	}
-	if res.Interface, err = sys.setNetwork(p, t); err != nil {
+	dev, err := sys.setNetwork(p, t)
+	if err != nil {
 		return err
 	}
+	res.Interface = dev.Name
+	if err := sys.announce(dev, p); err != nil {
+		return err
+	}
+	t.done("network: arp")
 	res.Steps = append(t.take(), Step{Name: "reachable (since the request)", Micros: time.Since(start).Microseconds()})
 	if err := st.Accept(res); err != nil {
 		return err
@@ -490,7 +527,11 @@ func setHostKey(priv, pub string) (int, error) {
 	if err := writeFile("/etc/ssh/ssh_host_ed25519_key.pub", []byte(strings.TrimSpace(pub)+"\n"), 0o644); err != nil {
 		return 0, err
 	}
-	if !sshdLoadsKeysOnce() {
+	once := prepared.sshdLoadsKeysOnce
+	if !prepared.ok {
+		once = sshdLoadsKeysOnce()
+	}
+	if !once {
 		return 0, nil
 	}
 	return restartListener(sshdPIDFile)
@@ -559,35 +600,51 @@ func sshdLoadsKeysOnce() bool {
 	return false
 }
 
+// netDevice is the guest's network device.
+type netDevice struct {
+	Name  string
+	Index int
+}
+
 // setNetwork gives the guest's network device (the first with a device
-// behind it) p's MAC, address and default route, flushes its neighbours
-// and announces the address with a gratuitous ARP. It returns the
-// device's name.
-func setNetwork(p IdentityParams, t *stepTimer) (string, error) {
-	link, err := nic()
-	if err != nil {
-		return "", err
+// behind it) p's MAC, address and default route, and flushes its
+// neighbours. The device is the one prepare found, when it ran. A device
+// that is up already (banger-net brings a template's up) stays up: its
+// MAC changes while it runs (starting the device, its queues and their
+// buffers, took a clone 40-45 ms).
+func setNetwork(p IdentityParams, t *stepTimer) (netDevice, error) {
+	link, err := prepared.nic, prepared.nicErr
+	if !prepared.ok {
+		link, err = nic()
 	}
-	name := link.Attrs().Name
-	fail := func(what string, err error) (string, error) {
-		return name, fmt.Errorf("%s: %s: %w", name, what, err)
+	if err != nil {
+		return netDevice{}, err
+	}
+	dev := netDevice{Name: link.Attrs().Name, Index: link.Attrs().Index}
+	fail := func(what string, err error) (netDevice, error) {
+		return dev, fmt.Errorf("%s: %s: %w", dev.Name, what, err)
 	}
 	hw, _ := net.ParseMAC(p.MAC)
+	up := link.Attrs().Flags&net.FlagUp != 0
 	if !bytes.Equal(link.Attrs().HardwareAddr, hw) {
 		if err := netlink.LinkSetHardwareAddr(link, hw); err != nil {
 			// Some drivers take a new address only while down.
 			if err := netlink.LinkSetDown(link); err != nil {
 				return fail("set link down", err)
 			}
+			up = false
 			if err := netlink.LinkSetHardwareAddr(link, hw); err != nil {
 				return fail("set mac", err)
 			}
 		}
 	}
-	if err := netlink.LinkSetUp(link); err != nil {
-		return fail("set link up", err)
-	}
 	t.done("network: mac")
+	if !up {
+		if err := netlink.LinkSetUp(link); err != nil {
+			return fail("set link up", err)
+		}
+		t.done("network: up")
+	}
 	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
 	if err != nil {
 		return fail("list addresses", err)
@@ -617,11 +674,7 @@ func setNetwork(p IdentityParams, t *stepTimer) (string, error) {
 		netlink.NeighDel(&n) // best effort: an entry may go by itself meanwhile
 	}
 	t.done("network: neighbours")
-	if err := sendGARP(link.Attrs().Index, hw, addr.IP.To4()); err != nil {
-		return fail("gratuitous arp", err)
-	}
-	t.done("network: arp")
-	return name, nil
+	return dev, nil
 }
 
 // nic is the first network link with a device behind it (virtio-net), as

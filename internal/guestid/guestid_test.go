@@ -184,12 +184,14 @@ func (f *fakeSystem) parts() []string {
 
 func (f *fakeSystem) system() system {
 	return system{
-		thaw:       func() error { return f.did("thaw") },
 		reseed:     func([]byte) error { return f.did("reseed") },
 		setClock:   func(int64) error { return f.did("clock") },
 		setHostKey: func(string, string) (int, error) { return 0, f.did("host key") },
 		waitSSHD:   func(context.Context, int) error { return f.did("sshd restart") },
-		setNetwork: func(IdentityParams, *stepTimer) (string, error) { return "eth0", f.did("network") },
+		setNetwork: func(IdentityParams, *stepTimer) (netDevice, error) {
+			return netDevice{Name: "eth0", Index: 2}, f.did("network")
+		},
+		announce: func(netDevice, IdentityParams) error { return f.did("arp") },
 		writeFile: func(path string, _ []byte, _ os.FileMode) error {
 			if path == "/etc/machine-id" && f.release != nil {
 				<-f.release
@@ -208,7 +210,7 @@ func identitySession(t *testing.T, sys system) *agent.Session {
 			if err := st.Decode(&p); err != nil {
 				return err
 			}
-			return identify(ctx, st, p, sys)
+			return identify(ctx, st, p, sys, newStepTimer())
 		})
 	})
 }
@@ -233,7 +235,7 @@ func TestGiveAnswersWhenReachable(t *testing.T) {
 	select {
 	case parts := <-reached:
 		// The address comes up last, after the key and the reseed.
-		want := []string{"reseed", "clock", "thaw", "host key", "network"}
+		want := []string{"reseed", "clock", "host key", "network", "arp"}
 		if !slices.Equal(parts, want) {
 			t.Errorf("parts done when reachable = %v, want %v", parts, want)
 		}
@@ -252,7 +254,7 @@ func TestGiveAnswersWhenReachable(t *testing.T) {
 	if g.err != nil {
 		t.Fatal(g.err)
 	}
-	want := []string{"reseed", "clock", "thaw", "host key", "network", "/etc/machine-id", "hostname", "/etc/resolv.conf"}
+	want := []string{"reseed", "clock", "host key", "network", "arp", "/etc/machine-id", "hostname", "/etc/resolv.conf"}
 	if parts := f.parts(); !slices.Equal(parts, want) {
 		t.Errorf("parts = %v, want %v", parts, want)
 	}

@@ -34,12 +34,12 @@ import (
 )
 
 // Warm templates: a guest of an image booted once, quiesced by its agent
-// (boot finished, synced, random seed dropped, root file system frozen)
+// (boot finished, synced, random seed dropped; see package guestid)
 // and saved (vmm.Snapshotter), so that vm create can start a clone of it
 // in well under a second instead of booting a kernel.
 //
 // A template lives in TemplatesDir()/KEY/: ram (the guest RAM, sparse),
-// state (the VMM's device state), disk.ext4 (the frozen disk) and
+// state (the VMM's device state), disk.ext4 (its disk as it was saved) and
 // template.json (its manifest). KEY is a digest of everything the saved
 // state depends on (the image, the disk size, the VMM's MachineKey: VMM
 // build, accelerator, CPU model, CPUs, memory, kernel, device command
@@ -70,7 +70,7 @@ import (
 // (reflink where the file system has it, else sparse) of disk.ext4.
 //
 // A clone then gets its own identity from the agent (package guestid)
-// before it counts as ready: thaw, RNG reseed, machine-id, hostname, SSH
+// before it counts as ready: RNG reseed, machine-id, hostname, SSH
 // host key, MAC and address of its own lease, then its clock is set. Its
 // row is an ordinary VM's: vm restart boots it cold from its own disk.
 
@@ -445,7 +445,7 @@ func (s *Service) buildTemplate(ctx context.Context, sh shape, key string) (m te
 	if err := s.waitAgent(ctx, drv, st); err != nil {
 		return m, fmt.Errorf("%w\n--- last lines of the serial console ---\n%s", err, consoleTail(spec.ConsoleLog, 0, 25))
 	}
-	progress.Report(ctx, api.Progress{Phase: PhaseAgent, Message: "waiting for the guest's boot to finish, then freezing its disk"})
+	progress.Report(ctx, api.Progress{Phase: PhaseAgent, Message: "waiting for the guest's boot to finish, then syncing its disk"})
 	qctx, cancel := context.WithTimeout(ctx, s.cfg.BootTimeout+30*time.Second)
 	defer cancel()
 	var qr guestid.QuiesceResult

@@ -18,7 +18,7 @@ import (
 )
 
 // backingDisk is a raw disk of 4 MiB of 0x11 bytes, mode 0400, as a
-// template's frozen disk is.
+// template's disk is.
 func backingDisk(t *testing.T) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "disk.ext4")
