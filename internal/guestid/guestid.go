@@ -239,14 +239,21 @@ func HandleQuiesce(ctx context.Context, st *agent.Stream) error {
 // image and devices, and skips learning it again: each lookup is code that
 // TCG translates anew in every clone (measured: 30-40 ms to find the
 // network device, 8-10 ms to look for sshd-session, 30 ms more to decode
-// the first request of a type). ok is false in an agent that quiesced no
-// template (a cold-booted VM's): identify then looks everything up.
+// the first request of a type), or opens sockets: closing the packet
+// socket of the gratuitous ARP waits for an RCU grace period
+// (synchronize_net), 35-45 ms. ok is false in an agent that quiesced no
+// template (a cold-booted VM's): identify then looks everything up, and
+// opens what it needs.
 var prepared struct {
 	ok                bool
 	sshdLoadsKeysOnce bool
 	// nic is the network device as it was, nicErr why there was none.
 	nic    netlink.Link
 	nicErr error
+	// nl is a route netlink socket (nil when it could not be opened).
+	nl *netlink.Handle
+	// arp is a send-only packet socket (-1 when it could not be opened).
+	arp int
 }
 
 // prepare fills prepared, and runs the identity's decoding, checks and
@@ -255,6 +262,12 @@ var prepared struct {
 func prepare() {
 	prepared.sshdLoadsKeysOnce = sshdLoadsKeysOnce()
 	prepared.nic, prepared.nicErr = nic()
+	if prepared.nl == nil {
+		prepared.nl, _ = netlink.NewHandle(unix.NETLINK_ROUTE)
+	}
+	if !prepared.ok {
+		prepared.arp = packetSocket()
+	}
 	sample := IdentityParams{
 		Hostname: "sample", MachineID: strings.Repeat("0", 32), MAC: "02:00:00:00:00:01",
 		Address: "192.0.2.2/24", Gateway: "192.0.2.1", DNS: "192.0.2.1",
@@ -330,7 +343,15 @@ var guestSystem = system{
 	announce: func(dev netDevice, p IdentityParams) error {
 		hw, _ := net.ParseMAC(p.MAC)
 		addr, _ := netip.ParsePrefix(p.Address)
-		if err := sendGARP(dev.Index, hw, addr.Addr().AsSlice()); err != nil {
+		fd := prepared.arp
+		if !prepared.ok || fd < 0 {
+			if fd = packetSocket(); fd < 0 {
+				return fmt.Errorf("%s: gratuitous arp: no packet socket", dev.Name)
+			}
+			// Its close waits for an RCU grace period: not here.
+			defer func() { go unix.Close(fd) }()
+		}
+		if err := sendGARP(fd, dev.Index, hw, addr.Addr().AsSlice()); err != nil {
 			return fmt.Errorf("%s: gratuitous arp: %w", dev.Name, err)
 		}
 		return nil
@@ -613,12 +634,18 @@ type netDevice struct {
 // MAC changes while it runs (starting the device, its queues and their
 // buffers, took a clone 40-45 ms).
 func setNetwork(p IdentityParams, t *stepTimer) (netDevice, error) {
-	link, err := prepared.nic, prepared.nicErr
+	link, err, nl := prepared.nic, prepared.nicErr, prepared.nl
 	if !prepared.ok {
 		link, err = nic()
 	}
 	if err != nil {
 		return netDevice{}, err
+	}
+	if nl == nil {
+		if nl, err = netlink.NewHandle(unix.NETLINK_ROUTE); err != nil {
+			return netDevice{}, fmt.Errorf("open a netlink socket: %w", err)
+		}
+		defer nl.Close()
 	}
 	dev := netDevice{Name: link.Attrs().Name, Index: link.Attrs().Index}
 	fail := func(what string, err error) (netDevice, error) {
@@ -627,30 +654,30 @@ func setNetwork(p IdentityParams, t *stepTimer) (netDevice, error) {
 	hw, _ := net.ParseMAC(p.MAC)
 	up := link.Attrs().Flags&net.FlagUp != 0
 	if !bytes.Equal(link.Attrs().HardwareAddr, hw) {
-		if err := netlink.LinkSetHardwareAddr(link, hw); err != nil {
+		if err := nl.LinkSetHardwareAddr(link, hw); err != nil {
 			// Some drivers take a new address only while down.
-			if err := netlink.LinkSetDown(link); err != nil {
+			if err := nl.LinkSetDown(link); err != nil {
 				return fail("set link down", err)
 			}
 			up = false
-			if err := netlink.LinkSetHardwareAddr(link, hw); err != nil {
+			if err := nl.LinkSetHardwareAddr(link, hw); err != nil {
 				return fail("set mac", err)
 			}
 		}
 	}
 	t.done("network: mac")
 	if !up {
-		if err := netlink.LinkSetUp(link); err != nil {
+		if err := nl.LinkSetUp(link); err != nil {
 			return fail("set link up", err)
 		}
 		t.done("network: up")
 	}
-	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	addrs, err := nl.AddrList(link, netlink.FAMILY_V4)
 	if err != nil {
 		return fail("list addresses", err)
 	}
 	for _, a := range addrs {
-		if err := netlink.AddrDel(link, &a); err != nil {
+		if err := nl.AddrDel(link, &a); err != nil {
 			return fail("remove address "+a.IPNet.String(), err)
 		}
 	}
@@ -658,20 +685,20 @@ func setNetwork(p IdentityParams, t *stepTimer) (netDevice, error) {
 	if err != nil {
 		return fail("parse address", err)
 	}
-	if err := netlink.AddrReplace(link, addr); err != nil {
+	if err := nl.AddrReplace(link, addr); err != nil {
 		return fail("add address", err)
 	}
 	if p.Gateway != "" {
 		_, all, _ := net.ParseCIDR("0.0.0.0/0")
 		r := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: all, Gw: net.ParseIP(p.Gateway)}
-		if err := netlink.RouteReplace(r); err != nil {
+		if err := nl.RouteReplace(r); err != nil {
 			return fail("set default route", err)
 		}
 	}
 	t.done("network: address and route")
-	neigh, _ := netlink.NeighList(link.Attrs().Index, netlink.FAMILY_V4)
+	neigh, _ := nl.NeighList(link.Attrs().Index, netlink.FAMILY_V4)
 	for _, n := range neigh {
-		netlink.NeighDel(&n) // best effort: an entry may go by itself meanwhile
+		nl.NeighDel(&n) // best effort: an entry may go by itself meanwhile
 	}
 	t.done("network: neighbours")
 	return dev, nil
@@ -709,14 +736,21 @@ func GARP(hw net.HardwareAddr, ip net.IP) []byte {
 	return append(f, ip.To4()...)
 }
 
-func sendGARP(ifindex int, hw net.HardwareAddr, ip net.IP) error {
+// packetSocket opens a raw packet socket for sending only (protocol 0:
+// the kernel delivers it no frame), or returns -1.
+func packetSocket() int {
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1
+	}
+	return fd
+}
+
+// sendGARP sends GARP(hw, ip) out of device ifindex through packet socket
+// fd.
+func sendGARP(fd, ifindex int, hw net.HardwareAddr, ip net.IP) error {
 	proto := uint16(unix.ETH_P_ARP)
 	proto = proto<<8 | proto>>8 // network byte order
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(proto))
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
 	to := &unix.SockaddrLinklayer{Ifindex: ifindex, Protocol: proto, Halen: 6}
 	copy(to.Addr[:], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
 	return unix.Sendto(fd, GARP(hw, ip), 0, to)
