@@ -12,8 +12,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/bangerhq/banger/internal/agent"
 	"github.com/bangerhq/banger/internal/agent/agenttest"
@@ -323,4 +326,70 @@ func TestGiveFailures(t *testing.T) {
 			t.Errorf("Give = %+v, %v (reachable called: %v); want eth0, no error, called", res, err, called)
 		}
 	})
+}
+
+// TestWriteFile: an existing regular file is written in place (the same
+// inode), longer or shorter, its mode set; a missing file is made; a
+// symbolic link or a FIFO is replaced by a regular file, never followed
+// or opened for good.
+func TestWriteFile(t *testing.T) {
+	dir := t.TempDir()
+	ino := func(p string) uint64 {
+		t.Helper()
+		st, err := os.Lstat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Sys().(*syscall.Stat_t).Ino
+	}
+	check := func(p, want string, mode os.FileMode) {
+		t.Helper()
+		st, err := os.Lstat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := os.ReadFile(p)
+		if string(b) != want || !st.Mode().IsRegular() || st.Mode().Perm() != mode {
+			t.Errorf("%s: %q, %v; want %q, a regular file of mode %v", p, b, st.Mode(), want, mode)
+		}
+	}
+	p := filepath.Join(dir, "key")
+	if err := writeFile(p, []byte("first and long"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	check(p, "first and long", 0o600)
+	before := ino(p)
+	for _, c := range []struct {
+		data string
+		mode os.FileMode
+	}{{"short", 0o600}, {"longer than all before", 0o644}, {"x", 0o400}} {
+		if err := writeFile(p, []byte(c.data), c.mode); err != nil {
+			t.Fatal(err)
+		}
+		check(p, c.data, c.mode)
+		if ino(p) != before {
+			t.Errorf("writing %q replaced the file instead of writing it in place", c.data)
+		}
+	}
+
+	target := filepath.Join(dir, "stub")
+	os.WriteFile(target, []byte("nameserver 127.0.0.53\n"), 0o644)
+	link := filepath.Join(dir, "resolv.conf")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeFile(link, []byte("nameserver 10.0.0.1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	check(link, "nameserver 10.0.0.1\n", 0o644)
+	check(target, "nameserver 127.0.0.53\n", 0o644)
+
+	fifo := filepath.Join(dir, "fifo")
+	if err := unix.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeFile(fifo, []byte("data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	check(fifo, "data", 0o644)
 }
