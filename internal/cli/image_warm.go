@@ -18,7 +18,7 @@ func newImageWarmCmd() *cobra.Command {
 	var pf *progressFlags
 	cmd := &cobra.Command{
 		Use:   "warm NAME",
-		Short: "Make a warm template of an image: vm create then starts clones of it in about a second",
+		Short: "Make a warm template of an image: vm create then starts clones of it in under a second",
 		Long: `Boot a guest of the image once, wait until its boot has finished, sync
 its disk and save it, stopped, as a warm template. vm create of that image with the same
 --cpus, --memory, --disk and --vmm then starts a clone of the template instead
