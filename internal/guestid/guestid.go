@@ -266,7 +266,7 @@ func prepare() {
 		prepared.nl, _ = netlink.NewHandle(unix.NETLINK_ROUTE)
 	}
 	if !prepared.ok {
-		prepared.arp = packetSocket()
+		prepared.arp, _ = packetSocket()
 	}
 	sample := IdentityParams{
 		Hostname: "sample", MachineID: strings.Repeat("0", 32), MAC: "02:00:00:00:00:01",
@@ -345,8 +345,9 @@ var guestSystem = system{
 		addr, _ := netip.ParsePrefix(p.Address)
 		fd := prepared.arp
 		if !prepared.ok || fd < 0 {
-			if fd = packetSocket(); fd < 0 {
-				return fmt.Errorf("%s: gratuitous arp: no packet socket", dev.Name)
+			var err error
+			if fd, err = packetSocket(); err != nil {
+				return fmt.Errorf("%s: gratuitous arp: %w", dev.Name, err)
 			}
 			// Its close waits for an RCU grace period: not here.
 			defer func() { go unix.Close(fd) }()
@@ -795,13 +796,13 @@ func GARP(hw net.HardwareAddr, ip net.IP) []byte {
 }
 
 // packetSocket opens a raw packet socket for sending only (protocol 0:
-// the kernel delivers it no frame), or returns -1.
-func packetSocket() int {
+// the kernel delivers it no frame); on error the descriptor is -1.
+func packetSocket() (int, error) {
 	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return -1
+		return -1, fmt.Errorf("open a packet socket: %w", err)
 	}
-	return fd
+	return fd, nil
 }
 
 // sendGARP sends GARP(hw, ip) out of device ifindex through packet socket
