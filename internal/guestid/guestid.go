@@ -286,8 +286,8 @@ func prepare() {
 }
 
 // HandleIdentity is the guest agent's handler for OpIdentity (see the
-// package doc). It is idempotent: a clone whose file system is not frozen
-// is thawed without complaint.
+// package doc). It is idempotent: run again with the same params, it
+// leaves the same identity.
 //
 // It answers as soon as the clone is reachable, and writes the rest while
 // the host connects (see IdentityResult.More): sshd's first answer costs a
